@@ -1,0 +1,28 @@
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use lambda_http::{Error, Request, run, service_fn};
+use shared::queue::SqsQueue;
+use shared::secrets::SecretsManagerSecrets;
+use webhook::{Config, Webhook};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let config =
+        Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let aws = shared::aws_config().await;
+    let webhook = Arc::new(Webhook::new(
+        SqsQueue::new(aws_sdk_sqs::Client::new(&aws), config.queue_url),
+        SecretsManagerSecrets::new(
+            aws_sdk_secretsmanager::Client::new(&aws),
+            config.secret_id,
+            config.secrets_refresh,
+        ),
+    ));
+    run(service_fn(move |request: Request| {
+        let webhook = webhook.clone();
+        async move { Ok::<_, Infallible>(webhook.handle(request).await) }
+    }))
+    .await
+}

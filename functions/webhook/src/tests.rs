@@ -1,0 +1,383 @@
+//! Unit tests of the webhook over in-memory fakes of the queue and the secrets. The same
+//! behaviour is tested against SQS and Secrets Manager in moto's server under `tests/`.
+
+use std::sync::{Arc, Mutex};
+
+use lambda_http::Body;
+use shared::meta::signature::sign;
+use shared::secrets::{AppSecrets, SecretString, StaticSecrets};
+
+use super::*;
+
+const APP_SECRET: &str = "local-app-secret";
+
+#[derive(Default)]
+struct RecordingQueue {
+    batches: Mutex<Vec<Vec<QueueEntry>>>,
+    fail_with: Option<QueueError>,
+}
+
+impl MessageQueue for RecordingQueue {
+    async fn send_batch(&self, entries: &[QueueEntry]) -> Result<(), QueueError> {
+        if let Some(error) = &self.fail_with {
+            return Err(error.clone());
+        }
+        self.batches.lock().unwrap().push(entries.to_vec());
+        Ok(())
+    }
+}
+
+struct UnreachableSecrets;
+
+impl Secrets for UnreachableSecrets {
+    async fn current(&self) -> Result<Arc<AppSecrets>, SecretsError> {
+        Err(SecretsError::Fetch("connection refused".into()))
+    }
+}
+
+fn secrets() -> StaticSecrets {
+    StaticSecrets(Arc::new(AppSecrets {
+        meta_app_secret: Some(SecretString::new(APP_SECRET)),
+        meta_app_secret_previous: Some(SecretString::new("previous-app-secret")),
+        meta_verify_token: Some(SecretString::new("local-verify-token")),
+        ..AppSecrets::default()
+    }))
+}
+
+fn webhook() -> Webhook<RecordingQueue, StaticSecrets> {
+    Webhook::new(RecordingQueue::default(), secrets())
+}
+
+fn event(json: &str) -> Request {
+    lambda_http::request::from_str(json).expect("a valid API Gateway event")
+}
+
+fn post(body: &[u8], signature: Option<&str>) -> Request {
+    let mut builder = http::Request::builder()
+        .method("POST")
+        .uri("https://example.test/webhook");
+    if let Some(signature) = signature {
+        builder = builder.header("X-Hub-Signature-256", signature);
+    }
+    builder.body(Body::Binary(body.to_vec())).unwrap()
+}
+
+fn signed(body: &[u8]) -> Request {
+    post(body, Some(&sign(body, APP_SECRET.as_bytes())))
+}
+
+fn text_of(response: &Response<Body>) -> String {
+    String::from_utf8(response.body().as_ref().to_vec()).unwrap()
+}
+
+fn messages_body(count: usize) -> Vec<u8> {
+    let messages: Vec<_> = (0..count)
+        .map(|i| {
+            serde_json::json!({"from": "15551234567", "id": format!("wamid.{i}"), "timestamp": "1700000000",
+                "type": "text", "text": {"body": format!("message {i}")}})
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"object": "whatsapp_business_account", "entry": [{"changes": [
+        {"field": "messages", "value": {"metadata": {"phone_number_id": "PNID"}, "messages": messages}}]}]}))
+    .unwrap()
+}
+
+fn queued_bodies(
+    webhook: &Webhook<RecordingQueue, StaticSecrets>,
+) -> Vec<shared::inbound::InboundMessage> {
+    webhook
+        .queue
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(|entry| serde_json::from_str(&entry.body).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_handshake_echoes_the_challenge_for_the_right_token() {
+    let response = webhook()
+        .handle(event(include_str!(
+            "../../../events/webhook/verify-subscription.json"
+        )))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(text_of(&response), "1158201444");
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
+}
+
+#[tokio::test]
+async fn the_handshake_refuses_a_wrong_token_mode_or_missing_challenge() {
+    for query in [
+        "hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
+        "hub.mode=subscribe&hub.verify_token=local-verify-toke&hub.challenge=1",
+        "hub.mode=unsubscribe&hub.verify_token=local-verify-token&hub.challenge=1",
+        "hub.mode=subscribe&hub.verify_token=local-verify-token",
+        "hub.mode=subscribe&hub.challenge=1",
+        "",
+    ] {
+        let request = http::Request::builder()
+            .method("GET")
+            .uri("https://example.test/webhook")
+            .body(Body::Empty)
+            .unwrap()
+            .with_query_string_parameters(
+                query
+                    .split('&')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.split_once('=').unwrap())
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect::<std::collections::HashMap<_, _>>(),
+            );
+        let response = webhook().handle(request).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{query}");
+        assert_eq!(text_of(&response), "verification failed");
+    }
+}
+
+#[tokio::test]
+async fn the_signed_sample_event_is_accepted_and_queued() {
+    let webhook = webhook();
+    let response = webhook
+        .handle(event(include_str!(
+            "../../../events/webhook/text-message.json"
+        )))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let queued = queued_bodies(&webhook);
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        queued[0].content,
+        shared::inbound::MessageContent::Text {
+            body: "Olá! What can you do for me?".into()
+        }
+    );
+    let batches = webhook.queue.batches.lock().unwrap();
+    assert_eq!(batches[0][0].group_id, "106540352242922:15551234567");
+    assert_eq!(
+        batches[0][0].deduplication_id,
+        "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUZBRTQ0QzE5NTM2RTY4QTM3MAA="
+    );
+}
+
+#[tokio::test]
+async fn a_base64_encoded_body_is_decoded_before_the_signature_check() {
+    let webhook = webhook();
+    let response = webhook
+        .handle(event(include_str!(
+            "../../../events/webhook/text-message-base64.json"
+        )))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(queued_bodies(&webhook).len(), 1);
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_refused_and_nothing_is_queued() {
+    let webhook = webhook();
+    let response = webhook
+        .handle(event(include_str!(
+            "../../../events/webhook/bad-signature.json"
+        )))
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(text_of(&response), "invalid signature");
+    for request in [
+        post(&messages_body(1), None),
+        post(&messages_body(1), Some("sha256=abc")),
+        post(&messages_body(1), Some("md5=x")),
+    ] {
+        assert_eq!(
+            webhook.handle(request).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert!(webhook.queue.batches.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_previous_app_secret_is_accepted_during_rotation() {
+    let webhook = webhook();
+    let body = messages_body(1);
+    let response = webhook
+        .handle(post(&body, Some(&sign(&body, b"previous-app-secret"))))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn twelve_messages_go_out_in_two_batches_in_order() {
+    let webhook = webhook();
+    let response = webhook.handle(signed(&messages_body(12))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let sizes: Vec<_> = webhook
+        .queue
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(sizes, [10, 2]);
+    let ids: Vec<_> = queued_bodies(&webhook).into_iter().map(|m| m.id).collect();
+    let expected: Vec<_> = (0..12).map(|i| format!("wamid.{i}")).collect();
+    assert_eq!(ids, expected);
+}
+
+#[tokio::test]
+async fn a_queue_failure_is_a_500_so_that_meta_retries() {
+    for failure in [
+        QueueError::Send("throttled".into()),
+        QueueError::Partial(vec!["entry 3: InternalError".into()]),
+    ] {
+        let webhook = Webhook::new(
+            RecordingQueue {
+                fail_with: Some(failure),
+                ..Default::default()
+            },
+            secrets(),
+        );
+        let response = webhook.handle(signed(&messages_body(3))).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
+
+#[tokio::test]
+async fn unreadable_secrets_are_a_500_not_a_401() {
+    let webhook = Webhook::new(RecordingQueue::default(), UnreachableSecrets);
+    let body = messages_body(1);
+    let response = webhook
+        .handle(post(&body, Some(&sign(&body, APP_SECRET.as_bytes()))))
+        .await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let verify = webhook
+        .handle(event(include_str!(
+            "../../../events/webhook/verify-subscription.json"
+        )))
+        .await;
+    assert_eq!(verify.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn signed_bytes_that_are_not_json_are_a_400() {
+    let webhook = webhook();
+    assert_eq!(
+        webhook
+            .handle(signed(b"definitely not json"))
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        webhook.handle(signed(b"")).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn signed_json_of_other_shapes_is_a_200_and_queues_nothing() {
+    let webhook = webhook();
+    for body in [
+        br#"{"object":"page","entry":[]}"#.as_slice(),
+        br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"account_update","value":{"event":"VERIFIED_ACCOUNT"}}]}]}"#,
+        br#"[]"#,
+        br#""just a string""#,
+    ] {
+        assert_eq!(webhook.handle(signed(body)).await.status(), StatusCode::OK);
+    }
+    assert!(webhook.queue.batches.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn statuses_are_logged_not_queued() {
+    let webhook = webhook();
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P"},"statuses":[{"id":"wamid.s","status":"failed","recipient_id":"15551234567","errors":[{"code":131047,"title":"Re-engagement message"}]}]}}]}]}"#;
+    let receipt = webhook
+        .receive(body, Some(&sign(body, APP_SECRET.as_bytes())))
+        .await
+        .unwrap();
+    assert_eq!(
+        receipt,
+        Receipt {
+            enqueued: 0,
+            statuses: 1,
+            skipped: 0,
+            malformed: 0
+        }
+    );
+    assert!(webhook.queue.batches.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_body_over_one_mebibyte_is_a_413_before_anything_else() {
+    let without_secrets = Webhook::new(RecordingQueue::default(), UnreachableSecrets);
+    let body = vec![b' '; MAX_BODY_BYTES + 1];
+    let response = without_secrets.handle(post(&body, None)).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Exactly 1 MiB is still read (and here refused only for its missing signature).
+    let at_limit = webhook()
+        .handle(post(&vec![b' '; MAX_BODY_BYTES], None))
+        .await;
+    assert_eq!(at_limit.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn other_methods_are_a_405_naming_the_allowed_ones() {
+    let request = http::Request::builder()
+        .method("PUT")
+        .uri("/webhook")
+        .body(Body::Empty)
+        .unwrap();
+    let response = webhook().handle(request).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()[header::ALLOW], "GET, POST");
+}
+
+#[test]
+fn config_names_missing_and_invalid_variables() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        Env::from_fn(move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    };
+    assert_eq!(
+        Config::from(&env(&[("SECRET_ID", "s")])),
+        Err(ConfigError::Missing("QUEUE_URL"))
+    );
+    assert_eq!(
+        Config::from(&env(&[("QUEUE_URL", "https://sqs/q.fifo")])),
+        Err(ConfigError::Missing("SECRET_ID"))
+    );
+    assert!(matches!(
+        Config::from(&env(&[("QUEUE_URL", "https://sqs/q"), ("SECRET_ID", "s")])),
+        Err(ConfigError::Invalid {
+            name: "QUEUE_URL",
+            ..
+        })
+    ));
+    assert!(matches!(
+        Config::from(&env(&[
+            ("QUEUE_URL", "https://sqs/q.fifo"),
+            ("SECRET_ID", "s"),
+            ("SECRETS_REFRESH_SECONDS", "soon")
+        ])),
+        Err(ConfigError::Invalid {
+            name: "SECRETS_REFRESH_SECONDS",
+            ..
+        })
+    ));
+    let config = Config::from(&env(&[
+        ("QUEUE_URL", "https://sqs/q.fifo"),
+        ("SECRET_ID", "s"),
+    ]))
+    .unwrap();
+    assert_eq!(config.secrets_refresh, DEFAULT_REFRESH);
+}

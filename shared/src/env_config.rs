@@ -1,0 +1,116 @@
+//! Reading a function's configuration from environment variables, with errors that name the
+//! variable. Each function has its own `Config` built on these helpers.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A configuration variable that is missing or cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set, or is empty.
+    #[error("the environment variable {0} is required but not set")]
+    Missing(&'static str),
+    /// A variable is set to a value that cannot be used.
+    #[error("the environment variable {name} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with its value (never the value itself, which may be sensitive).
+        reason: String,
+    },
+}
+
+/// Where configuration comes from: the process environment, or a map in tests.
+pub struct Env<F>(F);
+
+impl Env<fn(&str) -> Option<String>> {
+    /// Reads the process environment.
+    pub fn process() -> Self {
+        Env(|name| std::env::var(name).ok())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    /// Reads variables through `lookup`, for tests.
+    pub fn from_fn(lookup: F) -> Self {
+        Env(lookup)
+    }
+
+    /// The variable's value, or `None` when it is unset or blank.
+    pub fn optional(&self, name: &'static str) -> Option<String> {
+        (self.0)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The variable's value, or [`ConfigError::Missing`].
+    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.optional(name).ok_or(ConfigError::Missing(name))
+    }
+
+    /// The variable parsed as `T`, or `default` when unset.
+    pub fn parsed_or<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(raw) => raw.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// The variable as a whole number of seconds, or `default` when unset.
+    pub fn seconds_or(
+        &self,
+        name: &'static str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let seconds: u64 = self.parsed_or(name, default.as_secs())?;
+        Ok(Duration::from_secs(seconds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env::from_fn(move |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn a_missing_or_blank_required_variable_is_named() {
+        let e = env(&[("BLANK", "  ")]);
+        assert_eq!(e.required("ABSENT"), Err(ConfigError::Missing("ABSENT")));
+        assert_eq!(e.required("BLANK"), Err(ConfigError::Missing("BLANK")));
+        assert_eq!(
+            e.required("ABSENT").unwrap_err().to_string(),
+            "the environment variable ABSENT is required but not set"
+        );
+    }
+
+    #[test]
+    fn parses_numbers_and_names_the_bad_one() {
+        let e = env(&[("N", "12"), ("BAD", "twelve")]);
+        assert_eq!(e.parsed_or("N", 3u32), Ok(12));
+        assert_eq!(e.parsed_or("UNSET", 3u32), Ok(3));
+        let err = e.parsed_or("BAD", 3u32).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { name: "BAD", .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            e.seconds_or("N", Duration::ZERO),
+            Ok(Duration::from_secs(12))
+        );
+    }
+}

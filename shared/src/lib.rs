@@ -1,0 +1,24 @@
+//! The library the WhatsApp assistant's Lambda functions share.
+//!
+//! The pure core (Meta's webhook shapes and signature, the queue body, masking) has no I/O.
+//! Each capability that touches AWS sits behind a small trait ([`queue::MessageQueue`],
+//! [`secrets::Secrets`]) with one AWS adapter, so that the functions' logic is testable.
+
+pub mod env_config;
+pub mod inbound;
+pub mod meta;
+pub mod privacy;
+pub mod queue;
+pub mod secrets;
+pub mod telemetry;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+/// Loads the AWS configuration from the environment. `AWS_ENDPOINT_URL` points every client at
+/// a local emulator. Loading reads no network: credentials are resolved on first use.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}

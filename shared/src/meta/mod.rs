@@ -1,0 +1,4 @@
+//! What Meta's WhatsApp Cloud API sends us: webhook bodies and their signatures.
+
+pub mod signature;
+pub mod webhook;

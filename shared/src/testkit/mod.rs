@@ -1,0 +1,127 @@
+//! Helpers for integration tests that run against moto's server (started by the project's test
+//! script, which exports `AWS_ENDPOINT_URL`). Compiled only with the `testkit` feature.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+
+/// The AWS configuration for moto's server. Panics with instructions when the server is not
+/// configured, so that a test run without it fails loudly instead of reaching real AWS.
+pub async fn moto_config() -> aws_config::SdkConfig {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|e| !e.is_empty());
+    let Some(endpoint) =
+        endpoint.filter(|e| e.starts_with("http://127.") || e.starts_with("http://localhost"))
+    else {
+        panic!(
+            "AWS_ENDPOINT_URL must point at a local moto server (http://127.0.0.1:PORT). \
+             Run the tests with `make test`, which starts one."
+        );
+    };
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing", "testing", None, None, "moto",
+        ))
+        .load()
+        .await
+}
+
+/// A name no other test in this run uses, for queues, tables and secrets in the shared server.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Creates a FIFO queue (without content-based deduplication, as the template does) and
+/// returns its URL.
+pub async fn create_fifo_queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> String {
+    sqs.create_queue()
+        .queue_name(format!("{}.fifo", unique_name(prefix)))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::ContentBasedDeduplication, "false")
+        .send()
+        .await
+        .expect("create the FIFO queue in moto")
+        .queue_url()
+        .expect("moto returns the queue URL")
+        .to_owned()
+}
+
+/// A message read back from a queue.
+#[derive(Debug, Clone)]
+pub struct ReceivedMessage {
+    /// The body.
+    pub body: String,
+    /// The FIFO group id.
+    pub group_id: String,
+    /// The FIFO deduplication id.
+    pub deduplication_id: String,
+}
+
+/// Reads and deletes every message on the queue, in the order the queue hands them out.
+pub async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<ReceivedMessage> {
+    let mut received = Vec::new();
+    loop {
+        let output = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive from moto");
+        let messages = output.messages();
+        if messages.is_empty() {
+            return received;
+        }
+        for message in messages {
+            let attribute = |name: MessageSystemAttributeName| {
+                message
+                    .attributes()
+                    .and_then(|a| a.get(&name))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            received.push(ReceivedMessage {
+                body: message.body().unwrap_or_default().to_owned(),
+                group_id: attribute(MessageSystemAttributeName::MessageGroupId),
+                deduplication_id: attribute(MessageSystemAttributeName::MessageDeduplicationId),
+            });
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(message.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete from moto");
+        }
+    }
+}
+
+/// Creates a secret holding `value` and returns its ARN.
+pub async fn create_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    prefix: &str,
+    value: &str,
+) -> String {
+    client
+        .create_secret()
+        .name(unique_name(prefix))
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create the secret in moto")
+        .arn()
+        .expect("moto returns the ARN")
+        .to_owned()
+}
