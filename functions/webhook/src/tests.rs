@@ -381,3 +381,73 @@ fn config_names_missing_and_invalid_variables() {
     .unwrap();
     assert_eq!(config.secrets_refresh, DEFAULT_REFRESH);
 }
+
+/// A writer that keeps what the JSON log layer writes, to assert on the log lines themselves.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn logs_mask_numbers_and_hold_no_bodies_or_secrets() {
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let webhook = webhook();
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P"},
+        "contacts":[{"profile":{"name":"Ana"},"wa_id":"15551234567"}],
+        "messages":[{"from":"15551234567","id":"wamid.m","type":"text","text":{"body":"my secret plans"}}],
+        "statuses":[{"id":"wamid.s","status":"failed","recipient_id":"15557654321","errors":[{"code":131047,"title":"Re-engagement message"}]}]}}]}]}"#;
+    assert_eq!(webhook.handle(signed(body)).await.status(), StatusCode::OK);
+    assert_eq!(
+        webhook.handle(post(body, Some("sha256=00"))).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        text.contains("*******4567") && text.contains("*******4321"),
+        "{text}"
+    );
+    for forbidden in [
+        "15551234567",
+        "15557654321",
+        "my secret plans",
+        APP_SECRET,
+        "local-verify-token",
+    ] {
+        assert!(
+            !text.contains(forbidden),
+            "the logs contain {forbidden:?}: {text}"
+        );
+    }
+    let failed = lines
+        .iter()
+        .find(|l| l["fields"]["event"] == "message_failed")
+        .expect("a message_failed line");
+    assert_eq!(failed["level"], "ERROR");
+    assert_eq!(failed["fields"]["error_code"], 131047);
+    let refused = lines
+        .iter()
+        .find(|l| l["fields"]["status"] == 401)
+        .expect("a line for the refused request");
+    assert_eq!(refused["level"], "WARN");
+}
