@@ -2,15 +2,20 @@
 //!
 //! The pure core (Meta's webhook shapes and signature, the queue body, masking) has no I/O.
 //! Each capability that touches AWS sits behind a small trait ([`queue::MessageQueue`],
-//! [`secrets::Secrets`]) with one AWS adapter, so that the functions' logic is testable.
+//! [`secrets::Secrets`], [`conversation::ConversationStore`], [`llm::Llm`],
+//! [`whatsapp::WhatsApp`]) with one AWS or HTTP adapter, so that the functions' logic is testable.
 
+pub mod conversation;
 pub mod env_config;
 pub mod inbound;
+pub mod llm;
 pub mod meta;
 pub mod privacy;
 pub mod queue;
+pub mod retry;
 pub mod secrets;
 pub mod telemetry;
+pub mod whatsapp;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

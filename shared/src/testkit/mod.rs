@@ -1,5 +1,8 @@
 //! Helpers for integration tests that run against moto's server (started by the project's test
-//! script, which exports `AWS_ENDPOINT_URL`). Compiled only with the `testkit` feature.
+//! script, which exports `AWS_ENDPOINT_URL`), and local HTTP servers that stand in for Meta and
+//! the LLMs. Compiled only with the `testkit` feature.
+
+pub mod http_recorder;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

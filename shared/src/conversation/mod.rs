@@ -1,0 +1,260 @@
+//! A conversation's memory and the exactly-once claim of its messages: the
+//! [`ConversationStore`] port, the pure rules that bound what is kept, and the DynamoDB adapter.
+//!
+//! One store item per conversation holds its recent turns and a claim per message id. Claiming a
+//! burst of message ids and reading the history is one atomic conditional write that returns
+//! the item; storing the new turns and marking the ids done is a second. So an answered burst
+//! costs two round trips, and a message id that was claimed or answered is never answered again
+//! (until its claim lease expires, for a claim whose invocation crashed).
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::inbound::ConversationKey;
+
+/// Who said a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The WhatsApp user.
+    User,
+    /// The assistant (the LLM's answer, as sent).
+    Assistant,
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    /// Who said it.
+    pub role: Role,
+    /// What was said.
+    pub text: String,
+    /// When, in seconds since the Unix epoch.
+    pub at: i64,
+}
+
+/// What is kept of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    /// At most this many turns are kept (`HISTORY_MAX_MESSAGES`).
+    pub max_turns: usize,
+    /// Turns older than this many seconds are ignored and dropped (`CONTEXT_TTL_DAYS`).
+    pub ttl_seconds: i64,
+    /// A turn's text is cut to this many bytes before it is stored.
+    pub max_turn_bytes: usize,
+    /// The kept turns' texts add up to at most this many bytes, so that an item stays well under
+    /// DynamoDB's 400 KB.
+    pub max_total_bytes: usize,
+}
+
+impl HistoryPolicy {
+    /// The policy for `max_turns` turns kept `ttl_days` days, with the default size bounds
+    /// (16 KiB per turn, 192 KiB in all).
+    pub fn new(max_turns: usize, ttl_days: u32) -> Self {
+        Self {
+            max_turns,
+            ttl_seconds: i64::from(ttl_days) * 86_400,
+            max_turn_bytes: 16 * 1024,
+            max_total_bytes: 192 * 1024,
+        }
+    }
+
+    /// The turns still alive at `now`: DynamoDB deletes expired items up to days late, so expiry
+    /// is checked on every read.
+    pub fn live(&self, turns: Vec<Turn>, now: i64) -> Vec<Turn> {
+        turns
+            .into_iter()
+            .filter(|t| t.at + self.ttl_seconds > now)
+            .collect()
+    }
+
+    /// The turns to store: the live `history` followed by `new_turns` (each cut to
+    /// `max_turn_bytes`), keeping the newest within `max_turns` and `max_total_bytes`.
+    pub fn retain(&self, history: Vec<Turn>, new_turns: Vec<Turn>, now: i64) -> Vec<Turn> {
+        let mut turns: Vec<Turn> = self
+            .live(history, now)
+            .into_iter()
+            .chain(new_turns.into_iter().map(|t| Turn {
+                text: truncate_bytes(&t.text, self.max_turn_bytes),
+                ..t
+            }))
+            .collect();
+        let excess = turns.len().saturating_sub(self.max_turns);
+        turns.drain(..excess);
+        let mut total: usize = turns.iter().map(|t| t.text.len()).sum();
+        let mut drop = 0;
+        while total > self.max_total_bytes && drop < turns.len() {
+            total -= turns[drop].text.len();
+            drop += 1;
+        }
+        turns.drain(..drop);
+        turns
+    }
+
+    /// When an item last written at `now` expires (the DynamoDB TTL attribute).
+    pub fn expires_at(&self, now: i64) -> i64 {
+        now + self.ttl_seconds
+    }
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary, marking the cut with `…`.
+pub fn truncate_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let budget = max.saturating_sub('…'.len_utf8());
+    let cut = (0..=budget)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}…", text[..cut].trim_end())
+}
+
+/// A request to claim message ids of one conversation for one invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    /// The conversation.
+    pub conversation: &'a ConversationKey,
+    /// The ids to claim, in order.
+    pub message_ids: &'a [String],
+    /// Identifies this invocation's claim (the Lambda request id and a random part).
+    pub token: &'a str,
+    /// The claim lapses at this time (seconds since the epoch), so that a crashed invocation's
+    /// claim can be taken over: the invocation's deadline plus a margin.
+    pub lease_until: i64,
+    /// The current time, in seconds since the epoch.
+    pub now: i64,
+}
+
+/// The outcome of a claim.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claim {
+    /// Ids this invocation now holds, in request order.
+    pub claimed: Vec<String>,
+    /// Ids already answered: skip them.
+    pub done: Vec<String>,
+    /// Ids another invocation holds under a live lease: retry them later.
+    pub held_elsewhere: Vec<String>,
+    /// The conversation's live turns (expired ones already left out).
+    pub history: Vec<Turn>,
+}
+
+/// A request to store new turns and mark claimed ids done, in one write.
+#[derive(Debug, Clone)]
+pub struct CompleteRequest<'a> {
+    /// The conversation.
+    pub conversation: &'a ConversationKey,
+    /// The token the ids were claimed with; the write fails if the claim was lost.
+    pub token: &'a str,
+    /// The ids to mark done.
+    pub message_ids: &'a [String],
+    /// The history returned by the claim.
+    pub history: Vec<Turn>,
+    /// The turns to append (none when nothing was answered).
+    pub new_turns: Vec<Turn>,
+    /// The current time, in seconds since the epoch.
+    pub now: i64,
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// DynamoDB could not be reached, throttled, or refused the call.
+    #[error("the conversation store is unavailable: {0}")]
+    Unavailable(String),
+    /// This invocation's claim was taken over (its lease lapsed): the write was not made.
+    #[error("the claim on these messages was lost to another invocation")]
+    ClaimLost,
+    /// The stored item does not have the expected shape.
+    #[error("the stored conversation is malformed: {0}")]
+    Corrupt(String),
+}
+
+/// Where conversations and message claims are kept.
+pub trait ConversationStore: Send + Sync {
+    /// Claims the ids that are neither done nor held under a live lease, and returns the
+    /// conversation's live history. One round trip when no id was seen before.
+    fn claim(
+        &self,
+        request: ClaimRequest<'_>,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    /// Appends `new_turns` to `history` (bounded by the store's [`HistoryPolicy`]) and marks the
+    /// ids done, in one conditional write.
+    fn complete(
+        &self,
+        request: CompleteRequest<'_>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(role: Role, text: &str, at: i64) -> Turn {
+        Turn {
+            role,
+            text: text.into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_turns_up_to_the_limit() {
+        let policy = HistoryPolicy::new(3, 14);
+        let history = vec![
+            turn(Role::User, "1", 10),
+            turn(Role::Assistant, "2", 11),
+            turn(Role::User, "3", 12),
+        ];
+        let kept = policy.retain(history, vec![turn(Role::Assistant, "4", 13)], 13);
+        let texts: Vec<_> = kept.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(texts, ["2", "3", "4"]);
+    }
+
+    #[test]
+    fn drops_expired_turns_on_read_and_write() {
+        let policy = HistoryPolicy::new(20, 1);
+        let now = 1_000_000;
+        let history = vec![
+            turn(Role::User, "old", now - 86_400),
+            turn(Role::User, "fresh", now - 86_399),
+        ];
+        assert_eq!(
+            policy.live(history.clone(), now),
+            vec![turn(Role::User, "fresh", now - 86_399)]
+        );
+        assert_eq!(policy.retain(history, vec![], now).len(), 1);
+        assert_eq!(policy.expires_at(now), now + 86_400);
+    }
+
+    #[test]
+    fn bounds_each_turn_and_the_total_size() {
+        let policy = HistoryPolicy {
+            max_turns: 100,
+            ttl_seconds: 1_000,
+            max_turn_bytes: 10,
+            max_total_bytes: 25,
+        };
+        let kept = policy.retain(
+            vec![
+                turn(Role::User, "aaaaaaaaaa", 1),
+                turn(Role::Assistant, "bbbbbbbbbb", 2),
+            ],
+            vec![turn(Role::User, "a very long message indeed", 3)],
+            3,
+        );
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept[1].text, "a very…");
+        assert!(kept.iter().map(|t| t.text.len()).sum::<usize>() <= 25);
+    }
+
+    #[test]
+    fn truncates_at_character_boundaries() {
+        assert_eq!(truncate_bytes("héllo", 100), "héllo");
+        let cut = truncate_bytes("ééééé", 6);
+        assert_eq!(cut, "é…");
+        assert!(cut.len() <= 6);
+    }
+}

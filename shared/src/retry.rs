@@ -1,0 +1,220 @@
+//! Retrying a call with exponential backoff and full jitter, within a deadline (the Lambda
+//! invocation's remaining time), honouring the server's `Retry-After` hint.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How a failed call may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The delay ceiling before the first retry; it doubles with each attempt.
+    pub initial: Duration,
+    /// The delay ceiling is never more than this.
+    pub max: Duration,
+    /// Calls in all, the first included.
+    pub max_attempts: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(8),
+            max_attempts: 4,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before retry number `retry` (0 for the first): a random duration up to
+    /// `initial × 2^retry`, capped at `max` ("full jitter").
+    pub fn delay(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .initial
+            .saturating_mul(2u32.saturating_pow(retry.min(16)))
+            .min(self.max);
+        ceiling.mul_f64(rand::random::<f64>())
+    }
+}
+
+/// Whether an error is worth another attempt.
+pub trait Retryable {
+    /// `None` when retrying cannot help (a 400, a bad key); otherwise `Some` with the delay the
+    /// server asked for, if it did.
+    fn retry_hint(&self) -> Option<Option<Duration>>;
+}
+
+/// Runs `call` until it succeeds, fails for good, runs out of attempts, or the next attempt
+/// could not start before `deadline`. Returns the last error in the last three cases.
+pub async fn retry<T, E, F, Fut>(backoff: &Backoff, deadline: Instant, mut call: F) -> Result<T, E>
+where
+    E: Retryable + std::fmt::Display,
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut attempt = 0;
+    loop {
+        let error = match call(attempt).await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let Some(hint) = error.retry_hint() else {
+            return Err(error);
+        };
+        if attempt + 1 >= backoff.max_attempts {
+            return Err(error);
+        }
+        let delay = hint.unwrap_or_else(|| backoff.delay(attempt));
+        if Instant::now() + delay >= deadline {
+            tracing::warn!(error = %error, attempt, "no time left for another attempt");
+            return Err(error);
+        }
+        tracing::info!(error = %error, attempt, delay_ms = delay.as_millis() as u64, "retrying");
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+/// Reads a `Retry-After` header: a number of seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[derive(Debug)]
+    struct Failure(Option<Option<Duration>>);
+
+    impl std::fmt::Display for Failure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "failure")
+        }
+    }
+
+    impl Retryable for Failure {
+        fn retry_hint(&self) -> Option<Option<Duration>> {
+            self.0
+        }
+    }
+
+    fn backoff() -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            max_attempts: 4,
+        }
+    }
+
+    #[test]
+    fn delays_grow_exponentially_under_a_cap() {
+        let b = backoff();
+        for _ in 0..200 {
+            assert!(b.delay(0) <= Duration::from_millis(100));
+            assert!(b.delay(3) <= Duration::from_millis(800));
+            assert!(b.delay(30) <= Duration::from_secs(2));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_transient_failures_until_success() {
+        let calls = Cell::new(0);
+        let result = retry(&backoff(), Instant::now() + Duration::from_secs(60), |_| {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    Err(Failure(Some(None)))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(result.unwrap(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn does_not_retry_a_final_failure() {
+        let calls = Cell::new(0);
+        let result: Result<(), _> =
+            retry(&backoff(), Instant::now() + Duration::from_secs(60), |_| {
+                calls.set(calls.get() + 1);
+                async { Err(Failure(None)) }
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_after_the_last_attempt() {
+        let calls = Cell::new(0);
+        let _: Result<(), _> = retry(&backoff(), Instant::now() + Duration::from_secs(60), |_| {
+            calls.set(calls.get() + 1);
+            async { Err(Failure(Some(None))) }
+        })
+        .await;
+        assert_eq!(calls.get(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn honours_retry_after_and_gives_up_when_it_passes_the_deadline() {
+        let start = Instant::now();
+        let calls = Cell::new(0);
+        let result = retry(&backoff(), start + Duration::from_secs(60), |_| {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n == 1 {
+                    Err(Failure(Some(Some(Duration::from_secs(7)))))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert!(result.is_ok());
+        assert!(
+            start.elapsed() >= Duration::from_secs(7),
+            "waited {:?}",
+            start.elapsed()
+        );
+
+        let calls = Cell::new(0);
+        let result: Result<(), _> =
+            retry(&backoff(), Instant::now() + Duration::from_secs(5), |_| {
+                calls.set(calls.get() + 1);
+                async { Err(Failure(Some(Some(Duration::from_secs(30))))) }
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(
+            calls.get(),
+            1,
+            "a retry that cannot start before the deadline is not made"
+        );
+    }
+
+    #[test]
+    fn reads_retry_after_in_seconds_and_as_a_date() {
+        assert_eq!(parse_retry_after("12"), Some(Duration::from_secs(12)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

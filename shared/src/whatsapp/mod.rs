@@ -1,0 +1,224 @@
+//! The WhatsApp port (Meta's Graph API as the processor uses it) and its HTTP adapter
+//! ([`graph`]), plus the splitting of long answers into messages WhatsApp accepts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::inbound::Sender;
+use crate::retry::Retryable;
+
+/// Who a reply goes to: a phone number (`to`) or, for a user known only by a business-scoped
+/// user id, that id (`recipient`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A phone number (`wa_id`).
+    Phone(String),
+    /// A business-scoped user id (`US.…`).
+    UserId(String),
+}
+
+impl Recipient {
+    /// Replies go to the sender's phone number when known, else to their user id.
+    pub fn of(sender: &Sender) -> Option<Self> {
+        match (&sender.wa_id, &sender.user_id) {
+            (Some(phone), _) => Some(Self::Phone(phone.clone())),
+            (None, Some(user_id)) => Some(Self::UserId(user_id.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// The identifier itself.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Phone(id) | Self::UserId(id) => id,
+        }
+    }
+}
+
+/// How the processor reacts to a Graph API error, decided by Meta's `error.code`, not by the
+/// HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaErrorClass {
+    /// 130429, 131056, 80007, 4, 131048: back off and retry within the budget, else let SQS retry.
+    RateLimited,
+    /// 131047: the user's last message is over 24 hours old; only a template can reach them.
+    OutsideWindow,
+    /// 131026: the message cannot be delivered to this user.
+    Undeliverable,
+    /// 190: the access token expired or was revoked.
+    TokenExpired,
+    /// A 5xx without a known code, or a connection failure: retry.
+    Transient,
+    /// Anything else: not retried now; SQS retries the record later.
+    Other,
+}
+
+impl MetaErrorClass {
+    /// Classifies Meta's error `code` (when there is one) and the HTTP status.
+    pub fn of(code: Option<i64>, http_status: u16) -> Self {
+        match code {
+            Some(130_429 | 131_056 | 80_007 | 4 | 131_048) => Self::RateLimited,
+            Some(131_047) => Self::OutsideWindow,
+            Some(131_026) => Self::Undeliverable,
+            Some(190) => Self::TokenExpired,
+            _ if http_status >= 500 => Self::Transient,
+            _ => Self::Other,
+        }
+    }
+
+    /// Whether the message can never be delivered, so that retrying is pointless and the
+    /// message is marked done.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::OutsideWindow | Self::Undeliverable)
+    }
+}
+
+/// Why a Graph API call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WhatsAppError {
+    /// Meta answered with an error object.
+    #[error("the Graph API answered {http_status} with error {code:?}: {message}")]
+    Api {
+        /// The HTTP status.
+        http_status: u16,
+        /// Meta's `error.code`.
+        code: Option<i64>,
+        /// Meta's `error.message` (and `error_data.details` when present).
+        message: String,
+        /// The `Retry-After` Meta sent, if any.
+        retry_after: Option<Duration>,
+    },
+    /// No answer within the time allowed.
+    #[error("the Graph API did not answer in time")]
+    Timeout,
+    /// The connection failed.
+    #[error("the Graph API could not be reached: {0}")]
+    Transport(String),
+    /// Meta answered 200 with a body of an unexpected shape.
+    #[error("the Graph API's answer could not be read: {0}")]
+    BadResponse(String),
+}
+
+impl WhatsAppError {
+    /// How to react to this error.
+    pub fn class(&self) -> MetaErrorClass {
+        match self {
+            Self::Api {
+                http_status, code, ..
+            } => MetaErrorClass::of(*code, *http_status),
+            Self::Timeout | Self::Transport(_) => MetaErrorClass::Transient,
+            Self::BadResponse(_) => MetaErrorClass::Other,
+        }
+    }
+
+    /// Meta's error code, when it sent one.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            Self::Api { code, .. } => *code,
+            _ => None,
+        }
+    }
+}
+
+impl Retryable for WhatsAppError {
+    fn retry_hint(&self) -> Option<Option<Duration>> {
+        match (self.class(), self) {
+            (
+                MetaErrorClass::RateLimited | MetaErrorClass::Transient,
+                Self::Api { retry_after, .. },
+            ) => Some(*retry_after),
+            (MetaErrorClass::RateLimited | MetaErrorClass::Transient, _) => Some(None),
+            _ => None,
+        }
+    }
+}
+
+/// Sending through WhatsApp.
+pub trait WhatsApp: Send + Sync {
+    /// Marks `message_id` read and shows the typing indicator, in one call.
+    fn mark_read_and_typing(
+        &self,
+        phone_number_id: &str,
+        message_id: &str,
+    ) -> impl Future<Output = Result<(), WhatsAppError>> + Send;
+
+    /// Sends one text message (at most 4096 characters), retrying rate limits and transient
+    /// failures, never past `deadline`. Returns the new message's id.
+    fn send_text(
+        &self,
+        phone_number_id: &str,
+        to: &Recipient,
+        body: &str,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<String, WhatsAppError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_by_meta_code_not_http_status() {
+        for code in [130_429, 131_056, 80_007, 4, 131_048] {
+            assert_eq!(
+                MetaErrorClass::of(Some(code), 400),
+                MetaErrorClass::RateLimited,
+                "{code}"
+            );
+        }
+        assert_eq!(
+            MetaErrorClass::of(Some(131_047), 400),
+            MetaErrorClass::OutsideWindow
+        );
+        assert_eq!(
+            MetaErrorClass::of(Some(131_026), 400),
+            MetaErrorClass::Undeliverable
+        );
+        assert_eq!(
+            MetaErrorClass::of(Some(190), 401),
+            MetaErrorClass::TokenExpired
+        );
+        assert_eq!(
+            MetaErrorClass::of(Some(131_000), 500),
+            MetaErrorClass::Transient
+        );
+        assert_eq!(MetaErrorClass::of(Some(100), 400), MetaErrorClass::Other);
+        assert!(
+            MetaErrorClass::OutsideWindow.is_final() && MetaErrorClass::Undeliverable.is_final()
+        );
+        assert!(!MetaErrorClass::RateLimited.is_final());
+    }
+
+    #[test]
+    fn retries_rate_limits_and_transient_failures_only() {
+        let api = |code| WhatsAppError::Api {
+            http_status: 400,
+            code: Some(code),
+            message: String::new(),
+            retry_after: None,
+        };
+        assert_eq!(api(130_429).retry_hint(), Some(None));
+        assert_eq!(api(131_047).retry_hint(), None);
+        assert_eq!(api(190).retry_hint(), None);
+        assert_eq!(WhatsAppError::Timeout.retry_hint(), Some(None));
+    }
+
+    #[test]
+    fn replies_go_to_the_phone_number_else_the_user_id() {
+        let both = Sender {
+            wa_id: Some("1555".into()),
+            user_id: Some("US.1".into()),
+        };
+        assert_eq!(Recipient::of(&both), Some(Recipient::Phone("1555".into())));
+        let user_only = Sender {
+            wa_id: None,
+            user_id: Some("US.1".into()),
+        };
+        assert_eq!(
+            Recipient::of(&user_only),
+            Some(Recipient::UserId("US.1".into()))
+        );
+    }
+}
