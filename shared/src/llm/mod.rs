@@ -1,5 +1,9 @@
 //! The LLM port and its two providers: OpenAI-compatible Chat Completions ([`openai`]) and
-//! Gemini's native `generateContent` ([`gemini`]).
+//! Gemini's native `generateContent` (`gemini`).
+
+pub mod openai;
+
+mod http;
 
 use std::future::Future;
 use std::time::Duration;
@@ -7,7 +11,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::conversation::Role;
-use crate::retry::Retryable;
+use crate::retry::{Backoff, Retryable};
+use crate::secrets::SecretsError;
+
+pub use openai::OpenAiChat;
 
 /// One message of a prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,11 +97,15 @@ pub enum LlmError {
     /// The provider answered 200 with a body of an unexpected shape.
     #[error("the LLM provider's answer could not be read: {0}")]
     BadResponse(String),
+    /// The API key could not be read (Secrets Manager failed, or the key is missing).
+    #[error("the API key could not be read: {0}")]
+    Secrets(#[from] SecretsError),
 }
 
 impl Retryable for LlmError {
     /// 429, 5xx, timeouts and connection failures are retried; 400, 401, 403 and other answers
-    /// are not, since the same request would fail the same way.
+    /// are not, since the same request would fail the same way. Neither is a failure to read
+    /// the API key: the secrets cache has its own refresh.
     fn retry_hint(&self) -> Option<Option<Duration>> {
         match self {
             Self::Status {
@@ -116,6 +127,90 @@ pub trait Llm: Send + Sync {
         prompt: &Prompt,
         deadline: Instant,
     ) -> impl Future<Output = Result<Completion, LlmError>> + Send;
+}
+
+/// How to reach a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmSettings {
+    /// The API's base URL, such as [`openai::DEFAULT_BASE_URL`] or a local OpenAI-compatible
+    /// server's (`http://127.0.0.1:11434/v1`). A trailing `/` is ignored.
+    pub base_url: String,
+    /// The model's name, such as `gpt-4o-mini` or `gemini-2.5-flash`.
+    pub model: String,
+    /// The longest one attempt may take, the answer's body included. An attempt never runs past
+    /// the caller's deadline either.
+    pub timeout: Duration,
+    /// How failed attempts are retried.
+    pub backoff: Backoff,
+}
+
+/// What the providers' HTTP tests share.
+#[cfg(all(test, feature = "testkit"))]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{LlmSettings, Prompt, PromptTurn};
+    use crate::conversation::Role;
+    use crate::retry::Backoff;
+    use crate::secrets::{AppSecrets, SecretString, Secrets, SecretsError, StaticSecrets};
+
+    /// The API key the tests' clients send.
+    pub const KEY: &str = "sk-test-123";
+
+    /// Settings for a local server: a short backoff, three attempts, a generous timeout.
+    pub fn settings(base_url: &str) -> LlmSettings {
+        LlmSettings {
+            base_url: base_url.to_owned(),
+            model: "test-model".to_owned(),
+            timeout: Duration::from_secs(5),
+            backoff: Backoff {
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(50),
+                max_attempts: 3,
+            },
+        }
+    }
+
+    /// Secrets holding `key` as `LLM_API_KEY`, or no key.
+    pub fn secrets(key: Option<&str>) -> Arc<StaticSecrets> {
+        Arc::new(StaticSecrets(Arc::new(AppSecrets {
+            llm_api_key: key.map(SecretString::new),
+            ..AppSecrets::default()
+        })))
+    }
+
+    /// Secrets that cannot be read.
+    pub struct FailingSecrets;
+
+    impl Secrets for FailingSecrets {
+        async fn current(&self) -> Result<Arc<AppSecrets>, SecretsError> {
+            Err(SecretsError::Fetch("Secrets Manager is down".to_owned()))
+        }
+    }
+
+    /// A system prompt and a short alternating conversation.
+    pub fn prompt() -> Prompt {
+        let turn = |role, text: &str| PromptTurn {
+            role,
+            text: text.to_owned(),
+        };
+        Prompt::new(
+            "You are terse.",
+            [
+                turn(Role::User, "Hi"),
+                turn(Role::Assistant, "Hello, how can I help?"),
+                turn(Role::User, "What is 2+2?"),
+            ],
+        )
+    }
+
+    /// A deadline `seconds` from now.
+    pub fn in_seconds(seconds: u64) -> Instant {
+        Instant::now() + Duration::from_secs(seconds)
+    }
 }
 
 #[cfg(test)]
@@ -172,5 +267,12 @@ mod tests {
             retry_after: Some(Duration::from_secs(3)),
         };
         assert_eq!(hinted.retry_hint(), Some(Some(Duration::from_secs(3))));
+    }
+
+    #[test]
+    fn a_secrets_failure_is_not_retried() {
+        let error = LlmError::Secrets(SecretsError::MissingKey("LLM_API_KEY"));
+        assert_eq!(error.retry_hint(), None);
+        assert!(error.to_string().contains("LLM_API_KEY"));
     }
 }

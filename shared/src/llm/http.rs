@@ -1,0 +1,236 @@
+//! What both providers do around one HTTP attempt: bound it by the per-attempt timeout and the
+//! deadline, send it, read the answer, turn failures into [`LlmError`]s without secrets in them,
+//! and log the outcome.
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, RETRY_AFTER};
+use tokio::time::Instant;
+
+use super::{Completion, LlmError};
+use crate::retry::parse_retry_after;
+use crate::secrets::{AppSecrets, SecretString, Secrets};
+
+/// A provider's error message is cut to this many characters, so that a long body (an HTML
+/// page from a proxy, an echo of the request) does not flood the logs.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// What the provider answered, before it is interpreted.
+pub(super) struct RawAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `Retry-After` header, when there was a readable one.
+    pub retry_after: Option<Duration>,
+    /// The whole body.
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    /// Whether the status is a success.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Who is being called, for the logs.
+#[derive(Clone, Copy)]
+pub(super) struct Target<'a> {
+    /// `openai` or `gemini`.
+    pub provider: &'static str,
+    /// The model's name.
+    pub model: &'a str,
+}
+
+/// Reads the secrets, giving up at `deadline`.
+pub(super) async fn read_secrets<S: Secrets>(
+    secrets: &S,
+    deadline: Instant,
+) -> Result<Arc<AppSecrets>, LlmError> {
+    match tokio::time::timeout_at(deadline, secrets.current()).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(LlmError::Timeout),
+    }
+}
+
+/// A header value holding `prefix` and the key, marked sensitive so that it is never shown in
+/// a `Debug` of the request. Surrounding blanks are dropped, as a pasted key often ends with a
+/// newline that no header may hold.
+pub(super) fn key_header(prefix: &str, key: &SecretString) -> Result<HeaderValue, LlmError> {
+    let mut value = HeaderValue::try_from(format!("{prefix}{}", key.expose().trim()))
+        // The error would not show the key, but says nothing useful either.
+        .map_err(|_| {
+            LlmError::Transport("the API key has characters a header cannot hold".to_owned())
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Sends one attempt, interprets its answer with `interpret`, and logs the outcome with its
+/// status and latency (never the prompt, the answer or the key).
+pub(super) async fn attempt(
+    target: Target<'_>,
+    number: u32,
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+    deadline: Instant,
+    interpret: impl FnOnce(RawAnswer) -> Result<Completion, LlmError>,
+) -> Result<Completion, LlmError> {
+    let started = Instant::now();
+    let answer = send(request, timeout, deadline).await;
+    let status = answer.as_ref().ok().map(|a| a.status);
+    let result = answer.and_then(interpret);
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match &result {
+        Ok(completion) => tracing::info!(
+            provider = target.provider,
+            model = target.model,
+            attempt = number,
+            status,
+            latency_ms,
+            input_tokens = completion.input_tokens,
+            output_tokens = completion.output_tokens,
+            "LLM answered"
+        ),
+        Err(error) => tracing::warn!(
+            provider = target.provider,
+            model = target.model,
+            attempt = number,
+            status,
+            latency_ms,
+            error = %error,
+            "LLM attempt failed"
+        ),
+    }
+    result
+}
+
+/// Sends `request` with a timeout of `timeout` or the time left before `deadline`, whichever is
+/// shorter, and reads the whole answer within it.
+async fn send(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<RawAnswer, LlmError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(LlmError::Timeout);
+    }
+    let response = request
+        .timeout(timeout.min(left))
+        .send()
+        .await
+        .map_err(from_reqwest)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_retry_after);
+    // The request's timeout covers reading the body too.
+    let body = response.bytes().await.map_err(from_reqwest)?;
+    Ok(RawAnswer {
+        status,
+        retry_after,
+        body: body.to_vec(),
+    })
+}
+
+/// A timeout, or a transport failure described by its causes, without the URL.
+fn from_reqwest(error: reqwest::Error) -> LlmError {
+    if error.is_timeout() {
+        return LlmError::Timeout;
+    }
+    let error = error.without_url();
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    LlmError::Transport(message)
+}
+
+/// Why a 2xx body could not be read, without quoting it: serde's messages may quote values,
+/// and those could be the user's words.
+pub(super) fn unreadable(error: &serde_json::Error) -> LlmError {
+    LlmError::BadResponse(format!(
+        "{:?} error at line {} column {}",
+        error.classify(),
+        error.line(),
+        error.column()
+    ))
+}
+
+/// A provider's error message made fit for an error and a log: the key removed, should the
+/// provider echo it, blanks collapsed, and cut to [`MAX_MESSAGE_CHARS`].
+pub(super) fn clean_message(message: &str, key: Option<&SecretString>) -> String {
+    let mut message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(key) = key.map(|k| k.expose().trim()).filter(|k| !k.is_empty()) {
+        message = message.replace(key, "<redacted>");
+    }
+    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
+}
+
+/// The message for an error body that is not the provider's JSON error: its text, or its size
+/// when it has none.
+pub(super) fn unstructured_message(body: &[u8], key: Option<&SecretString>) -> String {
+    let text = String::from_utf8_lossy(body);
+    if text.trim().is_empty() {
+        format!("no error message ({} bytes)", body.len())
+    } else {
+        clean_message(&text, key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleaned_messages_hold_no_key_and_stay_short() {
+        let key = SecretString::new("sk-secret\n");
+        assert_eq!(
+            clean_message("bad key  sk-secret\n given", Some(&key)),
+            "bad key <redacted> given"
+        );
+        let long = "é".repeat(1000);
+        let cleaned = clean_message(&long, None);
+        assert_eq!(cleaned.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(cleaned.ends_with('…'));
+        assert_eq!(
+            unstructured_message(b"", None),
+            "no error message (0 bytes)"
+        );
+        assert_eq!(
+            unstructured_message(b"<h1>Bad Gateway</h1>", None),
+            "<h1>Bad Gateway</h1>"
+        );
+    }
+
+    #[test]
+    fn key_headers_are_sensitive_and_trimmed() {
+        let value = key_header("Bearer ", &SecretString::new(" k1 \n")).unwrap();
+        assert!(value.is_sensitive());
+        assert_eq!(value.to_str().unwrap(), "Bearer k1");
+        assert!(matches!(
+            key_header("", &SecretString::new("a\nb")),
+            Err(LlmError::Transport(m)) if !m.contains("a\nb")
+        ));
+    }
+
+    #[test]
+    fn unreadable_bodies_are_not_quoted() {
+        let error = serde_json::from_str::<u32>(r#""my private words""#).unwrap_err();
+        let LlmError::BadResponse(message) = unreadable(&error) else {
+            panic!("not a BadResponse");
+        };
+        assert!(!message.contains("private"), "{message}");
+    }
+}
