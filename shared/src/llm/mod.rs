@@ -1,6 +1,7 @@
 //! The LLM port and its two providers: OpenAI-compatible Chat Completions ([`openai`]) and
-//! Gemini's native `generateContent` (`gemini`).
+//! Gemini's native `generateContent` ([`gemini`]).
 
+pub mod gemini;
 pub mod openai;
 
 mod http;
@@ -14,6 +15,7 @@ use crate::conversation::Role;
 use crate::retry::{Backoff, Retryable};
 use crate::secrets::SecretsError;
 
+pub use gemini::GeminiChat;
 pub use openai::OpenAiChat;
 
 /// One message of a prompt.
@@ -129,7 +131,7 @@ pub trait Llm: Send + Sync {
     ) -> impl Future<Output = Result<Completion, LlmError>> + Send;
 }
 
-/// How to reach a provider.
+/// How to reach a provider, shared by [`OpenAiChat`] and [`GeminiChat`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LlmSettings {
     /// The API's base URL, such as [`openai::DEFAULT_BASE_URL`] or a local OpenAI-compatible
