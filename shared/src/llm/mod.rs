@@ -6,14 +6,16 @@ pub mod openai;
 
 mod http;
 
+use std::fmt;
 use std::future::Future;
+use std::str::FromStr;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::conversation::Role;
 use crate::retry::{Backoff, Retryable};
-use crate::secrets::SecretsError;
+use crate::secrets::{Secrets, SecretsError};
 
 pub use gemini::GeminiChat;
 pub use openai::OpenAiChat;
@@ -146,6 +148,101 @@ pub struct LlmSettings {
     pub backoff: Backoff,
 }
 
+/// Which API a [`ChatModel`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    /// OpenAI's Chat Completions, or any server compatible with it (Ollama, llama.cpp, vLLM…).
+    OpenAi,
+    /// Google's Gemini API (`generateContent`).
+    Gemini,
+}
+
+impl Provider {
+    /// Every provider, in the order their names are listed in messages.
+    pub const ALL: [Self; 2] = [Self::OpenAi, Self::Gemini];
+
+    /// The name used in configuration: `openai` or `gemini`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Gemini => "gemini",
+        }
+    }
+
+    /// The provider's public API, used when no base URL is configured.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            Self::OpenAi => openai::DEFAULT_BASE_URL,
+            Self::Gemini => gemini::DEFAULT_BASE_URL,
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A provider name that is not one of [`Provider::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown LLM provider {0:?}: expected one of openai, gemini")]
+pub struct UnknownProvider(pub String);
+
+impl FromStr for Provider {
+    type Err = UnknownProvider;
+
+    /// Reads `openai` or `gemini`, in any case, ignoring surrounding blanks.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let trimmed = value.trim();
+        Self::ALL
+            .into_iter()
+            .find(|provider| provider.name().eq_ignore_ascii_case(trimmed))
+            .ok_or_else(|| UnknownProvider(value.to_owned()))
+    }
+}
+
+/// The configured chat model, whichever provider serves it.
+pub enum ChatModel<S> {
+    /// OpenAI's Chat Completions or a compatible server.
+    OpenAi(OpenAiChat<S>),
+    /// Google's Gemini API.
+    Gemini(GeminiChat<S>),
+}
+
+impl<S> ChatModel<S> {
+    /// A client for `provider`, sending through `http` (one client, reused) with the API key
+    /// read from `secrets` on each call.
+    pub fn new(
+        provider: Provider,
+        http: reqwest::Client,
+        settings: LlmSettings,
+        secrets: std::sync::Arc<S>,
+    ) -> Self {
+        match provider {
+            Provider::OpenAi => Self::OpenAi(OpenAiChat::new(http, settings, secrets)),
+            Provider::Gemini => Self::Gemini(GeminiChat::new(http, settings, secrets)),
+        }
+    }
+
+    /// Which provider this is.
+    pub fn provider(&self) -> Provider {
+        match self {
+            Self::OpenAi(_) => Provider::OpenAi,
+            Self::Gemini(_) => Provider::Gemini,
+        }
+    }
+}
+
+impl<S: Secrets> Llm for ChatModel<S> {
+    async fn complete(&self, prompt: &Prompt, deadline: Instant) -> Result<Completion, LlmError> {
+        match self {
+            Self::OpenAi(model) => model.complete(prompt, deadline).await,
+            Self::Gemini(model) => model.complete(prompt, deadline).await,
+        }
+    }
+}
+
 /// What the providers' HTTP tests share.
 #[cfg(all(test, feature = "testkit"))]
 pub(crate) mod test_support {
@@ -269,6 +366,27 @@ mod tests {
             retry_after: Some(Duration::from_secs(3)),
         };
         assert_eq!(hinted.retry_hint(), Some(Some(Duration::from_secs(3))));
+    }
+
+    #[test]
+    fn reads_provider_names_in_any_case() {
+        assert_eq!("openai".parse(), Ok(Provider::OpenAi));
+        assert_eq!(" Gemini ".parse(), Ok(Provider::Gemini));
+        assert_eq!("OPENAI".parse(), Ok(Provider::OpenAi));
+        let error = "anthropic".parse::<Provider>().unwrap_err().to_string();
+        assert!(error.contains("anthropic"), "{error}");
+        assert!(error.contains("openai, gemini"), "{error}");
+        for provider in Provider::ALL {
+            assert_eq!(provider.to_string().parse(), Ok(provider));
+        }
+        assert_eq!(
+            Provider::OpenAi.default_base_url(),
+            "https://api.openai.com/v1"
+        );
+        assert_eq!(
+            Provider::Gemini.default_base_url(),
+            "https://generativelanguage.googleapis.com"
+        );
     }
 
     #[test]
