@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::inbound::ConversationKey;
 
+pub mod dynamodb;
+
 /// Who said a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -138,6 +140,9 @@ pub struct Claim {
     pub held_elsewhere: Vec<String>,
     /// The conversation's live turns (expired ones already left out).
     pub history: Vec<Turn>,
+    /// Message ids whose dedup memory has expired and can be forgotten: pass them on to
+    /// [`CompleteRequest::stale_ids`] so that the completing write removes them.
+    pub stale_ids: Vec<String>,
 }
 
 /// A request to store new turns and mark claimed ids done, in one write.
@@ -153,6 +158,9 @@ pub struct CompleteRequest<'a> {
     pub history: Vec<Turn>,
     /// The turns to append (none when nothing was answered).
     pub new_turns: Vec<Turn>,
+    /// Message ids whose dedup memory has expired and can be forgotten, as returned in
+    /// [`Claim::stale_ids`]; ids also in `message_ids` are kept.
+    pub stale_ids: Vec<String>,
     /// The current time, in seconds since the epoch.
     pub now: i64,
 }
