@@ -182,7 +182,8 @@ pub enum StoreError {
 /// Where conversations and message claims are kept.
 pub trait ConversationStore: Send + Sync {
     /// Claims the ids that are neither done nor held under a live lease, and returns the
-    /// conversation's live history. One round trip when no id was seen before.
+    /// conversation's live history and the remembered ids that can be forgotten. One round trip
+    /// when no id was seen before, or when none can be claimed.
     fn claim(
         &self,
         request: ClaimRequest<'_>,
