@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::inbound::ConversationKey;
 
+pub mod dynamodb;
+
 /// Who said a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -138,6 +140,9 @@ pub struct Claim {
     pub held_elsewhere: Vec<String>,
     /// The conversation's live turns (expired ones already left out).
     pub history: Vec<Turn>,
+    /// Message ids whose dedup memory has expired and can be forgotten: pass them on to
+    /// [`CompleteRequest::stale_ids`] so that the completing write removes them.
+    pub stale_ids: Vec<String>,
 }
 
 /// A request to store new turns and mark claimed ids done, in one write.
@@ -153,6 +158,9 @@ pub struct CompleteRequest<'a> {
     pub history: Vec<Turn>,
     /// The turns to append (none when nothing was answered).
     pub new_turns: Vec<Turn>,
+    /// Message ids whose dedup memory has expired and can be forgotten, as returned in
+    /// [`Claim::stale_ids`]; ids also in `message_ids` are kept.
+    pub stale_ids: Vec<String>,
     /// The current time, in seconds since the epoch.
     pub now: i64,
 }
@@ -174,7 +182,8 @@ pub enum StoreError {
 /// Where conversations and message claims are kept.
 pub trait ConversationStore: Send + Sync {
     /// Claims the ids that are neither done nor held under a live lease, and returns the
-    /// conversation's live history. One round trip when no id was seen before.
+    /// conversation's live history and the remembered ids that can be forgotten. One round trip
+    /// when no id was seen before, or when none can be claimed.
     fn claim(
         &self,
         request: ClaimRequest<'_>,
