@@ -10,6 +10,7 @@ pub mod env_config;
 pub mod inbound;
 pub mod llm;
 pub mod meta;
+pub mod metrics;
 pub mod privacy;
 pub mod queue;
 pub mod retry;

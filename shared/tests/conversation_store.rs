@@ -556,3 +556,35 @@ async fn a_missing_table_is_reported_unavailable() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn a_released_claim_can_be_taken_at_once_but_only_its_holder_releases_it() {
+    let f = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let ids = vec!["wamid.release".to_owned()];
+    assert_eq!(f.claim(&ids, "first", NOW).await.unwrap().claimed, ids);
+
+    // Another token cannot release it, so it is still held.
+    f.store
+        .release(&f.conversation, "intruder", &ids)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.claim(&ids, "second", NOW).await.unwrap().held_elsewhere,
+        ids
+    );
+
+    // Its holder gives it back: the next invocation takes it before the lease lapses.
+    let before = f.calls.count();
+    f.store
+        .release(&f.conversation, "first", &ids)
+        .await
+        .unwrap();
+    assert_eq!(f.calls.count() - before, 1);
+    assert_eq!(f.claim(&ids, "second", NOW).await.unwrap().claimed, ids);
+    // The first holder's late complete is refused.
+    let claim = Claim::default();
+    assert_eq!(
+        f.complete(&ids, "first", &claim, Vec::new(), NOW).await,
+        Err(StoreError::ClaimLost)
+    );
+}

@@ -206,6 +206,40 @@ impl ConversationStore for DynamoDbConversationStore {
             },
         }
     }
+
+    async fn release(
+        &self,
+        conversation: &ConversationKey,
+        token: &str,
+        message_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let ids = unique(message_ids);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let expression = release_expression(&ids);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .key("pk", item_key(conversation))
+            .update_expression(expression.update)
+            .set_condition_expression(expression.condition)
+            .set_expression_attribute_names(Some(expression.names))
+            .expression_attribute_values(":p", AttributeValue::S(PROCESSING.into()))
+            .expression_attribute_values(":token", AttributeValue::S(token.into()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Some claim is no longer held with this token (taken over, or done): release
+            // nothing; whatever is still ours lapses with its lease.
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
+                _ => Err(unavailable(error)),
+            },
+        }
+    }
 }
 
 fn unavailable(error: impl std::error::Error) -> StoreError {
@@ -550,6 +584,25 @@ fn complete_expression(ids: &[String], stale: &[String]) -> Expression {
     }
 }
 
+/// Removes the markers of `ids`, on condition that each is still being processed under the
+/// caller's token.
+fn release_expression(ids: &[String]) -> Expression {
+    let mut names = names(&[("#s", "s"), ("#k", "k")]);
+    let mut removes = Vec::with_capacity(ids.len());
+    let mut conditions = Vec::with_capacity(ids.len());
+    for (index, id) in ids.iter().enumerate() {
+        let c = format!("#c{index}");
+        removes.push(c.clone());
+        conditions.push(format!("{c}.#s = :p AND {c}.#k = :token"));
+        names.insert(c, marker_attribute(id));
+    }
+    Expression {
+        update: format!("REMOVE {}", removes.join(", ")),
+        condition: Some(conditions.join(" AND ")),
+        names,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -732,6 +785,17 @@ mod tests {
             !turns_only.names.contains_key("#k"),
             "unused names are refused"
         );
+    }
+
+    #[test]
+    fn release_removes_only_markers_still_processing_under_the_token() {
+        let expression = release_expression(&ids(&["a", "b"]));
+        assert_eq!(expression.update, "REMOVE #c0, #c1");
+        assert_eq!(
+            expression.condition.as_deref(),
+            Some("#c0.#s = :p AND #c0.#k = :token AND #c1.#s = :p AND #c1.#k = :token")
+        );
+        assert_eq!(expression.names["#c1"], "c#b");
     }
 
     #[test]

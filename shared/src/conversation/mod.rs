@@ -195,6 +195,15 @@ pub trait ConversationStore: Send + Sync {
         &self,
         request: CompleteRequest<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives back claims on `message_ids` held with `token` that will not be completed (the LLM
+    /// or Meta failed), so that a retry can take them at once instead of waiting for the lease.
+    fn release(
+        &self,
+        conversation: &ConversationKey,
+        token: &str,
+        message_ids: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 #[cfg(test)]
