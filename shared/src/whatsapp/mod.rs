@@ -1,6 +1,7 @@
 //! The WhatsApp port (Meta's Graph API as the processor uses it) and its HTTP adapter
 //! ([`graph`]), plus the splitting of long answers into messages WhatsApp accepts.
 
+pub mod graph;
 pub mod split;
 
 use std::future::Future;
