@@ -1,6 +1,9 @@
 //! The WhatsApp port (Meta's Graph API as the processor uses it) and its HTTP adapter
 //! ([`graph`]), plus the splitting of long answers into messages WhatsApp accepts.
 
+pub mod graph;
+pub mod split;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -8,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::inbound::Sender;
 use crate::retry::Retryable;
+use crate::secrets::SecretsError;
 
 /// Who a reply goes to: a phone number (`to`) or, for a user known only by a business-scoped
 /// user id, that id (`recipient`).
@@ -99,6 +103,10 @@ pub enum WhatsAppError {
     /// Meta answered 200 with a body of an unexpected shape.
     #[error("the Graph API's answer could not be read: {0}")]
     BadResponse(String),
+    /// The access token could not be had (the secret is unreadable or has no
+    /// `META_ACCESS_TOKEN`); no request was made. Not retried now: the secret must be fixed.
+    #[error("the Graph API access token is not available: {0}")]
+    Secrets(#[from] SecretsError),
 }
 
 impl WhatsAppError {
@@ -109,7 +117,7 @@ impl WhatsAppError {
                 http_status, code, ..
             } => MetaErrorClass::of(*code, *http_status),
             Self::Timeout | Self::Transport(_) => MetaErrorClass::Transient,
-            Self::BadResponse(_) => MetaErrorClass::Other,
+            Self::BadResponse(_) | Self::Secrets(_) => MetaErrorClass::Other,
         }
     }
 
@@ -203,6 +211,9 @@ mod tests {
         assert_eq!(api(131_047).retry_hint(), None);
         assert_eq!(api(190).retry_hint(), None);
         assert_eq!(WhatsAppError::Timeout.retry_hint(), Some(None));
+        let missing = WhatsAppError::Secrets(SecretsError::MissingKey("META_ACCESS_TOKEN"));
+        assert_eq!(missing.class(), MetaErrorClass::Other);
+        assert_eq!(missing.retry_hint(), None);
     }
 
     #[test]

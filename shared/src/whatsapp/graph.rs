@@ -1,0 +1,1113 @@
+//! The [`WhatsApp`] port over Meta's Graph API: `POST /{version}/{phone_number_id}/messages`,
+//! used both to mark a message read with the typing indicator and to send a text.
+//!
+//! Errors keep Meta's `error.code`, by which [`super::MetaErrorClass`] decides what is retried.
+//! Logs name the recipient only masked, and never hold the access token or a message's text.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::header::RETRY_AFTER;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{Recipient, WhatsApp, WhatsAppError};
+use crate::privacy::mask;
+use crate::retry::{self, Backoff};
+use crate::secrets::{SecretString, Secrets};
+
+/// Where the Graph API lives.
+pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
+
+/// The time allowed for one call unless configured otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Marking read is best effort, so it never waits longer than this, whatever the settings say.
+const MARK_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest piece of a non-JSON error body kept in an error message.
+const ERROR_SNIPPET_CHARS: usize = 200;
+
+/// How [`GraphApi`] reaches the Graph API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphSettings {
+    /// The API's root, [`DEFAULT_BASE_URL`] in production (a local server in tests). A trailing
+    /// `/` is ignored.
+    pub base_url: String,
+    /// The Graph API version in the path, such as `v23.0`.
+    pub api_version: String,
+    /// The time allowed for one HTTP call (marking read never takes more than 5 s).
+    pub timeout: Duration,
+    /// How sending a text is retried.
+    pub backoff: Backoff,
+}
+
+impl GraphSettings {
+    /// Settings for `api_version` on [`DEFAULT_BASE_URL`], with [`DEFAULT_TIMEOUT`] and the
+    /// default [`Backoff`].
+    pub fn new(api_version: impl Into<String>) -> Self {
+        Self {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            api_version: api_version.into(),
+            timeout: DEFAULT_TIMEOUT,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// The [`WhatsApp`] port over Meta's Graph API, authenticated with `META_ACCESS_TOKEN` from
+/// the application's secrets (read on each call, so that a rotated token is picked up).
+pub struct GraphApi<S> {
+    http: reqwest::Client,
+    settings: GraphSettings,
+    secrets: Arc<S>,
+}
+
+impl<S> GraphApi<S> {
+    /// A client that sends through `http` (meant to be shared by all calls) as `settings` say,
+    /// with the access token from `secrets`. Does no I/O.
+    pub fn new(http: reqwest::Client, settings: GraphSettings, secrets: Arc<S>) -> Self {
+        Self {
+            http,
+            settings,
+            secrets,
+        }
+    }
+}
+
+impl<S> fmt::Debug for GraphApi<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secrets are left out whatever their own Debug does.
+        f.debug_struct("GraphApi")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Secrets> GraphApi<S> {
+    /// The access token, or why there is none.
+    async fn access_token(&self) -> Result<SecretString, WhatsAppError> {
+        let secrets = self.secrets.current().await?;
+        Ok(secrets
+            .require("META_ACCESS_TOKEN", &secrets.meta_access_token)?
+            .clone())
+    }
+}
+
+impl<S> GraphApi<S> {
+    /// `{base_url}/{api_version}/{phone_number_id}/messages`, each segment percent-encoded so
+    /// that an id cannot change the path.
+    fn messages_url(&self, phone_number_id: &str) -> Result<Url, WhatsAppError> {
+        let invalid = || {
+            WhatsAppError::Transport(format!(
+                "the Graph API base URL {:?} is not a valid http(s) URL",
+                self.settings.base_url
+            ))
+        };
+        let mut url = Url::parse(&self.settings.base_url).map_err(|_| invalid())?;
+        url.path_segments_mut()
+            .map_err(|()| invalid())?
+            .pop_if_empty()
+            .push(self.settings.api_version.trim_matches('/'))
+            .push(phone_number_id)
+            .push("messages");
+        Ok(url)
+    }
+
+    /// The timeout of the one mark-read attempt.
+    fn mark_read_timeout(&self) -> Duration {
+        self.settings.timeout.min(MARK_READ_TIMEOUT)
+    }
+
+    /// Posts `body` once and reads the answer as `A`, or as Meta's error object when the status
+    /// is not a success.
+    async fn post<B, A>(
+        &self,
+        call: &Call<'_>,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<A, WhatsAppError>
+    where
+        B: Serialize + ?Sized,
+        A: DeserializeOwned,
+    {
+        let outcome = self.post_unlogged(call, body, timeout).await;
+        match &outcome {
+            Ok(_) => tracing::debug!(
+                call = call.name,
+                to = call.masked_to,
+                attempt = call.attempt,
+                "the Graph API accepted the call"
+            ),
+            Err(failure) => tracing::warn!(
+                call = call.name,
+                to = call.masked_to,
+                attempt = call.attempt,
+                http_status = failure.http_status,
+                meta_code = failure.error.code(),
+                meta_subcode = failure.subcode,
+                meta_type = failure.kind.as_deref(),
+                fbtrace_id = failure.fbtrace_id.as_deref(),
+                error = %failure.error,
+                "the Graph API call failed"
+            ),
+        }
+        outcome.map_err(|failure| failure.error)
+    }
+
+    async fn post_unlogged<B, A>(
+        &self,
+        call: &Call<'_>,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<A, Failure>
+    where
+        B: Serialize + ?Sized,
+        A: DeserializeOwned,
+    {
+        let response = self
+            .http
+            .post(call.url.clone())
+            .bearer_auth(call.token.expose())
+            .timeout(timeout)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| Failure::from(transport_error(&e, call.token)))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(retry::parse_retry_after);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::from(transport_error(&e, call.token)))?;
+        if !status.is_success() {
+            return Err(api_error(status.as_u16(), retry_after, &bytes, call.token));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            let mut failure = Failure::from(WhatsAppError::BadResponse(describe_json_error(&e)));
+            failure.http_status = Some(status.as_u16());
+            failure
+        })
+    }
+}
+
+impl<S: Secrets> WhatsApp for GraphApi<S> {
+    async fn mark_read_and_typing(
+        &self,
+        phone_number_id: &str,
+        message_id: &str,
+    ) -> Result<(), WhatsAppError> {
+        let token = self.access_token().await?;
+        let url = self.messages_url(phone_number_id)?;
+        let call = Call {
+            name: "mark_read_and_typing",
+            url: &url,
+            token: &token,
+            masked_to: None,
+            attempt: 0,
+        };
+        let body = MarkReadRequest {
+            messaging_product: "whatsapp",
+            status: "read",
+            message_id,
+            typing_indicator: TypingIndicator { kind: "text" },
+        };
+        let answer: SuccessResponse = self.post(&call, &body, self.mark_read_timeout()).await?;
+        if answer.success {
+            Ok(())
+        } else {
+            Err(WhatsAppError::BadResponse(
+                "the answer to marking read did not report success".to_owned(),
+            ))
+        }
+    }
+
+    async fn send_text(
+        &self,
+        phone_number_id: &str,
+        to: &Recipient,
+        body: &str,
+        deadline: Instant,
+    ) -> Result<String, WhatsAppError> {
+        let masked_to = mask(to.id());
+        let outcome = async {
+            if Instant::now() >= deadline {
+                return Err(WhatsAppError::Timeout);
+            }
+            let token = self.access_token().await?;
+            let url = self.messages_url(phone_number_id)?;
+            let request = SendTextRequest::new(to, body);
+            let (url, token, request, masked_to) = (&url, &token, &request, masked_to.as_str());
+            retry::retry(&self.settings.backoff, deadline, |attempt| async move {
+                // The time left decides both whether to call at all and how long to wait.
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return Err(WhatsAppError::Timeout);
+                }
+                let call = Call {
+                    name: "send_text",
+                    url,
+                    token,
+                    masked_to: Some(masked_to),
+                    attempt,
+                };
+                let answer: SendTextResponse = self
+                    .post(&call, request, self.settings.timeout.min(remaining))
+                    .await?;
+                answer.message_id().ok_or_else(|| {
+                    WhatsAppError::BadResponse("the answer holds no message id".to_owned())
+                })
+            })
+            .await
+        }
+        .await;
+        match &outcome {
+            Ok(message_id) => {
+                tracing::info!(to = %masked_to, message_id = %message_id, "sent a text message");
+            }
+            Err(error) => tracing::warn!(
+                to = %masked_to,
+                class = ?error.class(),
+                meta_code = error.code(),
+                error = %error,
+                "could not send a text message"
+            ),
+        }
+        outcome
+    }
+}
+
+/// What one HTTP call is, for the request and its log lines.
+struct Call<'a> {
+    name: &'static str,
+    url: &'a Url,
+    token: &'a SecretString,
+    masked_to: Option<&'a str>,
+    attempt: u32,
+}
+
+/// A failed call, with what Meta said beyond what [`WhatsAppError`] keeps, for the logs.
+struct Failure {
+    error: WhatsAppError,
+    http_status: Option<u16>,
+    subcode: Option<i64>,
+    kind: Option<String>,
+    fbtrace_id: Option<String>,
+}
+
+impl From<WhatsAppError> for Failure {
+    fn from(error: WhatsAppError) -> Self {
+        let http_status = match &error {
+            WhatsAppError::Api { http_status, .. } => Some(*http_status),
+            _ => None,
+        };
+        Self {
+            error,
+            http_status,
+            subcode: None,
+            kind: None,
+            fbtrace_id: None,
+        }
+    }
+}
+
+/// The body that marks a message read and shows the typing indicator.
+#[derive(Debug, Serialize)]
+struct MarkReadRequest<'a> {
+    messaging_product: &'static str,
+    status: &'static str,
+    message_id: &'a str,
+    typing_indicator: TypingIndicator,
+}
+
+#[derive(Debug, Serialize)]
+struct TypingIndicator {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// The body that sends a text: to a phone number (`to`) or a user id (`recipient`). No `Debug`,
+/// so that the user's text cannot end up in a log line by accident.
+#[derive(Serialize)]
+struct SendTextRequest<'a> {
+    messaging_product: &'static str,
+    recipient_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipient: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: TextContent<'a>,
+}
+
+impl<'a> SendTextRequest<'a> {
+    fn new(to: &'a Recipient, body: &'a str) -> Self {
+        let (phone, user_id) = match to {
+            Recipient::Phone(phone) => (Some(phone.as_str()), None),
+            Recipient::UserId(user_id) => (None, Some(user_id.as_str())),
+        };
+        Self {
+            messaging_product: "whatsapp",
+            recipient_type: "individual",
+            to: phone,
+            recipient: user_id,
+            kind: "text",
+            text: TextContent {
+                preview_url: false,
+                body,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TextContent<'a> {
+    preview_url: bool,
+    body: &'a str,
+}
+
+/// `{"success": true}`.
+#[derive(Debug, Deserialize)]
+struct SuccessResponse {
+    #[serde(default)]
+    success: bool,
+}
+
+/// `{"messages": [{"id": "wamid…"}]}` (beside `contacts`, which is not read).
+#[derive(Debug, Deserialize)]
+struct SendTextResponse {
+    #[serde(default)]
+    messages: Vec<SentMessage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SentMessage {
+    #[serde(default)]
+    id: String,
+}
+
+impl SendTextResponse {
+    fn message_id(self) -> Option<String> {
+        self.messages
+            .into_iter()
+            .next()
+            .map(|m| m.id)
+            .filter(|id| !id.trim().is_empty())
+    }
+}
+
+/// `{"error": {…}}`, every field optional so that a partial object still yields its code.
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: MetaError,
+}
+
+#[derive(Debug, Deserialize)]
+struct MetaError {
+    message: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    code: Option<i64>,
+    error_subcode: Option<i64>,
+    error_data: Option<ErrorData>,
+    fbtrace_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorData {
+    details: Option<String>,
+}
+
+/// Reads an error answer: Meta's error object when the body is one, else a short excerpt of
+/// whatever came back (a proxy's HTML page, say) with no code.
+fn api_error(
+    http_status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    token: &SecretString,
+) -> Failure {
+    let (code, message, details) = match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(ErrorEnvelope { error }) => {
+            let details = error.error_data.and_then(|d| d.details);
+            let message = error
+                .message
+                .filter(|m| !m.trim().is_empty())
+                .unwrap_or_else(|| format!("HTTP {http_status} without an error message"));
+            let message = match details.as_deref().map(str::trim) {
+                Some(details) if !details.is_empty() && details != message => {
+                    format!("{message} ({details})")
+                }
+                _ => message,
+            };
+            (
+                error.code,
+                message,
+                Some((error.error_subcode, error.kind, error.fbtrace_id)),
+            )
+        }
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let excerpt: String = text.trim().chars().take(ERROR_SNIPPET_CHARS).collect();
+            let message = if excerpt.is_empty() {
+                format!("HTTP {http_status} with an empty body")
+            } else {
+                format!("HTTP {http_status} with a body that is not a Graph API error: {excerpt}")
+            };
+            (None, message, None)
+        }
+    };
+    let (subcode, kind, fbtrace_id) = details.unwrap_or_default();
+    Failure {
+        error: WhatsAppError::Api {
+            http_status,
+            code,
+            message: redact(message, token),
+            retry_after,
+        },
+        http_status: Some(http_status),
+        subcode,
+        kind,
+        fbtrace_id,
+    }
+}
+
+/// A failure to reach the API or to read its answer.
+fn transport_error(error: &reqwest::Error, token: &SecretString) -> WhatsAppError {
+    if error.is_timeout() {
+        return WhatsAppError::Timeout;
+    }
+    // reqwest's own message is generic ("error sending request"); the cause is in the chain.
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    WhatsAppError::Transport(redact(text, token))
+}
+
+/// Describes why a body is not the expected JSON without quoting it, since an answer may hold
+/// the user's phone number (`contacts`).
+fn describe_json_error(error: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        error.classify(),
+        error.line(),
+        error.column()
+    )
+}
+
+/// Removes the access token from text that came from outside (an error message could echo it).
+fn redact(text: String, token: &SecretString) -> String {
+    let secret = token.expose();
+    if secret.is_empty() || !text.contains(secret) {
+        text
+    } else {
+        text.replace(secret, "<redacted>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::whatsapp::MetaErrorClass;
+    use serde_json::json;
+
+    fn token() -> SecretString {
+        SecretString::new("EAAtoken")
+    }
+
+    fn api(base_url: &str, timeout: Duration) -> GraphApi<()> {
+        let mut settings = GraphSettings::new("v23.0");
+        settings.base_url = base_url.to_owned();
+        settings.timeout = timeout;
+        GraphApi::new(reqwest::Client::new(), settings, Arc::new(()))
+    }
+
+    #[test]
+    fn builds_the_messages_url_with_version_and_phone_number_id() {
+        let url = |base: &str, id: &str| {
+            api(base, DEFAULT_TIMEOUT)
+                .messages_url(id)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            url("https://graph.facebook.com", "123"),
+            "https://graph.facebook.com/v23.0/123/messages"
+        );
+        assert_eq!(
+            url("https://graph.facebook.com/", "123"),
+            "https://graph.facebook.com/v23.0/123/messages"
+        );
+        assert_eq!(
+            url("http://127.0.0.1:9/meta/", "123"),
+            "http://127.0.0.1:9/meta/v23.0/123/messages"
+        );
+        assert_eq!(
+            url("https://graph.facebook.com", "1/../x"),
+            "https://graph.facebook.com/v23.0/1%2F..%2Fx/messages",
+            "an id cannot change the path"
+        );
+        assert!(matches!(
+            api("not a url", DEFAULT_TIMEOUT).messages_url("1"),
+            Err(WhatsAppError::Transport(_))
+        ));
+    }
+
+    #[test]
+    fn marking_read_waits_at_most_five_seconds() {
+        let short = Duration::from_secs(2);
+        assert_eq!(api(DEFAULT_BASE_URL, short).mark_read_timeout(), short);
+        assert_eq!(
+            api(DEFAULT_BASE_URL, Duration::from_secs(30)).mark_read_timeout(),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn default_settings_point_at_graph_facebook_com() {
+        let settings = GraphSettings::new("v23.0");
+        assert_eq!(settings.base_url, "https://graph.facebook.com");
+        assert_eq!(settings.api_version, "v23.0");
+        assert_eq!(settings.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(settings.backoff, Backoff::default());
+    }
+
+    #[test]
+    fn request_bodies_have_meta_s_shape() {
+        let body = serde_json::to_value(SendTextRequest::new(
+            &Recipient::Phone("15551234567".into()),
+            "hi",
+        ))
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+                   "to": "15551234567", "type": "text",
+                   "text": {"preview_url": false, "body": "hi"}})
+        );
+        let body = serde_json::to_value(SendTextRequest::new(
+            &Recipient::UserId("US.1".into()),
+            "hi",
+        ))
+        .unwrap();
+        assert_eq!(body["recipient"], "US.1");
+        assert!(body.get("to").is_none());
+    }
+
+    #[test]
+    fn reads_meta_s_error_object() {
+        let body = json!({"error": {
+            "message": "(#131047) Re-engagement message",
+            "type": "OAuthException",
+            "code": 131047,
+            "error_subcode": 2494010,
+            "error_data": {"messaging_product": "whatsapp",
+                           "details": "Message failed to send because more than 24 hours have passed"},
+            "fbtrace_id": "Az8or2yhqkZfEZ-_4Qn_Bam"
+        }});
+        let failure = api_error(
+            400,
+            Some(Duration::from_secs(3)),
+            body.to_string().as_bytes(),
+            &token(),
+        );
+        assert_eq!(
+            failure.error,
+            WhatsAppError::Api {
+                http_status: 400,
+                code: Some(131_047),
+                message: "(#131047) Re-engagement message (Message failed to send because more \
+                          than 24 hours have passed)"
+                    .into(),
+                retry_after: Some(Duration::from_secs(3)),
+            }
+        );
+        assert_eq!(failure.error.class(), MetaErrorClass::OutsideWindow);
+        assert_eq!(failure.subcode, Some(2_494_010));
+        assert_eq!(failure.kind.as_deref(), Some("OAuthException"));
+        assert_eq!(
+            failure.fbtrace_id.as_deref(),
+            Some("Az8or2yhqkZfEZ-_4Qn_Bam")
+        );
+    }
+
+    #[test]
+    fn tolerates_error_bodies_that_are_not_meta_s() {
+        let failure = api_error(502, None, b"<html>Bad Gateway</html>", &token());
+        let WhatsAppError::Api { code, message, .. } = &failure.error else {
+            panic!("{:?}", failure.error);
+        };
+        assert_eq!(*code, None);
+        assert!(message.contains("Bad Gateway"), "{message}");
+        assert_eq!(failure.error.class(), MetaErrorClass::Transient);
+
+        let failure = api_error(400, None, b"", &token());
+        assert_eq!(failure.error.code(), None);
+        assert_eq!(failure.error.class(), MetaErrorClass::Other);
+
+        let long = "x".repeat(10_000);
+        let failure = api_error(500, None, long.as_bytes(), &token());
+        assert!(failure.error.to_string().len() < 400);
+
+        // A partial error object still yields its code.
+        let failure = api_error(400, None, br#"{"error": {"code": 130429}}"#, &token());
+        assert_eq!(failure.error.class(), MetaErrorClass::RateLimited);
+    }
+
+    #[test]
+    fn an_echoed_token_is_redacted() {
+        let body = json!({"error": {"message": "Malformed access token EAAtoken", "code": 190}});
+        let failure = api_error(401, None, body.to_string().as_bytes(), &token());
+        assert!(!failure.error.to_string().contains("EAAtoken"));
+        assert!(!format!("{:?}", failure.error).contains("EAAtoken"));
+        let failure = api_error(502, None, b"proxy saw Bearer EAAtoken", &token());
+        assert!(!failure.error.to_string().contains("EAAtoken"));
+    }
+
+    #[test]
+    fn reads_the_message_id() {
+        let answer: SendTextResponse = serde_json::from_value(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": "15551234567", "wa_id": "15551234567"}],
+            "messages": [{"id": "wamid.HBgL"}]
+        }))
+        .unwrap();
+        assert_eq!(answer.message_id().as_deref(), Some("wamid.HBgL"));
+        for body in [
+            json!({}),
+            json!({"messages": []}),
+            json!({"messages": [{"id": ""}]}),
+        ] {
+            let answer: SendTextResponse = serde_json::from_value(body).unwrap();
+            assert_eq!(answer.message_id(), None);
+        }
+    }
+
+    #[test]
+    fn a_bad_body_is_described_without_quoting_it() {
+        let error =
+            serde_json::from_str::<SendTextResponse>(r#"{"messages": "15551234567"}"#).unwrap_err();
+        let described = describe_json_error(&error);
+        assert!(!described.contains("15551234567"), "{described}");
+    }
+
+    /// Calls against a local [`RecordingServer`] standing in for the Graph API, asserting on
+    /// what was actually sent. The server needs the `testkit` feature.
+    #[cfg(feature = "testkit")]
+    mod http {
+        use super::*;
+        use crate::secrets::{AppSecrets, SecretsError, StaticSecrets};
+        use crate::testkit::http_recorder::{Canned, RecordedRequest, RecordingServer};
+
+        const TOKEN: &str = "EAAG-test-token-9f3b2c";
+        const PHONE_NUMBER_ID: &str = "106540352242922";
+        const USER_PHONE: &str = "15551234567";
+
+        fn secrets(token: Option<&str>) -> Arc<StaticSecrets> {
+            Arc::new(StaticSecrets(Arc::new(AppSecrets {
+                meta_access_token: token.map(SecretString::new),
+                ..AppSecrets::default()
+            })))
+        }
+
+        fn backoff() -> Backoff {
+            Backoff {
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(50),
+                max_attempts: 4,
+            }
+        }
+
+        fn settings(server: &RecordingServer) -> GraphSettings {
+            GraphSettings {
+                // A trailing slash, as a configuration might have it.
+                base_url: format!("{}/", server.url),
+                api_version: "v23.0".into(),
+                timeout: Duration::from_secs(5),
+                backoff: backoff(),
+            }
+        }
+
+        fn sent() -> Canned {
+            Canned::json(
+                200,
+                json!({"messaging_product": "whatsapp",
+                       "contacts": [{"input": USER_PHONE, "wa_id": USER_PHONE}],
+                       "messages": [{"id": "wamid.SENT"}]}),
+            )
+        }
+
+        fn meta_error(status: u16, code: i64, message: &str) -> Canned {
+            Canned::json(
+                status,
+                json!({"error": {"message": message, "type": "OAuthException", "code": code,
+                                 "error_data": {"messaging_product": "whatsapp",
+                                                "details": format!("details of {code}")},
+                                 "fbtrace_id": "AbCdEf123"}}),
+            )
+        }
+
+        /// A server answering every request with `default` unless scripted otherwise, and a
+        /// client for it.
+        async fn start(default: Canned) -> (RecordingServer, GraphApi<StaticSecrets>) {
+            let server = RecordingServer::start(move |_| default.clone()).await;
+            let api = GraphApi::new(
+                reqwest::Client::new(),
+                settings(&server),
+                secrets(Some(TOKEN)),
+            );
+            (server, api)
+        }
+
+        fn in_a_minute() -> Instant {
+            Instant::now() + Duration::from_secs(60)
+        }
+
+        fn phone() -> Recipient {
+            Recipient::Phone(USER_PHONE.into())
+        }
+
+        fn assert_is_messages_call(request: &RecordedRequest) {
+            assert_eq!(request.method, "POST");
+            assert_eq!(request.path, format!("/v23.0/{PHONE_NUMBER_ID}/messages"));
+            assert_eq!(
+                request.header("authorization"),
+                Some(format!("Bearer {TOKEN}").as_str())
+            );
+            assert_eq!(request.header("content-type"), Some("application/json"));
+        }
+
+        #[tokio::test]
+        async fn sends_a_text_to_a_phone_number() {
+            let (server, api) = start(sent()).await;
+            let id = api
+                .send_text(PHONE_NUMBER_ID, &phone(), "Hello *there*", in_a_minute())
+                .await
+                .unwrap();
+            assert_eq!(id, "wamid.SENT");
+            let requests = server.requests();
+            assert_eq!(requests.len(), 1);
+            assert_is_messages_call(&requests[0]);
+            assert_eq!(
+                requests[0].json(),
+                json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+                       "to": USER_PHONE, "type": "text",
+                       "text": {"preview_url": false, "body": "Hello *there*"}})
+            );
+        }
+
+        #[tokio::test]
+        async fn sends_a_text_to_a_business_scoped_user_id() {
+            let (server, api) = start(sent()).await;
+            let to = Recipient::UserId("US.13491208655302741918".into());
+            api.send_text(PHONE_NUMBER_ID, &to, "Hi", in_a_minute())
+                .await
+                .unwrap();
+            let requests = server.requests();
+            assert_eq!(requests.len(), 1);
+            assert_is_messages_call(&requests[0]);
+            assert_eq!(
+                requests[0].json(),
+                json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+                       "recipient": "US.13491208655302741918", "type": "text",
+                       "text": {"preview_url": false, "body": "Hi"}})
+            );
+        }
+
+        #[tokio::test]
+        async fn marks_read_with_the_typing_indicator() {
+            let (server, api) = start(Canned::json(200, json!({"success": true}))).await;
+            api.mark_read_and_typing(PHONE_NUMBER_ID, "wamid.IN")
+                .await
+                .unwrap();
+            let requests = server.requests();
+            assert_eq!(requests.len(), 1);
+            assert_is_messages_call(&requests[0]);
+            assert_eq!(
+                requests[0].json(),
+                json!({"messaging_product": "whatsapp", "status": "read",
+                       "message_id": "wamid.IN", "typing_indicator": {"type": "text"}})
+            );
+        }
+
+        #[tokio::test]
+        async fn marking_read_is_tried_once() {
+            let (server, api) = start(meta_error(400, 130_429, "rate limit hit")).await;
+            let error = api
+                .mark_read_and_typing(PHONE_NUMBER_ID, "wamid.IN")
+                .await
+                .unwrap_err();
+            assert_eq!(error.class(), MetaErrorClass::RateLimited);
+            assert_eq!(server.requests().len(), 1, "best effort: no retry");
+
+            let (server, api) = start(Canned::json(200, json!({"success": false}))).await;
+            let error = api
+                .mark_read_and_typing(PHONE_NUMBER_ID, "wamid.IN")
+                .await
+                .unwrap_err();
+            assert!(matches!(error, WhatsAppError::BadResponse(_)), "{error:?}");
+            assert_eq!(server.requests().len(), 1);
+        }
+
+        #[tokio::test]
+        async fn retries_a_rate_limit_sent_as_http_400() {
+            let (server, api) = start(sent()).await;
+            server.script([meta_error(400, 130_429, "(#130429) Rate limit hit")]);
+            let id = api
+                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
+                .await
+                .unwrap();
+            assert_eq!(id, "wamid.SENT");
+            let requests = server.requests();
+            assert_eq!(requests.len(), 2);
+            assert_eq!(requests[0].body, requests[1].body, "the same message again");
+        }
+
+        #[tokio::test]
+        async fn retries_server_errors_until_success() {
+            let (server, api) = start(sent()).await;
+            // The first is not even Meta's error object: a proxy's answer, say.
+            server.script([
+                Canned::json(500, json!("upstream failure")),
+                meta_error(500, 2, "Service temporarily unavailable"),
+            ]);
+            let id = api
+                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
+                .await
+                .unwrap();
+            assert_eq!(id, "wamid.SENT");
+            assert_eq!(server.requests().len(), 3);
+        }
+
+        #[tokio::test]
+        async fn gives_up_after_the_last_attempt() {
+            let (server, api) = start(meta_error(400, 131_056, "pair rate limit")).await;
+            let error = api
+                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
+                .await
+                .unwrap_err();
+            assert_eq!(error.class(), MetaErrorClass::RateLimited);
+            assert_eq!(server.requests().len(), 4);
+        }
+
+        #[tokio::test]
+        async fn does_not_retry_outside_the_24_hour_window() {
+            let (server, api) = start(meta_error(400, 131_047, "Re-engagement message")).await;
+            let error = api
+                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
+                .await
+                .unwrap_err();
+            assert_eq!(server.requests().len(), 1);
+            assert_eq!(error.class(), MetaErrorClass::OutsideWindow);
+            assert_eq!(
+                error,
+                WhatsAppError::Api {
+                    http_status: 400,
+                    code: Some(131_047),
+                    message: "Re-engagement message (details of 131047)".into(),
+                    retry_after: None,
+                }
+            );
+        }
+
+        #[tokio::test]
+        async fn does_not_retry_an_undeliverable_message() {
+            let (server, api) = start(meta_error(400, 131_026, "Message undeliverable")).await;
+            let error = api
+                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
+                .await
+                .unwrap_err();
+            assert_eq!(server.requests().len(), 1);
+            assert_eq!(error.class(), MetaErrorClass::Undeliverable);
+        }
+
+        #[tokio::test]
+        async fn does_not_retry_an_expired_token() {
+            let (server, api) = start(meta_error(
+                401,
+                190,
+                "Error validating access token: Session has expired",
+            ))
+            .await;
+            let error = api
+                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
+                .await
+                .unwrap_err();
+            assert_eq!(server.requests().len(), 1);
+            assert_eq!(error.class(), MetaErrorClass::TokenExpired);
+            assert_eq!(error.code(), Some(190));
+        }
+
+        #[tokio::test]
+        async fn does_not_retry_an_answer_without_a_message_id() {
+            // The message may have gone out; sending it again could duplicate it.
+            let (server, api) = start(Canned::json(200, json!({"messages": []}))).await;
+            let error = api
+                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
+                .await
+                .unwrap_err();
+            assert!(matches!(error, WhatsAppError::BadResponse(_)), "{error:?}");
+            assert_eq!(server.requests().len(), 1);
+        }
+
+        #[tokio::test]
+        async fn waits_as_long_as_retry_after_says() {
+            let (server, api) = start(sent()).await;
+            server.script([
+                meta_error(400, 130_429, "Rate limit hit").with_header("retry-after", "1")
+            ]);
+            let start = std::time::Instant::now();
+            api.send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
+                .await
+                .unwrap();
+            assert_eq!(server.requests().len(), 2);
+            // The backoff alone would wait at most 50 ms.
+            assert!(
+                start.elapsed() >= Duration::from_secs(1),
+                "retried after {:?}",
+                start.elapsed()
+            );
+        }
+
+        #[tokio::test]
+        async fn gives_up_when_retry_after_passes_the_deadline() {
+            let (server, api) =
+                start(meta_error(400, 130_429, "Rate limit hit").with_header("retry-after", "30"))
+                    .await;
+            let error = api
+                .send_text(
+                    PHONE_NUMBER_ID,
+                    &phone(),
+                    "Hi",
+                    Instant::now() + Duration::from_secs(5),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(server.requests().len(), 1);
+            assert_eq!(error.class(), MetaErrorClass::RateLimited);
+            assert!(
+                matches!(error, WhatsAppError::Api { retry_after: Some(d), .. } if d == Duration::from_secs(30)),
+                "{error:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn makes_no_request_past_the_deadline() {
+            let (server, api) = start(sent()).await;
+            let past = Instant::now() - Duration::from_millis(1);
+            let error = api
+                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", past)
+                .await
+                .unwrap_err();
+            assert_eq!(error, WhatsAppError::Timeout);
+            assert!(server.requests().is_empty());
+        }
+
+        #[tokio::test]
+        async fn an_attempt_waits_no_longer_than_the_deadline() {
+            let (server, api) = start(sent().after(Duration::from_secs(3))).await;
+            let start = std::time::Instant::now();
+            let error = api
+                .send_text(
+                    PHONE_NUMBER_ID,
+                    &phone(),
+                    "Hi",
+                    Instant::now() + Duration::from_millis(300),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(error, WhatsAppError::Timeout);
+            assert_eq!(server.requests().len(), 1);
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                start.elapsed()
+            );
+        }
+
+        #[tokio::test]
+        async fn a_slow_answer_times_out_and_is_retried() {
+            let (server, mut api) = start(sent()).await;
+            api.settings.timeout = Duration::from_millis(200);
+            server.script([sent().after(Duration::from_secs(2))]);
+            let id = api
+                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
+                .await
+                .unwrap();
+            assert_eq!(id, "wamid.SENT");
+            assert_eq!(server.requests().len(), 2);
+        }
+
+        #[tokio::test]
+        async fn a_connection_failure_is_transient() {
+            // A port that was free a moment ago: nothing listens there.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            drop(listener);
+            let mut settings = GraphSettings::new("v23.0");
+            settings.base_url = url;
+            settings.backoff = Backoff {
+                max_attempts: 2,
+                ..backoff()
+            };
+            let api = GraphApi::new(reqwest::Client::new(), settings, secrets(Some(TOKEN)));
+            let error = api
+                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
+                .await
+                .unwrap_err();
+            assert!(matches!(error, WhatsAppError::Transport(_)), "{error:?}");
+            assert_eq!(error.class(), MetaErrorClass::Transient);
+        }
+
+        #[tokio::test]
+        async fn makes_no_request_without_an_access_token() {
+            let server = RecordingServer::start(|_| sent()).await;
+            let api = GraphApi::new(reqwest::Client::new(), settings(&server), secrets(None));
+            let missing = WhatsAppError::Secrets(SecretsError::MissingKey("META_ACCESS_TOKEN"));
+            assert_eq!(
+                api.send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
+                    .await
+                    .unwrap_err(),
+                missing
+            );
+            assert_eq!(
+                api.mark_read_and_typing(PHONE_NUMBER_ID, "wamid.IN")
+                    .await
+                    .unwrap_err(),
+                missing
+            );
+            assert_eq!(missing.class(), MetaErrorClass::Other);
+            assert!(server.requests().is_empty());
+        }
+
+        #[tokio::test]
+        async fn the_token_never_shows_in_errors_or_debug_output() {
+            // Meta's message quotes the token it could not parse.
+            let (_server, api) = start(meta_error(
+                401,
+                190,
+                &format!("Malformed access token {TOKEN}"),
+            ))
+            .await;
+            let error = api
+                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
+                .await
+                .unwrap_err();
+            assert_eq!(error.class(), MetaErrorClass::TokenExpired);
+            for text in [error.to_string(), format!("{error:?}"), format!("{api:?}")] {
+                assert!(!text.contains(TOKEN), "{text}");
+            }
+        }
+    }
+}
