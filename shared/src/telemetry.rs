@@ -2,14 +2,31 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// The crates whose log level the configuration sets. Dependencies stay at WARN whatever the
+/// level: the AWS SDK logs whole request bodies (with phone numbers and message text) at TRACE.
+const OUR_CRATES: [&str; 4] = ["shared", "webhook", "processor", "alerter"];
+
+/// The filter for `level` (`error`, `warn`, `info`, `debug` or `trace`; INFO when unknown):
+/// that level for this project's crates, WARN for everything else.
+pub fn filter(level: &str) -> EnvFilter {
+    let level = match level.trim().to_lowercase().as_str() {
+        l @ ("error" | "warn" | "info" | "debug" | "trace") => l.to_owned(),
+        _ => "info".to_owned(),
+    };
+    let directives: Vec<String> = std::iter::once("warn".to_owned())
+        .chain(OUR_CRATES.iter().map(|c| format!("{c}={level}")))
+        .collect();
+    EnvFilter::new(directives.join(","))
+}
+
 /// Installs a JSON subscriber on standard output. The level comes from `AWS_LAMBDA_LOG_LEVEL`
-/// (set by Lambda's logging configuration) or `RUST_LOG`, and is INFO otherwise.
+/// (set by Lambda's logging configuration) and is INFO otherwise; see [`filter`]. A developer's
+/// `RUST_LOG` is used as given instead.
 pub fn init() {
-    let directive = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_owned())
-        .to_lowercase();
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => EnvFilter::try_new(directives).unwrap_or_else(|_| filter("info")),
+        Err(_) => filter(&std::env::var("AWS_LAMBDA_LOG_LEVEL").unwrap_or_default()),
+    };
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
@@ -18,4 +35,33 @@ pub fn init() {
         .with_target(false)
         .with_ansi(false)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter;
+
+    #[test]
+    fn sets_our_crates_level_and_keeps_dependencies_at_warn() {
+        let directives = |level| {
+            let mut d: Vec<String> = filter(level)
+                .to_string()
+                .split(',')
+                .map(str::to_owned)
+                .collect();
+            d.sort();
+            d
+        };
+        assert_eq!(
+            directives("DEBUG"),
+            [
+                "alerter=debug",
+                "processor=debug",
+                "shared=debug",
+                "warn",
+                "webhook=debug"
+            ]
+        );
+        assert!(filter("verbose").to_string().contains("shared=info"));
+    }
 }

@@ -1,0 +1,94 @@
+//! What the webhook writes to its logs, read back from the JSON log layer: numbers masked, no
+//! message text, no secrets, failed statuses at ERROR. Alone in its own test binary, because
+//! tracing caches per call site whether a log line is enabled, and a test that captures logs
+//! races with other tests' threads reaching the same call sites first.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{APP_SECRET, Harness, VERIFY_TOKEN, signed_post};
+use http::StatusCode;
+
+/// A writer that keeps what the JSON log layer writes.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn logs_mask_numbers_and_hold_no_bodies_or_secrets() {
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    // The most verbose level the configuration allows: TRACE for our crates, WARN for the rest.
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(shared::telemetry::filter("trace"))
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let harness = Harness::new().await;
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P"},
+        "contacts":[{"profile":{"name":"Ana"},"wa_id":"15551234567"}],
+        "messages":[{"from":"15551234567","id":"wamid.m","type":"text","text":{"body":"my secret plans"}}],
+        "statuses":[{"id":"wamid.s","status":"failed","recipient_id":"15557654321","errors":[{"code":131047,"title":"Re-engagement message"}]}]}}]}]}"#;
+    assert_eq!(
+        harness
+            .webhook
+            .handle(signed_post(body, APP_SECRET))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        harness
+            .webhook
+            .handle(signed_post(body, "wrong"))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(harness.drain().await.len(), 1);
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        text.contains("*******4567") && text.contains("*******4321"),
+        "{text}"
+    );
+    for forbidden in [
+        "15551234567",
+        "15557654321",
+        "my secret plans",
+        APP_SECRET,
+        VERIFY_TOKEN,
+    ] {
+        assert!(
+            !text.contains(forbidden),
+            "the logs contain {forbidden:?}: {text}"
+        );
+    }
+    let failed = lines
+        .iter()
+        .find(|l| l["fields"]["event"] == "message_failed")
+        .expect("a message_failed line");
+    assert_eq!(failed["level"], "ERROR");
+    assert_eq!(failed["fields"]["error_code"], 131047);
+    let refused = lines
+        .iter()
+        .find(|l| l["fields"]["status"] == 401)
+        .expect("a line for the refused request");
+    assert_eq!(refused["level"], "WARN");
+}
