@@ -23,10 +23,19 @@ impl Unit {
     }
 }
 
+/// A metric's name and, when it has one, its extra dimension's name and value.
+type MetricKey = (&'static str, Option<(&'static str, String)>);
+
+/// A metric's unit and its recorded values (a counter keeps one running total).
+type Series = (Unit, Vec<f64>);
+
+/// The metrics of one EMF line: name, unit and values.
+type LineMetrics<'a> = Vec<(&'a str, Unit, &'a [f64])>;
+
 /// Metrics gathered during one invocation, written as EMF lines at its end.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
-    values: BTreeMap<(&'static str, Option<(&'static str, String)>), (Unit, Vec<f64>)>,
+    values: BTreeMap<MetricKey, Series>,
 }
 
 impl Metrics {
@@ -95,7 +104,7 @@ impl Metrics {
     /// The EMF lines: one for the metrics without an extra dimension, one per extra dimension
     /// value. Each carries the `Service` dimension (the function's name).
     pub fn render(&self, namespace: &str, service: &str, timestamp_ms: u64) -> Vec<String> {
-        let mut groups: BTreeMap<Option<(&str, &str)>, Vec<(&str, Unit, &[f64])>> = BTreeMap::new();
+        let mut groups: BTreeMap<Option<(&str, &str)>, LineMetrics<'_>> = BTreeMap::new();
         for ((name, dimension), (unit, values)) in &self.values {
             let key = dimension.as_ref().map(|(d, v)| (*d, v.as_str()));
             groups.entry(key).or_default().push((name, *unit, values));

@@ -1,0 +1,247 @@
+//! The processor's configuration, read once at start from environment variables.
+
+use std::time::Duration;
+
+use shared::env_config::{ConfigError, Env};
+use shared::llm::Provider;
+use shared::secrets::DEFAULT_REFRESH;
+use shared::whatsapp::graph::DEFAULT_BASE_URL as META_DEFAULT_BASE_URL;
+
+/// The Graph API version used unless `META_API_VERSION` says otherwise.
+pub const DEFAULT_META_API_VERSION: &str = "v26.0";
+/// The persona used unless `SYSTEM_PROMPT` says otherwise.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant chatting on WhatsApp. Answer in the user's language, \
+briefly and clearly, in plain text without Markdown tables or headings.";
+/// Sent when the LLM stays down, unless `FALLBACK_MESSAGE` says otherwise.
+pub const DEFAULT_FALLBACK_MESSAGE: &str =
+    "Sorry, I can't answer right now. Please try again in a little while.";
+/// Sent for messages the bot cannot read, unless `UNSUPPORTED_MESSAGE` says otherwise.
+pub const DEFAULT_UNSUPPORTED_MESSAGE: &str = "Sorry, I can only read text messages, button replies and the \
+captions of images, videos and documents.";
+
+/// The processor's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `TABLE_NAME`: the DynamoDB table for conversations and claims.
+    pub table_name: String,
+    /// `SECRET_ID`: the Secrets Manager secret holding `META_ACCESS_TOKEN` and `LLM_API_KEY`.
+    pub secret_id: String,
+    /// `SECRETS_REFRESH_SECONDS` (default 300): how long secrets are cached.
+    pub secrets_refresh: Duration,
+    /// `LLM_PROVIDER`: `openai` (any OpenAI-compatible server) or `gemini`.
+    pub llm_provider: Provider,
+    /// `LLM_MODEL` (default `gpt-4o-mini` for openai, `gemini-2.5-flash` for gemini).
+    pub llm_model: String,
+    /// `LLM_BASE_URL` (default: the provider's public endpoint).
+    pub llm_base_url: String,
+    /// `LLM_TIMEOUT_SECONDS` (default 25): the limit of one LLM call.
+    pub llm_timeout: Duration,
+    /// `SYSTEM_PROMPT`: the persona.
+    pub system_prompt: String,
+    /// `META_API_BASE_URL` (default `https://graph.facebook.com`).
+    pub meta_api_base_url: String,
+    /// `META_API_VERSION` (default [`DEFAULT_META_API_VERSION`]).
+    pub meta_api_version: String,
+    /// `HISTORY_MAX_MESSAGES` (default 20, 2 to 200): turns kept per conversation.
+    pub history_max_messages: usize,
+    /// `CONTEXT_TTL_DAYS` (default 14, 1 to 365): how long a conversation is remembered.
+    pub context_ttl_days: u32,
+    /// `FALLBACK_MESSAGE`: sent when the LLM stays down on a message's last delivery.
+    pub fallback_message: String,
+    /// `UNSUPPORTED_MESSAGE`: sent for messages the bot cannot read.
+    pub unsupported_message: String,
+    /// `MAX_RECEIVE_COUNT` (default 5): the queue's redrive maximum.
+    pub max_receive_count: u32,
+    /// `METRICS_NAMESPACE` (default `WhatsAppAssistant`): the CloudWatch namespace of the metrics.
+    pub metrics_namespace: String,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from(&Env::process())
+    }
+
+    /// Reads the configuration from `env`.
+    pub fn from<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let llm_provider: Provider = env.parsed_or("LLM_PROVIDER", Provider::OpenAi)?;
+        let default_model = match llm_provider {
+            Provider::OpenAi => "gpt-4o-mini",
+            Provider::Gemini => "gemini-2.5-flash",
+        };
+        let history_max_messages: usize = env.parsed_or("HISTORY_MAX_MESSAGES", 20)?;
+        if !(2..=200).contains(&history_max_messages) {
+            return Err(invalid(
+                "HISTORY_MAX_MESSAGES",
+                "it must be between 2 and 200",
+            ));
+        }
+        let context_ttl_days: u32 = env.parsed_or("CONTEXT_TTL_DAYS", 14)?;
+        if !(1..=365).contains(&context_ttl_days) {
+            return Err(invalid("CONTEXT_TTL_DAYS", "it must be between 1 and 365"));
+        }
+        let max_receive_count: u32 = env.parsed_or("MAX_RECEIVE_COUNT", 5)?;
+        if max_receive_count == 0 {
+            return Err(invalid("MAX_RECEIVE_COUNT", "it must be at least 1"));
+        }
+        let llm_timeout = env.seconds_or("LLM_TIMEOUT_SECONDS", Duration::from_secs(25))?;
+        if llm_timeout.is_zero() {
+            return Err(invalid("LLM_TIMEOUT_SECONDS", "it must be at least 1"));
+        }
+        let meta_api_version = env
+            .optional("META_API_VERSION")
+            .unwrap_or_else(|| DEFAULT_META_API_VERSION.into());
+        if !is_api_version(&meta_api_version) {
+            return Err(invalid("META_API_VERSION", "it must look like v26.0"));
+        }
+        Ok(Self {
+            table_name: env.required("TABLE_NAME")?,
+            secret_id: env.required("SECRET_ID")?,
+            secrets_refresh: env.seconds_or("SECRETS_REFRESH_SECONDS", DEFAULT_REFRESH)?,
+            llm_model: env
+                .optional("LLM_MODEL")
+                .unwrap_or_else(|| default_model.into()),
+            llm_base_url: url(env, "LLM_BASE_URL", llm_provider.default_base_url())?,
+            llm_provider,
+            llm_timeout,
+            system_prompt: env
+                .optional("SYSTEM_PROMPT")
+                .unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.into()),
+            meta_api_base_url: url(env, "META_API_BASE_URL", META_DEFAULT_BASE_URL)?,
+            meta_api_version,
+            history_max_messages,
+            context_ttl_days,
+            fallback_message: env
+                .optional("FALLBACK_MESSAGE")
+                .unwrap_or_else(|| DEFAULT_FALLBACK_MESSAGE.into()),
+            unsupported_message: env
+                .optional("UNSUPPORTED_MESSAGE")
+                .unwrap_or_else(|| DEFAULT_UNSUPPORTED_MESSAGE.into()),
+            max_receive_count,
+            metrics_namespace: env
+                .optional("METRICS_NAMESPACE")
+                .unwrap_or_else(|| "WhatsAppAssistant".into()),
+        })
+    }
+}
+
+fn invalid(name: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        reason: reason.into(),
+    }
+}
+
+fn url<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    name: &'static str,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let value = env.optional(name).unwrap_or_else(|| default.to_owned());
+    if value.starts_with("https://") || value.starts_with("http://") {
+        Ok(value.trim_end_matches('/').to_owned())
+    } else {
+        Err(invalid(name, "it must be an http:// or https:// URL"))
+    }
+}
+
+fn is_api_version(value: &str) -> bool {
+    value
+        .strip_prefix('v')
+        .and_then(|rest| rest.split_once('.'))
+        .is_some_and(|(major, minor)| {
+            !major.is_empty()
+                && !minor.is_empty()
+                && major.bytes().all(|b| b.is_ascii_digit())
+                && minor.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from(&Env::from_fn(move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }))
+    }
+
+    const REQUIRED: [(&str, &str); 2] = [("TABLE_NAME", "t"), ("SECRET_ID", "s")];
+
+    #[test]
+    fn defaults_are_sane() {
+        let config = config(&REQUIRED).unwrap();
+        assert_eq!(config.llm_provider, Provider::OpenAi);
+        assert_eq!(config.llm_model, "gpt-4o-mini");
+        assert_eq!(config.llm_base_url, "https://api.openai.com/v1");
+        assert_eq!(config.meta_api_base_url, "https://graph.facebook.com");
+        assert_eq!(config.meta_api_version, DEFAULT_META_API_VERSION);
+        assert_eq!(
+            (
+                config.history_max_messages,
+                config.context_ttl_days,
+                config.max_receive_count
+            ),
+            (20, 14, 5)
+        );
+    }
+
+    #[test]
+    fn gemini_gets_its_own_defaults() {
+        let config = config(&[REQUIRED[0], REQUIRED[1], ("LLM_PROVIDER", "Gemini")]).unwrap();
+        assert_eq!(config.llm_provider, Provider::Gemini);
+        assert_eq!(config.llm_model, "gemini-2.5-flash");
+        assert_eq!(
+            config.llm_base_url,
+            "https://generativelanguage.googleapis.com"
+        );
+    }
+
+    #[test]
+    fn names_the_missing_or_invalid_variable() {
+        assert_eq!(
+            config(&[("SECRET_ID", "s")]),
+            Err(ConfigError::Missing("TABLE_NAME"))
+        );
+        assert_eq!(
+            config(&[("TABLE_NAME", "t")]),
+            Err(ConfigError::Missing("SECRET_ID"))
+        );
+        for (name, value) in [
+            ("LLM_PROVIDER", "anthropic"),
+            ("HISTORY_MAX_MESSAGES", "1"),
+            ("HISTORY_MAX_MESSAGES", "lots"),
+            ("CONTEXT_TTL_DAYS", "0"),
+            ("MAX_RECEIVE_COUNT", "0"),
+            ("LLM_TIMEOUT_SECONDS", "0"),
+            ("META_API_VERSION", "26"),
+            ("META_API_BASE_URL", "graph.facebook.com"),
+            ("LLM_BASE_URL", "localhost:11434"),
+        ] {
+            let result = config(&[REQUIRED[0], REQUIRED[1], (name, value)]);
+            assert!(
+                matches!(&result, Err(ConfigError::Invalid { name: n, .. }) if *n == name),
+                "{name}={value} gave {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn trims_a_trailing_slash_from_urls() {
+        let config = config(&[
+            REQUIRED[0],
+            REQUIRED[1],
+            ("LLM_BASE_URL", "http://127.0.0.1:11434/v1/"),
+        ])
+        .unwrap();
+        assert_eq!(config.llm_base_url, "http://127.0.0.1:11434/v1");
+    }
+}

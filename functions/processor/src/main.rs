@@ -1,0 +1,35 @@
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use processor::{Config, Invocation};
+use shared::secrets::SecretsManagerSecrets;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let config =
+        Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let aws = shared::aws_config().await;
+    let secrets = Arc::new(SecretsManagerSecrets::new(
+        aws_sdk_secretsmanager::Client::new(&aws),
+        config.secret_id.clone(),
+        config.secrets_refresh,
+    ));
+    let processor = Arc::new(processor::build(
+        &config,
+        aws_sdk_dynamodb::Client::new(&aws),
+        secrets,
+    )?);
+    let namespace = Arc::new(config.metrics_namespace.clone());
+    run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let (processor, namespace) = (processor.clone(), namespace.clone());
+        async move {
+            let invocation = Invocation::from_context(&event.context);
+            let (response, metrics) = processor.handle(&event.payload, &invocation).await;
+            metrics.emit(&namespace, "processor");
+            Ok::<_, Error>(response)
+        }
+    }))
+    .await
+}

@@ -1,0 +1,299 @@
+//! The pure part of processing: reading SQS records, grouping them by conversation in queue
+//! order, and deciding what each kind of message gets.
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use shared::inbound::{INBOUND_MESSAGE_VERSION, InboundMessage, MediaKind, MessageContent};
+
+/// One SQS record, read.
+#[derive(Debug, Clone)]
+pub struct QueuedRecord {
+    /// The SQS message id, which a batch item failure names.
+    pub sqs_message_id: String,
+    /// How many times SQS has handed this record out, this time included.
+    pub receive_count: u32,
+    /// The FIFO group: records of one group must be handled in order.
+    pub group: String,
+    /// The inbound message, or why the body could not be read.
+    pub message: Result<InboundMessage, RecordError>,
+}
+
+/// Why a record's body cannot be handled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The body is not an inbound message.
+    #[error("the record body is not an inbound message: {0}")]
+    Body(String),
+    /// The body was written by a newer webhook than this processor understands.
+    #[error(
+        "the record body has version {0}, this processor reads version {INBOUND_MESSAGE_VERSION}"
+    )]
+    Version(u32),
+}
+
+/// Reads every record of an SQS event, in the order SQS delivered them.
+pub fn read_records(event: &SqsEvent) -> Vec<QueuedRecord> {
+    event.records.iter().map(read_record).collect()
+}
+
+fn read_record(record: &SqsMessage) -> QueuedRecord {
+    let message =
+        match serde_json::from_str::<InboundMessage>(record.body.as_deref().unwrap_or_default()) {
+            Ok(message) if message.v == INBOUND_MESSAGE_VERSION => Ok(message),
+            Ok(message) => Err(RecordError::Version(message.v)),
+            Err(error) => Err(RecordError::Body(error.to_string())),
+        };
+    let attribute = |name: &str| record.attributes.get(name).cloned();
+    let group = attribute("MessageGroupId")
+        .or_else(|| {
+            message
+                .as_ref()
+                .ok()
+                .map(|m| m.conversation().as_str().to_owned())
+        })
+        .unwrap_or_default();
+    QueuedRecord {
+        sqs_message_id: record.message_id.clone().unwrap_or_default(),
+        receive_count: attribute("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1),
+        group,
+        message,
+    }
+}
+
+/// Splits records into one list per FIFO group, each in queue order, the groups in the order of
+/// their first record.
+pub fn group_by_conversation(records: Vec<QueuedRecord>) -> Vec<Vec<QueuedRecord>> {
+    let mut groups: Vec<Vec<QueuedRecord>> = Vec::new();
+    for record in records {
+        match groups.iter_mut().find(|g| g[0].group == record.group) {
+            Some(group) => group.push(record),
+            None => groups.push(vec![record]),
+        }
+    }
+    groups
+}
+
+/// What a message gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Treatment {
+    /// An answer from the LLM to this text.
+    Answer(String),
+    /// The short reply that says what the bot can read (`UNSUPPORTED_MESSAGE`).
+    Unsupported,
+    /// No reply: reactions, edits of old messages, deletions, system notices, blank text.
+    Silent,
+}
+
+/// Decides what a message gets: text is the user's turn; button, list and quick replies use their
+/// title or text; an image, video or document caption is used as text; reactions, edits,
+/// deletions and system notices get no reply; anything else gets the unsupported-message reply.
+pub fn treatment(content: &MessageContent) -> Treatment {
+    let answer = |text: &str| {
+        if text.trim().is_empty() {
+            Treatment::Silent
+        } else {
+            Treatment::Answer(text.trim().to_owned())
+        }
+    };
+    match content {
+        MessageContent::Text { body } => answer(body),
+        MessageContent::ButtonReply { title, .. } | MessageContent::ListReply { title, .. } => {
+            answer(title)
+        }
+        MessageContent::QuickReply { text, payload } => answer(if text.trim().is_empty() {
+            payload
+        } else {
+            text
+        }),
+        MessageContent::Media {
+            kind: MediaKind::Image | MediaKind::Video | MediaKind::Document,
+            caption: Some(caption),
+            ..
+        } if !caption.trim().is_empty() => answer(caption),
+        MessageContent::Reaction { .. }
+        | MessageContent::Edit { .. }
+        | MessageContent::Revoke { .. }
+        | MessageContent::System { .. } => Treatment::Silent,
+        MessageContent::Media { .. }
+        | MessageContent::Location { .. }
+        | MessageContent::Contacts { .. }
+        | MessageContent::Order { .. }
+        | MessageContent::FlowReply { .. }
+        | MessageContent::Unsupported { .. } => Treatment::Unsupported,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn record(id: &str, group: &str, body: &str, receive_count: &str) -> SqsMessage {
+        let mut message = SqsMessage::default();
+        message.message_id = Some(id.into());
+        message.body = Some(body.into());
+        message.attributes = HashMap::from([
+            ("MessageGroupId".to_owned(), group.to_owned()),
+            (
+                "ApproximateReceiveCount".to_owned(),
+                receive_count.to_owned(),
+            ),
+        ]);
+        message
+    }
+
+    fn text_body(id: &str, text: &str) -> String {
+        serde_json::json!({"v": 1, "phone_number_id": "P", "sender": {"wa_id": "1555"}, "id": id,
+            "timestamp": 1, "content": {"type": "text", "body": text}})
+        .to_string()
+    }
+
+    #[test]
+    fn reads_bodies_receive_counts_and_groups() {
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            record("s1", "P:1555", &text_body("w1", "hi"), "3"),
+            record("s2", "P:1555", "not json", "1"),
+            record(
+                "s3",
+                "P:1555",
+                &text_body("w3", "x").replace("\"v\":1", "\"v\":9"),
+                "1",
+            ),
+        ];
+        let records = read_records(&event);
+        assert_eq!(records[0].receive_count, 3);
+        assert_eq!(records[0].group, "P:1555");
+        assert_eq!(records[0].message.as_ref().unwrap().id, "w1");
+        assert!(matches!(records[1].message, Err(RecordError::Body(_))));
+        assert_eq!(records[2].message, Err(RecordError::Version(9)));
+    }
+
+    #[test]
+    fn groups_keep_queue_order() {
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            record("a1", "A", &text_body("a1", "1"), "1"),
+            record("b1", "B", &text_body("b1", "1"), "1"),
+            record("a2", "A", &text_body("a2", "2"), "1"),
+        ];
+        let groups = group_by_conversation(read_records(&event));
+        let ids: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.iter().map(|r| r.sqs_message_id.as_str()).collect())
+            .collect();
+        assert_eq!(ids, vec![vec!["a1", "a2"], vec!["b1"]]);
+    }
+
+    #[test]
+    fn decides_what_each_kind_of_message_gets() {
+        let media = |kind, caption: Option<&str>| MessageContent::Media {
+            kind,
+            media_id: None,
+            mime_type: None,
+            caption: caption.map(str::to_owned),
+            filename: None,
+            voice: false,
+        };
+        assert_eq!(
+            treatment(&MessageContent::Text {
+                body: " hi ".into()
+            }),
+            Treatment::Answer("hi".into())
+        );
+        assert_eq!(
+            treatment(&MessageContent::Text { body: "  ".into() }),
+            Treatment::Silent
+        );
+        assert_eq!(
+            treatment(&MessageContent::ButtonReply {
+                id: "b".into(),
+                title: "Yes".into()
+            }),
+            Treatment::Answer("Yes".into())
+        );
+        assert_eq!(
+            treatment(&MessageContent::ListReply {
+                id: "r".into(),
+                title: "Row".into(),
+                description: None
+            }),
+            Treatment::Answer("Row".into())
+        );
+        assert_eq!(
+            treatment(&MessageContent::QuickReply {
+                payload: "P".into(),
+                text: "Stop".into()
+            }),
+            Treatment::Answer("Stop".into())
+        );
+        assert_eq!(
+            treatment(&media(MediaKind::Image, Some("what is this?"))),
+            Treatment::Answer("what is this?".into())
+        );
+        assert_eq!(
+            treatment(&media(MediaKind::Document, Some("summarise"))),
+            Treatment::Answer("summarise".into())
+        );
+        assert_eq!(
+            treatment(&media(MediaKind::Image, None)),
+            Treatment::Unsupported
+        );
+        assert_eq!(
+            treatment(&media(MediaKind::Audio, None)),
+            Treatment::Unsupported
+        );
+        assert_eq!(
+            treatment(&media(MediaKind::Sticker, None)),
+            Treatment::Unsupported
+        );
+        assert_eq!(
+            treatment(&MessageContent::Location {
+                latitude: 0.0,
+                longitude: 0.0,
+                name: None,
+                address: None
+            }),
+            Treatment::Unsupported
+        );
+        assert_eq!(
+            treatment(&MessageContent::Contacts { names: vec![] }),
+            Treatment::Unsupported
+        );
+        assert_eq!(
+            treatment(&MessageContent::Unsupported {
+                message_type: "unsupported".into(),
+                error_code: Some(131051)
+            }),
+            Treatment::Unsupported
+        );
+        assert_eq!(
+            treatment(&MessageContent::Reaction {
+                message_id: "m".into(),
+                emoji: None
+            }),
+            Treatment::Silent
+        );
+        assert_eq!(
+            treatment(&MessageContent::Edit {
+                original_message_id: "o".into(),
+                text: Some("x".into())
+            }),
+            Treatment::Silent
+        );
+        assert_eq!(
+            treatment(&MessageContent::Revoke {
+                original_message_id: "o".into()
+            }),
+            Treatment::Silent
+        );
+        assert_eq!(
+            treatment(&MessageContent::System {
+                body: None,
+                kind: None
+            }),
+            Treatment::Silent
+        );
+    }
+}

@@ -1,0 +1,595 @@
+//! Unit tests of the processor's orchestration over in-memory fakes of its ports. The same
+//! behaviours run against DynamoDB in moto and local HTTP stand-ins for the LLM and Meta in
+//! `tests/`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use shared::conversation::{Claim, ClaimRequest, CompleteRequest, HistoryPolicy};
+use shared::inbound::ConversationKey;
+use shared::llm::Completion;
+
+use super::*;
+
+#[derive(Default)]
+struct FakeStoreState {
+    turns: HashMap<String, Vec<Turn>>,
+    /// Per message id: (done, token, lease_until).
+    claims: HashMap<String, (bool, String, i64)>,
+    calls: usize,
+}
+
+#[derive(Default)]
+struct FakeStore(Mutex<FakeStoreState>);
+
+impl FakeStore {
+    fn calls(&self) -> usize {
+        self.0.lock().unwrap().calls
+    }
+
+    fn turns(&self, conversation: &str) -> Vec<Turn> {
+        self.0
+            .lock()
+            .unwrap()
+            .turns
+            .get(conversation)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl ConversationStore for FakeStore {
+    async fn claim(&self, request: ClaimRequest<'_>) -> Result<Claim, StoreError> {
+        let mut state = self.0.lock().unwrap();
+        state.calls += 1;
+        let mut claim = Claim::default();
+        for id in request.message_ids {
+            match state.claims.get(id) {
+                Some((true, _, _)) => claim.done.push(id.clone()),
+                Some((false, token, lease)) if token != request.token && *lease >= request.now => {
+                    claim.held_elsewhere.push(id.clone())
+                }
+                _ => {
+                    state.claims.insert(
+                        id.clone(),
+                        (false, request.token.to_owned(), request.lease_until),
+                    );
+                    claim.claimed.push(id.clone());
+                }
+            }
+        }
+        claim.history = state
+            .turns
+            .get(request.conversation.as_str())
+            .cloned()
+            .unwrap_or_default();
+        Ok(claim)
+    }
+
+    async fn complete(&self, request: CompleteRequest<'_>) -> Result<(), StoreError> {
+        let mut state = self.0.lock().unwrap();
+        state.calls += 1;
+        for id in request.message_ids {
+            match state.claims.get(id) {
+                Some((false, token, _)) if token == request.token => {}
+                _ => return Err(StoreError::ClaimLost),
+            }
+        }
+        for id in request.message_ids {
+            state
+                .claims
+                .insert(id.clone(), (true, request.token.to_owned(), 0));
+        }
+        let policy = HistoryPolicy::new(6, 14);
+        let turns = policy.retain(request.history, request.new_turns, request.now);
+        state
+            .turns
+            .insert(request.conversation.as_str().to_owned(), turns);
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        _: &ConversationKey,
+        token: &str,
+        message_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let mut state = self.0.lock().unwrap();
+        state.calls += 1;
+        for id in message_ids {
+            if matches!(state.claims.get(id), Some((false, t, _)) if t == token) {
+                state.claims.remove(id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Answers from a script, then by echoing the user's last turn; records every prompt.
+#[derive(Default)]
+struct FakeLlm {
+    script: Mutex<VecDeque<Result<Completion, LlmError>>>,
+    prompts: Mutex<Vec<Prompt>>,
+}
+
+impl FakeLlm {
+    fn scripted(results: Vec<Result<Completion, LlmError>>) -> Self {
+        Self {
+            script: Mutex::new(results.into()),
+            ..Default::default()
+        }
+    }
+
+    fn prompts(&self) -> Vec<Prompt> {
+        self.prompts.lock().unwrap().clone()
+    }
+}
+
+fn completion(text: &str) -> Completion {
+    Completion {
+        text: text.into(),
+        input_tokens: Some(10),
+        output_tokens: Some(5),
+    }
+}
+
+impl Llm for FakeLlm {
+    async fn complete(&self, prompt: &Prompt, _deadline: Instant) -> Result<Completion, LlmError> {
+        self.prompts.lock().unwrap().push(prompt.clone());
+        if let Some(result) = self.script.lock().unwrap().pop_front() {
+            return result;
+        }
+        let last = prompt
+            .turns
+            .last()
+            .map(|t| t.text.clone())
+            .unwrap_or_default();
+        Ok(completion(&format!("echo: {last}")))
+    }
+}
+
+/// Records what is sent; fails sends from a script.
+#[derive(Default)]
+struct FakeWhatsApp {
+    failures: Mutex<VecDeque<Option<WhatsAppError>>>,
+    sent: Mutex<Vec<(String, Recipient, String)>>,
+    typing: Mutex<Vec<String>>,
+}
+
+impl FakeWhatsApp {
+    fn failing(failures: Vec<Option<WhatsAppError>>) -> Self {
+        Self {
+            failures: Mutex::new(failures.into()),
+            ..Default::default()
+        }
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, text)| text.clone())
+            .collect()
+    }
+}
+
+impl WhatsApp for FakeWhatsApp {
+    async fn mark_read_and_typing(
+        &self,
+        _phone_number_id: &str,
+        message_id: &str,
+    ) -> Result<(), WhatsAppError> {
+        self.typing.lock().unwrap().push(message_id.to_owned());
+        Ok(())
+    }
+
+    async fn send_text(
+        &self,
+        phone_number_id: &str,
+        to: &Recipient,
+        body: &str,
+        _deadline: Instant,
+    ) -> Result<String, WhatsAppError> {
+        if let Some(Some(error)) = self.failures.lock().unwrap().pop_front() {
+            return Err(error);
+        }
+        let mut sent = self.sent.lock().unwrap();
+        sent.push((phone_number_id.to_owned(), to.clone(), body.to_owned()));
+        Ok(format!("wamid.out{}", sent.len()))
+    }
+}
+
+fn meta_error(code: i64) -> WhatsAppError {
+    WhatsAppError::Api {
+        http_status: 400,
+        code: Some(code),
+        message: "scripted".into(),
+        retry_after: None,
+    }
+}
+
+fn behaviour() -> Behaviour {
+    Behaviour {
+        system_prompt: "You are kind.".into(),
+        fallback_message: "Sorry, try later.".into(),
+        unsupported_message: "I only read text.".into(),
+        max_receive_count: 5,
+    }
+}
+
+type TestProcessor = Processor<FakeStore, FakeLlm, FakeWhatsApp>;
+
+fn processor(llm: FakeLlm, whatsapp: FakeWhatsApp) -> TestProcessor {
+    Processor::new(FakeStore::default(), llm, whatsapp, behaviour())
+}
+
+fn invocation() -> Invocation {
+    Invocation::new("req-1", Duration::from_secs(60))
+}
+
+fn content_record(
+    sqs_id: &str,
+    user: &str,
+    message_id: &str,
+    content: serde_json::Value,
+    receive_count: u32,
+) -> SqsMessage {
+    let body = serde_json::json!({"v": 1, "phone_number_id": "PNID", "sender": {"wa_id": user}, "id": message_id,
+        "timestamp": 1_700_000_000, "content": content});
+    let mut record = SqsMessage::default();
+    record.message_id = Some(sqs_id.into());
+    record.body = Some(body.to_string());
+    record.attributes = HashMap::from([
+        ("MessageGroupId".to_owned(), format!("PNID:{user}")),
+        (
+            "ApproximateReceiveCount".to_owned(),
+            receive_count.to_string(),
+        ),
+    ]);
+    record
+}
+
+fn text_record(sqs_id: &str, user: &str, message_id: &str, text: &str) -> SqsMessage {
+    content_record(
+        sqs_id,
+        user,
+        message_id,
+        serde_json::json!({"type": "text", "body": text}),
+        1,
+    )
+}
+
+fn event(records: Vec<SqsMessage>) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = records;
+    event
+}
+
+fn failures(response: &SqsBatchResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_second_message_is_answered_with_the_first_turn_in_the_prompt() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let (first, _) = p
+        .handle(
+            &event(vec![text_record("s1", "1555", "w1", "My name is Ana")]),
+            &invocation(),
+        )
+        .await;
+    assert!(failures(&first).is_empty());
+    let (second, _) = p
+        .handle(
+            &event(vec![text_record("s2", "1555", "w2", "What is my name?")]),
+            &invocation(),
+        )
+        .await;
+    assert!(failures(&second).is_empty());
+
+    let prompts = p.llm.prompts();
+    assert_eq!(prompts.len(), 2);
+    assert_eq!(prompts[1].system, "You are kind.");
+    let turns: Vec<(Role, &str)> = prompts[1]
+        .turns
+        .iter()
+        .map(|t| (t.role, t.text.as_str()))
+        .collect();
+    assert_eq!(
+        turns,
+        [
+            (Role::User, "My name is Ana"),
+            (Role::Assistant, "echo: My name is Ana"),
+            (Role::User, "What is my name?")
+        ]
+    );
+    assert_eq!(
+        p.whatsapp.texts(),
+        ["echo: My name is Ana", "echo: What is my name?"]
+    );
+    let sent = p.whatsapp.sent.lock().unwrap();
+    assert_eq!(
+        (sent[0].0.as_str(), &sent[0].1),
+        ("PNID", &Recipient::Phone("1555".into()))
+    );
+    assert_eq!(p.store.turns("PNID:1555").len(), 4);
+}
+
+#[tokio::test]
+async fn a_duplicate_record_gets_no_second_llm_call_or_reply() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let batch = event(vec![text_record("s1", "1555", "w1", "hello")]);
+    p.handle(&batch, &invocation()).await;
+    let (response, metrics) = p.handle(&batch, &invocation()).await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(p.llm.prompts().len(), 1);
+    assert_eq!(p.whatsapp.texts().len(), 1);
+    assert_eq!(metrics.counter("DuplicatesSkipped"), 1);
+}
+
+#[tokio::test]
+async fn a_burst_gets_one_llm_call_one_reply_and_two_store_calls() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let batch = event(vec![
+        text_record("s1", "1555", "w1", "Hi"),
+        text_record("s2", "1555", "w2", "I need help"),
+        text_record("s3", "1555", "w3", "with my order"),
+    ]);
+    let (response, metrics) = p.handle(&batch, &invocation()).await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(p.llm.prompts().len(), 1);
+    assert_eq!(
+        p.llm.prompts()[0].turns.last().unwrap().text,
+        "Hi\nI need help\nwith my order"
+    );
+    assert_eq!(p.whatsapp.texts(), ["echo: Hi\nI need help\nwith my order"]);
+    assert_eq!(*p.whatsapp.typing.lock().unwrap(), ["w3"]);
+    assert_eq!(p.store.calls(), 2, "claim + read, then write");
+    assert_eq!(metrics.counter("MessagesCoalesced"), 2);
+    assert_eq!(metrics.counter("MessagesHandled"), 3);
+    assert_eq!(metrics.counter("RepliesSent"), 1);
+    assert_eq!(metrics.counter("LlmTokensIn"), 10);
+}
+
+#[tokio::test]
+async fn an_llm_outage_fails_the_records_until_the_last_delivery_sends_the_fallback() {
+    let down = || {
+        Err(LlmError::Status {
+            status: 503,
+            message: "overloaded".into(),
+            retry_after: None,
+        })
+    };
+    let p = processor(
+        FakeLlm::scripted(vec![down(), down()]),
+        FakeWhatsApp::default(),
+    );
+    let record = |count| {
+        content_record(
+            "s1",
+            "1555",
+            "w1",
+            serde_json::json!({"type": "text", "body": "hi"}),
+            count,
+        )
+    };
+
+    let (response, _) = p.handle(&event(vec![record(1)]), &invocation()).await;
+    assert_eq!(failures(&response), ["s1"]);
+    assert!(p.whatsapp.texts().is_empty());
+
+    // The released claim lets the redelivery in at once; on the last receive the user hears back.
+    let (response, _) = p.handle(&event(vec![record(5)]), &invocation()).await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(p.whatsapp.texts(), ["Sorry, try later."]);
+    let (again, _) = p.handle(&event(vec![record(5)]), &invocation()).await;
+    assert!(failures(&again).is_empty());
+    assert_eq!(
+        p.whatsapp.texts().len(),
+        1,
+        "a message answered with the fallback is done"
+    );
+}
+
+#[tokio::test]
+async fn outside_the_24_hour_window_is_final_and_marked_done() {
+    let p = processor(
+        FakeLlm::default(),
+        FakeWhatsApp::failing(vec![Some(meta_error(131_047))]),
+    );
+    let batch = event(vec![text_record("s1", "1555", "w1", "hi")]);
+    let (response, metrics) = p.handle(&batch, &invocation()).await;
+    assert!(failures(&response).is_empty());
+    let (redelivered, _) = p.handle(&batch, &invocation()).await;
+    assert!(failures(&redelivered).is_empty());
+    assert!(p.whatsapp.texts().is_empty());
+    assert_eq!(p.llm.prompts().len(), 1);
+    let lines = metrics.render("NS", "processor", 0);
+    assert!(
+        lines.iter().any(|l| l.contains("\"ErrorCode\":\"131047\"")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_fails_the_record() {
+    let p = processor(
+        FakeLlm::default(),
+        FakeWhatsApp::failing(vec![Some(meta_error(190))]),
+    );
+    let (response, _) = p
+        .handle(
+            &event(vec![text_record("s1", "1555", "w1", "hi")]),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(failures(&response), ["s1"]);
+}
+
+#[tokio::test]
+async fn a_long_answer_is_sent_as_several_messages_in_order() {
+    let answer = format!("{}\n\n{}", "a".repeat(3000), "b".repeat(2000));
+    let p = processor(
+        FakeLlm::scripted(vec![Ok(completion(&answer))]),
+        FakeWhatsApp::default(),
+    );
+    let (response, metrics) = p
+        .handle(
+            &event(vec![text_record("s1", "1555", "w1", "long please")]),
+            &invocation(),
+        )
+        .await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(p.whatsapp.texts(), ["a".repeat(3000), "b".repeat(2000)]);
+    assert_eq!(metrics.counter("RepliesSent"), 2);
+}
+
+#[tokio::test]
+async fn a_reply_cut_short_is_remembered_as_delivered_and_not_repeated() {
+    let answer = format!("{}\n\n{}", "a".repeat(3000), "b".repeat(2000));
+    let p = processor(
+        FakeLlm::scripted(vec![Ok(completion(&answer))]),
+        FakeWhatsApp::failing(vec![None, Some(meta_error(130_429))]),
+    );
+    let batch = event(vec![text_record("s1", "1555", "w1", "long please")]);
+    let (response, _) = p.handle(&batch, &invocation()).await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(p.whatsapp.texts(), ["a".repeat(3000)]);
+    let turns = p.store.turns("PNID:1555");
+    assert_eq!(turns.last().unwrap().text, "a".repeat(3000));
+    p.handle(&batch, &invocation()).await;
+    assert_eq!(p.whatsapp.texts().len(), 1);
+}
+
+#[tokio::test]
+async fn conversations_keep_their_own_order_and_fail_alone() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let mut unreadable = text_record("b2", "2222", "wb2", "x");
+    unreadable.body = Some("garbage".into());
+    let batch = event(vec![
+        text_record("a1", "1111", "wa1", "ana 1"),
+        text_record("b1", "2222", "wb1", "bo 1"),
+        text_record("a2", "1111", "wa2", "ana 2"),
+        unreadable,
+        text_record("b3", "2222", "wb3", "bo 3"),
+    ]);
+    let (response, _) = p.handle(&batch, &invocation()).await;
+    // Bo's unreadable record and his later one wait; his first and all of Ana's are answered.
+    assert_eq!(failures(&response), ["b2", "b3"]);
+    let mut texts = p.whatsapp.texts();
+    texts.sort();
+    assert_eq!(texts, ["echo: ana 1\nana 2", "echo: bo 1"]);
+}
+
+#[tokio::test]
+async fn one_conversations_llm_failure_does_not_fail_another() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let llm_down = FakeLlm::scripted(vec![Err(LlmError::Status {
+        status: 500,
+        message: "x".into(),
+        retry_after: None,
+    })]);
+    let p = Processor { llm: llm_down, ..p };
+    // Only one LLM failure is scripted: exactly one of the two conversations fails, wholly.
+    let batch = event(vec![
+        text_record("a1", "1111", "wa1", "ana 1"),
+        text_record("b1", "2222", "wb1", "bo 1"),
+        text_record("a2", "1111", "wa2", "ana 2"),
+    ]);
+    let (response, _) = p.handle(&batch, &invocation()).await;
+    let failed = failures(&response);
+    assert!(failed == ["a1", "a2"] || failed == ["b1"], "{failed:?}");
+    assert_eq!(p.whatsapp.texts().len(), 1);
+}
+
+#[tokio::test]
+async fn unsupported_messages_get_the_unsupported_reply_and_silent_ones_nothing() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let location = serde_json::json!({"type": "location", "latitude": 1.0, "longitude": 2.0});
+    let reaction = serde_json::json!({"type": "reaction", "message_id": "wamid.x", "emoji": "👍"});
+    let (response, _) = p
+        .handle(
+            &event(vec![content_record("s1", "1555", "w1", location, 1)]),
+            &invocation(),
+        )
+        .await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(p.whatsapp.texts(), ["I only read text."]);
+    assert!(p.llm.prompts().is_empty());
+    let calls_before = p.store.calls();
+    p.handle(
+        &event(vec![content_record("s2", "1555", "w2", reaction, 1)]),
+        &invocation(),
+    )
+    .await;
+    assert_eq!(p.whatsapp.texts().len(), 1);
+    assert_eq!(
+        p.store.calls(),
+        calls_before,
+        "a reaction alone costs no store call"
+    );
+}
+
+#[tokio::test]
+async fn a_caption_is_answered_and_a_mixed_burst_gets_the_answer_first() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let image = serde_json::json!({"type": "media", "kind": "image", "caption": "what is this?"});
+    let sticker = serde_json::json!({"type": "media", "kind": "sticker"});
+    let batch = event(vec![
+        content_record("s1", "1555", "w1", sticker, 1),
+        content_record("s2", "1555", "w2", image, 1),
+    ]);
+    p.handle(&batch, &invocation()).await;
+    assert_eq!(
+        p.whatsapp.texts(),
+        ["echo: what is this?", "I only read text."]
+    );
+}
+
+#[tokio::test]
+async fn messages_held_by_another_invocation_are_retried_without_an_llm_call() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let conversation = ConversationKey::new("PNID", "1555");
+    let ids = vec!["w1".to_owned()];
+    let now = now_epoch();
+    p.store
+        .claim(ClaimRequest {
+            conversation: &conversation,
+            message_ids: &ids,
+            token: "other",
+            lease_until: now + 600,
+            now,
+        })
+        .await
+        .unwrap();
+    let (response, _) = p
+        .handle(
+            &event(vec![text_record("s1", "1555", "w1", "hi")]),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(failures(&response), ["s1"]);
+    assert!(p.llm.prompts().is_empty());
+}
+
+#[tokio::test]
+async fn a_user_known_only_by_user_id_is_answered_by_recipient() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let mut record = text_record("s1", "x", "w1", "hi");
+    record.body = Some(
+        serde_json::json!({"v": 1, "phone_number_id": "PNID", "sender": {"user_id": "US.42"}, "id": "w1",
+            "timestamp": 1, "content": {"type": "text", "body": "hi"}})
+        .to_string(),
+    );
+    p.handle(&event(vec![record]), &invocation()).await;
+    assert_eq!(
+        p.whatsapp.sent.lock().unwrap()[0].1,
+        Recipient::UserId("US.42".into())
+    );
+}

@@ -1,0 +1,448 @@
+//! The processor as deployed (`processor::build`): DynamoDB and Secrets Manager in moto's server,
+//! and local HTTP servers standing in for the LLM and Meta's Graph API, which record every
+//! request so that the tests assert on what was actually sent.
+
+mod common;
+
+use std::collections::HashMap;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::*;
+use serde_json::{Value, json};
+use shared::testkit::http_recorder::{Canned, RecordedRequest};
+
+#[tokio::test]
+async fn the_sample_event_is_answered_through_the_openai_api_and_the_graph_api() {
+    let h = Harness::new("openai", &[]).await;
+    let sample: SqsEvent =
+        serde_json::from_str(include_str!("../../../events/processor/text-message.json")).unwrap();
+    let response = h.handle(&sample).await;
+    assert!(failures(&response).is_empty());
+
+    let llm_requests = h.llm.requests();
+    assert_eq!(llm_requests.len(), 1);
+    assert_eq!(llm_requests[0].method, "POST");
+    assert_eq!(llm_requests[0].path, "/v1/chat/completions");
+    assert_eq!(
+        llm_requests[0].header("authorization"),
+        Some("Bearer llm-key-for-tests")
+    );
+    let body = llm_requests[0].json();
+    assert_eq!(body["model"], "gpt-test");
+    assert_eq!(
+        body["messages"],
+        json!([{"role": "system", "content": "You are a test assistant."},
+               {"role": "user", "content": "Olá! What can you do for me?"}])
+    );
+
+    let meta_requests = h.meta.requests();
+    assert_eq!(meta_requests.len(), 2, "read + typing, then the reply");
+    for request in &meta_requests {
+        assert_eq!(request.path, format!("/v26.0/{PHONE_NUMBER_ID}/messages"));
+        assert_eq!(
+            request.header("authorization"),
+            Some("Bearer meta-token-for-tests")
+        );
+    }
+    let typing = meta_requests[0].json();
+    assert_eq!(typing["status"], "read");
+    assert_eq!(
+        typing["message_id"],
+        "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUZBRTQ0QzE5NTM2RTY4QTM3MAA="
+    );
+    assert_eq!(typing["typing_indicator"]["type"], "text");
+    let reply = meta_requests[1].json();
+    assert_eq!(reply["messaging_product"], "whatsapp");
+    assert_eq!(reply["to"], USER);
+    assert_eq!(reply["type"], "text");
+    assert_eq!(
+        reply["text"]["body"],
+        "You said: Olá! What can you do for me?"
+    );
+}
+
+#[tokio::test]
+async fn gemini_gets_its_native_request_and_its_answer_is_sent() {
+    let h = Harness::new("gemini", &[]).await;
+    h.handle(&event(vec![record(
+        "s1",
+        USER,
+        &unique("g1"),
+        "My name is Ana",
+        1,
+    )]))
+    .await;
+    h.handle(&event(vec![record(
+        "s2",
+        USER,
+        &unique("g2"),
+        "What is my name?",
+        1,
+    )]))
+    .await;
+
+    let requests = h.llm.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[1].path,
+        "/v1beta/models/gemini-test:generateContent"
+    );
+    assert_eq!(
+        requests[1].header("x-goog-api-key"),
+        Some("llm-key-for-tests")
+    );
+    assert_eq!(requests[1].header("authorization"), None);
+    let body = requests[1].json();
+    assert_eq!(
+        body["systemInstruction"]["parts"][0]["text"],
+        "You are a test assistant."
+    );
+    assert_eq!(
+        body["contents"],
+        json!([{"role": "user", "parts": [{"text": "My name is Ana"}]},
+               {"role": "model", "parts": [{"text": "Gemini heard: My name is Ana"}]},
+               {"role": "user", "parts": [{"text": "What is my name?"}]}])
+    );
+    assert_eq!(
+        h.sent_texts(),
+        [
+            "Gemini heard: My name is Ana",
+            "Gemini heard: What is my name?"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_second_turn_carries_the_history() {
+    let h = Harness::new("openai", &[]).await;
+    h.handle(&event(vec![record(
+        "s1",
+        USER,
+        &unique("h1"),
+        "I live in Porto",
+        1,
+    )]))
+    .await;
+    h.handle(&event(vec![record(
+        "s2",
+        USER,
+        &unique("h2"),
+        "Where do I live?",
+        1,
+    )]))
+    .await;
+    let second = h.llm.requests()[1].json();
+    let roles_and_texts: Vec<(String, String)> = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles_and_texts,
+        [
+            ("system".into(), "You are a test assistant.".into()),
+            ("user".into(), "I live in Porto".into()),
+            ("assistant".into(), "You said: I live in Porto".into()),
+            ("user".into(), "Where do I live?".into()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn redeliveries_re_enqueued_ids_and_racing_invocations_each_give_one_reply() {
+    let h = Harness::new("openai", &[]).await;
+    let id = unique("dup");
+    let first = event(vec![record("s1", USER, &id, "hello once", 1)]);
+    h.handle(&first).await;
+    // The same SQS record again, then the same Meta id re-enqueued later as a new record.
+    assert!(failures(&h.handle(&first).await).is_empty());
+    assert!(
+        failures(
+            &h.handle(&event(vec![record("s9", USER, &id, "hello once", 1)]))
+                .await
+        )
+        .is_empty()
+    );
+    assert_eq!(h.llm.requests().len(), 1);
+    assert_eq!(h.sent_texts(), ["You said: hello once"]);
+
+    // Two invocations racing on one new id: one answers, the other backs off.
+    let raced = event(vec![record(
+        "r1",
+        USER,
+        &unique("race"),
+        "only one answer",
+        1,
+    )]);
+    let (a, b) = tokio::join!(h.handle(&raced), h.handle(&raced));
+    assert_eq!(h.llm.requests().len(), 2);
+    assert_eq!(h.sent_texts().len(), 2);
+    assert_eq!(
+        failures(&a).len() + failures(&b).len(),
+        1,
+        "the loser's record is retried later"
+    );
+    // Its retry finds the message done.
+    assert!(failures(&h.handle(&raced).await).is_empty());
+    assert_eq!(h.sent_texts().len(), 2);
+}
+
+#[tokio::test]
+async fn a_burst_of_three_is_one_llm_call_one_reply_and_two_dynamodb_round_trips() {
+    let h = Harness::new("openai", &[]).await;
+    let burst: SqsEvent =
+        serde_json::from_str(include_str!("../../../events/processor/burst.json")).unwrap();
+    let before = h.dynamodb_calls.count();
+    let response = h.handle(&burst).await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(
+        h.dynamodb_calls.count() - before,
+        2,
+        "claim + read, then write"
+    );
+    assert_eq!(h.llm.requests().len(), 1);
+    let last = h.llm.requests()[0].json()["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        last["content"],
+        "Hi\nI'm planning a trip to Lisbon\nWhat should I see in two days?"
+    );
+    assert_eq!(h.sent_texts().len(), 1);
+}
+
+#[tokio::test]
+async fn llm_500_500_200_gives_one_reply() {
+    let h = Harness::new("openai", &[]).await;
+    let down = Canned::json(
+        500,
+        json!({"error": {"message": "internal", "type": "server_error"}}),
+    );
+    h.llm.script([down.clone(), down]);
+    let response = h
+        .handle(&event(vec![record(
+            "s1",
+            USER,
+            &unique("r"),
+            "still there?",
+            1,
+        )]))
+        .await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(h.llm.requests().len(), 3);
+    assert_eq!(h.sent_texts(), ["You said: still there?"]);
+}
+
+#[tokio::test]
+async fn llm_down_fails_the_record_and_the_last_receive_sends_the_fallback() {
+    let h = Harness::new("openai", &[("MAX_RECEIVE_COUNT", "3")]).await;
+    let down = Canned::json(503, json!({"error": {"message": "overloaded"}}));
+    h.llm.script(std::iter::repeat_n(down, 8));
+    let id = unique("down");
+    let response = h
+        .handle(&event(vec![record("s1", USER, &id, "anyone?", 1)]))
+        .await;
+    assert_eq!(failures(&response), ["s1"]);
+    assert!(h.sent_texts().is_empty());
+    let response = h
+        .handle(&event(vec![record("s1", USER, &id, "anyone?", 3)]))
+        .await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(h.sent_texts(), ["Sorry, I can't answer right now."]);
+}
+
+#[tokio::test]
+async fn a_meta_rate_limit_is_retried_and_131047_is_not() {
+    let h = Harness::new("openai", &[]).await;
+    let rate_limited = Canned::json(
+        400,
+        json!({"error": {"message": "Rate limit hit", "type": "OAuthException", "code": 130429}}),
+    );
+    h.meta
+        .script([Canned::json(200, json!({"success": true})), rate_limited]);
+    let response = h
+        .handle(&event(vec![record("s1", USER, &unique("rl"), "hi", 1)]))
+        .await;
+    assert!(failures(&response).is_empty());
+    let sends: Vec<_> = h
+        .meta
+        .requests()
+        .into_iter()
+        .filter(|r| r.json()["type"] == "text")
+        .collect();
+    assert_eq!(sends.len(), 2, "one rate-limited attempt, one success");
+
+    let outside = Canned::json(
+        400,
+        json!({"error": {"message": "Re-engagement message", "code": 131047,
+        "error_data": {"details": "More than 24 hours have passed"}}}),
+    );
+    h.meta
+        .script([Canned::json(200, json!({"success": true})), outside]);
+    let id = unique("window");
+    let response = h
+        .handle(&event(vec![record("s2", USER, &id, "late", 1)]))
+        .await;
+    assert!(failures(&response).is_empty(), "131047 is final: no retry");
+    let sends_after: Vec<_> = h
+        .meta
+        .requests()
+        .into_iter()
+        .filter(|r| r.json()["type"] == "text")
+        .collect();
+    assert_eq!(sends_after.len(), 3, "exactly one attempt for the 131047");
+    // Marked done: a redelivery does nothing.
+    h.handle(&event(vec![record("s2", USER, &id, "late", 2)]))
+        .await;
+    assert_eq!(h.llm.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_5000_character_answer_becomes_two_messages_in_order() {
+    let h = Harness::new("openai", &[]).await;
+    let long = format!(
+        "{}\n\n{}",
+        "First part. ".repeat(250).trim_end(),
+        "Second part. ".repeat(150).trim_end()
+    );
+    assert!(long.chars().count() > 4096 && long.chars().count() < 8192);
+    h.llm.script([Canned::json(
+        200,
+        json!({"choices": [{"message": {"role": "assistant", "content": long}}]}),
+    )]);
+    h.handle(&event(vec![record(
+        "s1",
+        USER,
+        &unique("long"),
+        "tell me everything",
+        1,
+    )]))
+    .await;
+    let sent = h.sent_texts();
+    assert_eq!(sent.len(), 2);
+    assert!(
+        sent[0].starts_with("First part.") && sent[1].starts_with("Second part."),
+        "{sent:?}"
+    );
+    assert!(sent.iter().all(|s| s.chars().count() <= 4096));
+}
+
+#[tokio::test]
+async fn history_is_bounded_carries_the_ttl_and_expired_history_is_ignored() {
+    let h = Harness::new(
+        "openai",
+        &[("HISTORY_MAX_MESSAGES", "4"), ("CONTEXT_TTL_DAYS", "2")],
+    )
+    .await;
+    for n in 0..3 {
+        h.handle(&event(vec![record(
+            &format!("s{n}"),
+            USER,
+            &unique(&format!("b{n}")),
+            &format!("message {n}"),
+            1,
+        )]))
+        .await;
+    }
+    let item = h.conversation_item(USER).await;
+    let turns = item["turns"].as_l().unwrap();
+    assert_eq!(turns.len(), 4, "bounded to HISTORY_MAX_MESSAGES");
+    assert_eq!(turns[0].as_m().unwrap()["t"].as_s().unwrap(), "message 1");
+    let expires_at: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    let now = (rand_suffix() / 1_000_000_000) as i64;
+    assert!(
+        (expires_at - (now + 2 * 86_400)).abs() < 120,
+        "TTL is CONTEXT_TTL_DAYS from now: {expires_at}"
+    );
+
+    // A conversation whose turns are older than the TTL (DynamoDB has not deleted it yet).
+    let old = now - 3 * 86_400;
+    let stale_turn = |role: &str, text: &str| {
+        AttributeValue::M(HashMap::from([
+            ("r".to_owned(), AttributeValue::S(role.into())),
+            ("t".to_owned(), AttributeValue::S(text.into())),
+            ("at".to_owned(), AttributeValue::N(old.to_string())),
+        ]))
+    };
+    h.dynamodb
+        .put_item()
+        .table_name(&h.table)
+        .item(
+            "pk",
+            AttributeValue::S(format!("conv#{PHONE_NUMBER_ID}:15550009999")),
+        )
+        .item(
+            "turns",
+            AttributeValue::L(vec![
+                stale_turn("user", "secret from long ago"),
+                stale_turn("assistant", "noted"),
+            ]),
+        )
+        .item(
+            "expires_at",
+            AttributeValue::N((old + 2 * 86_400).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    h.handle(&event(vec![record(
+        "x1",
+        "15550009999",
+        &unique("fresh"),
+        "hello again",
+        1,
+    )]))
+    .await;
+    let last = h.llm.requests().last().unwrap().json();
+    assert_eq!(
+        last["messages"].as_array().unwrap().len(),
+        2,
+        "system + the new message only: {last}"
+    );
+}
+
+#[tokio::test]
+async fn two_users_interleaved_keep_their_order_and_one_failure_does_not_fail_the_other() {
+    // Ana's LLM call fails for good (400); Bo's succeeds. Both run in one batch.
+    let h = Harness::with_llm("openai", &[], |request: &RecordedRequest| {
+        if String::from_utf8_lossy(&request.body).contains("please fail") {
+            Canned::json(400, json!({"error": {"message": "bad request"}}))
+        } else {
+            openai_answer(request)
+        }
+    })
+    .await;
+    let (ana, bo) = ("15550001111", "15550002222");
+    let batch = event(vec![
+        record("a1", ana, &unique("a1"), "please fail", 1),
+        record("b1", bo, &unique("b1"), "bo first", 1),
+        record("a2", ana, &unique("a2"), "ana second", 1),
+        record("b2", bo, &unique("b2"), "bo second", 1),
+    ]);
+    let response = h.handle(&batch).await;
+    assert_eq!(
+        failures(&response),
+        ["a1", "a2"],
+        "Ana's records fail together, in order; Bo's do not"
+    );
+    let sends: Vec<Value> = h
+        .meta
+        .requests()
+        .iter()
+        .map(RecordedRequest::json)
+        .filter(|b| b["type"] == "text")
+        .collect();
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0]["to"], bo);
+    assert_eq!(sends[0]["text"]["body"], "You said: bo first\nbo second");
+}

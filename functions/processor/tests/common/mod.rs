@@ -1,0 +1,240 @@
+//! A harness for the processor as deployed (`processor::build`): DynamoDB and Secrets Manager in
+//! moto's server, and local HTTP servers standing in for the LLM and Meta's Graph API, which
+//! record every request so that the tests assert on what was actually sent.
+#![allow(dead_code)] // Each test binary includes this module and uses a different part of it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::types::AttributeValue;
+use processor::{Config, DeployedProcessor, Invocation};
+use serde_json::json;
+use shared::env_config::Env;
+use shared::secrets::SecretsManagerSecrets;
+use shared::testkit::http_recorder::{Canned, RecordedRequest, RecordingServer};
+use shared::testkit::{self, CallCounter};
+
+pub const PHONE_NUMBER_ID: &str = "106540352242922";
+pub const USER: &str = "15551234567";
+
+pub struct Harness {
+    pub processor: DeployedProcessor<SecretsManagerSecrets>,
+    pub llm: RecordingServer,
+    pub meta: RecordingServer,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub dynamodb_calls: CallCounter,
+    pub table: String,
+}
+
+/// An OpenAI-compatible stand-in: answers "You said: <last user message>".
+pub fn openai_answer(request: &RecordedRequest) -> Canned {
+    let body = request.json();
+    let last = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["content"].clone())
+        .unwrap_or_default();
+    let text = format!("You said: {}", last.as_str().unwrap_or_default());
+    Canned::json(
+        200,
+        json!({"id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}}),
+    )
+}
+
+/// A Gemini stand-in: answers "Gemini heard: <last user text>".
+pub fn gemini_answer(request: &RecordedRequest) -> Canned {
+    let body = request.json();
+    let last = body["contents"]
+        .as_array()
+        .and_then(|c| c.last())
+        .map(|c| c["parts"][0]["text"].clone())
+        .unwrap_or_default();
+    let text = format!("Gemini heard: {}", last.as_str().unwrap_or_default());
+    Canned::json(
+        200,
+        json!({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 6, "totalTokenCount": 36}}),
+    )
+}
+
+/// A Graph API stand-in: accepts read receipts and sends.
+pub fn meta_answer(request: &RecordedRequest) -> Canned {
+    if request.json()["status"] == "read" {
+        Canned::json(200, json!({"success": true}))
+    } else {
+        Canned::json(
+            200,
+            json!({"messaging_product": "whatsapp", "contacts": [{"input": USER, "wa_id": USER}],
+            "messages": [{"id": format!("wamid.out-{}", rand_suffix())}]}),
+        )
+    }
+}
+
+pub fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
+}
+
+impl Harness {
+    pub async fn new(provider: &str, extra: &[(&str, &str)]) -> Self {
+        let answer = if provider == "gemini" {
+            gemini_answer
+        } else {
+            openai_answer
+        };
+        Self::with_llm(provider, extra, answer).await
+    }
+
+    /// A harness whose LLM stand-in answers with `llm_answer`.
+    pub async fn with_llm(
+        provider: &str,
+        extra: &[(&str, &str)],
+        llm_answer: impl Fn(&RecordedRequest) -> Canned + Send + Sync + 'static,
+    ) -> Self {
+        let llm = RecordingServer::start(llm_answer).await;
+        let meta = RecordingServer::start(meta_answer).await;
+        let aws = testkit::moto_config().await;
+        let (dynamodb, dynamodb_calls) = testkit::dynamodb_client_with_counter(&aws);
+        let table =
+            testkit::create_table(&aws_sdk_dynamodb::Client::new(&aws), "conversations").await;
+        let secrets_client = aws_sdk_secretsmanager::Client::new(&aws);
+        let secret_arn = testkit::create_secret(
+            &secrets_client,
+            "processor",
+            &json!({"META_APP_SECRET": "s", "META_VERIFY_TOKEN": "v", "META_ACCESS_TOKEN": "meta-token-for-tests",
+                "LLM_API_KEY": "llm-key-for-tests"})
+            .to_string(),
+        )
+        .await;
+        let llm_base = if provider == "gemini" {
+            llm.url.clone()
+        } else {
+            format!("{}/v1", llm.url)
+        };
+        let mut vars: HashMap<String, String> = [
+            ("TABLE_NAME", table.as_str()),
+            ("SECRET_ID", secret_arn.as_str()),
+            ("LLM_PROVIDER", provider),
+            (
+                "LLM_MODEL",
+                if provider == "gemini" {
+                    "gemini-test"
+                } else {
+                    "gpt-test"
+                },
+            ),
+            ("LLM_BASE_URL", llm_base.as_str()),
+            ("META_API_BASE_URL", meta.url.as_str()),
+            ("SYSTEM_PROMPT", "You are a test assistant."),
+            ("FALLBACK_MESSAGE", "Sorry, I can't answer right now."),
+            ("LLM_TIMEOUT_SECONDS", "5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from(&Env::from_fn(move |name| vars.get(name).cloned()))
+            .expect("a valid config");
+        let secrets = Arc::new(SecretsManagerSecrets::new(
+            secrets_client,
+            secret_arn,
+            config.secrets_refresh,
+        ));
+        let processor =
+            processor::build(&config, dynamodb.clone(), secrets).expect("the processor builds");
+        Self {
+            processor,
+            llm,
+            meta,
+            dynamodb,
+            dynamodb_calls,
+            table,
+        }
+    }
+
+    pub async fn handle(&self, event: &SqsEvent) -> SqsBatchResponse {
+        self.processor
+            .handle(
+                event,
+                &Invocation::new("test-request", Duration::from_secs(60)),
+            )
+            .await
+            .0
+    }
+
+    /// The texts sent to users, in order.
+    pub fn sent_texts(&self) -> Vec<String> {
+        self.meta
+            .requests()
+            .iter()
+            .map(RecordedRequest::json)
+            .filter(|body| body["type"] == "text")
+            .map(|body| body["text"]["body"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    pub async fn conversation_item(&self, user: &str) -> HashMap<String, AttributeValue> {
+        self.dynamodb
+            .get_item()
+            .table_name(&self.table)
+            .key(
+                "pk",
+                AttributeValue::S(format!("conv#{PHONE_NUMBER_ID}:{user}")),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap_or_default()
+    }
+}
+
+pub fn record(
+    sqs_id: &str,
+    user: &str,
+    message_id: &str,
+    text: &str,
+    receive_count: u32,
+) -> SqsMessage {
+    let body = json!({"v": 1, "phone_number_id": PHONE_NUMBER_ID, "sender": {"wa_id": user}, "name": "Tester",
+        "id": message_id, "timestamp": 1_795_255_200, "content": {"type": "text", "body": text}});
+    let mut record = SqsMessage::default();
+    record.message_id = Some(sqs_id.into());
+    record.body = Some(body.to_string());
+    record.attributes = HashMap::from([
+        (
+            "MessageGroupId".to_owned(),
+            format!("{PHONE_NUMBER_ID}:{user}"),
+        ),
+        (
+            "ApproximateReceiveCount".to_owned(),
+            receive_count.to_string(),
+        ),
+    ]);
+    record
+}
+
+pub fn event(records: Vec<SqsMessage>) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = records;
+    event
+}
+
+pub fn failures(response: &SqsBatchResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("wamid.{prefix}-{}", rand_suffix())
+}

@@ -1,0 +1,88 @@
+//! What the processor writes to its logs while answering, read back from the JSON log layer:
+//! user numbers masked; no message text, answer text or secret. Alone in its own test binary,
+//! because tracing caches per call site whether a log line is enabled.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{Harness, USER, event, record, unique};
+use serde_json::json;
+use shared::testkit::http_recorder::Canned;
+
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn logs_mask_users_and_hold_no_text_or_secrets() {
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(shared::telemetry::filter("trace"))
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = Harness::new("openai", &[]).await;
+    h.handle(&event(vec![record(
+        "s1",
+        USER,
+        &unique("l1"),
+        "my bank pin is 4321",
+        1,
+    )]))
+    .await;
+    // A refused reply, logged at ERROR with Meta's code.
+    h.meta.script([
+        Canned::json(200, json!({"success": true})),
+        Canned::json(
+            400,
+            json!({"error": {"message": "Re-engagement message", "code": 131047}}),
+        ),
+    ]);
+    h.handle(&event(vec![record(
+        "s2",
+        USER,
+        &unique("l2"),
+        "are you there",
+        1,
+    )]))
+    .await;
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("*******4567"), "{text}");
+    for forbidden in [
+        USER,
+        "my bank pin",
+        "You said",
+        "meta-token-for-tests",
+        "llm-key-for-tests",
+        "are you there",
+    ] {
+        assert!(
+            !text.contains(forbidden),
+            "the logs contain {forbidden:?}: {text}"
+        );
+    }
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let undeliverable = lines
+        .iter()
+        .find(|l| l["fields"]["event"] == "reply_undeliverable")
+        .expect("a reply_undeliverable line");
+    assert_eq!(undeliverable["level"], "ERROR");
+    assert_eq!(undeliverable["fields"]["error_code"], 131047);
+}
