@@ -455,10 +455,11 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
             }));
         let prompt = Prompt::new(self.behaviour.system_prompt.clone(), turns);
         let started = Instant::now();
-        let result = self
-            .llm
-            .complete(&prompt, invocation.deadline - REPLY_RESERVE)
-            .await;
+        let llm_deadline = invocation
+            .deadline
+            .checked_sub(REPLY_RESERVE)
+            .unwrap_or(invocation.deadline);
+        let result = self.llm.complete(&prompt, llm_deadline).await;
         metrics.duration_ms("LlmLatency", started.elapsed().as_millis() as u64);
         match &result {
             Ok(completion) => {
