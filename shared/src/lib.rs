@@ -9,12 +9,14 @@ pub mod conversation;
 pub mod env_config;
 pub mod inbound;
 pub mod llm;
+pub mod mail;
 pub mod meta;
 pub mod metrics;
 pub mod privacy;
 pub mod queue;
 pub mod retry;
 pub mod secrets;
+pub mod storm;
 pub mod telemetry;
 pub mod whatsapp;
 
