@@ -3,6 +3,7 @@
 //! the LLMs. Compiled only with the `testkit` feature.
 
 pub mod http_recorder;
+pub mod mail;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
