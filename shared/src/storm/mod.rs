@@ -2,6 +2,8 @@
 //! that arrive while a window is open are counted, and the next mail says how many were held
 //! back. The [`StormControl`] port and its DynamoDB adapter (a conditional write with a TTL).
 
+pub mod dynamodb;
+
 use std::future::Future;
 use std::time::Duration;
 
