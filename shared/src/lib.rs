@@ -3,7 +3,7 @@
 //! The pure core (Meta's webhook shapes and signature, the queue body, masking) has no I/O.
 //! Each capability that touches AWS sits behind a small trait ([`queue::MessageQueue`],
 //! [`secrets::Secrets`], [`conversation::ConversationStore`], [`llm::Llm`],
-//! [`whatsapp::WhatsApp`]) with one AWS or HTTP adapter, so that the functions' logic is testable.
+//! [`whatsapp::WhatsApp`], [`mail::Mailer`], [`storm::StormControl`]) with one AWS or HTTP adapter, so that the functions' logic is testable.
 
 pub mod conversation;
 pub mod env_config;

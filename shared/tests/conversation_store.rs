@@ -33,16 +33,30 @@ struct Fixture {
 
 impl Fixture {
     async fn new(policy: HistoryPolicy) -> Self {
-        Self::build(policy, false).await
+        Self::build(policy, false, testkit::moto_config().await).await
+    }
+
+    /// A fixture whose store reaches moto one request at a time (see `testkit::serial_proxy`),
+    /// so that a conditional write is atomic, as it is in DynamoDB.
+    async fn atomic(policy: HistoryPolicy) -> Self {
+        Self::build(
+            policy,
+            false,
+            testkit::serial_proxy::serialized_moto_config().await,
+        )
+        .await
     }
 
     /// A fixture whose store never gets the item back with a refused claim.
     async fn without_item_on_refusal(policy: HistoryPolicy) -> Self {
-        Self::build(policy, true).await
+        Self::build(policy, true, testkit::moto_config().await).await
     }
 
-    async fn build(policy: HistoryPolicy, without_item_on_refusal: bool) -> Self {
-        let config = testkit::moto_config().await;
+    async fn build(
+        policy: HistoryPolicy,
+        without_item_on_refusal: bool,
+        config: aws_config::SdkConfig,
+    ) -> Self {
         let raw = aws_sdk_dynamodb::Client::new(&config);
         let table = testkit::create_table(&raw, "conversations").await;
         let (mut client, calls) = testkit::dynamodb_client_with_counter(&config);
@@ -330,7 +344,7 @@ async fn without_the_item_on_refusal_the_store_reads_it_consistently() {
 
 #[tokio::test]
 async fn of_two_racing_claims_exactly_one_wins() {
-    let fx = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let fx = Fixture::atomic(HistoryPolicy::new(20, 14)).await;
     for round in 0..10 {
         let burst = vec![format!("wamid.race{round}")];
         let (a, b) = tokio::join!(

@@ -9,9 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
 use shared::storm::dynamodb::{DynamoDbStormControl, KEEP_AFTER_WINDOW_SECONDS, alert_key};
 use shared::storm::{StormControl, StormError, Verdict};
 use shared::testkit::{self, CallCounter};
@@ -38,8 +35,8 @@ impl Fixture {
         Self::build(false).await
     }
 
-    /// A fixture whose control reaches moto through [`one_at_a_time`], so that each request is
-    /// atomic, as it is in DynamoDB.
+    /// A fixture whose control reaches moto one request at a time (see
+    /// `testkit::serial_proxy`), so that each request is atomic, as it is in DynamoDB.
     async fn atomic() -> Self {
         Self::build(true).await
     }
@@ -49,14 +46,7 @@ impl Fixture {
         let raw = aws_sdk_dynamodb::Client::new(&config);
         let table = testkit::create_table(&raw, "alerts").await;
         let control_config = if atomic {
-            let upstream = config
-                .endpoint_url()
-                .expect("the moto config has an endpoint")
-                .to_owned();
-            config
-                .to_builder()
-                .endpoint_url(one_at_a_time(upstream).await)
-                .build()
+            testkit::serial_proxy::serialized_moto_config().await
         } else {
             config
         };
@@ -102,64 +92,6 @@ impl Fixture {
             .send()
             .await
             .expect("write the item to moto");
-    }
-}
-
-/// Starts a loopback proxy to `upstream` (moto) that forwards one request at a time, and returns
-/// its URL. Moto's threaded server does not make a conditional write atomic (two concurrent
-/// writes can both pass the condition), which DynamoDB guarantees for each item; the proxy
-/// restores that guarantee, while the clients' requests still interleave freely.
-async fn one_at_a_time(upstream: String) -> String {
-    let gate = Arc::new(tokio::sync::Mutex::new(()));
-    let http = reqwest::Client::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
-    let url = format!("http://{}", listener.local_addr().expect("a local address"));
-    let app = axum::Router::new().fallback(
-        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (gate, http, upstream) = (Arc::clone(&gate), http.clone(), upstream.clone());
-            async move {
-                let _turn = gate.lock().await;
-                forward(&http, &upstream, method, &uri, headers, body).await
-            }
-        },
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    url
-}
-
-async fn forward(
-    http: &reqwest::Client,
-    upstream: &str,
-    method: Method,
-    uri: &Uri,
-    mut headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    headers.remove("host");
-    headers.remove("content-length");
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let answer = http
-        .request(method, format!("{upstream}{path}"))
-        .headers(headers)
-        .body(body)
-        .send()
-        .await;
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(error) => return (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
-    };
-    let status = answer.status();
-    let mut headers = answer.headers().clone();
-    headers.remove("content-length");
-    headers.remove("transfer-encoding");
-    headers.remove("connection");
-    match answer.bytes().await {
-        Ok(bytes) => (status, headers, bytes).into_response(),
-        Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod http_recorder;
 pub mod mail;
+pub mod serial_proxy;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

@@ -100,7 +100,9 @@ impl Harness {
         let llm = RecordingServer::start(llm_answer).await;
         let meta = RecordingServer::start(meta_answer).await;
         let aws = testkit::moto_config().await;
-        let (dynamodb, dynamodb_calls) = testkit::dynamodb_client_with_counter(&aws);
+        // One request at a time, so that conditional writes are atomic as in DynamoDB.
+        let serialized = testkit::serial_proxy::serialized_moto_config().await;
+        let (dynamodb, dynamodb_calls) = testkit::dynamodb_client_with_counter(&serialized);
         let table =
             testkit::create_table(&aws_sdk_dynamodb::Client::new(&aws), "conversations").await;
         let secrets_client = aws_sdk_secretsmanager::Client::new(&aws);
