@@ -1,9 +1,10 @@
 //! The library the WhatsApp assistant's Lambda functions share.
 //!
-//! The pure core (Meta's webhook shapes and signature, the queue body, masking) has no I/O.
-//! Each capability that touches AWS sits behind a small trait ([`queue::MessageQueue`],
-//! [`secrets::Secrets`], [`conversation::ConversationStore`], [`llm::Llm`],
-//! [`whatsapp::WhatsApp`], [`mail::Mailer`], [`storm::StormControl`]) with one AWS or HTTP adapter, so that the functions' logic is testable.
+//! The pure core (Meta's webhook shapes and signature, the queue body, history bounds, prompts,
+//! answer splitting, retry policy, metrics, masking) has no I/O. Each capability that touches
+//! AWS or HTTP sits behind a small trait ([`queue::MessageQueue`], [`secrets::Secrets`],
+//! [`conversation::ConversationStore`], [`llm::Llm`], [`whatsapp::WhatsApp`], [`mail::Mailer`],
+//! [`storm::StormControl`]) with one adapter, so that the functions' logic is testable.
 
 pub mod conversation;
 pub mod env_config;
