@@ -4,6 +4,17 @@ use std::time::Duration;
 
 use shared::env_config::{ConfigError, Env};
 
+/// Every environment variable [`Config::from`] reads. `AWS_REGION` is set by Lambda itself.
+pub const VARIABLES: &[&str] = &[
+    "ERROR_LOG_EMAIL",
+    "ERROR_FROM_EMAIL",
+    "REPLY_TO_EMAIL",
+    "TABLE_NAME",
+    "ALERT_WINDOW_MINUTES",
+    "STACK_NAME",
+    "AWS_REGION",
+];
+
 /// The alerter's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -120,6 +131,24 @@ mod tests {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         }))
+    }
+
+    const SAMPLE: &[(&str, &str)] = &BASE;
+
+    #[test]
+    fn variables_lists_exactly_what_the_config_reads() {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let env = Env::from_fn(|name| {
+            read.borrow_mut().insert(name.to_owned());
+            SAMPLE
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        });
+        Config::from(&env).expect("the sample configuration is valid");
+        let declared: std::collections::BTreeSet<String> =
+            VARIABLES.iter().map(|v| v.to_string()).collect();
+        assert_eq!(*read.borrow(), declared);
     }
 
     const BASE: [(&str, &str); 4] = [

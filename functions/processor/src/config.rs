@@ -19,6 +19,26 @@ pub const DEFAULT_FALLBACK_MESSAGE: &str =
 pub const DEFAULT_UNSUPPORTED_MESSAGE: &str = "Sorry, I can only read text messages, button replies and the \
 captions of images, videos and documents.";
 
+/// Every environment variable [`Config::from`] reads.
+pub const VARIABLES: &[&str] = &[
+    "TABLE_NAME",
+    "SECRET_ID",
+    "SECRETS_REFRESH_SECONDS",
+    "LLM_PROVIDER",
+    "LLM_MODEL",
+    "LLM_BASE_URL",
+    "LLM_TIMEOUT_SECONDS",
+    "SYSTEM_PROMPT",
+    "META_API_BASE_URL",
+    "META_API_VERSION",
+    "HISTORY_MAX_MESSAGES",
+    "CONTEXT_TTL_DAYS",
+    "FALLBACK_MESSAGE",
+    "UNSUPPORTED_MESSAGE",
+    "MAX_RECEIVE_COUNT",
+    "METRICS_NAMESPACE",
+];
+
 /// The processor's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -175,6 +195,24 @@ mod tests {
     }
 
     const REQUIRED: [(&str, &str); 2] = [("TABLE_NAME", "t"), ("SECRET_ID", "s")];
+
+    const SAMPLE: &[(&str, &str)] = &[("TABLE_NAME", "t"), ("SECRET_ID", "s")];
+
+    #[test]
+    fn variables_lists_exactly_what_the_config_reads() {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let env = Env::from_fn(|name| {
+            read.borrow_mut().insert(name.to_owned());
+            SAMPLE
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        });
+        Config::from(&env).expect("the sample configuration is valid");
+        let declared: std::collections::BTreeSet<String> =
+            VARIABLES.iter().map(|v| v.to_string()).collect();
+        assert_eq!(*read.borrow(), declared);
+    }
 
     #[test]
     fn defaults_are_sane() {

@@ -26,6 +26,9 @@ use shared::secrets::{DEFAULT_REFRESH, Secrets, SecretsError};
 /// Bodies larger than this are refused with 413 before any parsing.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Every environment variable [`Config::from`] reads.
+pub const VARIABLES: &[&str] = &["QUEUE_URL", "SECRET_ID", "SECRETS_REFRESH_SECONDS"];
+
 /// The webhook's configuration, read once at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

@@ -381,3 +381,25 @@ fn config_names_missing_and_invalid_variables() {
     .unwrap();
     assert_eq!(config.secrets_refresh, DEFAULT_REFRESH);
 }
+
+const SAMPLE: &[(&str, &str)] = &[
+    ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q.fifo"),
+    ("SECRET_ID", "s"),
+    ("SECRETS_REFRESH_SECONDS", "60"),
+];
+
+#[test]
+fn variables_lists_exactly_what_the_config_reads() {
+    let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let env = Env::from_fn(|name| {
+        read.borrow_mut().insert(name.to_owned());
+        SAMPLE
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    });
+    Config::from(&env).expect("the sample configuration is valid");
+    let declared: std::collections::BTreeSet<String> =
+        VARIABLES.iter().map(|v| v.to_string()).collect();
+    assert_eq!(*read.borrow(), declared);
+}

@@ -1,0 +1,422 @@
+//! Static checks of `template.yaml` against the code: every variable a function reads is set
+//! for it (and nothing else), every reference points at something, and each function's role
+//! grants exactly what that function uses, on its own resources only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_norway::Value;
+use stack_tests::{PSEUDO_PARAMETERS, Template, intrinsic, references, scalar};
+
+/// Variables Lambda sets itself; a template must not set them.
+const SET_BY_LAMBDA: [&str; 1] = ["AWS_REGION"];
+
+struct Function {
+    logical_id: &'static str,
+    binary: &'static str,
+    variables: &'static [&'static str],
+    /// The actions the function's code calls, each on the one resource it calls it on.
+    grants: &'static [(&'static str, &'static str)],
+}
+
+const FUNCTIONS: [Function; 3] = [
+    Function {
+        logical_id: "WebhookFunction",
+        binary: "webhook",
+        variables: webhook::VARIABLES,
+        grants: &[
+            ("logs:CreateLogStream", "WebhookLogGroup"),
+            ("logs:PutLogEvents", "WebhookLogGroup"),
+            // SqsQueue::send_batch (SendMessageBatch is authorised by SendMessage).
+            ("sqs:SendMessage", "InboundQueue"),
+            // SecretsManagerSecrets::current.
+            ("secretsmanager:GetSecretValue", "AppSecret"),
+        ],
+    },
+    Function {
+        logical_id: "ProcessorFunction",
+        binary: "processor",
+        variables: processor::config::VARIABLES,
+        grants: &[
+            ("logs:CreateLogStream", "ProcessorLogGroup"),
+            ("logs:PutLogEvents", "ProcessorLogGroup"),
+            // The SQS event source mapping, on the function's behalf.
+            ("sqs:ReceiveMessage", "InboundQueue"),
+            ("sqs:DeleteMessage", "InboundQueue"),
+            ("sqs:GetQueueAttributes", "InboundQueue"),
+            // DynamoDbConversationStore: UpdateItem (claim, complete, release), GetItem (fallback read).
+            ("dynamodb:UpdateItem", "Table"),
+            ("dynamodb:GetItem", "Table"),
+            ("secretsmanager:GetSecretValue", "AppSecret"),
+        ],
+    },
+    Function {
+        logical_id: "AlerterFunction",
+        binary: "alerter",
+        variables: alerter::config::VARIABLES,
+        grants: &[
+            ("logs:CreateLogStream", "AlerterLogGroup"),
+            ("logs:PutLogEvents", "AlerterLogGroup"),
+            ("sqs:ReceiveMessage", "InboundDeadLetterQueue"),
+            ("sqs:DeleteMessage", "InboundDeadLetterQueue"),
+            ("sqs:GetQueueAttributes", "InboundDeadLetterQueue"),
+            // DynamoDbStormControl: UpdateItem only.
+            ("dynamodb:UpdateItem", "Table"),
+            // SesMailer: SESv2 SendEmail with raw content, on the sender's identity.
+            ("ses:SendEmail", "AlertFromEmail"),
+            ("ses:SendRawEmail", "AlertFromEmail"),
+        ],
+    },
+];
+
+#[test]
+fn every_variable_a_function_reads_is_set_and_nothing_else() {
+    let template = Template::load();
+    for function in &FUNCTIONS {
+        let set: BTreeSet<String> = template
+            .environment(function.logical_id)
+            .into_keys()
+            .collect();
+        let read: BTreeSet<String> = function
+            .variables
+            .iter()
+            .filter(|v| !SET_BY_LAMBDA.contains(v))
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(
+            set, read,
+            "{}: the variables set (left) differ from those read (right)",
+            function.logical_id
+        );
+        for name in SET_BY_LAMBDA {
+            assert!(
+                !set.contains(name),
+                "{}: {name} is reserved by Lambda",
+                function.logical_id
+            );
+        }
+    }
+}
+
+#[test]
+fn every_reference_points_at_something() {
+    let template = Template::load();
+    let parameters = template.names("Parameters");
+    let resources = template.names("Resources");
+    let conditions = template.names("Conditions");
+    let mut checked = 0;
+    for section in ["Resources", "Outputs", "Conditions", "Globals"] {
+        for (function, name) in references(&template.root[section]) {
+            let known = match function.as_str() {
+                "If" => conditions.contains(&name),
+                "GetAtt" => resources.contains(&name),
+                _ => {
+                    parameters.contains(&name)
+                        || resources.contains(&name)
+                        || PSEUDO_PARAMETERS.contains(&name.as_str())
+                }
+            };
+            assert!(known, "{section}: {function} {name} points at nothing");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 50,
+        "only {checked} references found: is the walk broken?"
+    );
+}
+
+#[test]
+fn every_parameter_is_used() {
+    let template = Template::load();
+    let used: BTreeSet<String> = ["Resources", "Conditions", "Globals", "Outputs"]
+        .into_iter()
+        .flat_map(|section| references(&template.root[section]))
+        .map(|(_, name)| name)
+        .collect();
+    for parameter in template.names("Parameters") {
+        assert!(
+            used.contains(&parameter),
+            "the parameter {parameter} is never used"
+        );
+    }
+}
+
+/// The statements of the inline policies of a role, as (actions, resource references).
+fn statements(template: &Template, role: &str) -> Vec<(Vec<String>, Vec<Value>)> {
+    let properties = template.properties(role);
+    assert!(
+        properties.get("ManagedPolicyArns").is_none(),
+        "{role} must not attach managed policies"
+    );
+    let mut found = Vec::new();
+    for policy in properties["Policies"]
+        .as_sequence()
+        .expect("inline policies")
+    {
+        for statement in policy["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .expect("statements")
+        {
+            assert_eq!(
+                statement["Effect"].as_str(),
+                Some("Allow"),
+                "{role}: only Allow statements"
+            );
+            assert!(statement.get("NotAction").is_none() && statement.get("NotResource").is_none());
+            let actions = match &statement["Action"] {
+                Value::String(a) => vec![a.clone()],
+                Value::Sequence(list) => list.iter().filter_map(scalar).collect(),
+                other => panic!("{role}: unexpected Action {other:?}"),
+            };
+            let resources = match &statement["Resource"] {
+                Value::Sequence(list) => list.clone(),
+                other => vec![other.clone()],
+            };
+            found.push((actions, resources));
+        }
+    }
+    found
+}
+
+#[test]
+fn each_role_grants_exactly_what_its_function_uses_on_its_own_resources() {
+    let template = Template::load();
+    for function in &FUNCTIONS {
+        let properties = template.properties(function.logical_id);
+        assert!(
+            properties.get("Policies").is_none(),
+            "{}: SAM policies would widen the role",
+            function.logical_id
+        );
+        let role = match intrinsic(&properties["Role"]) {
+            Some((f, Value::String(arg))) if f == "GetAtt" => {
+                arg.trim_end_matches(".Arn").to_owned()
+            }
+            other => panic!(
+                "{}: Role must be !GetAtt <Role>.Arn, got {other:?}",
+                function.logical_id
+            ),
+        };
+        let mut granted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (actions, resources) in statements(&template, &role) {
+            for resource in &resources {
+                assert!(
+                    scalar(resource).as_deref() != Some("*"),
+                    "{role}: Resource \"*\""
+                );
+                let targets: BTreeSet<String> = references(resource)
+                    .into_iter()
+                    .map(|(_, n)| n)
+                    .filter(|n| !PSEUDO_PARAMETERS.contains(&n.as_str()))
+                    .collect();
+                assert!(
+                    !targets.is_empty(),
+                    "{role}: a resource names no template resource: {resource:?}"
+                );
+                for action in &actions {
+                    assert!(!action.contains('*'), "{role}: wildcard action {action}");
+                    granted
+                        .entry(action.clone())
+                        .or_default()
+                        .extend(targets.iter().cloned());
+                }
+            }
+        }
+        let expected: BTreeMap<String, BTreeSet<String>> =
+            function
+                .grants
+                .iter()
+                .fold(BTreeMap::new(), |mut map, (action, target)| {
+                    map.entry(action.to_string())
+                        .or_default()
+                        .insert(target.to_string());
+                    map
+                });
+        assert_eq!(
+            granted, expected,
+            "{role} grants (left) differ from what {} uses (right)",
+            function.logical_id
+        );
+    }
+}
+
+#[test]
+fn functions_build_from_the_workspace_with_cargo_lambda() {
+    let template = Template::load();
+    let globals = &template.root["Globals"]["Function"];
+    assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(globals["Handler"].as_str(), Some("bootstrap"));
+    assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));
+    assert_eq!(globals["CodeUri"].as_str(), Some("."));
+    assert_eq!(globals["LoggingConfig"]["LogFormat"].as_str(), Some("JSON"));
+    let declared: BTreeSet<String> = template
+        .resources_of_type("AWS::Serverless::Function")
+        .into_iter()
+        .collect();
+    let expected: BTreeSet<String> = FUNCTIONS.iter().map(|f| f.logical_id.to_owned()).collect();
+    assert_eq!(declared, expected);
+    let manifest_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for function in &FUNCTIONS {
+        let metadata = &template.resource(function.logical_id)["Metadata"];
+        assert_eq!(metadata["BuildMethod"].as_str(), Some("rust-cargolambda"));
+        assert_eq!(
+            metadata["BuildProperties"]["Binary"].as_str(),
+            Some(function.binary)
+        );
+        let manifest = std::fs::read_to_string(
+            manifest_dir.join(format!("../functions/{}/Cargo.toml", function.binary)),
+        )
+        .expect("the function's crate exists");
+        assert!(
+            manifest.contains(&format!("name = \"{}\"", function.binary)),
+            "{} builds a binary of that name",
+            function.binary
+        );
+        // Each function logs to its own log group, with a retention.
+        let group =
+            references(&template.properties(function.logical_id)["LoggingConfig"]["LogGroup"]);
+        let group = &group.first().expect("a LogGroup reference").1;
+        assert!(
+            template.properties(group).get("RetentionInDays").is_some(),
+            "{group} has a retention"
+        );
+    }
+}
+
+#[test]
+fn queues_and_table_are_configured_as_the_code_expects() {
+    let template = Template::load();
+    let queue = template.properties("InboundQueue");
+    let dlq = template.properties("InboundDeadLetterQueue");
+    assert_eq!(queue["FifoQueue"].as_bool(), Some(true));
+    assert_eq!(dlq["FifoQueue"].as_bool(), Some(true));
+    assert_eq!(
+        queue["ContentBasedDeduplication"].as_bool(),
+        Some(false),
+        "the webhook sets deduplication ids"
+    );
+    assert_eq!(queue["SqsManagedSseEnabled"].as_bool(), Some(true));
+    assert_eq!(dlq["SqsManagedSseEnabled"].as_bool(), Some(true));
+    assert_eq!(dlq["MessageRetentionPeriod"].as_u64(), Some(14 * 86_400));
+
+    let timeout = |f: &str| {
+        template.properties(f)["Timeout"]
+            .as_u64()
+            .expect("a timeout")
+    };
+    assert!(queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout("ProcessorFunction"));
+    assert!(dlq["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout("AlerterFunction"));
+
+    let max_receive = queue["RedrivePolicy"]["maxReceiveCount"]
+        .as_u64()
+        .expect("a redrive policy");
+    assert_eq!(max_receive, 5);
+    let processor_env = template.environment("ProcessorFunction");
+    assert_eq!(
+        scalar(&processor_env["MAX_RECEIVE_COUNT"]),
+        Some(max_receive.to_string())
+    );
+
+    let event = &template.properties("ProcessorFunction")["Events"]["Inbound"]["Properties"];
+    assert_eq!(event["BatchSize"].as_u64(), Some(10));
+    assert_eq!(
+        event["FunctionResponseTypes"][0].as_str(),
+        Some("ReportBatchItemFailures")
+    );
+    assert!(event["ScalingConfig"].get("MaximumConcurrency").is_some());
+
+    let table = template.properties("Table");
+    assert_eq!(table["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
+    assert_eq!(table["KeySchema"][0]["AttributeName"].as_str(), Some("pk"));
+    assert_eq!(
+        table["TimeToLiveSpecification"]["AttributeName"].as_str(),
+        Some("expires_at")
+    );
+    assert_eq!(
+        table["TimeToLiveSpecification"]["Enabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        table["SSESpecification"]["SSEEnabled"].as_bool(),
+        Some(true)
+    );
+}
+
+#[test]
+fn the_secret_holds_placeholders_only() {
+    let template = Template::load();
+    let generate = &template.properties("AppSecret")["GenerateSecretString"];
+    let placeholder: serde_json::Value = serde_json::from_str(
+        generate["SecretStringTemplate"]
+            .as_str()
+            .expect("a template"),
+    )
+    .expect("JSON");
+    let keys: BTreeSet<&str> = placeholder
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["META_APP_SECRET", "META_ACCESS_TOKEN", "LLM_API_KEY"])
+    );
+    assert!(
+        placeholder
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v == "REPLACE_ME")
+    );
+    assert_eq!(
+        generate["GenerateStringKey"].as_str(),
+        Some("META_VERIFY_TOKEN")
+    );
+}
+
+#[test]
+fn the_alerter_hears_every_trigger_and_alarms_reach_it() {
+    let template = Template::load();
+    let events = &template.properties("AlerterFunction")["Events"];
+    let kinds: BTreeSet<&str> = events
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter_map(|e| e["Type"].as_str())
+        .collect();
+    assert_eq!(kinds, BTreeSet::from(["SQS", "CloudWatchLogs", "SNS"]));
+    let filtered: BTreeSet<String> = events
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|e| e["Type"].as_str() == Some("CloudWatchLogs"))
+        .flat_map(|e| {
+            assert_eq!(
+                e["Properties"]["FilterPattern"].as_str(),
+                Some(r#"{ $.level = "ERROR" }"#)
+            );
+            references(&e["Properties"]["LogGroupName"])
+                .into_iter()
+                .map(|(_, n)| n)
+        })
+        .collect();
+    assert_eq!(
+        filtered,
+        BTreeSet::from(["ProcessorLogGroup".to_owned(), "WebhookLogGroup".to_owned()])
+    );
+    let alarms = template.resources_of_type("AWS::CloudWatch::Alarm");
+    assert!(alarms.len() >= 5, "{alarms:?}");
+    for alarm in alarms {
+        let actions = references(&template.properties(&alarm)["AlarmActions"]);
+        assert_eq!(
+            actions,
+            [("Ref".to_owned(), "AlarmTopic".to_owned())],
+            "{alarm} notifies the alarm topic"
+        );
+    }
+}
