@@ -74,6 +74,27 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
+/// A variable lookup as a trait object.
+pub type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
+/// The names of every variable `read` looks up when the environment holds `values`, for tests
+/// that a configuration declares exactly the variables it reads.
+pub fn variables_read<T>(
+    values: &[(&str, &str)],
+    read: impl FnOnce(&Env<Lookup<'_>>) -> T,
+) -> std::collections::BTreeSet<String> {
+    let names = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let lookup: Lookup<'_> = Box::new(|name: &str| {
+        names.borrow_mut().insert(name.to_owned());
+        values
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    });
+    read(&Env::from_fn(lookup));
+    names.into_inner()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +117,12 @@ mod tests {
             e.required("ABSENT").unwrap_err().to_string(),
             "the environment variable ABSENT is required but not set"
         );
+    }
+
+    #[test]
+    fn records_the_variables_a_reader_looks_up() {
+        let read = variables_read(&[("A", "1")], |env| (env.optional("A"), env.required("B")));
+        assert_eq!(read, ["A".to_owned(), "B".to_owned()].into_iter().collect());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`storm::StormControl`]) with one adapter, so that the functions' logic is testable.
 
 pub mod conversation;
+mod dynamodb_expression;
 pub mod env_config;
 pub mod inbound;
 pub mod llm;

@@ -4,35 +4,13 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::{Harness, USER, event, record, unique};
 use serde_json::json;
 use shared::testkit::http_recorder::Canned;
 
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn logs_mask_users_and_hold_no_text_or_secrets() {
-    let logs = CapturedLogs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(shared::telemetry::filter("trace"))
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_guard, logs) = shared::testkit::logs::capture();
 
     let h = Harness::new("openai", &[]).await;
     h.handle(&event(vec![record(
@@ -60,7 +38,7 @@ async fn logs_mask_users_and_hold_no_text_or_secrets() {
     )]))
     .await;
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(text.contains("*******4567"), "{text}");
     for forbidden in [
         USER,
@@ -75,10 +53,7 @@ async fn logs_mask_users_and_hold_no_text_or_secrets() {
             "the logs contain {forbidden:?}: {text}"
         );
     }
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = logs.lines();
     let undeliverable = lines
         .iter()
         .find(|l| l["fields"]["event"] == "reply_undeliverable")

@@ -5,36 +5,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::{APP_SECRET, Harness, VERIFY_TOKEN, signed_post};
 use http::StatusCode;
 
-/// A writer that keeps what the JSON log layer writes.
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn logs_mask_numbers_and_hold_no_bodies_or_secrets() {
-    let logs = CapturedLogs::default();
-    let writer = logs.clone();
-    // The most verbose level the configuration allows: TRACE for our crates, WARN for the rest.
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(shared::telemetry::filter("trace"))
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_guard, logs) = shared::testkit::logs::capture();
 
     let harness = Harness::new().await;
     let body = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P"},
@@ -59,11 +35,8 @@ async fn logs_mask_numbers_and_hold_no_bodies_or_secrets() {
     );
     assert_eq!(harness.drain().await.len(), 1);
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let text = logs.text();
+    let lines = logs.lines();
     assert!(
         text.contains("*******4567") && text.contains("*******4321"),
         "{text}"

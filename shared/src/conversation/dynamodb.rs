@@ -17,6 +17,8 @@
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
+
+use crate::dynamodb_expression::{Expression, names, number};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
@@ -257,10 +259,6 @@ fn item_key(conversation: &ConversationKey) -> AttributeValue {
 /// The attribute that holds a message id's marker.
 fn marker_attribute(message_id: &str) -> String {
     format!("{MARKER_PREFIX}{message_id}")
-}
-
-fn number(value: i64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 /// Reads a stored number that should be a whole number of seconds.
@@ -506,21 +504,6 @@ fn assemble(
         history: policy.live(decode_turns(item.get("turns")), now),
         stale_ids: stale_ids(item, ids, now, policy),
     }
-}
-
-/// An update's expressions and attribute-name placeholders.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Expression {
-    update: String,
-    condition: Option<String>,
-    names: HashMap<String, String>,
-}
-
-fn names(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(placeholder, name)| ((*placeholder).to_owned(), (*name).to_owned()))
-        .collect()
 }
 
 /// Sets a processing marker (`:claim`) for each of `ids` (not empty) and the expiry (`:exp`),

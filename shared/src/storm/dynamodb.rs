@@ -20,6 +20,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
+
+use crate::dynamodb_expression::{Expression, names, number};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use sha2::{Digest, Sha256};
@@ -242,10 +244,6 @@ fn new_token() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-fn number(value: i64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
 fn unsigned(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
@@ -308,21 +306,6 @@ impl Previous {
         });
         Self { held, last_mail_at }
     }
-}
-
-/// An update's expressions and attribute-name placeholders.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Expression {
-    update: String,
-    condition: Option<String>,
-    names: HashMap<String, String>,
-}
-
-fn names(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(placeholder, name)| ((*placeholder).to_owned(), (*name).to_owned()))
-        .collect()
 }
 
 /// Opens a window until `:until` at `:now` with `:token`, resetting the held-back count to

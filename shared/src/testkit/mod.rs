@@ -3,6 +3,7 @@
 //! the LLMs. Compiled only with the `testkit` feature.
 
 pub mod http_recorder;
+pub mod logs;
 pub mod mail;
 pub mod serial_proxy;
 
