@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use local_stack::{PSEUDO_PARAMETERS, Template, intrinsic, references, scalar};
 use serde_norway::Value;
-use stack_tests::{PSEUDO_PARAMETERS, Template, intrinsic, references, scalar};
 
 /// Variables Lambda sets itself; a template must not set them.
 const SET_BY_LAMBDA: [&str; 1] = ["AWS_REGION"];

@@ -1,0 +1,246 @@
+//! Every sample in `events/` goes through its function's real binary under the local Lambda
+//! Runtime API, configured as `template.yaml` configures it, against the template's resources in
+//! moto and local stand-ins for Meta and the LLM; each answer is checked. So the samples that
+//! `sam local invoke` uses cannot rot, and neither can the binaries' wiring (`main.rs`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use local_stack::resources::Stack;
+use local_stack::runtime::{FunctionSpec, InvokeError, LambdaFunction, binaries_dir, http_answer};
+use serde_json::{Value, json};
+use shared::testkit::{
+    self,
+    http_recorder::{Canned, RecordedRequest, RecordingServer},
+};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
+}
+
+/// What a sample's answer must be.
+enum Expect {
+    /// An HTTP answer with this status and, when given, this body.
+    Http(u16, Option<&'static str>),
+    /// An SQS batch response with no failures.
+    NoBatchFailures,
+    /// Any successful answer.
+    Success,
+}
+
+fn expectations() -> BTreeMap<&'static str, Expect> {
+    BTreeMap::from([
+        (
+            "webhook/verify-subscription.json",
+            Expect::Http(200, Some("1158201444")),
+        ),
+        ("webhook/text-message.json", Expect::Http(200, None)),
+        ("webhook/text-message-base64.json", Expect::Http(200, None)),
+        (
+            "webhook/bad-signature.json",
+            Expect::Http(401, Some("invalid signature")),
+        ),
+        ("processor/text-message.json", Expect::NoBatchFailures),
+        ("processor/burst.json", Expect::NoBatchFailures),
+        ("alerter/dead-letter.json", Expect::NoBatchFailures),
+        ("alerter/error-log.json", Expect::Success),
+        ("alerter/alarm.json", Expect::Success),
+    ])
+}
+
+/// The samples on disk, as `<function>/<file>`, without `env.json` (for `sam local invoke`).
+fn samples() -> Vec<String> {
+    let mut found = Vec::new();
+    for function in ["webhook", "processor", "alerter"] {
+        let Ok(entries) = std::fs::read_dir(events_dir().join(function)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") {
+                found.push(format!("{function}/{name}"));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn every_sample_has_an_expectation() {
+    let expected: Vec<String> = expectations().into_keys().map(str::to_owned).collect();
+    assert_eq!(
+        samples(),
+        expected,
+        "add the new sample's expected answer to this test"
+    );
+}
+
+async fn start(
+    stack: &Stack,
+    function: &str,
+    logical_id: &str,
+    overrides: &[(&str, String)],
+) -> LambdaFunction {
+    let binary = binaries_dir().join(function);
+    assert!(
+        binary.is_file(),
+        "{} is not built: run the tests with `cargo test --workspace` (or `make test`), which builds the functions",
+        binary.display()
+    );
+    let mut environment = stack.environment(logical_id);
+    for (key, value) in overrides {
+        environment.insert((*key).to_owned(), value.clone());
+    }
+    for key in [
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        if let Ok(value) = std::env::var(key) {
+            environment.insert(key.to_owned(), value);
+        }
+    }
+    environment.insert("AWS_REGION".to_owned(), "us-east-1".to_owned());
+    let log_file =
+        std::env::temp_dir().join(format!("{}-{function}.log", testkit::unique_name("events")));
+    LambdaFunction::start(FunctionSpec {
+        name: function.to_owned(),
+        binary,
+        environment,
+        log_file: Some(log_file),
+    })
+    .await
+    .expect("the function's process starts")
+}
+
+fn check(sample: &str, expect: &Expect, answer: Result<Value, InvokeError>) {
+    let answer = answer.unwrap_or_else(|e| panic!("{sample}: {e}"));
+    match expect {
+        Expect::Http(status, body) => {
+            let http = http_answer(&answer);
+            assert_eq!(http.status, *status, "{sample}: {answer}");
+            if let Some(body) = body {
+                assert_eq!(String::from_utf8_lossy(&http.body), *body, "{sample}");
+            }
+        }
+        Expect::NoBatchFailures => {
+            assert_eq!(answer["batchItemFailures"], json!([]), "{sample}: {answer}")
+        }
+        Expect::Success => {}
+    }
+}
+
+#[tokio::test]
+async fn every_sample_runs_through_its_functions_binary() {
+    let aws = testkit::moto_config().await;
+    let oncall = format!("{}@example.com", testkit::unique_name("oncall"));
+    let stack = Stack::create(aws.clone(), &testkit::unique_name("wa-events"), &oncall).await;
+    testkit::mail::verify_sender(&aws_sdk_sesv2::Client::new(&aws), "alerts@example.com").await;
+    let llm = RecordingServer::start(|_: &RecordedRequest| {
+        Canned::json(200, json!({"choices": [{"message": {"role": "assistant", "content": "Hello from the stand-in."}}]}))
+    })
+    .await;
+    let meta = RecordingServer::start(|request: &RecordedRequest| {
+        if request.json()["status"] == "read" {
+            Canned::json(200, json!({"success": true}))
+        } else {
+            Canned::json(200, json!({"messages": [{"id": "wamid.sent"}]}))
+        }
+    })
+    .await;
+
+    let functions = [
+        start(&stack, "webhook", "WebhookFunction", &[]).await,
+        start(
+            &stack,
+            "processor",
+            "ProcessorFunction",
+            &[
+                ("LLM_BASE_URL", format!("{}/v1", llm.url)),
+                ("META_API_BASE_URL", meta.url.clone()),
+            ],
+        )
+        .await,
+        start(&stack, "alerter", "AlerterFunction", &[]).await,
+    ];
+    let mut ran = 0;
+    for (sample, expect) in expectations() {
+        let function = sample.split('/').next().unwrap_or_default();
+        let runner = functions
+            .iter()
+            .find(|f| f.name() == function)
+            .expect("a function for each folder");
+        let event: Value =
+            serde_json::from_str(&std::fs::read_to_string(events_dir().join(sample)).unwrap())
+                .unwrap();
+        check(sample, &expect, runner.invoke(&event, TIMEOUT).await);
+        ran += 1;
+    }
+    assert_eq!(ran, 9);
+
+    // The processor's samples were answered through the stand-ins: one reply per burst.
+    let replies: Vec<Value> = meta
+        .requests()
+        .iter()
+        .map(RecordedRequest::json)
+        .filter(|b| b["type"] == "text")
+        .collect();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert_eq!(llm.requests().len(), 2);
+    // The webhook's signed samples reached the template's queue.
+    let queued = testkit::drain(
+        &aws_sdk_sqs::Client::new(&aws),
+        &stack.resolver.refs["InboundQueue"],
+    )
+    .await;
+    assert_eq!(
+        queued.len(),
+        1,
+        "the base64 sample carries the same message id: deduplicated"
+    );
+    // The alerter's samples were mailed.
+    let mails = testkit::mail::sent_mails_to(&oncall).await;
+    assert_eq!(
+        mails.len(),
+        3,
+        "{:?}",
+        mails.iter().map(|m| &m.subject).collect::<Vec<_>>()
+    );
+    for function in &functions {
+        function.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_function_without_its_configuration_stops_naming_the_variable() {
+    let binary = binaries_dir().join("webhook");
+    assert!(binary.is_file(), "{} is not built", binary.display());
+    let log_file =
+        std::env::temp_dir().join(format!("{}-webhook.log", testkit::unique_name("init")));
+    let function = LambdaFunction::start(FunctionSpec {
+        name: "webhook".into(),
+        binary,
+        environment: BTreeMap::new(),
+        log_file: Some(log_file.clone()),
+    })
+    .await
+    .unwrap();
+    let event: Value = serde_json::from_str(include_str!(
+        "../../events/webhook/verify-subscription.json"
+    ))
+    .unwrap();
+    let message = match function.invoke(&event, TIMEOUT).await {
+        Err(InvokeError::Init(message)) => message,
+        Err(InvokeError::Exited(_)) => std::fs::read_to_string(&log_file).unwrap_or_default(),
+        other => panic!("expected the function to stop at start, got {other:?}"),
+    };
+    assert!(
+        message.contains("the environment variable QUEUE_URL is required but not set"),
+        "{message}"
+    );
+}
