@@ -1,6 +1,8 @@
-//! The project's own local stack and its tests: reading `template.yaml` ([`template`]), and a
-//! Lambda Runtime API emulator that runs the functions' real binaries ([`runtime`]).
+//! The project's own local stack ([`local`]) and its tests: reading `template.yaml`
+//! ([`template`]), creating its resources in moto ([`resources`]), and a Lambda Runtime API
+//! emulator that runs the functions' real binaries ([`runtime`]).
 
+pub mod local;
 pub mod resources;
 pub mod runtime;
 pub mod template;
