@@ -35,6 +35,8 @@ Optional:
 Options:
   --secret-id ID       the secret's name or ARN, instead of the stack output SecretArn
   --only-given         set only the variables that are set (at least one), e.g. to rotate one
+  --rotate-app-secret  with a new META_APP_SECRET: keep the current one as
+                       META_APP_SECRET_PREVIOUS, so both are accepted during the rotation
   --remove-previous    remove META_APP_SECRET_PREVIOUS (the end of an app secret rotation)
   --dry-run            print which keys would be set or removed (names only); calls nothing
 EOF
@@ -50,6 +52,7 @@ Examples:
   infra/put-secret.sh                       # dev: the three required values
   infra/put-secret.sh --config-env prod     # the same for prod
   infra/put-secret.sh --only-given          # only the variables that are exported
+  infra/put-secret.sh --only-given --rotate-app-secret   # META_APP_SECRET is the new one
 
 Needs the AWS CLI and python3. AWS permissions: cloudformation:DescribeStacks (unless
 --secret-id), secretsmanager:GetSecretValue and secretsmanager:PutSecretValue on the secret.
@@ -60,12 +63,14 @@ secret_id=""
 dry_run=0
 only_given=0
 remove_previous=0
+rotate=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
     --dry-run) dry_run=1; shift ;;
     --only-given) only_given=1; shift ;;
     --remove-previous) remove_previous=1; shift ;;
+    --rotate-app-secret) rotate=1; shift ;;
     --secret-id)
       if [ $# -lt 2 ] || [ -z "$2" ]; then die "--secret-id needs a value (see --help)"; fi
       secret_id=$2
@@ -129,6 +134,12 @@ unset value
 if [ "$remove_previous" = 1 ] && is_set META_APP_SECRET_PREVIOUS; then
   die "--remove-previous and META_APP_SECRET_PREVIOUS contradict each other: unset one"
 fi
+if [ "$rotate" = 1 ]; then
+  is_set META_APP_SECRET || die "--rotate-app-secret needs the new META_APP_SECRET"
+  if is_set META_APP_SECRET_PREVIOUS || [ "$remove_previous" = 1 ]; then
+    die "--rotate-app-secret sets META_APP_SECRET_PREVIOUS itself: unset META_APP_SECRET_PREVIOUS and drop --remove-previous"
+  fi
+fi
 
 if [ -n "$secret_id" ]; then
   resolve_target 0
@@ -145,6 +156,9 @@ if [ "$dry_run" = 1 ]; then
   echo "Would set: ${to_set[*]:-(nothing)}"
   if [ "$remove_previous" = 1 ]; then
     echo "Would remove: META_APP_SECRET_PREVIOUS"
+  fi
+  if [ "$rotate" = 1 ]; then
+    echo "Would copy: the current META_APP_SECRET to META_APP_SECRET_PREVIOUS"
   fi
   echo "Would keep: every other key of the current value"
   exit 0
@@ -173,18 +187,20 @@ aws secretsmanager get-secret-value --secret-id "$secret_id" \
   die "cannot read the current value of $secret_id"
 
 # The merge reads the values from the environment, writes the new value to a file, and prints
-# only key names: those still holding the placeholder.
+# only key names: those still holding the placeholder. With --rotate-app-secret it also leaves
+# a file named "rotated" when it kept the old app secret.
 remove=""
 if [ "$remove_previous" = 1 ]; then
   remove=META_APP_SECRET_PREVIOUS
 fi
 still_placeholder=$(
-  python3 - "$workdir/current" "$workdir/new" "$placeholder" "$remove" ${to_set[@]+"${to_set[@]}"} <<'PY'
+  python3 - "$workdir" "$placeholder" "$remove" "$rotate" ${to_set[@]+"${to_set[@]}"} <<'PY'
 import json
 import os
 import sys
 
-current_path, new_path, placeholder, remove, *keys = sys.argv[1:]
+workdir, placeholder, remove, rotate, *keys = sys.argv[1:]
+current_path, new_path = os.path.join(workdir, "current"), os.path.join(workdir, "new")
 try:
     with open(current_path, encoding="utf-8") as f:
         value = json.loads(json.load(f))
@@ -192,6 +208,12 @@ except (ValueError, TypeError):
     sys.exit("the secret's current value is not JSON (its content is not shown)")
 if not isinstance(value, dict):
     sys.exit("the secret's current value is not a JSON object (its content is not shown)")
+if rotate == "1":
+    old = value.get("META_APP_SECRET")
+    # Run twice with the same new secret, it must not replace the old one with the new one.
+    if isinstance(old, str) and old not in ("", placeholder, os.environ["META_APP_SECRET"]):
+        value["META_APP_SECRET_PREVIOUS"] = old
+        open(os.path.join(workdir, "rotated"), "w").close()
 for key in keys:
     value[key] = os.environ[key]
 if remove:
@@ -211,6 +233,12 @@ echo "Stored in $secret_id (version $version):"
 echo "  set: ${to_set[*]:-(nothing)}"
 if [ "$remove_previous" = 1 ]; then
   echo "  removed: META_APP_SECRET_PREVIOUS"
+fi
+if [ -e "$workdir/rotated" ]; then
+  echo "  kept the former META_APP_SECRET as META_APP_SECRET_PREVIOUS (remove it later with"
+  echo "  --only-given --remove-previous, once Meta signs with the new one only)"
+elif [ "$rotate" = 1 ]; then
+  warn "--rotate-app-secret: the current META_APP_SECRET was a placeholder or already the new one; META_APP_SECRET_PREVIOUS is unchanged"
 fi
 echo "The functions read the new value within SECRETS_REFRESH_SECONDS (300 s)."
 if [ -n "$still_placeholder" ]; then

@@ -275,6 +275,20 @@ expect "put-secret --only-given --remove-previous: changes one key, drops the ol
   eval 'test "$status" = 0 && test "$(written LLM_API_KEY)" = "$llm_key" && test "$(written META_APP_SECRET_PREVIOUS)" = "<absent>" &&
         test "$(written META_APP_SECRET)" = old && test "$(written EXTRA)" = kept && test "$(written META_VERIFY_TOKEN)" = vt'
 
+reset '{"META_APP_SECRET":"'"$previous_secret"'","META_ACCESS_TOKEN":"tok","LLM_API_KEY":"key","META_VERIFY_TOKEN":"vt"}'
+META_APP_SECRET=$app_secret run "${put[@]}" --only-given --rotate-app-secret
+expect "put-secret --rotate-app-secret: the current app secret becomes META_APP_SECRET_PREVIOUS" \
+  eval 'test "$status" = 0 && test "$(written META_APP_SECRET)" = "$app_secret" && test "$(written META_APP_SECRET_PREVIOUS)" = "$previous_secret" && test -z "$(leaks)"'
+
+reset '{"META_APP_SECRET":"'"$app_secret"'","META_APP_SECRET_PREVIOUS":"'"$previous_secret"'"}'
+META_APP_SECRET=$app_secret run "${put[@]}" --only-given --rotate-app-secret
+expect "put-secret --rotate-app-secret twice: the old app secret is not overwritten by the new one" \
+  eval 'test "$status" = 0 && test "$(written META_APP_SECRET_PREVIOUS)" = "$previous_secret" && contains "$err" "unchanged"'
+
+reset
+LLM_API_KEY=$llm_key run "${put[@]}" --only-given --rotate-app-secret
+expect "put-secret --rotate-app-secret without META_APP_SECRET is refused" test "$status" != 0 -a "$(ncalls)" = 0
+
 reset
 LLM_API_KEY=$llm_key run "${put[@]}" --only-given
 expect "put-secret: warns about keys still holding the placeholder (names only)" \
