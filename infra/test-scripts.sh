@@ -1,0 +1,453 @@
+#!/usr/bin/env bash
+# Offline tests of the infra/ scripts and of samconfig.toml. A fake `aws` first on PATH records
+# every call (its arguments, its stdin, and a copy and the mode of each file:// argument) and
+# answers like the AWS CLI would; nothing reaches AWS. Exits non-zero when a check fails.
+# Usage: infra/test-scripts.sh
+# The checks handed to `expect ... eval '...'` are single-quoted on purpose: eval expands them.
+# shellcheck disable=SC2016
+set -euo pipefail
+
+infra="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$infra/.." && pwd)"
+work="$(mktemp -d "${TMPDIR:-/tmp}/infra-test.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+passed=0
+failed=0
+skipped=0
+ok() { passed=$((passed + 1)); echo "ok - $1"; }
+not_ok() {
+  failed=$((failed + 1))
+  echo "not ok - $1"
+  if [ -n "${2:-}" ]; then printf '%s\n' "$2" | sed 's/^/#   /'; fi
+}
+skip() { skipped=$((skipped + 1)); echo "skip - $1"; }
+
+# ------------------------------------------------------------------ the fake AWS CLI
+mkdir -p "$work/bin"
+cat >"$work/bin/aws" <<'FAKE'
+#!/usr/bin/env bash
+# Fake AWS CLI for infra/test-scripts.sh.
+set -euo pipefail
+dir=${FAKE_AWS_DIR:?}
+n=$(($(cat "$dir/count" 2>/dev/null || echo 0) + 1))
+echo "$n" >"$dir/count"
+printf '%s\n' "$*" >>"$dir/calls"
+printf '%s|%s|%s\n' "${AWS_REGION:-}" "${AWS_DEFAULT_REGION:-}" "${AWS_PROFILE:-}" >>"$dir/env"
+cat >"$dir/stdin.$n"
+for arg in "$@"; do
+  case "$arg" in
+    file://*)
+      path=${arg#file://}
+      printf '%s\n' "$path" >>"$dir/file-paths"
+      cp "$path" "$dir/file.$n"
+      stat -c %a "$path" 2>/dev/null >"$dir/mode.$n" || stat -f %Lp "$path" >"$dir/mode.$n"
+      ;;
+  esac
+done
+case "$1 $2" in
+  "cloudformation describe-stacks")
+    if [ -n "${FAKE_NO_STACK:-}" ]; then
+      echo "An error occurred (ValidationError) when calling the DescribeStacks operation: Stack does not exist" >&2
+      exit 254
+    fi
+    case "$*" in
+      *"'SecretArn'"*) echo "${FAKE_SECRET_ARN:-None}" ;;
+      *"'WebhookUrl'"*) echo "${FAKE_WEBHOOK_URL:-None}" ;;
+      *) echo None ;;
+    esac
+    ;;
+  "secretsmanager get-secret-value")
+    cat "$dir/secret-value.json"
+    ;;
+  "secretsmanager put-secret-value")
+    echo "fake-version-2"
+    ;;
+  "sesv2 create-email-identity")
+    case "$*" in
+      *"${FAKE_SES_EXISTING:-no-such-identity}"*)
+        echo "An error occurred (AlreadyExistsException) when calling the CreateEmailIdentity operation: exists" >&2
+        exit 254
+        ;;
+      *@*) echo None ;;
+      *) printf 'tok1\ttok2\ttok3\n' ;;
+    esac
+    ;;
+  "sesv2 get-email-identity") echo True ;;
+  "sesv2 get-account") echo False ;;
+  *)
+    echo "fake aws: unexpected call: $*" >&2
+    exit 99
+    ;;
+esac
+FAKE
+chmod +x "$work/bin/aws"
+
+export PATH="$work/bin:$PATH"
+# Belt and braces: were the real CLI ever reached, it would find no credentials or endpoint.
+export AWS_ACCESS_KEY_ID=fake AWS_SECRET_ACCESS_KEY=fake AWS_ENDPOINT_URL=http://127.0.0.1:9
+export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+unset AWS_PROFILE AWS_REGION AWS_DEFAULT_REGION
+unset META_APP_SECRET META_ACCESS_TOKEN LLM_API_KEY META_VERIFY_TOKEN META_APP_SECRET_PREVIOUS
+
+# Obviously fake values, distinct enough to be searched for in every output.
+app_secret="fake-app-secret-7f3a"
+access_token="fake-access-token-91bc"
+llm_key="fake-llm-key-55d2"
+verify_token="fake-verify-token-c0de"
+previous_secret="fake-previous-secret-e4e4"
+generated_token="generatedVerifyToken0123456789ab"
+all_values=("$app_secret" "$access_token" "$llm_key" "$verify_token" "$previous_secret")
+
+# reset [SECRET_JSON]: a fresh fake state; the secret's current value defaults to what the
+# template creates.
+reset() {
+  export FAKE_AWS_DIR="$work/aws"
+  rm -rf "$FAKE_AWS_DIR"
+  mkdir -p "$FAKE_AWS_DIR"
+  : >"$FAKE_AWS_DIR/calls"
+  local value=${1:-"{\"META_APP_SECRET\":\"REPLACE_ME\",\"META_ACCESS_TOKEN\":\"REPLACE_ME\",\"LLM_API_KEY\":\"REPLACE_ME\",\"META_VERIFY_TOKEN\":\"$generated_token\"}"}
+  # What `--query SecretString --output json` prints: the value as a JSON string literal.
+  python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$value" >"$FAKE_AWS_DIR/secret-value.json"
+  export FAKE_SECRET_ARN="arn:aws:secretsmanager:us-east-1:123456789012:secret:whatsapp-assistant-dev/app-AbCdEf"
+  export FAKE_WEBHOOK_URL="https://abc123.execute-api.us-east-1.amazonaws.com/webhook"
+  unset FAKE_NO_STACK FAKE_SES_EXISTING
+}
+
+# run CMD...: runs with no stdin; leaves out, err and status.
+run() {
+  set +e
+  "$@" >"$work/out" 2>"$work/err" </dev/null
+  status=$?
+  set -e
+  out=$(cat "$work/out")
+  err=$(cat "$work/err")
+}
+
+calls() { cat "$FAKE_AWS_DIR/calls"; }
+ncalls() { wc -l <"$FAKE_AWS_DIR/calls" | tr -d ' '; }
+
+# written KEY: a key of the value put by the last put-secret-value call.
+written() {
+  local n
+  n=$(cat "$FAKE_AWS_DIR/count")
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], "<absent>"))' \
+    "$FAKE_AWS_DIR/file.$n" "$1" 2>/dev/null || echo "<no value written>"
+}
+
+# leaks: prints every fake value found in the outputs, the recorded calls and their stdin.
+leaks() {
+  local value
+  for value in "${all_values[@]}"; do
+    if grep -rqF -- "$value" "$work/out" "$work/err" "$FAKE_AWS_DIR/calls" "$FAKE_AWS_DIR"/stdin.* 2>/dev/null; then
+      echo "$value"
+    fi
+  done
+}
+
+expect() { # expect DESCRIPTION CONDITION...
+  local what=$1
+  shift
+  if "$@"; then ok "$what"; else not_ok "$what" "status=$status
+stdout: $out
+stderr: $err"; fi
+}
+contains() { case "$1" in *"$2"*) return 0 ;; *) return 1 ;; esac }
+
+put=("$infra/put-secret.sh")
+show=("$infra/show-webhook-setup.sh")
+ses=("$infra/verify-ses-sender.sh")
+
+# ------------------------------------------------------------------ static checks
+for script in "$infra"/*.sh; do
+  if bash -n "$script"; then ok "bash -n $(basename "$script")"; else not_ok "bash -n $(basename "$script")"; fi
+done
+if command -v shellcheck >/dev/null 2>&1; then
+  if sc=$(shellcheck -x "$infra"/*.sh 2>&1); then ok "shellcheck infra/*.sh"; else not_ok "shellcheck infra/*.sh" "$sc"; fi
+else
+  skip "shellcheck infra/*.sh (shellcheck is not installed)"
+fi
+for script in put-secret.sh show-webhook-setup.sh verify-ses-sender.sh; do
+  reset
+  run "$infra/$script" --help
+  expect "$script --help exits 0 and calls nothing" test "$status" = 0 -a "$(ncalls)" = 0 -a -n "$out"
+done
+
+# ------------------------------------------------------------------ put-secret.sh: refusals
+reset
+run "${put[@]}"
+expect "put-secret: no variables -> fails" test "$status" != 0
+expect "put-secret: names all three missing variables" \
+  eval 'contains "$err" META_APP_SECRET && contains "$err" META_ACCESS_TOKEN && contains "$err" LLM_API_KEY'
+expect "put-secret: missing variables -> no AWS call" test "$(ncalls)" = 0
+
+reset
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token run "${put[@]}"
+expect "put-secret: one missing -> fails, naming it only" \
+  eval 'test "$status" != 0 && contains "$err" LLM_API_KEY && ! contains "$err" META_ACCESS_TOKEN'
+expect "put-secret: the error shows no value" test -z "$(leaks)"
+expect "put-secret: one missing -> no AWS call" test "$(ncalls)" = 0
+
+reset
+META_APP_SECRET=REPLACE_ME META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key run "${put[@]}"
+expect "put-secret: the placeholder as a value is refused" \
+  eval 'test "$status" != 0 && contains "$err" "META_APP_SECRET is still the placeholder"'
+
+reset
+META_APP_SECRET="$app_secret " META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key run "${put[@]}"
+expect "put-secret: trailing whitespace is refused without showing the value" \
+  eval 'test "$status" != 0 && contains "$err" "META_APP_SECRET starts or ends with whitespace" && test -z "$(leaks)"'
+
+reset
+META_APP_SECRET="" META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key run "${put[@]}"
+expect "put-secret: an empty META_APP_SECRET is refused" eval 'test "$status" != 0 && contains "$err" "META_APP_SECRET is empty"'
+
+reset
+run "${put[@]}" --only-given
+expect "put-secret: --only-given with nothing set fails" test "$status" != 0 -a "$(ncalls)" = 0
+
+reset
+META_APP_SECRET_PREVIOUS=$previous_secret run "${put[@]}" --only-given --remove-previous
+expect "put-secret: --remove-previous with META_APP_SECRET_PREVIOUS set is refused" test "$status" != 0 -a "$(ncalls)" = 0
+
+reset
+run "${put[@]}" --bogus
+expect "put-secret: an unknown option fails" eval 'test "$status" != 0 && contains "$err" "unknown argument"'
+
+# ------------------------------------------------------------------ put-secret.sh: dry run
+reset
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key \
+  META_VERIFY_TOKEN=$verify_token run "${put[@]}" --dry-run
+expect "put-secret --dry-run: exits 0" test "$status" = 0
+expect "put-secret --dry-run: calls nothing" test "$(ncalls)" = 0
+expect "put-secret --dry-run: lists the key names" \
+  eval 'contains "$out" "Would set: META_APP_SECRET META_ACCESS_TOKEN LLM_API_KEY META_VERIFY_TOKEN"'
+expect "put-secret --dry-run: names the dev stack from samconfig.toml" \
+  eval 'contains "$out" "stack whatsapp-assistant-dev, region us-east-1"'
+expect "put-secret --dry-run: prints no value" test -z "$(leaks)"
+
+reset
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key \
+  run "${put[@]}" --dry-run --config-env prod
+expect "put-secret --dry-run --config-env prod: names the prod stack" \
+  eval 'test "$status" = 0 && contains "$out" "stack whatsapp-assistant-prod"'
+
+reset
+LLM_API_KEY=$llm_key run "${put[@]}" --dry-run --only-given --secret-id my/secret --remove-previous
+expect "put-secret --dry-run --only-given: one key, an explicit secret, a removal" \
+  eval 'test "$status" = 0 && contains "$out" "Would set: LLM_API_KEY" && contains "$out" "secret my/secret" && contains "$out" "Would remove: META_APP_SECRET_PREVIOUS"'
+
+# ------------------------------------------------------------------ put-secret.sh: real run
+reset
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key run "${put[@]}"
+expect "put-secret: exits 0" test "$status" = 0
+expect "put-secret: finds the secret through the stack output SecretArn" \
+  eval 'calls | grep -q "^cloudformation describe-stacks --stack-name whatsapp-assistant-dev .*SecretArn"'
+expect "put-secret: reads the current value, then writes the new one from a file" \
+  eval 'calls | sed -n 2p | grep -q "^secretsmanager get-secret-value --secret-id $FAKE_SECRET_ARN" &&
+        calls | sed -n 3p | grep -q "^secretsmanager put-secret-value --secret-id $FAKE_SECRET_ARN --secret-string file://"'
+expect "put-secret: the region of samconfig.toml reaches the AWS CLI" \
+  eval 'test "$(sort -u "$FAKE_AWS_DIR/env")" = "us-east-1|us-east-1|"'
+expect "put-secret: writes the three values" \
+  eval 'test "$(written META_APP_SECRET)" = "$app_secret" && test "$(written META_ACCESS_TOKEN)" = "$access_token" && test "$(written LLM_API_KEY)" = "$llm_key"'
+expect "put-secret: keeps the generated verify token" test "$(written META_VERIFY_TOKEN)" = "$generated_token"
+expect "put-secret: no value on any command line, in any output or on stdin" test -z "$(leaks)"
+expect "put-secret: the value file had mode 600" test "$(cat "$FAKE_AWS_DIR/mode.3")" = 600
+value_file=$(cat "$FAKE_AWS_DIR/file-paths" 2>/dev/null || echo "(no file:// argument)")
+expect "put-secret: the value file and its folder are removed on exit" \
+  test ! -e "$value_file" -a ! -e "$(dirname "$value_file")"
+expect "put-secret: reports the key names and the version" \
+  eval 'contains "$out" "set: META_APP_SECRET META_ACCESS_TOKEN LLM_API_KEY" && contains "$out" fake-version-2'
+
+reset
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key \
+  META_VERIFY_TOKEN=$verify_token META_APP_SECRET_PREVIOUS=$previous_secret \
+  run "${put[@]}" --secret-id my/secret
+expect "put-secret --secret-id: no stack lookup" \
+  eval 'test "$status" = 0 && ! calls | grep -q cloudformation && calls | grep -q "put-secret-value --secret-id my/secret "'
+expect "put-secret: a given verify token and previous app secret are written" \
+  eval 'test "$(written META_VERIFY_TOKEN)" = "$verify_token" && test "$(written META_APP_SECRET_PREVIOUS)" = "$previous_secret"'
+expect "put-secret: optional values do not leak either" test -z "$(leaks)"
+
+reset '{"META_APP_SECRET":"old","META_ACCESS_TOKEN":"tok","LLM_API_KEY":"key","META_VERIFY_TOKEN":"vt","META_APP_SECRET_PREVIOUS":"older","EXTRA":"kept"}'
+LLM_API_KEY=$llm_key run "${put[@]}" --only-given --remove-previous
+expect "put-secret --only-given --remove-previous: changes one key, drops the old app secret, keeps the rest" \
+  eval 'test "$status" = 0 && test "$(written LLM_API_KEY)" = "$llm_key" && test "$(written META_APP_SECRET_PREVIOUS)" = "<absent>" &&
+        test "$(written META_APP_SECRET)" = old && test "$(written EXTRA)" = kept && test "$(written META_VERIFY_TOKEN)" = vt'
+
+reset '{"META_APP_SECRET":"'"$previous_secret"'","META_ACCESS_TOKEN":"tok","LLM_API_KEY":"key","META_VERIFY_TOKEN":"vt"}'
+META_APP_SECRET=$app_secret run "${put[@]}" --only-given --rotate-app-secret
+expect "put-secret --rotate-app-secret: the current app secret becomes META_APP_SECRET_PREVIOUS" \
+  eval 'test "$status" = 0 && test "$(written META_APP_SECRET)" = "$app_secret" && test "$(written META_APP_SECRET_PREVIOUS)" = "$previous_secret" && test -z "$(leaks)"'
+
+reset '{"META_APP_SECRET":"'"$app_secret"'","META_APP_SECRET_PREVIOUS":"'"$previous_secret"'"}'
+META_APP_SECRET=$app_secret run "${put[@]}" --only-given --rotate-app-secret
+expect "put-secret --rotate-app-secret twice: the old app secret is not overwritten by the new one" \
+  eval 'test "$status" = 0 && test "$(written META_APP_SECRET_PREVIOUS)" = "$previous_secret" && contains "$err" "unchanged"'
+
+reset
+LLM_API_KEY=$llm_key run "${put[@]}" --only-given --rotate-app-secret
+expect "put-secret --rotate-app-secret without META_APP_SECRET is refused" test "$status" != 0 -a "$(ncalls)" = 0
+
+reset
+LLM_API_KEY=$llm_key run "${put[@]}" --only-given
+expect "put-secret: warns about keys still holding the placeholder (names only)" \
+  eval 'test "$status" = 0 && contains "$err" "still set to the placeholder REPLACE_ME: META_ACCESS_TOKEN META_APP_SECRET"'
+
+reset '["not", "an", "object"]'
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key run "${put[@]}"
+expect "put-secret: a current value that is not a JSON object -> fails, writes nothing" \
+  eval 'test "$status" != 0 && contains "$err" "not a JSON object" && ! calls | grep -q put-secret-value'
+
+reset
+export FAKE_NO_STACK=1
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key run "${put[@]}"
+expect "put-secret: a missing stack -> a clear error, nothing written" \
+  eval 'test "$status" != 0 && contains "$err" "cannot read the outputs of stack whatsapp-assistant-dev" && ! calls | grep -q secretsmanager'
+
+reset
+export FAKE_SECRET_ARN=None
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key run "${put[@]}"
+expect "put-secret: a stack without the output SecretArn -> a clear error" \
+  eval 'test "$status" != 0 && contains "$err" "has no output SecretArn"'
+
+reset
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key \
+  run bash -x "${put[@]}"
+expect "put-secret under bash -x: still traces no value" eval 'test "$status" = 0 && test -z "$(leaks)"'
+
+# ------------------------------------------------------------------ show-webhook-setup.sh
+reset
+run "${show[@]}"
+expect "show-webhook-setup: exits 0" test "$status" = 0
+expect "show-webhook-setup: prints the callback URL and the verify token" \
+  eval 'contains "$out" "Callback URL:  $FAKE_WEBHOOK_URL" && contains "$out" "Verify token:  $generated_token"'
+expect "show-webhook-setup: says to subscribe to messages" eval 'contains "$out" "subscribe to: messages"'
+
+reset '{"META_APP_SECRET":"'"$app_secret"'","META_ACCESS_TOKEN":"'"$access_token"'","LLM_API_KEY":"'"$llm_key"'","META_VERIFY_TOKEN":"'"$verify_token"'"}'
+run "${show[@]}" --config-env prod
+expect "show-webhook-setup: prints the verify token and no other value" \
+  eval 'test "$status" = 0 && contains "$out" "$verify_token" && test "$(leaks)" = "$verify_token"'
+expect "show-webhook-setup --config-env prod: asks about the prod stack" \
+  eval 'calls | grep -q "describe-stacks --stack-name whatsapp-assistant-prod "'
+
+reset '{"META_APP_SECRET":"x"}'
+run "${show[@]}"
+expect "show-webhook-setup: a secret without META_VERIFY_TOKEN -> a clear error" \
+  eval 'test "$status" != 0 && contains "$err" "has no META_VERIFY_TOKEN"'
+
+# ------------------------------------------------------------------ verify-ses-sender.sh
+reset
+run "${ses[@]}"
+expect "verify-ses-sender: refuses samconfig's example.com placeholder" \
+  eval 'test "$status" != 0 && contains "$err" "alerts@example.com is a placeholder" && test "$(ncalls)" = 0'
+
+reset
+run "${ses[@]}" alerts@acme.test
+expect "verify-ses-sender: starts the verification of the address" \
+  eval 'test "$status" = 0 && calls | grep -q "^sesv2 create-email-identity --email-identity alerts@acme.test "'
+expect "verify-ses-sender: explains the sandbox" \
+  eval 'contains "$out" "in the SES sandbox" && contains "$out" "verify every recipient" && contains "$out" "production access"'
+
+reset
+run "${ses[@]}" acme.test
+expect "verify-ses-sender: a domain gets its DKIM records" \
+  eval 'test "$status" = 0 && contains "$out" "tok1._domainkey.acme.test  CNAME  tok1.dkim.amazonses.com"'
+
+reset
+export FAKE_SES_EXISTING=old@acme.test
+run "${ses[@]}" old@acme.test
+expect "verify-ses-sender: an existing identity shows its status" \
+  eval 'test "$status" = 0 && contains "$out" "old@acme.test: already created earlier: verified"'
+
+reset
+run "${ses[@]}" --status alerts@acme.test
+expect "verify-ses-sender --status: creates nothing" \
+  eval 'test "$status" = 0 && ! calls | grep -q create-email-identity && contains "$out" "alerts@acme.test: verified"'
+
+reset
+cat >"$work/samconfig.toml" <<'EOF'
+version = 0.1
+[default.deploy.parameters]
+stack_name = "guided-stack"
+region = "eu-west-1"
+parameter_overrides = "Stage=\"dev\" AlertEmail=\"a@acme.test, b@acme.test\" AlertFromEmail=\"bot@acme.test\""
+EOF
+run "${ses[@]}" --recipients --config-file "$work/samconfig.toml"
+expect "verify-ses-sender: reads the addresses of a samconfig written by sam deploy --guided" \
+  eval 'test "$status" = 0 && calls | grep -q "identity bot@acme.test " && calls | grep -q "identity a@acme.test " && calls | grep -q "identity b@acme.test " && contains "$out" eu-west-1'
+
+reset
+run "${ses[@]}" "not an address"
+expect "verify-ses-sender: rejects what is neither an address nor a domain" test "$status" != 0 -a "$(ncalls)" = 0
+
+# ------------------------------------------------------------------ samconfig.toml and template.yaml
+if python3 -c 'import tomllib' 2>/dev/null; then
+  if msg=$(python3 - "$root/samconfig.toml" "$root/template.yaml" <<'PY' 2>&1
+import re
+import sys
+import tomllib
+
+config_path, template_path = sys.argv[1:3]
+with open(config_path, "rb") as f:
+    config = tomllib.load(f)
+template = open(template_path, encoding="utf-8").read()
+
+# The template's parameters: two-space-indented names under the top-level Parameters key.
+section = re.search(r"^Parameters:\n(.*?)^\S", template, re.S | re.M).group(1)
+names = set(re.findall(r"^  (\w+):\s*$", section, re.M))
+required = {n for n in names if not re.search(rf"^  {n}:\n(?:    .*\n)*?    Default:", section, re.M)}
+
+problems = []
+if config.get("version") != 0.1:
+    problems.append("version is not 0.1")
+for env, stage, confirm in (("default", "dev", False), ("prod", "prod", True)):
+    tables = config.get(env, {})
+    deploy = tables.get("deploy", {}).get("parameters", {})
+    common = tables.get("global", {}).get("parameters", {})
+    build = tables.get("build", {}).get("parameters", {})
+    if not common.get("stack_name", "").endswith("-" + stage):
+        problems.append(f"{env}: stack_name does not end in -{stage}")
+    if not common.get("region"):
+        problems.append(f"{env}: no region")
+    for key, want in (("capabilities", "CAPABILITY_IAM"), ("resolve_s3", True), ("confirm_changeset", confirm)):
+        if deploy.get(key) != want:
+            problems.append(f"{env}: deploy {key} is {deploy.get(key)!r}, not {want!r}")
+    for key in ("cached", "parallel", "beta_features"):
+        if build.get(key) is not True:
+            problems.append(f"{env}: build {key} is not true")
+    if tables.get("validate", {}).get("parameters", {}).get("lint") is not True:
+        problems.append(f"{env}: validate lint is not true")
+    overrides = dict(item.split("=", 1) for item in deploy.get("parameter_overrides", []))
+    for name in sorted(set(overrides) - names):
+        problems.append(f"{env}: parameter_overrides sets {name}, which template.yaml does not declare")
+    for name in sorted(required - set(overrides)):
+        problems.append(f"{env}: template parameter {name} has no default and is not set")
+    if overrides.get("Stage") != stage:
+        problems.append(f"{env}: Stage is {overrides.get('Stage')!r}, not {stage!r}")
+
+# CAPABILITY_IAM covers IAM resources without custom names; named ones need CAPABILITY_NAMED_IAM,
+# nested applications CAPABILITY_AUTO_EXPAND.
+for prop in ("RoleName", "ManagedPolicyName", "UserName", "GroupName", "InstanceProfileName"):
+    if re.search(rf"^\s+{prop}:", template, re.M):
+        problems.append(f"template.yaml names an IAM resource ({prop}): CAPABILITY_IAM no longer suffices")
+if "AWS::Serverless::Application" in template:
+    problems.append("template.yaml has a nested application: CAPABILITY_AUTO_EXPAND is needed")
+for output in ("SecretArn", "WebhookUrl"):
+    if not re.search(rf"^  {output}:", template, re.M):
+        problems.append(f"template.yaml has no output {output}, which the infra scripts read")
+
+print("\n".join(problems))
+sys.exit(1 if problems else 0)
+PY
+  ); then
+    ok "samconfig.toml: both environments complete and consistent with template.yaml"
+  else
+    not_ok "samconfig.toml: both environments complete and consistent with template.yaml" "$msg"
+  fi
+else
+  skip "samconfig.toml checks (they need Python 3.11's tomllib)"
+fi
+
+echo "infra-scripts: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]
