@@ -10,11 +10,12 @@ use local_stack::local::{LlmMode, LocalStack, Options};
 use local_stack::runtime::binaries_dir;
 use tokio::io::AsyncBufReadExt;
 
-const USAGE: &str = "usage: local-stack [--terminal] [--port N] [--moto-port N] [--aws-endpoint URL]
+const USAGE: &str = "usage: local-stack [--terminal] [--port N] [--moto-port N] [--aws-endpoint URL] [--stack-name NAME]
   --terminal          read messages from standard input, print the replies (/resend re-delivers the last one)
   --port N            the simulator's port (default 8787; 0 for any)
   --moto-port N       the port of the moto server it starts (default 5005)
   --aws-endpoint URL  use this running moto server instead of starting one
+  --stack-name NAME   the stack's name, which resource names derive from (default local)
 environment: MOTO_SERVER (path to moto_server), LLM_API_KEY / LLM_BASE_URL / LLM_PROVIDER / LLM_MODEL";
 
 #[tokio::main]
@@ -51,6 +52,7 @@ async fn main() {
                     .unwrap_or_else(|_| exit("--moto-port needs a number"))
             }
             "--aws-endpoint" => options.aws_endpoint = Some(value("--aws-endpoint")),
+            "--stack-name" => options.stack_name = value("--stack-name"),
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return;
