@@ -67,7 +67,8 @@ impl Stack {
             resolver,
             aws,
         };
-        // The dead-letter queue first: the inbound queue's redrive policy refers to it.
+        // Each queue after the one its redrive policy refers to.
+        stack.create_queue("DeadLetterArchiveQueue").await;
         stack.create_queue("InboundDeadLetterQueue").await;
         stack.create_queue("InboundQueue").await;
         stack.create_table().await;

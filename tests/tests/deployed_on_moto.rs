@@ -173,6 +173,10 @@ async fn a_dead_letter_is_mailed_by_the_alerter_the_template_configures() {
             aws_sdk_dynamodb::Client::new(&stack.aws),
             config.table_name.clone(),
         ),
+        SqsQueue::new(
+            aws_sdk_sqs::Client::new(&stack.aws),
+            config.archive_queue_url.clone(),
+        ),
         config,
     );
     let event: serde_json::Value =
@@ -181,6 +185,19 @@ async fn a_dead_letter_is_mailed_by_the_alerter_the_template_configures() {
     assert_eq!(response["batchItemFailures"], json!([]));
     let mails = testkit::mail::sent_mails_to(&recipient).await;
     assert_eq!(mails.len(), 1);
+    // The dead letter is kept in the template's archive, with its FIFO ids, to be moved back.
+    let archived = testkit::drain(
+        &aws_sdk_sqs::Client::new(&stack.aws),
+        &stack.resolver.refs["DeadLetterArchiveQueue"],
+    )
+    .await;
+    assert_eq!(archived.len(), 1);
+    assert_eq!(archived[0].group_id, "106540352242922:15551234567");
+    assert!(
+        mails[0]
+            .text
+            .contains(&stack.resolver.attributes["DeadLetterArchiveQueue.Arn"])
+    );
     assert!(
         mails[0].subject.starts_with(&format!(
             "[{}] CRITICAL",

@@ -59,6 +59,8 @@ const FUNCTIONS: [Function; 3] = [
             ("sqs:ReceiveMessage", "InboundDeadLetterQueue"),
             ("sqs:DeleteMessage", "InboundDeadLetterQueue"),
             ("sqs:GetQueueAttributes", "InboundDeadLetterQueue"),
+            // SqsQueue::send_batch into the archive, before a dead letter is mailed.
+            ("sqs:SendMessage", "DeadLetterArchiveQueue"),
             // DynamoDbStormControl: UpdateItem only.
             ("dynamodb:UpdateItem", "Table"),
             // SesMailer: SESv2 SendEmail with raw content, on the sender's identity.

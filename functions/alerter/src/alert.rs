@@ -76,11 +76,15 @@ pub struct Table {
     pub more: usize,
 }
 
-/// Where the functions run, for links.
+/// Where the functions run, for links and commands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Place {
     /// The AWS region, such as `eu-west-1`.
     pub region: String,
+    /// The dead-letter archive's ARN.
+    pub archive_arn: String,
+    /// The inbound queue's ARN.
+    pub inbound_arn: String,
 }
 
 /// The alerts a trigger gives: one for all dead letters of an invocation, one per function and
@@ -157,9 +161,11 @@ fn dead_letter_alert(letters: &[DeadLetter], place: &Place, now_ms: i64) -> Aler
             .unwrap_or(now_ms),
         place: place_facts,
         action: format!(
-            "Find the cause in the processor's ERROR logs of that time (often the LLM or Meta was down, or a secret is wrong). \
-             Once it is fixed, move the messages back to the queue to answer them: \
-             aws sqs start-message-move-task --source-arn {queue_arn}"
+            "Find the cause in the processor's ERROR logs of that time (often the LLM or Meta was down, \
+             or a secret is wrong). The messages are kept 14 days in the dead-letter archive; once the \
+             cause is fixed, move them back to be answered (each is still answered once only): \
+             aws sqs start-message-move-task --source-arn {} --destination-arn {}",
+            place.archive_arn, place.inbound_arn
         ),
         link: sqs_link(queue_arn, region),
         table: Table {
@@ -592,6 +598,8 @@ mod tests {
     fn place() -> Place {
         Place {
             region: "eu-west-1".into(),
+            archive_arn: "arn:aws:sqs:eu-west-1:123456789012:stack-dead-letter-archive.fifo".into(),
+            inbound_arn: "arn:aws:sqs:eu-west-1:123456789012:stack-inbound.fifo".into(),
         }
     }
 
@@ -609,6 +617,9 @@ mod tests {
                 text: Some(text.into()),
             }),
             body_bytes: 100,
+            body: "{}".into(),
+            group_id: Some("P:15551234567".into()),
+            deduplication_id: Some(id.into()),
         }
     }
 
@@ -637,7 +648,11 @@ mod tests {
             mail.subject,
             "[stack] CRITICAL 2 messages in the dead-letter queue: failed every retry, the users got no answer"
         );
-        assert!(mail.text.contains("aws sqs start-message-move-task --source-arn arn:aws:sqs:eu-west-1:123456789012:stack-inbound-dlq.fifo"));
+        assert!(mail.text.contains(
+            "aws sqs start-message-move-task --source-arn \
+             arn:aws:sqs:eu-west-1:123456789012:stack-dead-letter-archive.fifo \
+             --destination-arn arn:aws:sqs:eu-west-1:123456789012:stack-inbound.fifo"
+        ));
         assert!(mail.text.contains("message id: wamid.a | user: *******4567 | type: text | text: hi | receives: 5 | first seen: 2026-11-21 10:00:00 UTC"));
         assert!(mail.html.contains("<td>wamid.b</td>"));
         assert!(mail.html.contains("https://eu-west-1.console.aws.amazon.com/sqs/v3/home?region=eu-west-1#/queues/https%3A%2F%2Fsqs.eu-west-1.amazonaws.com%2F123456789012%2Fstack-inbound-dlq.fifo"));

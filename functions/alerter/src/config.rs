@@ -12,6 +12,9 @@ pub const VARIABLES: &[&str] = &[
     "TABLE_NAME",
     "ALERT_WINDOW_MINUTES",
     "STACK_NAME",
+    "ARCHIVE_QUEUE_URL",
+    "ARCHIVE_QUEUE_ARN",
+    "INBOUND_QUEUE_ARN",
     "AWS_REGION",
 ];
 
@@ -32,6 +35,12 @@ pub struct Config {
     pub stack_name: String,
     /// `AWS_REGION` (set by Lambda): the region, for console links.
     pub region: String,
+    /// `ARCHIVE_QUEUE_URL`: where mailed dead letters are kept, to be moved back once fixed.
+    pub archive_queue_url: String,
+    /// `ARCHIVE_QUEUE_ARN`: the archive's ARN, for the redrive command in mails.
+    pub archive_queue_arn: String,
+    /// `INBOUND_QUEUE_ARN`: where dead letters go back to, for the redrive command in mails.
+    pub inbound_queue_arn: String,
 }
 
 impl Config {
@@ -78,6 +87,9 @@ impl Config {
             region: env
                 .optional("AWS_REGION")
                 .unwrap_or_else(|| "us-east-1".to_owned()),
+            archive_queue_url: env.required("ARCHIVE_QUEUE_URL")?,
+            archive_queue_arn: env.required("ARCHIVE_QUEUE_ARN")?,
+            inbound_queue_arn: env.required("INBOUND_QUEUE_ARN")?,
         })
     }
 }
@@ -145,11 +157,23 @@ mod tests {
         assert_eq!(read, declared);
     }
 
-    const BASE: [(&str, &str); 4] = [
+    const BASE: [(&str, &str); 7] = [
         ("ERROR_LOG_EMAIL", "oncall@example.com, lead@example.org"),
         ("ERROR_FROM_EMAIL", "alerts@example.com"),
         ("TABLE_NAME", "t"),
         ("STACK_NAME", "wa"),
+        (
+            "ARCHIVE_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/1/wa-dead-letter-archive.fifo",
+        ),
+        (
+            "ARCHIVE_QUEUE_ARN",
+            "arn:aws:sqs:us-east-1:1:wa-dead-letter-archive.fifo",
+        ),
+        (
+            "INBOUND_QUEUE_ARN",
+            "arn:aws:sqs:us-east-1:1:wa-inbound.fifo",
+        ),
     ];
 
     #[test]

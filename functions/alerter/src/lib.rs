@@ -17,11 +17,12 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use serde_json::{Value, json};
 use shared::mail::{Mail, MailError, Mailer};
+use shared::queue::{MAX_BATCH, MessageQueue, QueueEntry, QueueError, fifo_id};
 use shared::storm::{StormControl, StormError, Verdict};
 
 use alert::{Alert, Place};
 pub use config::Config;
-use trigger::{Trigger, TriggerError};
+use trigger::{DeadLetter, Trigger, TriggerError};
 
 /// Why an alert could not be handled.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,9 @@ pub enum AlerterError {
     /// The mail could not be sent.
     #[error(transparent)]
     Mail(#[from] MailError),
+    /// Dead letters could not be archived.
+    #[error("the dead letters could not be archived: {0}")]
+    Archive(#[from] QueueError),
 }
 
 /// What happened to one alert.
@@ -49,20 +53,23 @@ pub enum Outcome {
 /// Gives the current time in milliseconds since the epoch.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
-/// The alerter, over a mailer and storm control.
-pub struct Alerter<M, S> {
+/// The alerter, over a mailer, storm control and the dead-letter archive.
+pub struct Alerter<M, S, Q> {
     mailer: M,
     storm: S,
+    archive: Q,
     config: Config,
     clock: Clock,
 }
 
-impl<M: Mailer, S: StormControl> Alerter<M, S> {
-    /// An alerter that mails through `mailer`, with `storm` deciding what to hold back.
-    pub fn new(mailer: M, storm: S, config: Config) -> Self {
+impl<M: Mailer, S: StormControl, Q: MessageQueue> Alerter<M, S, Q> {
+    /// An alerter that mails through `mailer`, with `storm` deciding what to hold back, and
+    /// keeps dead letters in `archive` so that they can be moved back once fixed.
+    pub fn new(mailer: M, storm: S, archive: Q, config: Config) -> Self {
         Self {
             mailer,
             storm,
+            archive,
             config,
             clock: Arc::new(now_ms),
         }
@@ -78,17 +85,22 @@ impl<M: Mailer, S: StormControl> Alerter<M, S> {
     pub async fn handle(&self, event: &Value) -> Result<Value, AlerterError> {
         let trigger = trigger::read(event)
             .inspect_err(|e| tracing::error!(error = %e, "unreadable alerter event"))?;
-        let alerts = alert::alerts(
-            &trigger,
-            &Place {
-                region: self.config.region.clone(),
-            },
-            (self.clock)(),
-        );
+        let place = Place {
+            region: self.config.region.clone(),
+            archive_arn: self.config.archive_queue_arn.clone(),
+            inbound_arn: self.config.inbound_queue_arn.clone(),
+        };
+        let alerts = alert::alerts(&trigger, &place, (self.clock)());
         if let Trigger::DeadLetters(letters) = &trigger {
             let mut response = SqsBatchResponse::default();
+            // Kept first, so that nothing leaves the dead-letter queue unless it is archived.
+            let archived = self.archive_letters(letters).await;
             for alert in &alerts {
-                if let Err(error) = self.alert(alert).await {
+                let outcome = match &archived {
+                    Ok(()) => self.alert(alert).await.map(|_| ()),
+                    Err(error) => Err(AlerterError::Archive(error.clone())),
+                };
+                if let Err(error) = outcome {
                     tracing::error!(error = %error, records = letters.len(), "dead letters not mailed; they stay in the queue");
                     response.batch_item_failures = letters
                         .iter()
@@ -119,6 +131,28 @@ impl<M: Mailer, S: StormControl> Alerter<M, S> {
             Some(error) => Err(error),
             None => Ok(json!({"alerts": alerts.len(), "mailed": mailed, "held": held})),
         }
+    }
+
+    /// Copies dead letters into the archive, with their FIFO group and deduplication ids, so
+    /// that they can be moved back to the inbound queue once their cause is fixed.
+    async fn archive_letters(&self, letters: &[DeadLetter]) -> Result<(), QueueError> {
+        let entries: Vec<QueueEntry> = letters
+            .iter()
+            .map(|letter| QueueEntry {
+                group_id: fifo_id(letter.group_id.as_deref().unwrap_or("dead-letters")),
+                deduplication_id: fifo_id(
+                    letter
+                        .deduplication_id
+                        .as_deref()
+                        .unwrap_or(&letter.sqs_message_id),
+                ),
+                body: letter.body.clone(),
+            })
+            .collect();
+        for batch in entries.chunks(MAX_BATCH) {
+            self.archive.send_batch(batch).await?;
+        }
+        Ok(())
     }
 
     /// Mails `alert` unless storm control holds it back. If the mail fails, the window is given

@@ -4,6 +4,7 @@ use alerter::{Alerter, Config};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 use shared::mail::SesMailer;
+use shared::queue::SqsQueue;
 use shared::storm::dynamodb::DynamoDbStormControl;
 
 #[tokio::main]
@@ -19,6 +20,10 @@ async fn main() -> Result<(), Error> {
     let alerter = Arc::new(Alerter::new(
         SesMailer::new(aws_sdk_sesv2::Client::new(&aws)),
         storm,
+        SqsQueue::new(
+            aws_sdk_sqs::Client::new(&aws),
+            config.archive_queue_url.clone(),
+        ),
         config,
     ));
     run(service_fn(move |event: LambdaEvent<Value>| {

@@ -75,6 +75,23 @@ impl StormControl for FakeStorm {
     }
 }
 
+/// Records what it archives; fails every batch when `fail` is set.
+#[derive(Default)]
+struct FakeArchive {
+    archived: Mutex<Vec<shared::queue::QueueEntry>>,
+    fail: bool,
+}
+
+impl MessageQueue for FakeArchive {
+    async fn send_batch(&self, entries: &[shared::queue::QueueEntry]) -> Result<(), QueueError> {
+        if self.fail {
+            return Err(QueueError::Send("archive unavailable".into()));
+        }
+        self.archived.lock().unwrap().extend_from_slice(entries);
+        Ok(())
+    }
+}
+
 fn config() -> Config {
     Config {
         recipients: vec!["oncall@example.com".into()],
@@ -84,6 +101,9 @@ fn config() -> Config {
         window: Duration::from_secs(900),
         stack_name: "wa".into(),
         region: "eu-west-1".into(),
+        archive_queue_url: "https://sqs/archive.fifo".into(),
+        archive_queue_arn: "arn:aws:sqs:eu-west-1:1:archive.fifo".into(),
+        inbound_queue_arn: "arn:aws:sqs:eu-west-1:1:inbound.fifo".into(),
     }
 }
 
@@ -107,7 +127,12 @@ fn failures(response: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn dead_letters_are_mailed_once_and_leave_the_queue() {
-    let alerter = Alerter::new(FakeMailer::default(), FakeStorm::default(), config());
+    let alerter = Alerter::new(
+        FakeMailer::default(),
+        FakeStorm::default(),
+        FakeArchive::default(),
+        config(),
+    );
     let response = alerter.handle(&dead_letters()).await.unwrap();
     assert!(failures(&response).is_empty());
     let sent = alerter.mailer.sent.lock().unwrap();
@@ -125,8 +150,13 @@ async fn dead_letters_are_mailed_once_and_leave_the_queue() {
 async fn a_held_batch_leaves_the_queue_counted_and_the_next_mail_reports_it() {
     let now = Arc::new(Mutex::new(1_800_000_000_000i64));
     let clock_now = now.clone();
-    let alerter = Alerter::new(FakeMailer::default(), FakeStorm::default(), config())
-        .with_clock(Arc::new(move || *clock_now.lock().unwrap()));
+    let alerter = Alerter::new(
+        FakeMailer::default(),
+        FakeStorm::default(),
+        FakeArchive::default(),
+        config(),
+    )
+    .with_clock(Arc::new(move || *clock_now.lock().unwrap()));
     alerter.handle(&dead_letters()).await.unwrap();
     let held = alerter.handle(&dead_letters()).await.unwrap();
     assert!(
@@ -155,6 +185,7 @@ async fn a_mail_failure_keeps_the_dead_letters_and_gives_the_window_back() {
             ..Default::default()
         },
         FakeStorm::default(),
+        FakeArchive::default(),
         config(),
     );
     let response = alerter.handle(&dead_letters()).await.unwrap();
@@ -177,6 +208,7 @@ async fn a_log_or_alarm_that_cannot_be_mailed_fails_the_invocation() {
             ..Default::default()
         },
         FakeStorm::default(),
+        FakeArchive::default(),
         config(),
     );
     let alarm = json!({"Records": [{"EventSource": "aws:sns", "Sns": {"Message": json!({"AlarmName": "a", "NewStateValue": "ALARM"}).to_string()}}]});
@@ -188,11 +220,60 @@ async fn a_log_or_alarm_that_cannot_be_mailed_fails_the_invocation() {
 
 #[tokio::test]
 async fn an_unknown_event_is_an_error() {
-    let alerter = Alerter::new(FakeMailer::default(), FakeStorm::default(), config());
+    let alerter = Alerter::new(
+        FakeMailer::default(),
+        FakeStorm::default(),
+        FakeArchive::default(),
+        config(),
+    );
     assert!(matches!(
         alerter
             .handle(&json!({"detail-type": "Scheduled Event"}))
             .await,
         Err(AlerterError::Trigger(_))
     ));
+}
+
+#[tokio::test]
+async fn dead_letters_are_archived_with_their_fifo_ids_before_the_mail() {
+    let alerter = Alerter::new(
+        FakeMailer::default(),
+        FakeStorm::default(),
+        FakeArchive::default(),
+        config(),
+    );
+    let event = json!({"Records": [{"messageId": "m1", "eventSource": "aws:sqs", "body": "{\"v\":1}",
+        "attributes": {"MessageGroupId": "P:1555", "MessageDeduplicationId": "wamid.1"}}]});
+    alerter.handle(&event).await.unwrap();
+    let archived = alerter.archive.archived.lock().unwrap();
+    assert_eq!(archived.len(), 1);
+    assert_eq!(
+        (
+            archived[0].group_id.as_str(),
+            archived[0].deduplication_id.as_str()
+        ),
+        ("P:1555", "wamid.1")
+    );
+    assert_eq!(archived[0].body, "{\"v\":1}");
+    let sent = alerter.mailer.sent.lock().unwrap();
+    assert!(sent[0].text.contains(
+        "aws sqs start-message-move-task --source-arn arn:aws:sqs:eu-west-1:1:archive.fifo --destination-arn arn:aws:sqs:eu-west-1:1:inbound.fifo"
+    ));
+}
+
+#[tokio::test]
+async fn an_archive_failure_keeps_the_dead_letters_and_mails_nothing() {
+    let archive = FakeArchive {
+        fail: true,
+        ..Default::default()
+    };
+    let alerter = Alerter::new(
+        FakeMailer::default(),
+        FakeStorm::default(),
+        archive,
+        config(),
+    );
+    let response = alerter.handle(&dead_letters()).await.unwrap();
+    assert_eq!(failures(&response), ["m1", "m2"]);
+    assert!(alerter.mailer.sent.lock().unwrap().is_empty());
 }

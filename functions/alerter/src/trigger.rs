@@ -47,6 +47,12 @@ pub struct DeadLetter {
     pub message: Option<DeadMessage>,
     /// The body's size in bytes.
     pub body_bytes: usize,
+    /// The body, to archive as it was.
+    pub body: String,
+    /// The FIFO group id the record was sent with.
+    pub group_id: Option<String>,
+    /// The FIFO deduplication id the record was sent with.
+    pub deduplication_id: Option<String>,
 }
 
 /// The readable part of a dead-lettered inbound message.
@@ -188,6 +194,9 @@ fn read_dead_letter(record: &Value) -> DeadLetter {
                 text: content_text(&m.content).map(|t| excerpt(&t)),
             }),
         body_bytes: body.len(),
+        body: body.to_owned(),
+        group_id: attribute("MessageGroupId").map(str::to_owned),
+        deduplication_id: attribute("MessageDeduplicationId").map(str::to_owned),
     }
 }
 

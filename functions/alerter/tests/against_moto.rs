@@ -10,6 +10,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use shared::env_config::Env;
 use shared::mail::SesMailer;
+use shared::queue::SqsQueue;
 use shared::storm::dynamodb::DynamoDbStormControl;
 use shared::testkit::{self, mail::ParsedMail};
 
@@ -17,7 +18,8 @@ const SENDER: &str = "alerts@example.com";
 const START_MS: i64 = 1_795_255_200_000;
 
 struct Harness {
-    alerter: Alerter<SesMailer, DynamoDbStormControl>,
+    alerter: Alerter<SesMailer, DynamoDbStormControl, SqsQueue>,
+    archive_url: String,
     recipient: String,
     now: Arc<Mutex<i64>>,
 }
@@ -49,6 +51,12 @@ impl Harness {
         sender: &str,
         recipient: &str,
     ) -> Self {
+        let sqs = aws_sdk_sqs::Client::new(&testkit::moto_config().await);
+        let archive_url = testkit::create_fifo_queue(&sqs, "archive").await;
+        let archive_arn = format!(
+            "arn:aws:sqs:us-east-1:123456789012:{}",
+            archive_url.rsplit('/').next().unwrap_or_default()
+        );
         let vars = [
             ("ERROR_LOG_EMAIL", recipient.to_owned()),
             ("ERROR_FROM_EMAIL", sender.to_owned()),
@@ -56,6 +64,12 @@ impl Harness {
             ("TABLE_NAME", table.clone()),
             ("STACK_NAME", "wa-test".to_owned()),
             ("AWS_REGION", "us-east-1".to_owned()),
+            ("ARCHIVE_QUEUE_URL", archive_url.clone()),
+            ("ARCHIVE_QUEUE_ARN", archive_arn),
+            (
+                "INBOUND_QUEUE_ARN",
+                "arn:aws:sqs:us-east-1:123456789012:wa-test-inbound.fifo".to_owned(),
+            ),
         ];
         let config = Config::from(&Env::from_fn(move |name| {
             vars.iter()
@@ -68,11 +82,13 @@ impl Harness {
         let alerter = Alerter::new(
             SesMailer::new(ses),
             DynamoDbStormControl::new(dynamodb, table),
+            SqsQueue::new(sqs, &archive_url),
             config,
         )
         .with_clock(Arc::new(move || *clock_now.lock().unwrap()));
         Self {
             alerter,
+            archive_url,
             recipient: recipient.to_owned(),
             now,
         }
@@ -137,7 +153,7 @@ async fn a_dead_letter_is_mailed_with_what_when_who_and_how_to_redrive() {
         "When: 2026-11-21 10:15:00 UTC",
         "Queue: whatsapp-assistant-inbound-dlq.fifo",
         "Users: *******4567",
-        "aws sqs start-message-move-task --source-arn arn:aws:sqs:us-east-1:123456789012:whatsapp-assistant-inbound-dlq.fifo",
+        "aws sqs start-message-move-task --source-arn arn:aws:sqs:us-east-1:123456789012:archive-",
         "message id: wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUZBRTQ0QzE5NTM2RTY4QTM3MAA= | user: *******4567 | type: text | text: Olá! What can you do for me? | receives: 6 | first seen: 2026-11-21 10:00:00 UTC | last seen: 2026-11-21 10:15:00 UTC",
     ] {
         assert!(
@@ -153,6 +169,15 @@ async fn a_dead_letter_is_mailed_with_what_when_who_and_how_to_redrive() {
         mail.html
     );
     assert!(mail.html.contains("<td>*******4567</td>"));
+    // Kept in the archive, with its FIFO ids, to be moved back once the cause is fixed.
+    let sqs = aws_sdk_sqs::Client::new(&testkit::moto_config().await);
+    let archived = testkit::drain(&sqs, &h.archive_url).await;
+    assert_eq!(archived.len(), 1);
+    assert_eq!(archived[0].group_id, "106540352242922:15551234567");
+    assert_eq!(
+        archived[0].deduplication_id,
+        "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUZBRTQ0QzE5NTM2RTY4QTM3MAA="
+    );
 }
 
 #[tokio::test]
