@@ -244,3 +244,69 @@ async fn a_function_without_its_configuration_stops_naming_the_variable() {
         "{message}"
     );
 }
+
+/// `events/env.json` (for `sam local invoke --env-vars`) points each function at the local
+/// stack started with its defaults (`make local`: stack `local`, moto on 5005, the simulator on
+/// 8787), as seen from SAM's Docker container.
+#[tokio::test]
+async fn env_json_configures_each_function_as_the_local_stack_does() {
+    let env_json: Value = serde_json::from_str(include_str!("../../events/env.json")).unwrap();
+    let host = "http://host.docker.internal";
+    // The template's environment for the `local` stack, with the local stack's endpoints.
+    let aws = testkit::moto_config().await;
+    let stack = Stack::create(aws, &testkit::unique_name("envjson"), "oncall@example.com").await;
+    let moto = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let stack_name = stack.resolver.refs["AWS::StackName"].clone();
+    // Secrets Manager takes a secret's name as well as its ARN; env.json uses the stable name.
+    let secret_arn = stack.resolver.refs["AppSecret"].clone();
+    let secret_name = stack
+        .resolver
+        .resolve(&stack.template.properties("AppSecret")["Name"])
+        .unwrap();
+    for (logical_id, overrides) in [
+        ("WebhookFunction", vec![]),
+        (
+            "ProcessorFunction",
+            vec![
+                ("LLM_BASE_URL", format!("{host}:8787/llm/v1")),
+                ("META_API_BASE_URL", format!("{host}:8787/graph")),
+            ],
+        ),
+        ("AlerterFunction", vec![]),
+    ] {
+        let mut expected: BTreeMap<String, String> = stack
+            .environment(logical_id)
+            .into_iter()
+            .map(|(k, v)| {
+                // Resource names derive from the stack's name; the endpoint is moto's, from Docker.
+                let v = v
+                    .replace(&secret_arn, &secret_name)
+                    .replace(&stack_name, "local")
+                    .replace(&moto, &format!("{host}:5005"));
+                let v = v.replace(
+                    &format!("http://localhost:{}", moto.rsplit(':').next().unwrap()),
+                    &format!("{host}:5005"),
+                );
+                (k, v)
+            })
+            .collect();
+        for (key, value) in overrides {
+            expected.insert(key.to_owned(), value);
+        }
+        for (key, value) in [
+            ("AWS_ENDPOINT_URL", format!("{host}:5005")),
+            ("AWS_ACCESS_KEY_ID", "local".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "local".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+        ] {
+            expected.insert(key.to_owned(), value);
+        }
+        let actual: BTreeMap<String, String> = env_json[logical_id]
+            .as_object()
+            .unwrap_or_else(|| panic!("env.json has no {logical_id}"))
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        assert_eq!(actual, expected, "{logical_id}");
+    }
+}
