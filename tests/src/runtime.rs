@@ -158,13 +158,7 @@ impl LambdaFunction {
 
     /// Invokes the function with `event` and waits up to `timeout` for its answer.
     pub async fn invoke(&self, event: &Value, timeout: Duration) -> Result<Value, InvokeError> {
-        if let Some(error) = self
-            .shared
-            .init_error
-            .lock()
-            .expect("init error lock")
-            .clone()
-        {
+        if let Some(error) = self.init_error() {
             return Err(InvokeError::Init(error));
         }
         let number = self.invocations.fetch_add(1, Ordering::Relaxed);
@@ -188,13 +182,7 @@ impl LambdaFunction {
         let exited = async {
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                if let Some(error) = self
-                    .shared
-                    .init_error
-                    .lock()
-                    .expect("init error lock")
-                    .clone()
-                {
+                if let Some(error) = self.init_error() {
                     return InvokeError::Init(error);
                 }
                 match self.child.lock().await.try_wait() {
@@ -215,6 +203,15 @@ impl LambdaFunction {
             error = exited => Err(error),
             () = tokio::time::sleep(timeout) => Err(InvokeError::Timeout(timeout)),
         }
+    }
+
+    /// The initialisation error the function reported, if it did.
+    fn init_error(&self) -> Option<String> {
+        self.shared
+            .init_error
+            .lock()
+            .expect("init error lock")
+            .clone()
     }
 
     /// Stops the function's process.

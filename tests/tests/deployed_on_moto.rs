@@ -15,10 +15,7 @@ use shared::mail::SesMailer;
 use shared::queue::SqsQueue;
 use shared::secrets::SecretsManagerSecrets;
 use shared::storm::dynamodb::DynamoDbStormControl;
-use shared::testkit::{
-    self,
-    http_recorder::{Canned, RecordedRequest, RecordingServer},
-};
+use shared::testkit::{self, http_recorder};
 
 fn env(map: BTreeMap<String, String>) -> Env<impl Fn(&str) -> Option<String>> {
     Env::from_fn(move |name| map.get(name).cloned())
@@ -83,18 +80,8 @@ async fn a_signed_delivery_goes_through_the_templates_resources_to_a_reply() {
 
     // The processor, configured by the template, but for the two endpoints it reaches on the
     // internet, which stand-ins replace here.
-    let llm = RecordingServer::start(|_: &RecordedRequest| {
-        Canned::json(200, json!({"choices": [{"message": {"role": "assistant", "content": "I can chat with you!"}}]}))
-    })
-    .await;
-    let meta = RecordingServer::start(|request: &RecordedRequest| {
-        if request.json()["status"] == "read" {
-            Canned::json(200, json!({"success": true}))
-        } else {
-            Canned::json(200, json!({"messages": [{"id": "wamid.reply"}]}))
-        }
-    })
-    .await;
+    let llm = http_recorder::openai_answering("I can chat with you!").await;
+    let meta = http_recorder::graph_api("wamid.reply").await;
     let mut processor_env = stack.environment("ProcessorFunction");
     for (name, stand_in) in [
         ("LLM_BASE_URL", format!("{}/v1", llm.url)),

@@ -10,10 +10,7 @@ use std::time::Duration;
 use local_stack::resources::Stack;
 use local_stack::runtime::{FunctionSpec, InvokeError, LambdaFunction, binaries_dir, http_answer};
 use serde_json::{Value, json};
-use shared::testkit::{
-    self,
-    http_recorder::{Canned, RecordedRequest, RecordingServer},
-};
+use shared::testkit::{self, http_recorder};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -141,18 +138,8 @@ async fn every_sample_runs_through_its_functions_binary() {
     let oncall = format!("{}@example.com", testkit::unique_name("oncall"));
     let stack = Stack::create(aws.clone(), &testkit::unique_name("wa-events"), &oncall).await;
     testkit::mail::verify_sender(&aws_sdk_sesv2::Client::new(&aws), "alerts@example.com").await;
-    let llm = RecordingServer::start(|_: &RecordedRequest| {
-        Canned::json(200, json!({"choices": [{"message": {"role": "assistant", "content": "Hello from the stand-in."}}]}))
-    })
-    .await;
-    let meta = RecordingServer::start(|request: &RecordedRequest| {
-        if request.json()["status"] == "read" {
-            Canned::json(200, json!({"success": true}))
-        } else {
-            Canned::json(200, json!({"messages": [{"id": "wamid.sent"}]}))
-        }
-    })
-    .await;
+    let llm = http_recorder::openai_answering("Hello from the stand-in.").await;
+    let meta = http_recorder::graph_api("wamid.sent").await;
 
     let functions = [
         start(&stack, "webhook", "WebhookFunction", &[]).await,
@@ -187,7 +174,7 @@ async fn every_sample_runs_through_its_functions_binary() {
     let replies: Vec<Value> = meta
         .requests()
         .iter()
-        .map(RecordedRequest::json)
+        .map(http_recorder::RecordedRequest::json)
         .filter(|b| b["type"] == "text")
         .collect();
     assert_eq!(replies.len(), 2, "{replies:?}");

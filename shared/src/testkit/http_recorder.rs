@@ -190,3 +190,27 @@ async fn answer(
     }
     response
 }
+
+/// A Graph API stand-in: accepts read receipts (`{"success": true}`) and answers every sent
+/// message with the id `message_id`.
+pub async fn graph_api(message_id: &'static str) -> RecordingServer {
+    RecordingServer::start(move |request: &RecordedRequest| {
+        if request.json()["status"] == "read" {
+            Canned::json(200, serde_json::json!({"success": true}))
+        } else {
+            Canned::json(200, serde_json::json!({"messages": [{"id": message_id}]}))
+        }
+    })
+    .await
+}
+
+/// An OpenAI-compatible stand-in that answers every chat completion with `text`.
+pub async fn openai_answering(text: &'static str) -> RecordingServer {
+    RecordingServer::start(move |_: &RecordedRequest| {
+        Canned::json(
+            200,
+            serde_json::json!({"choices": [{"message": {"role": "assistant", "content": text}}]}),
+        )
+    })
+    .await
+}
