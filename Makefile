@@ -1,13 +1,22 @@
 # The two commands a newcomer needs are `make local` and `make test`; see README.md.
-.PHONY: test cargo-test lint-template lambda-build local
+.PHONY: test cargo-test browser-test infra-test lint-template lambda-build local
 
-# Runs every test, unit and integration, against a moto server this command starts and stops;
-# lints the SAM template; builds the functions as Lambda runs them. Offline but for the
-# package registries that tests/python-env.sh installs the Python tools from on first use.
-test: lint-template cargo-test lambda-build
+# Every test: the deploy scripts offline, the template lint, unit and integration tests against a
+# moto server started and stopped for them, the simulator page in headless Chromium, and the
+# functions built as Lambda runs them. Offline but for the package registries the project's
+# own scripts install from on first use (PyPI, npm, Debian for Chromium).
+test: infra-test lint-template cargo-test browser-test lambda-build
 
 cargo-test:
 	tests/with-moto.sh cargo test --workspace
+
+# The simulator page of the local stack, in headless Chromium; uses the binaries cargo-test built.
+browser-test:
+	tests/with-moto.sh tests/browser/run.sh
+
+# The infra/ scripts against a fake AWS CLI, and samconfig.toml against template.yaml.
+infra-test:
+	infra/test-scripts.sh
 
 # cfn-lint and `sam validate --lint`, offline, with dummy credentials.
 lint-template:
@@ -18,6 +27,8 @@ lint-template:
 lambda-build:
 	tests/lambda-build.sh
 
+# The whole bot on this machine, with the WhatsApp simulator at http://127.0.0.1:8787/.
+# ARGS=--terminal reads messages from standard input instead; see README.md.
 local:
-	@echo "The local stack arrives with issue 6; see README.md." >&2
-	@exit 1
+	cargo build --workspace --bins
+	MOTO_SERVER="$$(tests/python-env.sh)/bin/moto_server" cargo run -q -p local-stack --bin local-stack -- $(ARGS)
