@@ -77,6 +77,22 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
 /// A variable lookup as a trait object.
 pub type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
 
+impl Env<Lookup<'static>> {
+    /// An environment holding exactly `pairs`, for tests and local runs.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Env(Box::new(move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }))
+    }
+}
+
 /// The names of every variable `read` looks up when the environment holds `values`, for tests
 /// that a configuration declares exactly the variables it reads.
 pub fn variables_read<T>(
@@ -98,14 +114,9 @@ pub fn variables_read<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Env::from_fn(move |name| map.get(name).cloned())
+    fn env(pairs: &[(&str, &str)]) -> Env<Lookup<'static>> {
+        Env::from_pairs(pairs)
     }
 
     #[test]

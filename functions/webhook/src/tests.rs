@@ -340,14 +340,7 @@ async fn other_methods_are_a_405_naming_the_allowed_ones() {
 
 #[test]
 fn config_names_missing_and_invalid_variables() {
-    let env = |pairs: &'static [(&'static str, &'static str)]| {
-        Env::from_fn(move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        })
-    };
+    let env = Env::from_pairs;
     assert_eq!(
         Config::from(&env(&[("SECRET_ID", "s")])),
         Err(ConfigError::Missing("QUEUE_URL"))
