@@ -6,6 +6,7 @@
 //! [`conversation::ConversationStore`], [`llm::Llm`], [`whatsapp::WhatsApp`], [`mail::Mailer`],
 //! [`storm::StormControl`]) with one adapter, so that the functions' logic is testable.
 
+pub mod clock;
 pub mod conversation;
 mod dynamodb_expression;
 pub mod env_config;

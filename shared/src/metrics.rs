@@ -143,10 +143,7 @@ impl Metrics {
 
     /// Writes the EMF lines to standard output, where Lambda hands them to CloudWatch.
     pub fn emit(&self, namespace: &str, service: &str) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
+        let now_ms = u64::try_from(crate::clock::now_epoch_ms()).unwrap_or_default();
         for line in self.render(namespace, service, now_ms) {
             println!("{line}");
         }

@@ -261,7 +261,6 @@ impl LocalStack {
             for (key, value) in aws_env.iter().chain(overrides.iter()) {
                 environment.insert((*key).to_owned(), value.clone());
             }
-            // The local stack never waits 6 minutes for a retry: see the pollers.
             FunctionSpec {
                 name: name.to_owned(),
                 binary: options.binaries.join(name),
@@ -545,10 +544,7 @@ fn decode_subject(header: &str) -> String {
 }
 
 async fn send_as_user(shared: &Shared, user: &str, name: &str, text: &str) -> u16 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let now = shared::clock::now_epoch_seconds();
     let id = format!("wamid.LOCAL{now}{:06}", shared.seq.load(Ordering::SeqCst));
     let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "LOCAL-WABA", "changes": [{"field": "messages",
         "value": {"messaging_product": "whatsapp",
@@ -645,10 +641,7 @@ async fn graph_messages(
     tokio::spawn(async move {
         for status in ["sent", "delivered", "read"] {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default();
+            let now = shared::clock::now_epoch_seconds();
             let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "LOCAL-WABA", "changes": [{"field": "messages",
                 "value": {"messaging_product": "whatsapp",
                     "metadata": {"display_phone_number": "15550000000", "phone_number_id": phone_number_id},

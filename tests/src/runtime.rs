@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
@@ -163,10 +163,7 @@ impl LambdaFunction {
         }
         let number = self.invocations.fetch_add(1, Ordering::Relaxed);
         let request_id = format!("local-{}-{number:08}", self.name);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
+        let now_ms = u64::try_from(shared::clock::now_epoch_ms()).unwrap_or_default();
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             request_id,

@@ -71,7 +71,7 @@ impl<M: Mailer, S: StormControl, Q: MessageQueue> Alerter<M, S, Q> {
             storm,
             archive,
             config,
-            clock: Arc::new(now_ms),
+            clock: Arc::new(shared::clock::now_epoch_ms),
         }
     }
 
@@ -203,14 +203,6 @@ impl<M: Mailer, S: StormControl, Q: MessageQueue> Alerter<M, S, Q> {
             }
         }
     }
-}
-
-/// The system clock, in milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures_util::future::join_all;
+use shared::clock::{now_epoch_ms, now_epoch_seconds};
 use shared::conversation::dynamodb::DynamoDbConversationStore;
 use shared::conversation::{
     ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, Role, StoreError, Turn,
@@ -261,7 +262,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
 
         let ids: Vec<String> = burst.iter().map(|(_, m)| m.id.clone()).collect();
         let token = claim_token(&invocation.request_id);
-        let now = now_epoch();
+        let now = now_epoch_seconds();
         let lease_until = invocation.deadline_epoch + CLAIM_MARGIN.as_secs() as i64;
         let claim = match self
             .store
@@ -409,7 +410,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
             new_turns.push(Turn {
                 role: Role::Assistant,
                 text: answer,
-                at: now_epoch(),
+                at: now_epoch_seconds(),
             });
         }
         let complete = CompleteRequest {
@@ -419,7 +420,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
             history: claim.history.clone(),
             new_turns,
             stale_ids: claim.stale_ids.clone(),
-            now: now_epoch(),
+            now: now_epoch_seconds(),
         };
         if let Err(error) = self.store.complete(complete).await {
             // The reply went out: retrying the records would answer twice. Keep them handled.
@@ -547,17 +548,6 @@ enum Delivery {
 
 fn claim_token(request_id: &str) -> String {
     format!("{request_id}:{:016x}", rand::random::<u64>())
-}
-
-fn now_epoch_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
-}
-
-fn now_epoch() -> i64 {
-    now_epoch_ms() / 1000
 }
 
 #[cfg(test)]

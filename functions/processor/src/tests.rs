@@ -557,7 +557,7 @@ async fn messages_held_by_another_invocation_are_retried_without_an_llm_call() {
     let p = processor(FakeLlm::default(), FakeWhatsApp::default());
     let conversation = ConversationKey::new("PNID", "1555");
     let ids = vec!["w1".to_owned()];
-    let now = now_epoch();
+    let now = now_epoch_seconds();
     p.store
         .claim(ClaimRequest {
             conversation: &conversation,
