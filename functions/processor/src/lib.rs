@@ -9,7 +9,7 @@
 //!    in one store call; ids already answered are skipped, ids another invocation holds are
 //!    retried later.
 //! 3. The burst's texts get one LLM call (after a best-effort "read + typing" signal) and one
-//!    reply, split into several WhatsApp messages when it is over 4096 characters; media and
+//!    reply, split into several WhatsApp messages when it is over 4096 UTF-16 units; media and
 //!    other kinds the bot cannot read get `UNSUPPORTED_MESSAGE`; reactions, edits and system
 //!    notices get nothing.
 //! 4. The new turns are stored and the ids marked done in a second store call.
@@ -37,7 +37,7 @@ use shared::privacy::mask;
 use shared::retry::Backoff;
 use shared::secrets::Secrets;
 use shared::whatsapp::graph::{GraphApi, GraphSettings};
-use shared::whatsapp::split::{MAX_TEXT_CHARS, split_message};
+use shared::whatsapp::split::{MAX_TEXT_UTF16, split_message};
 use shared::whatsapp::{MetaErrorClass, Recipient, WhatsApp, WhatsAppError};
 use tokio::time::Instant;
 
@@ -484,7 +484,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
         let mut delivered: Vec<String> = Vec::new();
         for reply in replies {
             let mut parts_sent: Vec<String> = Vec::new();
-            for part in split_message(reply, MAX_TEXT_CHARS) {
+            for part in split_message(reply, MAX_TEXT_UTF16) {
                 match self
                     .whatsapp
                     .send_text(phone_number_id, to, &part, invocation.deadline)

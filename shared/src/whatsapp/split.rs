@@ -1,8 +1,15 @@
-//! Splitting a long answer into messages WhatsApp accepts (at most 4096 characters of text
-//! each), cutting where a reader would expect a break.
+//! Splitting a long answer into messages WhatsApp accepts, cutting where a reader would expect a
+//! break.
+//!
+//! WhatsApp limits a text body to 4096 characters as JavaScript and Java count them: UTF-16 code
+//! units, so that an emoji outside the Basic Multilingual Plane counts twice. A cut never falls
+//! inside a grapheme cluster (an emoji with a skin tone, a flag, a family joined by ZWJ, a letter
+//! with its accents), which would show the user broken glyphs.
 
-/// The longest text body WhatsApp accepts, in characters.
-pub const MAX_TEXT_CHARS: usize = 4096;
+use unicode_segmentation::UnicodeSegmentation;
+
+/// The longest text body WhatsApp accepts, in UTF-16 code units.
+pub const MAX_TEXT_UTF16: usize = 4096;
 
 /// Marks that end a sentence when a space follows.
 const SENTENCE_ENDS: [char; 6] = ['.', '!', '?', '。', '！', '？'];
@@ -13,7 +20,7 @@ const CJK_SENTENCE_ENDS: [char; 3] = ['。', '！', '？'];
 /// How good a place to cut is, worst first, so that the best kind found wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Break {
-    /// Inside a word, at a character boundary: only when there is nothing else.
+    /// Inside a word, between two grapheme clusters: only when there is nothing else.
     MidWord,
     /// At a space.
     Whitespace,
@@ -25,36 +32,91 @@ enum Break {
     Paragraph,
 }
 
-/// Splits `text` into parts of at most `max_chars` characters (not bytes) each, in order.
+/// The length of `text` as WhatsApp counts it: UTF-16 code units.
+pub fn utf16_len(text: &str) -> usize {
+    text.chars().map(char::len_utf16).sum()
+}
+
+/// Splits `text` into parts of at most `max_units` UTF-16 code units each, in order.
 ///
 /// Each cut is made as late as the limit allows at the best kind of break available: a blank
 /// line, else a line break, else a sentence end (`. `, `! `, `? `, `。`, `！`, `？`), else a space,
-/// and only as a last resort inside a word (at a character boundary). Parts are trimmed and
+/// and only as a last resort inside a word, between two grapheme clusters. Parts are trimmed and
 /// never empty; only the whitespace at the cuts is lost. A text that fits is one part; a blank
-/// text gives none. A `max_chars` of 0 is taken as 1.
-pub fn split_message(text: &str, max_chars: usize) -> Vec<String> {
-    let max_chars = max_chars.max(1);
+/// text gives none. A `max_units` of 0 is taken as 1. Only a single grapheme cluster longer than
+/// the limit is cut inside (between characters), and a part always holds at least one
+/// character, so that a limit under 2 still makes progress through an emoji.
+pub fn split_message(text: &str, max_units: usize) -> Vec<String> {
+    let max_units = max_units.max(1);
     let mut parts = Vec::new();
     let mut rest = text.trim();
     while !rest.is_empty() {
-        // `end` is the byte index of the first character that does not fit, if any.
-        let Some((end, _)) = rest.char_indices().nth(max_chars) else {
+        let Some(window) = Window::of(rest, max_units) else {
             parts.push(rest.to_owned());
             break;
         };
-        let cut = best_cut(rest, end);
+        let cut = best_cut(rest, &window);
         parts.push(rest[..cut].trim_end().to_owned());
         rest = rest[cut..].trim_start();
     }
     parts
 }
 
+/// What of `rest` fits in one part, when not all of it does.
+struct Window {
+    /// The byte index of the first grapheme cluster that does not fit: the latest cut.
+    end: usize,
+    /// The byte indexes, ascending, of the grapheme clusters that start inside the window.
+    boundaries: Vec<usize>,
+}
+
+impl Window {
+    /// The window of `rest` for `max_units`, or `None` when the whole of `rest` fits.
+    fn of(rest: &str, max_units: usize) -> Option<Self> {
+        let mut units = 0;
+        let mut boundaries = Vec::new();
+        for (index, grapheme) in rest.grapheme_indices(true) {
+            let length = utf16_len(grapheme);
+            if units + length > max_units {
+                let end = if index == 0 {
+                    char_cut(grapheme, max_units)
+                } else {
+                    index
+                };
+                return Some(Self { end, boundaries });
+            }
+            boundaries.push(index);
+            units += length;
+        }
+        None
+    }
+
+    /// Whether a part may end at byte `at`: not at the very start, and between two clusters.
+    fn allows(&self, at: usize) -> bool {
+        at > 0 && (at == self.end || self.boundaries.binary_search(&at).is_ok())
+    }
+}
+
+/// Where to cut a grapheme cluster that is longer than the limit on its own: after as many of
+/// its characters as fit, and after one at least.
+fn char_cut(grapheme: &str, max_units: usize) -> usize {
+    let mut units = 0;
+    for (index, c) in grapheme.char_indices() {
+        units += c.len_utf16();
+        if units > max_units {
+            return if index == 0 { c.len_utf8() } else { index };
+        }
+    }
+    grapheme.len()
+}
+
 /// The byte index in `rest` (which starts with a non-whitespace character) at which to end the
-/// next part, in `1..=end`: the latest of the best kind of break.
-fn best_cut(rest: &str, end: usize) -> usize {
+/// next part, in `1..=window.end`: the latest of the best kind of break.
+fn best_cut(rest: &str, window: &Window) -> usize {
+    let end = window.end;
     let mut best = (Break::MidWord, end);
     let mut consider = |kind: Break, at: usize| {
-        if kind >= best.0 {
+        if kind >= best.0 && window.allows(at) {
             best = (kind, at);
         }
     };
@@ -109,9 +171,9 @@ mod tests {
             assert!(!part.is_empty(), "an empty part for {text:?}");
             assert_eq!(part.trim(), part, "an untrimmed part for {text:?}");
             assert!(
-                part.chars().count() <= max,
-                "a part of {} characters (max {max}) for {text:?}",
-                part.chars().count()
+                utf16_len(part) <= max || part.chars().count() == 1,
+                "a part of {} UTF-16 units (max {max}) for {text:?}",
+                utf16_len(part)
             );
         }
         let visible = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
@@ -120,7 +182,7 @@ mod tests {
             visible(text),
             "characters lost or reordered for {text:?} (max {max})"
         );
-        if text.trim().chars().count() <= max {
+        if utf16_len(text.trim()) <= max {
             let expected: Vec<String> = if text.trim().is_empty() {
                 Vec::new()
             } else {
@@ -139,17 +201,17 @@ mod tests {
     #[test]
     fn a_text_that_fits_is_one_trimmed_part() {
         assert_eq!(
-            split("  Hello there!\n", MAX_TEXT_CHARS),
+            split("  Hello there!\n", MAX_TEXT_UTF16),
             vec!["Hello there!"]
         );
-        let exactly = "a".repeat(MAX_TEXT_CHARS);
-        assert_eq!(split(&exactly, MAX_TEXT_CHARS), vec![exactly.clone()]);
+        let exactly = "a".repeat(MAX_TEXT_UTF16);
+        assert_eq!(split(&exactly, MAX_TEXT_UTF16), vec![exactly.clone()]);
     }
 
     #[test]
     fn a_blank_text_gives_no_parts() {
-        assert!(split("", MAX_TEXT_CHARS).is_empty());
-        assert!(split(" \n\t\n  ", MAX_TEXT_CHARS).is_empty());
+        assert!(split("", MAX_TEXT_UTF16).is_empty());
+        assert!(split(" \n\t\n  ", MAX_TEXT_UTF16).is_empty());
     }
 
     #[test]
@@ -170,7 +232,7 @@ mod tests {
         let text = paragraphs.join("\n\n");
         assert!((4_500..=5_500).contains(&text.chars().count()));
 
-        let parts = split(&text, MAX_TEXT_CHARS);
+        let parts = split(&text, MAX_TEXT_UTF16);
         assert_eq!(parts.len(), 2);
         // The cut is between two paragraphs: each part is whole paragraphs.
         let first_count = parts[0].split("\n\n").count();
@@ -182,27 +244,63 @@ mod tests {
     #[test]
     fn a_single_huge_word_is_cut_at_the_limit() {
         let word = "x".repeat(9_000);
-        let parts = split(&word, MAX_TEXT_CHARS);
+        let parts = split(&word, MAX_TEXT_UTF16);
         let lengths: Vec<usize> = parts.iter().map(|p| p.chars().count()).collect();
         assert_eq!(lengths, vec![4_096, 4_096, 808]);
     }
 
     #[test]
-    fn counts_characters_not_bytes() {
+    fn counts_utf16_units_as_whatsapp_does() {
+        // An emoji outside the Basic Multilingual Plane is two UTF-16 units: 2,048 fit.
         let emoji = "😀".repeat(5_000);
-        let parts = split(&emoji, MAX_TEXT_CHARS);
+        let parts = split(&emoji, MAX_TEXT_UTF16);
         let lengths: Vec<usize> = parts.iter().map(|p| p.chars().count()).collect();
-        assert_eq!(lengths, vec![4_096, 904]);
-        assert_eq!(parts[0].len(), 4 * 4_096);
+        assert_eq!(lengths, vec![2_048, 2_048, 904]);
+        assert!(parts.iter().all(|p| utf16_len(p) <= MAX_TEXT_UTF16));
 
-        // 4,000 two-byte characters fit although they are 8,000 bytes.
+        // 4,000 two-byte characters fit although they are 8,000 bytes: one unit each.
         let accented = "é".repeat(4_000);
-        assert_eq!(split(&accented, MAX_TEXT_CHARS), vec![accented.clone()]);
+        assert_eq!(split(&accented, MAX_TEXT_UTF16), vec![accented.clone()]);
 
         assert_eq!(
             split("ça va? très bien! 😀 merci", 12),
             vec!["ça va?", "très bien!", "😀 merci"]
         );
+        assert_eq!(utf16_len("a😀é"), 4);
+    }
+
+    #[test]
+    fn never_cuts_inside_a_grapheme_cluster() {
+        // Skin tone (4 units), flag (4), family joined by ZWJ (11), e + combining acute (2).
+        for cluster in ["👍🏽", "🇫🇷", "👨‍👩‍👧‍👦", "e\u{301}"] {
+            let units = utf16_len(cluster);
+            let text = cluster.repeat(50);
+            for max in units..units * 3 + 1 {
+                let parts = split(&text, max);
+                for part in &parts {
+                    assert_eq!(
+                        part.len() % cluster.len(),
+                        0,
+                        "{cluster:?} cut inside with max {max}: {part:?}"
+                    );
+                }
+            }
+        }
+        // 1,000 flags are 4,000 units: one part; 1,100 are two parts of whole flags.
+        assert_eq!(split(&"🇫🇷".repeat(1_000), MAX_TEXT_UTF16).len(), 1);
+        let parts = split(&"🇫🇷".repeat(1_100), MAX_TEXT_UTF16);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(utf16_len(&parts[0]), 4_096);
+    }
+
+    #[test]
+    fn a_cluster_longer_than_the_limit_is_cut_between_characters() {
+        let long = format!("a{}", "\u{301}".repeat(20));
+        let parts = split(&long, 8);
+        assert_eq!(parts.concat(), long);
+        assert!(parts.iter().all(|p| utf16_len(p) <= 8));
+        // A limit of one still makes progress through an emoji of two units.
+        assert_eq!(split_message("😀😀", 1), vec!["😀", "😀"]);
     }
 
     #[test]
@@ -365,7 +463,7 @@ mod tests {
                 0 => 1 + rng.below(5),
                 1 => 5 + rng.below(40),
                 2 => 40 + rng.below(400),
-                _ => MAX_TEXT_CHARS,
+                _ => MAX_TEXT_UTF16,
             };
             split(&text, max_chars);
         }
@@ -387,13 +485,48 @@ mod tests {
                 let cut_mid_word = after.starts_with(|c: char| !c.is_whitespace())
                     && !part.ends_with(['。', '！', '？']);
                 if cut_mid_word {
-                    let window: String = rest.chars().take(max_chars + 1).collect();
+                    // The characters that start within the limit: a space among them was a break.
+                    let mut units = 0;
+                    let window: String = rest
+                        .chars()
+                        .take_while(|c| {
+                            let starts_within = units <= max_chars;
+                            units += c.len_utf16();
+                            starts_within
+                        })
+                        .collect();
                     assert!(
                         !window.contains(char::is_whitespace),
                         "cut {part:?} mid-word although {window:?} has a space"
                     );
                 }
                 rest = after.trim_start();
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Over any text (any Unicode scalar values), every cut lies between grapheme clusters
+        /// of the original text unless one cluster is longer than the limit.
+        #[test]
+        fn any_text_is_cut_between_clusters(text in "\\PC{0,300}|[\\s\\S]{0,300}", max in 1usize..64) {
+            let parts = split(&text, max);
+            let trimmed = text.trim();
+            let longest_cluster = trimmed.graphemes(true).map(utf16_len).max().unwrap_or(0);
+            let mut offset = 0;
+            for part in &parts {
+                let start = offset + trimmed[offset..].find(part.as_str()).unwrap_or(0);
+                let cut = start + part.len();
+                if longest_cluster <= max {
+                    let mut cursor = unicode_segmentation::GraphemeCursor::new(cut, trimmed.len(), true);
+                    proptest::prop_assert!(
+                        cursor.is_boundary(trimmed, 0).unwrap_or(false),
+                        "cut at byte {} of {:?} (max {})", cut, trimmed, max
+                    );
+                }
+                offset = cut;
             }
         }
     }
