@@ -5,11 +5,11 @@
 //! | --- | --- |
 //! | `GET` with `hub.mode=subscribe` and the right `hub.verify_token` | 200, the `hub.challenge` as `text/plain` |
 //! | `GET` otherwise | 403 |
-//! | `POST` over 1 MiB | 413, before anything else |
+//! | `POST` over 4 MiB | 413, before anything else (Meta sends at most 3 MB) |
 //! | `POST` with a missing, malformed or wrong signature | 401, nothing queued |
-//! | `POST` of signed bytes that are not JSON | 400 |
+//! | `POST` of signed bytes that are not JSON, even read leniently | 400 |
 //! | `POST` of signed JSON | 200 once every inbound message is queued; statuses and other shapes are logged |
-//! | the queue refuses any message, or the secret cannot be read | 500, so that Meta delivers again |
+//! | the queue refuses any message, or the secret cannot be read | 500, so that Meta delivers again (the other messages are queued all the same) |
 //! | any other method | 405 |
 
 use std::time::Duration;
@@ -20,11 +20,13 @@ use shared::env_config::{ConfigError, Env};
 use shared::meta::signature::{self, SIGNATURE_HEADER, SignatureError};
 use shared::meta::webhook::{self as payload, Delivery, ParseError, Skipped};
 use shared::privacy::mask;
-use shared::queue::{MAX_BATCH, MessageQueue, QueueEntry, QueueError};
+use shared::queue::{self as queue, MessageQueue, QueueEntry, QueueError};
 use shared::secrets::{DEFAULT_REFRESH, Secrets, SecretsError};
 
-/// Bodies larger than this are refused with 413 before any parsing.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Bodies larger than this are refused with 413 before any hashing or parsing. Meta documents
+/// webhook payloads of up to 3 MB; API Gateway takes 10 MB and Lambda 6 MB, which holds 4 MiB
+/// even base64-encoded.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Every environment variable [`Config::from`] reads.
 pub const VARIABLES: &[&str] = &["QUEUE_URL", "SECRET_ID", "SECRETS_REFRESH_SECONDS"];
@@ -67,7 +69,7 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     /// The body is over [`MAX_BODY_BYTES`].
-    #[error("the body has {0} bytes, more than the 1 MiB allowed")]
+    #[error("the body has {0} bytes, more than the 4 MiB allowed")]
     TooLarge(usize),
     /// The signature header is missing, malformed or wrong.
     #[error(transparent)]
@@ -231,8 +233,10 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
         Ok(receipt)
     }
 
-    /// Sends the delivery's messages in batches of [`MAX_BATCH`], in order, so that each
-    /// conversation's messages enter its FIFO group in the order Meta listed them.
+    /// Sends the delivery's messages in `SendMessageBatch` calls, in order, so that each
+    /// conversation's messages enter its FIFO group in the order Meta listed them. A failed call
+    /// does not stop the others: every conversation that can be queued is, and the error makes
+    /// Meta deliver again (deduplication drops what was queued).
     async fn enqueue(&self, delivery: &Delivery) -> Result<(), WebhookError> {
         let entries = delivery
             .messages
@@ -240,19 +244,21 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
             .map(QueueEntry::for_message)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| QueueError::Body(e.to_string()))?;
-        for batch in entries.chunks(MAX_BATCH) {
-            self.queue.send_batch(batch).await?;
+        let report = queue::send_in_order(&self.queue, &entries).await;
+        for (message, accepted) in delivery.messages.iter().zip(&report.accepted) {
+            let from = mask(message.sender.id());
+            if *accepted {
+                tracing::info!(event = "message_enqueued", message_id = %message.id,
+                    message_type = message.content.kind(), from = %from, "inbound message queued");
+            } else {
+                tracing::warn!(event = "message_not_enqueued", message_id = %message.id, from = %from,
+                    "inbound message not queued; Meta will deliver it again");
+            }
         }
-        for message in &delivery.messages {
-            tracing::info!(
-                event = "message_enqueued",
-                message_id = %message.id,
-                message_type = message.content.kind(),
-                from = %mask(message.sender.id()),
-                "inbound message queued"
-            );
+        match report.errors.into_iter().next() {
+            None => Ok(()),
+            Some(error) => Err(error.into()),
         }
-        Ok(())
     }
 }
 

@@ -15,11 +15,21 @@ const APP_SECRET: &str = "local-app-secret";
 struct RecordingQueue {
     batches: Mutex<Vec<Vec<QueueEntry>>>,
     fail_with: Option<QueueError>,
+    /// When set, only the call of this number (0 for the first) fails with `fail_with`.
+    fail_call: Option<usize>,
+    calls: Mutex<usize>,
 }
 
 impl MessageQueue for RecordingQueue {
     async fn send_batch(&self, entries: &[QueueEntry]) -> Result<(), QueueError> {
-        if let Some(error) = &self.fail_with {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls - 1
+        };
+        if let Some(error) = &self.fail_with
+            && self.fail_call.is_none_or(|failing| failing == call)
+        {
             return Err(error.clone());
         }
         self.batches.lock().unwrap().push(entries.to_vec());
@@ -233,7 +243,10 @@ async fn twelve_messages_go_out_in_two_batches_in_order() {
 async fn a_queue_failure_is_a_500_so_that_meta_retries() {
     for failure in [
         QueueError::Send("throttled".into()),
-        QueueError::Partial(vec!["entry 3: InternalError".into()]),
+        QueueError::Partial(vec![shared::queue::RefusedEntry {
+            index: 2,
+            reason: "InternalError".into(),
+        }]),
     ] {
         let webhook = Webhook::new(
             RecordingQueue {
@@ -314,12 +327,12 @@ async fn statuses_are_logged_not_queued() {
 }
 
 #[tokio::test]
-async fn a_body_over_one_mebibyte_is_a_413_before_anything_else() {
+async fn a_body_over_four_mebibytes_is_a_413_before_anything_else() {
     let without_secrets = Webhook::new(RecordingQueue::default(), UnreachableSecrets);
     let body = vec![b' '; MAX_BODY_BYTES + 1];
     let response = without_secrets.handle(post(&body, None)).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    // Exactly 1 MiB is still read (and here refused only for its missing signature).
+    // Exactly 4 MiB is still read (and here refused only for its missing signature).
     let at_limit = webhook()
         .handle(post(&vec![b' '; MAX_BODY_BYTES], None))
         .await;
@@ -389,4 +402,89 @@ fn variables_lists_exactly_what_the_config_reads() {
     let declared: std::collections::BTreeSet<String> =
         VARIABLES.iter().map(|v| v.to_string()).collect();
     assert_eq!(read, declared);
+}
+
+#[tokio::test]
+async fn a_three_megabyte_delivery_is_accepted() {
+    // Meta documents payloads of up to 3 MB: one message and a large field we do not read.
+    let mut value: serde_json::Value = serde_json::from_slice(&messages_body(1)).unwrap();
+    value["entry"][0]["padding"] = serde_json::Value::String("p".repeat(3_000_000));
+    let body = serde_json::to_vec(&value).unwrap();
+    assert!(body.len() > 3_000_000);
+    let webhook = webhook();
+    assert_eq!(webhook.handle(signed(&body)).await.status(), StatusCode::OK);
+    assert_eq!(queued_bodies(&webhook).len(), 1);
+}
+
+#[tokio::test]
+async fn a_lone_surrogate_is_read_as_a_replacement_character_not_refused() {
+    let body = messages_body(1);
+    let text = String::from_utf8(body)
+        .unwrap()
+        .replace("message 0", r"cut \ud83d emoji");
+    let webhook = webhook();
+    let response = webhook.handle(signed(text.as_bytes())).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", text_of(&response));
+    let queued = queued_bodies(&webhook);
+    assert_eq!(
+        queued[0].content,
+        shared::inbound::MessageContent::Text {
+            body: "cut \u{FFFD} emoji".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn texts_outside_sqs_characters_make_sqs_safe_bodies() {
+    let body = String::from_utf8(messages_body(1))
+        .unwrap()
+        .replace("message 0", "nonchars \u{FFFE}\u{FFFF} and \\u0001 😀");
+    let webhook = webhook();
+    assert_eq!(
+        webhook.handle(signed(body.as_bytes())).await.status(),
+        StatusCode::OK
+    );
+    let batches = webhook.queue.batches.lock().unwrap().clone();
+    let entry = &batches[0][0];
+    assert!(shared::queue::is_sqs_safe(&entry.body), "{}", entry.body);
+    assert!(entry.body.is_ascii());
+    let queued = queued_bodies(&webhook);
+    assert_eq!(
+        queued[0].content,
+        shared::inbound::MessageContent::Text {
+            body: "nonchars \u{FFFE}\u{FFFF} and \u{0001} 😀".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_failed_batch_does_not_stop_the_other_conversations() {
+    // 12 users, one message each: the first call (10 users) fails, the second is still made.
+    let mut value: serde_json::Value = serde_json::from_slice(&messages_body(12)).unwrap();
+    for (i, message) in value["entry"][0]["changes"][0]["value"]["messages"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        message["from"] = serde_json::Value::String(format!("1555000{i:04}"));
+    }
+    let body = serde_json::to_vec(&value).unwrap();
+    let webhook = Webhook::new(
+        RecordingQueue {
+            fail_with: Some(QueueError::Send("throttled".into())),
+            fail_call: Some(0),
+            ..Default::default()
+        },
+        secrets(),
+    );
+    let response = webhook.handle(signed(&body)).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Meta must deliver again"
+    );
+    let ids: Vec<String> = queued_bodies(&webhook).into_iter().map(|m| m.id).collect();
+    assert_eq!(ids, ["wamid.10", "wamid.11"], "the second call was made");
+    assert_eq!(*webhook.queue.calls.lock().unwrap(), 2);
 }

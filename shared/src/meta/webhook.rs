@@ -99,7 +99,7 @@ pub struct MalformedMessage {
 
 /// Reads a webhook body. Fails only when the bytes are not JSON; any JSON is a [`Delivery`].
 pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
-    let root: Value = serde_json::from_slice(body)?;
+    let root: Value = super::lenient_json::from_slice_lenient(body)?;
     let mut delivery = Delivery::default();
     match root.get("object").and_then(Value::as_str) {
         Some(WHATSAPP_OBJECT) => {}
