@@ -437,7 +437,8 @@ async fn the_history_is_bounded_and_expired_turns_are_left_out() {
         .await
         .unwrap();
     assert_eq!(texts(&claim.history), ["q3", "a3", "q4", "a4"]);
-    assert_eq!(fx.raw_item().await["expires_at"], n(NOW + 500 + 86_400));
+    // The item lasts Meta's 7 days of redelivery although turns last one day.
+    assert_eq!(fx.raw_item().await["expires_at"], n(NOW + 500 + 7 * 86_400));
 
     // Turns older than the TTL are ignored when read, even though the item is still there.
     let later = fx
@@ -471,7 +472,7 @@ async fn stored_turns_that_expired_or_cannot_be_read_are_skipped() {
     assert_eq!(claim.history, vec![turn(Role::User, "fresh", NOW - 10)]);
     assert_eq!(
         fx.raw_item().await["expires_at"],
-        n(NOW + 86_400),
+        n(NOW + 7 * 86_400),
         "a claim pushes the expiry forward"
     );
 
@@ -498,7 +499,8 @@ async fn forgotten_markers_are_removed_by_the_completing_write() {
     let policy = HistoryPolicy::new(20, 1);
     let fx = Fixture::new(policy).await;
     let mut attributes = vec![
-        ("c#old".to_owned(), done("inv-0", NOW - 86_400 - 1)),
+        // Older than Meta's 7 days of redelivery (turns last 1 day, ids at least 7).
+        ("c#old".to_owned(), done("inv-0", NOW - 7 * 86_400 - 1)),
         (
             "c#live".to_owned(),
             map(&[

@@ -422,3 +422,36 @@ fn the_alerter_hears_every_trigger_and_alarms_reach_it() {
         );
     }
 }
+
+#[test]
+fn each_provider_gets_its_own_model_with_the_templates_defaults() {
+    // A stack deployed with LlmProvider=gemini and the other defaults once sent gpt-4o-mini to
+    // Gemini, and every message waited for the fallback.
+    let template = Template::load();
+    let model = template.parameter_default("LlmModel").unwrap_or_default();
+    assert_eq!(model, "", "LlmModel must default to empty");
+    let provider = template.root["Parameters"]["LlmProvider"]["AllowedValues"].clone();
+    let providers: Vec<String> = provider
+        .as_sequence()
+        .expect("LlmProvider lists its allowed values")
+        .iter()
+        .filter_map(scalar)
+        .collect();
+    assert!(providers.len() >= 2, "{providers:?}");
+    for provider in providers {
+        let env = shared::env_config::Env::from_pairs(&[
+            ("TABLE_NAME", "t"),
+            ("SECRET_ID", "s"),
+            ("LLM_PROVIDER", provider.as_str()),
+            ("LLM_MODEL", model.as_str()),
+        ]);
+        let config =
+            processor::Config::from(&env).expect("the defaults make a valid configuration");
+        let default: shared::llm::Provider = provider.parse().unwrap();
+        let expected = match default {
+            shared::llm::Provider::OpenAi => "gpt-4o-mini",
+            shared::llm::Provider::Gemini => "gemini-2.5-flash",
+        };
+        assert_eq!(config.llm_model, expected, "{provider}");
+    }
+}

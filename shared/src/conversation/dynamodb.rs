@@ -457,8 +457,8 @@ fn classify(item: &Item, ids: &[String], token: &str, now: i64) -> Statuses {
     statuses
 }
 
-/// The ids of the markers that can be forgotten, oldest first: those written `ttl_seconds` or
-/// more before `now` (or undated), and those beyond the newest [`MAX_REMEMBERED_IDS`]. The
+/// The ids of the markers that can be forgotten, oldest first: those written
+/// [`HistoryPolicy::id_memory_seconds`] or more before `now` (or undated), and those beyond the newest [`MAX_REMEMBERED_IDS`]. The
 /// `requested` ids and live leases are always kept.
 fn stale_ids(item: &Item, requested: &[String], now: i64, policy: &HistoryPolicy) -> Vec<String> {
     let requested: HashSet<&str> = requested.iter().map(String::as_str).collect();
@@ -471,7 +471,7 @@ fn stale_ids(item: &Item, requested: &[String], now: i64, policy: &HistoryPolicy
         .filter(|(rank, (id, marker))| {
             let expired = marker
                 .at
-                .is_none_or(|at| at.saturating_add(policy.ttl_seconds) <= now);
+                .is_none_or(|at| at.saturating_add(policy.id_memory_seconds()) <= now);
             (expired || *rank >= MAX_REMEMBERED_IDS)
                 && !requested.contains(id)
                 && !marker.is_live_lease(now)

@@ -36,6 +36,9 @@ pub struct Turn {
     pub at: i64,
 }
 
+/// Meta redelivers a webhook for up to 7 days: message ids are remembered at least that long.
+pub const MIN_ID_MEMORY_SECONDS: i64 = 7 * 86_400;
+
 /// What is kept of a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryPolicy {
@@ -94,9 +97,17 @@ impl HistoryPolicy {
         turns
     }
 
-    /// When an item last written at `now` expires (the DynamoDB TTL attribute).
+    /// How long a message id is remembered, so that a redelivery is not answered twice: the
+    /// conversation's TTL, and at least Meta's 7 days of redelivery
+    /// ([`MIN_ID_MEMORY_SECONDS`]) however short that TTL is.
+    pub fn id_memory_seconds(&self) -> i64 {
+        self.ttl_seconds.max(MIN_ID_MEMORY_SECONDS)
+    }
+
+    /// When an item last written at `now` expires (the DynamoDB TTL attribute): when neither its
+    /// turns nor its message ids are needed any more.
     pub fn expires_at(&self, now: i64) -> i64 {
-        now + self.ttl_seconds
+        now + self.id_memory_seconds()
     }
 }
 
@@ -244,7 +255,12 @@ mod tests {
             vec![turn(Role::User, "fresh", now - 86_399)]
         );
         assert_eq!(policy.retain(history, vec![], now).len(), 1);
-        assert_eq!(policy.expires_at(now), now + 86_400);
+        // Turns last a day, but the item (and its message ids) Meta's 7 days of redelivery.
+        assert_eq!(policy.expires_at(now), now + 7 * 86_400);
+        assert_eq!(
+            HistoryPolicy::new(20, 30).expires_at(now),
+            now + 30 * 86_400
+        );
     }
 
     #[test]
