@@ -701,8 +701,10 @@ mod tests {
 
     #[test]
     fn forgets_expired_and_excess_markers_but_never_requested_ids_or_live_leases() {
+        // Turns last a day; message ids Meta's 7 days of redelivery.
         let policy = HistoryPolicy::new(20, 1);
-        let ttl = policy.ttl_seconds;
+        let ttl = policy.id_memory_seconds();
+        assert_eq!(ttl, 7 * 86_400);
         let mut markers = vec![
             ("expired", done_marker("t", NOW - ttl)),
             ("fresh-enough", done_marker("t", NOW - ttl + 1)),
@@ -729,6 +731,11 @@ mod tests {
             ("fresh-enough", done_marker("t", NOW - ttl + 1)),
         ]);
         assert_eq!(stale_ids(&few, &[], NOW, &policy), ids(&["expired"]));
+        let two_days_old = item(vec![("two-days", done_marker("t", NOW - 2 * 86_400))]);
+        assert!(
+            stale_ids(&two_days_old, &[], NOW, &policy).is_empty(),
+            "an id is remembered longer than the turns"
+        );
     }
 
     #[test]
