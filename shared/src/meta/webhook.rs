@@ -194,16 +194,12 @@ fn read_message(
             reason: "the message has no id",
         });
     };
-    let sender = Sender {
-        wa_id: str_field(raw, "from").filter(|s| !s.is_empty()),
-        user_id: str_field(raw, "from_user_id").filter(|s| !s.is_empty()),
-    };
-    if sender.wa_id.is_none() && sender.user_id.is_none() {
+    let Some(sender) = read_sender(raw, contacts) else {
         return Err(MalformedMessage {
             message_id: Some(id),
-            reason: "the message has neither from nor from_user_id",
+            reason: "the message has neither from nor from_user_id, and the change no single contact",
         });
-    }
+    };
     let name = contact_name(contacts, &sender);
     let message_type = str_field(raw, "type").unwrap_or_else(|| "unknown".to_owned());
     Ok(InboundMessage {
@@ -220,6 +216,28 @@ fn read_message(
         content: read_content(&message_type, raw),
         sender,
     })
+}
+
+/// Who sent a message: its `from` and `from_user_id`; or, for a message with neither (some
+/// payloads of the username era carry the sender only in the change's `contacts`), the
+/// change's one contact.
+fn read_sender(raw: &Value, contacts: &[Contact]) -> Option<Sender> {
+    let non_empty = |value: Option<String>| value.filter(|s| !s.is_empty());
+    let own = Sender {
+        wa_id: non_empty(str_field(raw, "from")),
+        user_id: non_empty(str_field(raw, "from_user_id")),
+    };
+    if own.wa_id.is_some() || own.user_id.is_some() {
+        return Some(own);
+    }
+    let [only] = contacts else {
+        return None;
+    };
+    let sender = Sender {
+        wa_id: non_empty(only.wa_id.clone()),
+        user_id: non_empty(only.user_id.clone()),
+    };
+    (sender.wa_id.is_some() || sender.user_id.is_some()).then_some(sender)
 }
 
 fn read_context(context: &Value) -> Option<MessageContext> {
@@ -733,6 +751,38 @@ mod tests {
         assert_eq!(delivery.messages[0].id, "w3");
         assert_eq!(delivery.malformed.len(), 2);
         assert_eq!(delivery.malformed[1].message_id.as_deref(), Some("w2"));
+    }
+
+    #[test]
+    fn a_message_without_from_is_attributed_to_the_changes_only_contact() {
+        // Some payloads of the username era carry the sender only in `contacts`.
+        let delivery = parse(&body(json!({
+            "metadata": {"phone_number_id": "PNID"},
+            "contacts": [{"profile": {"name": "Ana"}, "user_id": "US.42"}],
+            "messages": [{"id": "w1", "type": "text", "text": {"body": "hola"}}]
+        })))
+        .unwrap();
+        assert!(delivery.malformed.is_empty(), "{:?}", delivery.malformed);
+        let message = &delivery.messages[0];
+        assert_eq!(
+            message.sender,
+            Sender {
+                wa_id: None,
+                user_id: Some("US.42".into())
+            }
+        );
+        assert_eq!(message.name.as_deref(), Some("Ana"));
+        assert_eq!(message.conversation().as_str(), "PNID:US.42");
+
+        // With two contacts nobody can tell who wrote: malformed, as before.
+        let ambiguous = parse(&body(json!({
+            "metadata": {"phone_number_id": "PNID"},
+            "contacts": [{"user_id": "US.1"}, {"user_id": "US.2"}],
+            "messages": [{"id": "w1", "type": "text", "text": {"body": "?"}}]
+        })))
+        .unwrap();
+        assert!(ambiguous.messages.is_empty());
+        assert_eq!(ambiguous.malformed.len(), 1);
     }
 
     #[test]
