@@ -234,7 +234,7 @@ async fn a_window_given_back_after_a_failed_mail_lets_the_retry_report_everythin
 
     let before = fx.calls.count();
     fx.control
-        .reopen(FINGERPRINT, token, held_back, previous_mail_at)
+        .give_back(FINGERPRINT, token, held_back, previous_mail_at)
         .await
         .unwrap();
     assert_eq!(fx.calls.count(), before + 1, "giving back is one call");
@@ -246,7 +246,7 @@ async fn a_window_given_back_after_a_failed_mail_lets_the_retry_report_everythin
 
     // Giving the same window back again (a retried call) counts nothing twice.
     fx.control
-        .reopen(FINGERPRINT, token, held_back, previous_mail_at)
+        .give_back(FINGERPRINT, token, held_back, previous_mail_at)
         .await
         .unwrap();
     assert_eq!(fx.raw_item(FINGERPRINT).await.unwrap(), item);
@@ -264,7 +264,7 @@ async fn giving_back_a_first_window_forgets_the_mail_time() {
     let verdict = fx.admit(FINGERPRINT, 1, NOW).await;
     let (held_back, previous_mail_at, token) = sent(&verdict);
     fx.control
-        .reopen(FINGERPRINT, token, held_back, previous_mail_at)
+        .give_back(FINGERPRINT, token, held_back, previous_mail_at)
         .await
         .unwrap();
     let item = fx.raw_item(FINGERPRINT).await.unwrap();
@@ -285,7 +285,7 @@ async fn giving_back_with_a_wrong_token_changes_nothing() {
     let item = fx.raw_item(FINGERPRINT).await.unwrap();
 
     fx.control
-        .reopen(FINGERPRINT, "0123456789abcdef", 50, Some(1))
+        .give_back(FINGERPRINT, "0123456789abcdef", 50, Some(1))
         .await
         .expect("someone else's window is not an error");
     assert_eq!(fx.raw_item(FINGERPRINT).await.unwrap(), item);
@@ -293,7 +293,7 @@ async fn giving_back_with_a_wrong_token_changes_nothing() {
 
     // Nor does giving back a fingerprint that never mailed create anything.
     fx.control
-        .reopen("never-seen", "0123456789abcdef", 50, None)
+        .give_back("never-seen", "0123456789abcdef", 50, None)
         .await
         .unwrap();
     assert_eq!(fx.raw_item("never-seen").await, None);
@@ -405,9 +405,9 @@ async fn a_missing_table_is_reported_as_unavailable() {
         matches!(admitted, Err(StormError::Unavailable(_))),
         "{admitted:?}"
     );
-    let reopened = control.reopen(FINGERPRINT, "t", 1, None).await;
+    let given_back = control.give_back(FINGERPRINT, "t", 1, None).await;
     assert!(
-        matches!(reopened, Err(StormError::Unavailable(_))),
-        "{reopened:?}"
+        matches!(given_back, Err(StormError::Unavailable(_))),
+        "{given_back:?}"
     );
 }

@@ -3,6 +3,9 @@
 
 use std::fmt::Write as _;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use shared::clock::{format_utc, format_utc_ms};
+
 use crate::trigger::{AlarmChange, DeadLetter, LogBatch, LogEntry, Trigger};
 
 /// Subjects are cut to this many characters.
@@ -518,16 +521,16 @@ fn one_line_cut(text: &str, max_chars: usize) -> String {
     format!("{}…", cut.trim_end())
 }
 
-/// Percent-encodes everything but unreserved characters.
+/// What [`percent_encode`] leaves as it is: RFC 3986's unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes everything but unreserved characters, as UTF-8.
 fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(text, UNRESERVED).to_string()
 }
 
 /// The CloudWatch console's link to a log stream (the console encodes `%` once more, as `$25`).
@@ -556,38 +559,6 @@ fn sqs_link(queue_arn: &str, region: &str) -> Option<String> {
         "https://{region}.console.aws.amazon.com/sqs/v3/home?region={region}#/queues/{}",
         percent_encode(&url)
     ))
-}
-
-/// Formats milliseconds since the epoch as `YYYY-MM-DD hh:mm:ss UTC`.
-pub fn format_utc_ms(millis: i64) -> String {
-    format_utc(millis.div_euclid(1000))
-}
-
-/// Formats seconds since the epoch as `YYYY-MM-DD hh:mm:ss UTC`.
-pub fn format_utc(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let secs = seconds.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (the proleptic Gregorian calendar, in 400-year eras).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 #[cfg(test)]

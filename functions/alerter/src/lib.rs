@@ -189,12 +189,12 @@ impl<M: Mailer, S: StormControl, Q: MessageQueue> Alerter<M, S, Q> {
                         Ok(Outcome::Mailed)
                     }
                     Err(error) => {
-                        if let Err(reopen) = self
+                        if let Err(give_back_error) = self
                             .storm
-                            .reopen(&alert.fingerprint, &token, held_back, previous_mail_at)
+                            .give_back(&alert.fingerprint, &token, held_back, previous_mail_at)
                             .await
                         {
-                            tracing::error!(error = %reopen, fingerprint = %alert.fingerprint,
+                            tracing::error!(error = %give_back_error, fingerprint = %alert.fingerprint,
                                 "could not give the window back; this fingerprint stays quiet until it ends");
                         }
                         Err(error.into())

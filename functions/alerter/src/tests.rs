@@ -26,11 +26,11 @@ impl Mailer for FakeMailer {
     }
 }
 
-/// One window per fingerprint, held counts, and a record of reopened windows.
+/// One window per fingerprint, held counts, and a record of the windows given back.
 #[derive(Default)]
 struct FakeStorm {
     windows: Mutex<HashMap<String, (i64, u64)>>,
-    reopened: Mutex<Vec<String>>,
+    given_back: Mutex<Vec<String>>,
 }
 
 impl StormControl for FakeStorm {
@@ -59,7 +59,7 @@ impl StormControl for FakeStorm {
         }
     }
 
-    async fn reopen(
+    async fn give_back(
         &self,
         fingerprint: &str,
         _token: &str,
@@ -70,7 +70,7 @@ impl StormControl for FakeStorm {
             .lock()
             .unwrap()
             .insert(fingerprint.to_owned(), (0, held_back));
-        self.reopened.lock().unwrap().push(fingerprint.to_owned());
+        self.given_back.lock().unwrap().push(fingerprint.to_owned());
         Ok(())
     }
 }
@@ -190,7 +190,7 @@ async fn a_mail_failure_keeps_the_dead_letters_and_gives_the_window_back() {
     );
     let response = alerter.handle(&dead_letters()).await.unwrap();
     assert_eq!(failures(&response), ["m1", "m2"]);
-    assert_eq!(*alerter.storm.reopened.lock().unwrap(), ["dlq:dlq.fifo"]);
+    assert_eq!(*alerter.storm.given_back.lock().unwrap(), ["dlq:dlq.fifo"]);
     // The retry, once SES works, is mailed at once.
     let alerter = Alerter {
         mailer: FakeMailer::default(),

@@ -1,9 +1,19 @@
 //! Telling the alerter's three triggers apart by the event's shape, and reading each:
 //! dead-lettered SQS records, CloudWatch Logs subscription data, SNS alarm notifications.
+//!
+//! SQS records are read with `aws_lambda_events`' [`SqsEvent`]. The other two are read here,
+//! because that crate's types refuse events this function must still mail about: its
+//! `LogsEvent` decoder fails on invalid UTF-8 in a log line (replaced here), on a payload
+//! without `owner` or `subscriptionFilters`, and inflates without a bound; its `SnsEvent`
+//! requires every envelope field (`Type`, `MessageId`, a well-formed `Timestamp`, the
+//! signature fields…) and its `CloudWatchAlarmPayload` a string `AlarmDescription` and a full
+//! `Trigger`, none of which an alert needs.
 
 use std::io::Read;
 
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use base64::Engine;
+use serde::Deserialize;
 use serde_json::Value;
 use shared::inbound::{InboundMessage, MessageContent};
 use shared::privacy::mask;
@@ -28,6 +38,9 @@ pub enum TriggerError {
     /// The `awslogs.data` payload is not base64 of gzip of JSON.
     #[error("the CloudWatch Logs payload cannot be read: {0}")]
     LogsPayload(String),
+    /// The event has SQS records of an unexpected shape.
+    #[error("the SQS records cannot be read: {0}")]
+    SqsRecords(String),
 }
 
 /// A message that failed every retry and landed in the dead-letter queue.
@@ -148,17 +161,18 @@ pub fn read(event: &Value) -> Result<Trigger, TriggerError> {
         .get("Records")
         .and_then(Value::as_array)
         .ok_or(TriggerError::Unknown)?;
-    let source = |record: &Value| {
-        record
-            .get("eventSource")
-            .or_else(|| record.get("EventSource"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    match records.first().and_then(source).as_deref() {
-        Some("aws:sqs") => Ok(Trigger::DeadLetters(
-            records.iter().map(read_dead_letter).collect(),
-        )),
+    let source = records
+        .first()
+        .and_then(|r| r.get("eventSource").or_else(|| r.get("EventSource")))
+        .and_then(Value::as_str);
+    match source {
+        Some("aws:sqs") => {
+            let sqs = SqsEvent::deserialize(event)
+                .map_err(|e| TriggerError::SqsRecords(e.to_string()))?;
+            Ok(Trigger::DeadLetters(
+                sqs.records.iter().map(read_dead_letter).collect(),
+            ))
+        }
         Some("aws:sns") => Ok(Trigger::Alarms(
             records.iter().filter_map(read_alarm).collect(),
         )),
@@ -166,20 +180,12 @@ pub fn read(event: &Value) -> Result<Trigger, TriggerError> {
     }
 }
 
-fn read_dead_letter(record: &Value) -> DeadLetter {
-    let attribute = |name: &str| {
-        record
-            .get("attributes")
-            .and_then(|a| a.get(name))
-            .and_then(Value::as_str)
-    };
-    let body = record
-        .get("body")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+fn read_dead_letter(record: &SqsMessage) -> DeadLetter {
+    let attribute = |name: &str| record.attributes.get(name).map(String::as_str);
+    let body = record.body.as_deref().unwrap_or_default();
     DeadLetter {
-        sqs_message_id: str_at(record, "messageId").unwrap_or_default(),
-        queue_arn: str_at(record, "eventSourceARN").unwrap_or_default(),
+        sqs_message_id: record.message_id.clone().unwrap_or_default(),
+        queue_arn: record.event_source_arn.clone().unwrap_or_default(),
         receive_count: attribute("ApproximateReceiveCount")
             .and_then(|c| c.parse().ok())
             .unwrap_or(0),
@@ -488,6 +494,12 @@ mod tests {
             Err(TriggerError::Unknown)
         );
         assert_eq!(read(&json!({"Records": []})), Err(TriggerError::Unknown));
+    }
+
+    #[test]
+    fn sqs_records_of_another_shape_are_an_error() {
+        let event = json!({"Records": [{"eventSource": "aws:sqs", "body": 5}]});
+        assert!(matches!(read(&event), Err(TriggerError::SqsRecords(_))));
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::time::Duration;
 use http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::env_config::{ConfigError, Env};
+use shared::meta::notification::{self, Delivery, ParseError, Skipped};
 use shared::meta::signature::{self, SIGNATURE_HEADER, SignatureError};
-use shared::meta::webhook::{self as payload, Delivery, ParseError, Skipped};
 use shared::privacy::mask;
 use shared::queue::{self as queue, MessageQueue, QueueEntry, QueueError};
 use shared::secrets::{DEFAULT_REFRESH, Secrets, SecretsError};
@@ -213,7 +213,7 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
         }
         let secrets = self.secrets.current().await?;
         signature::verify(body, signature_header, &secrets.webhook_signing_keys()?)?;
-        let delivery = payload::parse(body)?;
+        let delivery = notification::parse(body)?;
         log_delivery(&delivery);
         self.enqueue(&delivery).await?;
         let receipt = Receipt {

@@ -154,7 +154,7 @@ impl StormControl for DynamoDbStormControl {
         }
     }
 
-    async fn reopen(
+    async fn give_back(
         &self,
         fingerprint: &str,
         token: &str,
@@ -162,7 +162,7 @@ impl StormControl for DynamoDbStormControl {
         previous_mail_at: Option<i64>,
     ) -> Result<(), StormError> {
         let key = alert_key(fingerprint);
-        let expression = reopen_expression(previous_mail_at.is_some());
+        let expression = give_back_expression(previous_mail_at.is_some());
         let mut update = self
             .client
             .update_item()
@@ -185,7 +185,7 @@ impl StormControl for DynamoDbStormControl {
                 Some(UpdateItemError::ConditionalCheckFailedException(_)) => {
                     tracing::warn!(
                         key = %key,
-                        "the alert window to give back is no longer this mail's; nothing reopened"
+                        "the alert window to give back is no longer this mail's; nothing given back"
                     );
                     Ok(())
                 }
@@ -344,7 +344,7 @@ fn hold_expression() -> Expression {
 /// when there was none) and the held-back count (`:held_back`, added to what others held
 /// meanwhile), and removes the token so that the window is given back once only; on condition
 /// that the window is still `:token`'s.
-fn reopen_expression(has_previous_mail: bool) -> Expression {
+fn give_back_expression(has_previous_mail: bool) -> Expression {
     let update = if has_previous_mail {
         "SET #until = :zero, #last = :previous ADD #held :held_back REMOVE #token"
     } else {
@@ -550,8 +550,8 @@ mod tests {
     }
 
     #[test]
-    fn reopen_gives_back_the_window_once_only() {
-        let with = reopen_expression(true);
+    fn give_back_closes_the_window_once_only() {
+        let with = give_back_expression(true);
         assert_eq!(
             with.update,
             "SET #until = :zero, #last = :previous ADD #held :held_back REMOVE #token"
@@ -559,7 +559,7 @@ mod tests {
         assert_eq!(with.condition.as_deref(), Some("#token = :token"));
         assert_eq!(placeholders_used(&with), defined(&with));
 
-        let without = reopen_expression(false);
+        let without = give_back_expression(false);
         assert_eq!(
             without.update,
             "SET #until = :zero ADD #held :held_back REMOVE #token, #last"

@@ -16,7 +16,7 @@ pub enum Verdict {
         held_back: u64,
         /// When the previous mail of this fingerprint went out (seconds since the epoch).
         previous_mail_at: Option<i64>,
-        /// Identifies the window, to give it back with [`StormControl::reopen`].
+        /// Identifies the window, to give it back with [`StormControl::give_back`].
         token: String,
     },
     /// Do not mail it: a window is open, and the alerts were counted as held back.
@@ -46,7 +46,7 @@ pub trait StormControl: Send + Sync {
     /// Gives back a window that [`StormControl::admit`] opened with `token` when its mail could
     /// not be sent: the window closes, and `held_back` and `previous_mail_at` from the verdict
     /// are put back, so that the retry's mail reports them.
-    fn reopen(
+    fn give_back(
         &self,
         fingerprint: &str,
         token: &str,

@@ -1,4 +1,4 @@
-//! Parsing of the webhook bodies Meta's WhatsApp Cloud API posts.
+//! Parsing of the webhook notifications (the bodies) that Meta's WhatsApp Cloud API posts.
 //!
 //! A body is `{"object": "whatsapp_business_account", "entry": [{"changes": [{"field", "value"}]}]}`.
 //! Only changes with `field: "messages"` carry what this product acts on: inbound `messages[]`
