@@ -1,11 +1,11 @@
 # The two commands a newcomer needs are `make local` and `make test`; see README.md.
-.PHONY: test cargo-test browser-test infra-test lint-template lambda-build local
+.PHONY: test cargo-test browser-test infra-test lint-template sam-build lambda-build local
 
 # Every test: the deploy scripts offline, the template lint, unit and integration tests against a
 # moto server started and stopped for them, the simulator page in headless Chromium, and the
-# functions built as Lambda runs them. Offline but for the package registries the project's
-# own scripts install from on first use (PyPI, npm, Debian for Chromium).
-test: infra-test lint-template cargo-test browser-test lambda-build
+# functions built by the same `sam build` that deploys them. Offline but for the package
+# registries the project's own scripts install from on first use (PyPI, npm, Debian for Chromium).
+test: infra-test lint-template cargo-test browser-test sam-build
 
 cargo-test:
 	tests/with-moto.sh cargo test --workspace
@@ -21,6 +21,11 @@ infra-test:
 # cfn-lint and `sam validate --lint`, offline, with dummy credentials.
 lint-template:
 	tests/lint-template.sh
+
+# `sam build` as README tells users to run it (samconfig.toml's settings), offline, for this
+# machine's architecture (the template's Architecture parameter; x86_64 in CI).
+sam-build:
+	tests/sam-build.sh
 
 # `cargo lambda build --release` for this machine's architecture (x86_64 in CI); for Lambda's
 # arm64 (the template's Architectures), run `tests/lambda-build.sh --arm64`.

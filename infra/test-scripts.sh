@@ -413,9 +413,14 @@ for env, stage, confirm in (("default", "dev", False), ("prod", "prod", True)):
     for key, want in (("capabilities", "CAPABILITY_IAM"), ("resolve_s3", True), ("confirm_changeset", confirm)):
         if deploy.get(key) != want:
             problems.append(f"{env}: deploy {key} is {deploy.get(key)!r}, not {want!r}")
-    for key in ("cached", "parallel", "beta_features"):
+    for key in ("cached", "beta_features"):
         if build.get(key) is not True:
             problems.append(f"{env}: build {key} is not true")
+    # Parallel builds race to install the arm64 Rust target on a fresh machine.
+    if build.get("parallel") is not False:
+        problems.append(f"{env}: build parallel is not false")
+    if "LlmModel" in dict(item.split("=", 1) for item in deploy.get("parameter_overrides", [])):
+        problems.append(f"{env}: LlmModel is set, so a change of LlmProvider keeps the other provider's model")
     if tables.get("validate", {}).get("parameters", {}).get("lint") is not True:
         problems.append(f"{env}: validate lint is not true")
     overrides = dict(item.split("=", 1) for item in deploy.get("parameter_overrides", []))

@@ -5,21 +5,9 @@
 # version check turned off). Exits non-zero on any error or warning.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$("$root/tests/python-env.sh")"
 template="${1:-$root/template.yaml}"
-
-sam_home="$(mktemp -d)"
-trap 'rm -rf "$sam_home"' EXIT
-# SAM CLI keeps its settings in this folder; a fresh one with telemetry off and a version check
-# dated now (a float: SAM ignores an integer there) means that it sends no metrics and does not
-# ask PyPI for a newer release. Checked with strace: the whole script makes no connect() call.
-printf '{"telemetryEnabled": false, "lastVersionCheck": %s.0}\n' "$(date +%s)" >"$sam_home/metadata.json"
-export __SAM_CLI_APP_DIR="$sam_home" SAM_CLI_TELEMETRY=0
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
-# Should any AWS client try to call out after all, it fails on this closed port instead.
-export AWS_ENDPOINT_URL=http://127.0.0.1:9
+# shellcheck source=tests/sam-offline.sh
+source "$root/tests/sam-offline.sh"
 
 echo "lint-template: cfn-lint $template" >&2
 "$venv/bin/cfn-lint" -- "$template"

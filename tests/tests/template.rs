@@ -248,7 +248,13 @@ fn functions_build_from_the_workspace_with_cargo_lambda() {
     let globals = &template.root["Globals"]["Function"];
     assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
     assert_eq!(globals["Handler"].as_str(), Some("bootstrap"));
-    assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));
+    // Graviton by default; the parameter lets CI's `sam build` build for x86_64.
+    let architecture = references(&globals["Architectures"][0]);
+    assert_eq!(architecture.first().map(|r| r.1.as_str()), Some("Architecture"));
+    assert_eq!(
+        template.parameter_default("Architecture").as_deref(),
+        Some("arm64")
+    );
     assert_eq!(globals["CodeUri"].as_str(), Some("."));
     assert_eq!(globals["LoggingConfig"]["LogFormat"].as_str(), Some("JSON"));
     let declared: BTreeSet<String> = template
