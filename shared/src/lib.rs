@@ -23,9 +23,6 @@ pub mod storm;
 pub mod telemetry;
 pub mod whatsapp;
 
-#[cfg(feature = "testkit")]
-pub mod testkit;
-
 /// Loads the AWS configuration from the environment. `AWS_ENDPOINT_URL` points every client at
 /// a local emulator. Loading reads no network: credentials are resolved on first use.
 pub async fn aws_config() -> aws_config::SdkConfig {

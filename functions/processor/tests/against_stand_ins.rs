@@ -10,7 +10,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
 use serde_json::{Value, json};
-use shared::testkit::http_recorder::{Canned, RecordedRequest};
+use testkit::http_recorder::{Canned, RecordedRequest};
 
 #[tokio::test]
 async fn the_sample_event_is_answered_through_the_openai_api_and_the_graph_api() {
