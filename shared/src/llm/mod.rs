@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::conversation::Role;
-use crate::retry::{Backoff, Retryable};
+use crate::retry::{Backoff, RetryHint, Retryable};
 use crate::secrets::{Secrets, SecretsError};
 
 pub use gemini::GeminiChat;
@@ -110,15 +110,15 @@ impl Retryable for LlmError {
     /// 429, 5xx, timeouts and connection failures are retried; 400, 401, 403 and other answers
     /// are not, since the same request would fail the same way. Neither is a failure to read
     /// the API key: the secrets cache has its own refresh.
-    fn retry_hint(&self) -> Option<Option<Duration>> {
+    fn retry_hint(&self) -> RetryHint {
         match self {
             Self::Status {
                 status,
                 retry_after,
                 ..
-            } if *status == 429 || *status >= 500 => Some(*retry_after),
-            Self::Timeout | Self::Transport(_) => Some(None),
-            _ => None,
+            } if *status == 429 || *status >= 500 => RetryHint::honouring(*retry_after),
+            Self::Timeout | Self::Transport(_) => RetryHint::Backoff,
+            _ => RetryHint::Never,
         }
     }
 }
@@ -284,19 +284,38 @@ mod tests {
             message: String::new(),
             retry_after: None,
         };
-        assert_eq!(status(429).retry_hint(), Some(None));
-        assert_eq!(status(503).retry_hint(), Some(None));
-        for final_status in [400, 401, 403, 404] {
-            assert_eq!(status(final_status).retry_hint(), None, "{final_status}");
+        for retried in [429, 500, 502, 503] {
+            assert_eq!(
+                status(retried).retry_hint(),
+                RetryHint::Backoff,
+                "{retried}"
+            );
         }
-        assert_eq!(LlmError::Timeout.retry_hint(), Some(None));
-        assert_eq!(LlmError::NoAnswer("blocked".into()).retry_hint(), None);
+        for final_status in [400, 401, 403, 404] {
+            assert_eq!(
+                status(final_status).retry_hint(),
+                RetryHint::Never,
+                "{final_status}"
+            );
+        }
+        assert_eq!(LlmError::Timeout.retry_hint(), RetryHint::Backoff);
+        assert_eq!(
+            LlmError::Transport("refused".into()).retry_hint(),
+            RetryHint::Backoff
+        );
+        assert_eq!(
+            LlmError::NoAnswer("blocked".into()).retry_hint(),
+            RetryHint::Never
+        );
         let hinted = LlmError::Status {
             status: 429,
             message: String::new(),
             retry_after: Some(Duration::from_secs(3)),
         };
-        assert_eq!(hinted.retry_hint(), Some(Some(Duration::from_secs(3))));
+        assert_eq!(
+            hinted.retry_hint(),
+            RetryHint::After(Duration::from_secs(3))
+        );
     }
 
     #[test]
@@ -323,7 +342,7 @@ mod tests {
     #[test]
     fn a_secrets_failure_is_not_retried() {
         let error = LlmError::Secrets(SecretsError::MissingKey("LLM_API_KEY"));
-        assert_eq!(error.retry_hint(), None);
+        assert_eq!(error.retry_hint(), RetryHint::Never);
         assert!(error.to_string().contains("LLM_API_KEY"));
     }
 }
