@@ -15,6 +15,7 @@ pub mod llm;
 pub mod mail;
 pub mod meta;
 pub mod metrics;
+mod outbound_http;
 pub mod privacy;
 pub mod queue;
 pub mod retry;

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::http::{self, RawAnswer, Target};
+use super::http::{self, Target};
 use super::{Completion, Llm, LlmError, LlmSettings, Prompt};
 use crate::conversation::Role;
+use crate::outbound_http::Answer;
 use crate::retry::retry;
 use crate::secrets::{SecretString, Secrets};
 
@@ -181,7 +182,7 @@ struct ErrorDetail {
     status: Option<String>,
 }
 
-fn interpret(answer: RawAnswer, key: &SecretString) -> Result<Completion, LlmError> {
+fn interpret(answer: Answer, key: &SecretString) -> Result<Completion, LlmError> {
     if !answer.is_success() {
         return Err(LlmError::Status {
             status: answer.status,

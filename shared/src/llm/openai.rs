@@ -7,9 +7,10 @@ use reqwest::header::AUTHORIZATION;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::http::{self, RawAnswer, Target};
+use super::http::{self, Target};
 use super::{Completion, Llm, LlmError, LlmSettings, Prompt};
 use crate::conversation::Role;
+use crate::outbound_http::Answer;
 use crate::retry::retry;
 use crate::secrets::{SecretString, Secrets};
 
@@ -153,7 +154,7 @@ enum ErrorDetail {
     Text(String),
 }
 
-fn interpret(answer: RawAnswer, key: Option<&SecretString>) -> Result<Completion, LlmError> {
+fn interpret(answer: Answer, key: Option<&SecretString>) -> Result<Completion, LlmError> {
     if !answer.is_success() {
         return Err(LlmError::Status {
             status: answer.status,

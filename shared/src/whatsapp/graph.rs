@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::RETRY_AFTER;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{Recipient, WhatsApp, WhatsAppError};
+use crate::outbound_http::{self, CallError};
 use crate::privacy::mask;
 use crate::retry::{self, Backoff};
 use crate::secrets::{SecretString, Secrets};
@@ -122,19 +122,20 @@ impl<S> GraphApi<S> {
         self.settings.timeout.min(MARK_READ_TIMEOUT)
     }
 
-    /// Posts `body` once and reads the answer as `A`, or as Meta's error object when the status
-    /// is not a success.
+    /// Posts `body` once, within `timeout` and before `deadline`, and reads the answer as `A`,
+    /// or as Meta's error object when the status is not a success.
     async fn post<B, A>(
         &self,
         call: &Call<'_>,
         body: &B,
         timeout: Duration,
+        deadline: Instant,
     ) -> Result<A, WhatsAppError>
     where
         B: Serialize + ?Sized,
         A: DeserializeOwned,
     {
-        let outcome = self.post_unlogged(call, body, timeout).await;
+        let outcome = self.post_unlogged(call, body, timeout, deadline).await;
         match &outcome {
             Ok(_) => tracing::debug!(
                 call = call.name,
@@ -163,36 +164,32 @@ impl<S> GraphApi<S> {
         call: &Call<'_>,
         body: &B,
         timeout: Duration,
+        deadline: Instant,
     ) -> Result<A, Failure>
     where
         B: Serialize + ?Sized,
         A: DeserializeOwned,
     {
-        let response = self
+        let request = self
             .http
             .post(call.url.clone())
             .bearer_auth(call.token.expose())
-            .timeout(timeout)
-            .json(body)
-            .send()
+            .json(body);
+        let answer = outbound_http::send(request, timeout, deadline)
             .await
-            .map_err(|e| Failure::from(transport_error(&e, call.token)))?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(retry::parse_retry_after);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Failure::from(transport_error(&e, call.token)))?;
-        if !status.is_success() {
-            return Err(api_error(status.as_u16(), retry_after, &bytes, call.token));
+            .map_err(|e| Failure::from(call_error(e, call.token)))?;
+        if !answer.is_success() {
+            return Err(api_error(
+                answer.status,
+                answer.retry_after,
+                &answer.body,
+                call.token,
+            ));
         }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            let mut failure = Failure::from(WhatsAppError::BadResponse(describe_json_error(&e)));
-            failure.http_status = Some(status.as_u16());
+        serde_json::from_slice(&answer.body).map_err(|e| {
+            let message = outbound_http::describe_json_error(&e);
+            let mut failure = Failure::from(WhatsAppError::BadResponse(message));
+            failure.http_status = Some(answer.status);
             failure
         })
     }
@@ -219,7 +216,11 @@ impl<S: Secrets> WhatsApp for GraphApi<S> {
             message_id,
             typing_indicator: TypingIndicator { kind: "text" },
         };
-        let answer: SuccessResponse = self.post(&call, &body, self.mark_read_timeout()).await?;
+        // Best effort: the call's own timeout is its deadline.
+        let timeout = self.mark_read_timeout();
+        let answer: SuccessResponse = self
+            .post(&call, &body, timeout, Instant::now() + timeout)
+            .await?;
         if answer.success {
             Ok(())
         } else {
@@ -246,11 +247,6 @@ impl<S: Secrets> WhatsApp for GraphApi<S> {
             let request = SendTextRequest::new(to, body);
             let (url, token, request, masked_to) = (&url, &token, &request, masked_to.as_str());
             retry::retry(&self.settings.backoff, deadline, |attempt| async move {
-                // The time left decides both whether to call at all and how long to wait.
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if remaining.is_zero() {
-                    return Err(WhatsAppError::Timeout);
-                }
                 let call = Call {
                     name: "send_text",
                     url,
@@ -259,7 +255,7 @@ impl<S: Secrets> WhatsApp for GraphApi<S> {
                     attempt,
                 };
                 let answer: SendTextResponse = self
-                    .post(&call, request, self.settings.timeout.min(remaining))
+                    .post(&call, request, self.settings.timeout, deadline)
                     .await?;
                 answer.message_id().ok_or_else(|| {
                     WhatsAppError::BadResponse("the answer holds no message id".to_owned())
@@ -407,11 +403,12 @@ impl SendTextResponse {
 /// `{"error": {…}}`, every field optional so that a partial object still yields its code.
 #[derive(Debug, Deserialize)]
 struct ErrorEnvelope {
-    error: MetaError,
+    error: GraphErrorBody,
 }
 
+/// The object under `error` in a Graph API error answer.
 #[derive(Debug, Deserialize)]
-struct MetaError {
+struct GraphErrorBody {
     message: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
@@ -455,7 +452,7 @@ fn api_error(
         }
         Err(_) => {
             let text = String::from_utf8_lossy(body);
-            let excerpt: String = text.trim().chars().take(ERROR_SNIPPET_CHARS).collect();
+            let (excerpt, _) = outbound_http::excerpt(text.trim(), ERROR_SNIPPET_CHARS);
             let message = if excerpt.is_empty() {
                 format!("HTTP {http_status} with an empty body")
             } else {
@@ -469,7 +466,7 @@ fn api_error(
         error: WhatsAppError::Api {
             http_status,
             code,
-            message: redact(message, token),
+            message: outbound_http::redact(&message, token.expose()),
             retry_after,
         },
         http_status: Some(http_status),
@@ -479,40 +476,13 @@ fn api_error(
     }
 }
 
-/// A failure to reach the API or to read its answer.
-fn transport_error(error: &reqwest::Error, token: &SecretString) -> WhatsAppError {
-    if error.is_timeout() {
-        return WhatsAppError::Timeout;
-    }
-    // reqwest's own message is generic ("error sending request"); the cause is in the chain.
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    WhatsAppError::Transport(redact(text, token))
-}
-
-/// Describes why a body is not the expected JSON without quoting it, since an answer may hold
-/// the user's phone number (`contacts`).
-fn describe_json_error(error: &serde_json::Error) -> String {
-    format!(
-        "{:?} error at line {} column {}",
-        error.classify(),
-        error.line(),
-        error.column()
-    )
-}
-
-/// Removes the access token from text that came from outside (an error message could echo it).
-fn redact(text: String, token: &SecretString) -> String {
-    let secret = token.expose();
-    if secret.is_empty() || !text.contains(secret) {
-        text
-    } else {
-        text.replace(secret, "<redacted>")
+/// A failure to reach the API or to read its answer, the access token removed should it show.
+fn call_error(error: CallError, token: &SecretString) -> WhatsAppError {
+    match error {
+        CallError::Timeout => WhatsAppError::Timeout,
+        CallError::Transport(text) => {
+            WhatsAppError::Transport(outbound_http::redact(&text, token.expose()))
+        }
     }
 }
 
@@ -692,13 +662,5 @@ mod tests {
             let answer: SendTextResponse = serde_json::from_value(body).unwrap();
             assert_eq!(answer.message_id(), None);
         }
-    }
-
-    #[test]
-    fn a_bad_body_is_described_without_quoting_it() {
-        let error =
-            serde_json::from_str::<SendTextResponse>(r#"{"messages": "15551234567"}"#).unwrap_err();
-        let described = describe_json_error(&error);
-        assert!(!described.contains("15551234567"), "{described}");
     }
 }
