@@ -5,11 +5,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::http::{self, Target};
+use super::http;
 use super::{Completion, Llm, LlmError, LlmSettings, Prompt};
 use crate::conversation::Role;
 use crate::outbound_http::Answer;
-use crate::retry::retry;
 use crate::secrets::{SecretString, Secrets};
 
 /// Google's Gemini API.
@@ -59,24 +58,14 @@ impl<S: Secrets> Llm for GeminiChat<S> {
         let key_value = http::key_header("", key)?;
         let url = self.url();
         let body = GenerateRequest::new(prompt);
-        let target = Target {
-            provider: PROVIDER,
-            model: &self.settings.model,
-        };
-        retry(&self.settings.backoff, deadline, |attempt| {
-            let request = self
-                .http
+        let request = || {
+            self.http
                 .post(&url)
                 .header(KEY_HEADER, key_value.clone())
-                .json(&body);
-            http::attempt(
-                target,
-                attempt,
-                request,
-                self.settings.timeout,
-                deadline,
-                |answer| interpret(answer, key),
-            )
+                .json(&body)
+        };
+        http::call(PROVIDER, &self.settings, deadline, request, |answer| {
+            interpret(answer, key)
         })
         .await
     }
@@ -183,15 +172,7 @@ struct ErrorDetail {
 }
 
 fn interpret(answer: Answer, key: &SecretString) -> Result<Completion, LlmError> {
-    if !answer.is_success() {
-        return Err(LlmError::Status {
-            status: answer.status,
-            message: error_message(&answer.body, key),
-            retry_after: answer.retry_after,
-        });
-    }
-    let response: GenerateResponse =
-        serde_json::from_slice(&answer.body).map_err(|e| http::unreadable(&e))?;
+    let response: GenerateResponse = http::read_success(answer, |body| error_message(body, key))?;
     if let Some(reason) = response.prompt_feedback.and_then(|f| f.block_reason) {
         return Err(LlmError::NoAnswer(format!(
             "the prompt was blocked (blockReason {reason})"

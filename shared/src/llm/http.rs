@@ -1,15 +1,17 @@
-//! What both providers do around one HTTP attempt: send it through
-//! [`outbound_http`](crate::outbound_http), turn failures into [`LlmError`]s without secrets in
-//! them, and log the outcome.
+//! What both providers do around their HTTP calls: retry attempts within the deadline, send
+//! each through [`outbound_http`](crate::outbound_http), turn failures into [`LlmError`]s
+//! without secrets in them, and log each outcome.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderValue;
+use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use super::{Completion, LlmError};
+use super::{Completion, LlmError, LlmSettings};
 use crate::outbound_http::{self, Answer, CallError};
+use crate::retry::retry;
 use crate::secrets::{AppSecrets, SecretString, Secrets};
 
 /// A provider's error message is cut to this many characters, so that a long body (an HTML
@@ -27,11 +29,11 @@ impl From<CallError> for LlmError {
 
 /// Who is being called, for the logs.
 #[derive(Clone, Copy)]
-pub(super) struct Target<'a> {
+struct Target<'a> {
     /// `openai` or `gemini`.
-    pub provider: &'static str,
+    provider: &'static str,
     /// The model's name.
-    pub model: &'a str,
+    model: &'a str,
 }
 
 /// Reads the secrets, giving up at `deadline`.
@@ -58,9 +60,28 @@ pub(super) fn key_header(prefix: &str, key: &SecretString) -> Result<HeaderValue
     Ok(value)
 }
 
+/// Calls `provider` as `settings` say, retrying transient failures, never past `deadline`: each
+/// attempt sends what `request` builds and reads the answer with `read`.
+pub(super) async fn call(
+    provider: &'static str,
+    settings: &LlmSettings,
+    deadline: Instant,
+    request: impl Fn() -> reqwest::RequestBuilder,
+    read: impl Fn(Answer) -> Result<Completion, LlmError>,
+) -> Result<Completion, LlmError> {
+    let target = Target {
+        provider,
+        model: &settings.model,
+    };
+    retry(&settings.backoff, deadline, |number| {
+        attempt(target, number, request(), settings.timeout, deadline, &read)
+    })
+    .await
+}
+
 /// Sends one attempt, interprets its answer with `interpret`, and logs the outcome with its
 /// status and latency (never the prompt, the answer or the key).
-pub(super) async fn attempt(
+async fn attempt(
     target: Target<'_>,
     number: u32,
     request: reqwest::RequestBuilder,
@@ -97,9 +118,25 @@ pub(super) async fn attempt(
     result
 }
 
+/// The body of a successful answer, read as `T`. An error answer is an [`LlmError::Status`]
+/// with the message `error_message` finds in its body.
+pub(super) fn read_success<T: DeserializeOwned>(
+    answer: Answer,
+    error_message: impl FnOnce(&[u8]) -> String,
+) -> Result<T, LlmError> {
+    if !answer.is_success() {
+        return Err(LlmError::Status {
+            status: answer.status,
+            message: error_message(&answer.body),
+            retry_after: answer.retry_after,
+        });
+    }
+    serde_json::from_slice(&answer.body).map_err(|e| unreadable(&e))
+}
+
 /// Why a 2xx body could not be read, without quoting it: serde's messages may quote values,
 /// and those could be the user's words.
-pub(super) fn unreadable(error: &serde_json::Error) -> LlmError {
+fn unreadable(error: &serde_json::Error) -> LlmError {
     LlmError::BadResponse(outbound_http::describe_json_error(error))
 }
 

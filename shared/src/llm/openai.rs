@@ -7,11 +7,10 @@ use reqwest::header::AUTHORIZATION;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::http::{self, Target};
+use super::http;
 use super::{Completion, Llm, LlmError, LlmSettings, Prompt};
 use crate::conversation::Role;
 use crate::outbound_http::Answer;
-use crate::retry::retry;
 use crate::secrets::{SecretString, Secrets};
 
 /// OpenAI's API.
@@ -56,23 +55,15 @@ impl<S: Secrets> Llm for OpenAiChat<S> {
         let authorization = key.map(|k| http::key_header("Bearer ", k)).transpose()?;
         let url = self.url();
         let body = ChatRequest::new(&self.settings.model, prompt);
-        let target = Target {
-            provider: PROVIDER,
-            model: &self.settings.model,
-        };
-        retry(&self.settings.backoff, deadline, |attempt| {
-            let mut request = self.http.post(&url).json(&body);
-            if let Some(value) = &authorization {
-                request = request.header(AUTHORIZATION, value.clone());
+        let request = || {
+            let request = self.http.post(&url).json(&body);
+            match &authorization {
+                Some(value) => request.header(AUTHORIZATION, value.clone()),
+                None => request,
             }
-            http::attempt(
-                target,
-                attempt,
-                request,
-                self.settings.timeout,
-                deadline,
-                |answer| interpret(answer, key),
-            )
+        };
+        http::call(PROVIDER, &self.settings, deadline, request, |answer| {
+            interpret(answer, key)
         })
         .await
     }
@@ -155,15 +146,7 @@ enum ErrorDetail {
 }
 
 fn interpret(answer: Answer, key: Option<&SecretString>) -> Result<Completion, LlmError> {
-    if !answer.is_success() {
-        return Err(LlmError::Status {
-            status: answer.status,
-            message: error_message(&answer.body, key),
-            retry_after: answer.retry_after,
-        });
-    }
-    let response: ChatResponse =
-        serde_json::from_slice(&answer.body).map_err(|e| http::unreadable(&e))?;
+    let response: ChatResponse = http::read_success(answer, |body| error_message(body, key))?;
     let Some(choice) = response.choices.into_iter().next() else {
         return Err(LlmError::NoAnswer("the answer has no choices".to_owned()));
     };

@@ -122,20 +122,14 @@ impl<S> GraphApi<S> {
         self.settings.timeout.min(MARK_READ_TIMEOUT)
     }
 
-    /// Posts `body` once, within `timeout` and before `deadline`, and reads the answer as `A`,
+    /// Posts `body` once, within the call's timeout and deadline, and reads the answer as `A`,
     /// or as Meta's error object when the status is not a success.
-    async fn post<B, A>(
-        &self,
-        call: &Call<'_>,
-        body: &B,
-        timeout: Duration,
-        deadline: Instant,
-    ) -> Result<A, WhatsAppError>
+    async fn post<B, A>(&self, call: &Call<'_>, body: &B) -> Result<A, WhatsAppError>
     where
         B: Serialize + ?Sized,
         A: DeserializeOwned,
     {
-        let outcome = self.post_unlogged(call, body, timeout, deadline).await;
+        let outcome = self.post_unlogged(call, body).await;
         match &outcome {
             Ok(_) => tracing::debug!(
                 call = call.name,
@@ -159,13 +153,7 @@ impl<S> GraphApi<S> {
         outcome.map_err(|failure| failure.error)
     }
 
-    async fn post_unlogged<B, A>(
-        &self,
-        call: &Call<'_>,
-        body: &B,
-        timeout: Duration,
-        deadline: Instant,
-    ) -> Result<A, Failure>
+    async fn post_unlogged<B, A>(&self, call: &Call<'_>, body: &B) -> Result<A, Failure>
     where
         B: Serialize + ?Sized,
         A: DeserializeOwned,
@@ -175,7 +163,7 @@ impl<S> GraphApi<S> {
             .post(call.url.clone())
             .bearer_auth(call.token.expose())
             .json(body);
-        let answer = outbound_http::send(request, timeout, deadline)
+        let answer = outbound_http::send(request, call.timeout, call.deadline)
             .await
             .map_err(|e| Failure::from(call_error(e, call.token)))?;
         if !answer.is_success() {
@@ -203,12 +191,16 @@ impl<S: Secrets> WhatsApp for GraphApi<S> {
     ) -> Result<(), WhatsAppError> {
         let token = self.access_token().await?;
         let url = self.messages_url(phone_number_id)?;
+        // Best effort: one attempt, whose own timeout is its deadline.
+        let timeout = self.mark_read_timeout();
         let call = Call {
             name: "mark_read_and_typing",
             url: &url,
             token: &token,
             masked_to: None,
             attempt: 0,
+            timeout,
+            deadline: Instant::now() + timeout,
         };
         let body = MarkReadRequest {
             messaging_product: "whatsapp",
@@ -216,11 +208,7 @@ impl<S: Secrets> WhatsApp for GraphApi<S> {
             message_id,
             typing_indicator: TypingIndicator { kind: "text" },
         };
-        // Best effort: the call's own timeout is its deadline.
-        let timeout = self.mark_read_timeout();
-        let answer: SuccessResponse = self
-            .post(&call, &body, timeout, Instant::now() + timeout)
-            .await?;
+        let answer: SuccessResponse = self.post(&call, &body).await?;
         if answer.success {
             Ok(())
         } else {
@@ -253,10 +241,10 @@ impl<S: Secrets> WhatsApp for GraphApi<S> {
                     token,
                     masked_to: Some(masked_to),
                     attempt,
+                    timeout: self.settings.timeout,
+                    deadline,
                 };
-                let answer: SendTextResponse = self
-                    .post(&call, request, self.settings.timeout, deadline)
-                    .await?;
+                let answer: SendTextResponse = self.post(&call, request).await?;
                 answer.message_id().ok_or_else(|| {
                     WhatsAppError::BadResponse("the answer holds no message id".to_owned())
                 })
@@ -287,6 +275,9 @@ struct Call<'a> {
     token: &'a SecretString,
     masked_to: Option<&'a str>,
     attempt: u32,
+    /// The longest the call may take; it never runs past `deadline` either.
+    timeout: Duration,
+    deadline: Instant,
 }
 
 /// A failed call, with what Meta said beyond what [`WhatsAppError`] keeps, for the logs.
