@@ -15,6 +15,7 @@ pub mod llm;
 pub mod mail;
 pub mod meta;
 pub mod metrics;
+mod outbound_http;
 pub mod privacy;
 pub mod queue;
 pub mod retry;
@@ -22,9 +23,6 @@ pub mod secrets;
 pub mod storm;
 pub mod telemetry;
 pub mod whatsapp;
-
-#[cfg(feature = "testkit")]
-pub mod testkit;
 
 /// Loads the AWS configuration from the environment. `AWS_ENDPOINT_URL` points every client at
 /// a local emulator. Loading reads no network: credentials are resolved on first use.

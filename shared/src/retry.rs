@@ -39,11 +39,28 @@ impl Backoff {
     }
 }
 
+/// Whether, and after how long, a failed call is worth another attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryHint {
+    /// Retrying cannot help (a 400, a bad key).
+    Never,
+    /// Retry after the [`Backoff`]'s delay.
+    Backoff,
+    /// Retry after the delay the server asked for (its `Retry-After`).
+    After(Duration),
+}
+
+impl RetryHint {
+    /// A retry after the server's `retry_after` when it sent one, else after the backoff.
+    pub fn honouring(retry_after: Option<Duration>) -> Self {
+        retry_after.map_or(Self::Backoff, Self::After)
+    }
+}
+
 /// Whether an error is worth another attempt.
 pub trait Retryable {
-    /// `None` when retrying cannot help (a 400, a bad key); otherwise `Some` with the delay the
-    /// server asked for, if it did.
-    fn retry_hint(&self) -> Option<Option<Duration>>;
+    /// Whether to retry, and when.
+    fn retry_hint(&self) -> RetryHint;
 }
 
 /// Runs `call` until it succeeds, fails for good, runs out of attempts, or the next attempt
@@ -60,13 +77,14 @@ where
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
-        let Some(hint) = error.retry_hint() else {
-            return Err(error);
-        };
-        if attempt + 1 >= backoff.max_attempts {
+        let hint = error.retry_hint();
+        if hint == RetryHint::Never || attempt + 1 >= backoff.max_attempts {
             return Err(error);
         }
-        let delay = hint.unwrap_or_else(|| backoff.delay(attempt));
+        let delay = match hint {
+            RetryHint::After(delay) => delay,
+            RetryHint::Never | RetryHint::Backoff => backoff.delay(attempt),
+        };
         if Instant::now() + delay >= deadline {
             tracing::warn!(error = %error, attempt, "no time left for another attempt");
             return Err(error);
@@ -96,7 +114,7 @@ mod tests {
     use std::cell::Cell;
 
     #[derive(Debug)]
-    struct Failure(Option<Option<Duration>>);
+    struct Failure(RetryHint);
 
     impl std::fmt::Display for Failure {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,7 +123,7 @@ mod tests {
     }
 
     impl Retryable for Failure {
-        fn retry_hint(&self) -> Option<Option<Duration>> {
+        fn retry_hint(&self) -> RetryHint {
             self.0
         }
     }
@@ -136,7 +154,7 @@ mod tests {
             let n = calls.get();
             async move {
                 if n < 3 {
-                    Err(Failure(Some(None)))
+                    Err(Failure(RetryHint::Backoff))
                 } else {
                     Ok(n)
                 }
@@ -152,7 +170,7 @@ mod tests {
         let result: Result<(), _> =
             retry(&backoff(), Instant::now() + Duration::from_secs(60), |_| {
                 calls.set(calls.get() + 1);
-                async { Err(Failure(None)) }
+                async { Err(Failure(RetryHint::Never)) }
             })
             .await;
         assert!(result.is_err());
@@ -164,7 +182,7 @@ mod tests {
         let calls = Cell::new(0);
         let _: Result<(), _> = retry(&backoff(), Instant::now() + Duration::from_secs(60), |_| {
             calls.set(calls.get() + 1);
-            async { Err(Failure(Some(None))) }
+            async { Err(Failure(RetryHint::Backoff)) }
         })
         .await;
         assert_eq!(calls.get(), 4);
@@ -179,7 +197,7 @@ mod tests {
             let n = calls.get();
             async move {
                 if n == 1 {
-                    Err(Failure(Some(Some(Duration::from_secs(7)))))
+                    Err(Failure(RetryHint::After(Duration::from_secs(7))))
                 } else {
                     Ok(())
                 }
@@ -197,7 +215,7 @@ mod tests {
         let result: Result<(), _> =
             retry(&backoff(), Instant::now() + Duration::from_secs(5), |_| {
                 calls.set(calls.get() + 1);
-                async { Err(Failure(Some(Some(Duration::from_secs(30))))) }
+                async { Err(Failure(RetryHint::After(Duration::from_secs(30)))) }
             })
             .await;
         assert!(result.is_err());
@@ -205,6 +223,15 @@ mod tests {
             calls.get(),
             1,
             "a retry that cannot start before the deadline is not made"
+        );
+    }
+
+    #[test]
+    fn a_retry_after_is_honoured_when_sent() {
+        assert_eq!(RetryHint::honouring(None), RetryHint::Backoff);
+        assert_eq!(
+            RetryHint::honouring(Some(Duration::from_secs(3))),
+            RetryHint::After(Duration::from_secs(3))
         );
     }
 

@@ -1,8 +1,4 @@
 //! The DynamoDB conversation store against moto's server (see tests/with-moto.sh).
-//!
-//! Needs the `testkit` feature, which `cargo test --workspace` turns on for `shared` (the
-//! webhook's dev-dependency asks for it); `cargo test -p shared` alone skips this file.
-#![cfg(feature = "testkit")]
 
 use std::collections::HashMap;
 
@@ -15,7 +11,7 @@ use shared::conversation::{
     Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, Role, StoreError, Turn,
 };
 use shared::inbound::ConversationKey;
-use shared::testkit::{self, CallCounter};
+use testkit::CallCounter;
 
 /// A fixed clock, so that leases and expiry are exact.
 const NOW: i64 = 1_800_000_000;

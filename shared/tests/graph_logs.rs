@@ -5,36 +5,21 @@
 //! sees its own thread, and tracing caches each log call site's interest process-wide: when
 //! tests in other threads reach the adapter's call sites first, tracing can cache them as
 //! disabled, and this test would miss lines at random.
-#![cfg(feature = "testkit")]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use shared::retry::Backoff;
 use shared::secrets::{AppSecrets, SecretString, StaticSecrets};
-use shared::testkit::http_recorder::{Canned, RecordingServer};
 use shared::whatsapp::graph::{GraphApi, GraphSettings};
 use shared::whatsapp::{Recipient, WhatsApp};
+use testkit::http_recorder::{Canned, RecordingServer};
 use tokio::time::Instant;
 
 const TOKEN: &str = "EAAG-log-test-token-51d7";
 const USER_PHONE: &str = "15551234567";
 const SECRET_TEXT: &str = "the secret plans for Tuesday";
-
-/// A writer that keeps what the JSON log layer writes.
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn meta_error(code: i64, message: &str) -> Canned {
     Canned::json(
@@ -46,14 +31,7 @@ fn meta_error(code: i64, message: &str) -> Canned {
 
 #[tokio::test(flavor = "current_thread")]
 async fn logs_mask_the_recipient_and_hold_no_token_or_text() {
-    let logs = CapturedLogs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_guard, logs) = testkit::logs::capture();
 
     let server = RecordingServer::start(|_| {
         Canned::json(
@@ -93,11 +71,11 @@ async fn logs_mask_the_recipient_and_hold_no_token_or_text() {
         .await
         .unwrap_err();
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let ours: Vec<serde_json::Value> = text
+    let text = logs.text();
+    let ours: Vec<serde_json::Value> = logs
         .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .filter(|line: &serde_json::Value| line["target"] == "shared::whatsapp::graph")
+        .into_iter()
+        .filter(|line| line["target"] == "shared::whatsapp::graph")
         .collect();
     let with_code = |code: i64| {
         ours.iter()

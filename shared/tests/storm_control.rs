@@ -1,8 +1,4 @@
 //! The DynamoDB storm control against moto's server (see tests/with-moto.sh).
-//!
-//! Needs the `testkit` feature, which `cargo test --workspace` turns on for `shared` (the
-//! webhook's dev-dependency asks for it); `cargo test -p shared` alone skips this file.
-#![cfg(feature = "testkit")]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use shared::storm::dynamodb::{DynamoDbStormControl, KEEP_AFTER_WINDOW_SECONDS, alert_key};
 use shared::storm::{StormControl, StormError, Verdict};
-use shared::testkit::{self, CallCounter};
+use testkit::CallCounter;
 
 /// A fixed clock, so that windows and expiry are exact.
 const NOW: i64 = 1_800_000_000;

@@ -15,7 +15,7 @@ use shared::mail::SesMailer;
 use shared::queue::SqsQueue;
 use shared::secrets::SecretsManagerSecrets;
 use shared::storm::dynamodb::DynamoDbStormControl;
-use shared::testkit::{self, http_recorder};
+use testkit::http_recorder;
 
 fn env(map: BTreeMap<String, String>) -> Env<impl Fn(&str) -> Option<String>> {
     Env::from_fn(move |name| map.get(name).cloned())

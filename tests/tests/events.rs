@@ -10,7 +10,7 @@ use std::time::Duration;
 use local_stack::resources::Stack;
 use local_stack::runtime::{FunctionSpec, InvokeError, LambdaFunction, binaries_dir, http_answer};
 use serde_json::{Value, json};
-use shared::testkit::{self, http_recorder};
+use testkit::http_recorder;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 

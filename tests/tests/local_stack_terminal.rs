@@ -28,7 +28,7 @@ async fn next_answer(
 async fn three_messages_three_replies_with_memory_and_no_reply_to_a_duplicate() {
     let endpoint =
         std::env::var("AWS_ENDPOINT_URL").expect("run under tests/with-moto.sh (make test)");
-    let stack_name = shared::testkit::unique_name("terminal");
+    let stack_name = testkit::unique_name("terminal");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_local-stack"))
         .args([
             "--terminal",

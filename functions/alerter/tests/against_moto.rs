@@ -9,10 +9,9 @@ use alerter::{Alerter, Config};
 use base64::Engine;
 use serde_json::{Value, json};
 use shared::env_config::Env;
-use shared::mail::SesMailer;
+use shared::mail::{Mail, SesMailer};
 use shared::queue::SqsQueue;
 use shared::storm::dynamodb::DynamoDbStormControl;
-use shared::testkit::{self, mail::ParsedMail};
 
 const SENDER: &str = "alerts@example.com";
 const START_MS: i64 = 1_795_255_200_000;
@@ -94,7 +93,7 @@ impl Harness {
         }
     }
 
-    async fn mails(&self) -> Vec<ParsedMail> {
+    async fn mails(&self) -> Vec<Mail> {
         testkit::mail::sent_mails_to(&self.recipient).await
     }
 

@@ -6,11 +6,11 @@ mod common;
 
 use common::{Harness, USER, event, record, unique};
 use serde_json::json;
-use shared::testkit::http_recorder::Canned;
+use testkit::http_recorder::Canned;
 
 #[tokio::test(flavor = "current_thread")]
 async fn logs_mask_users_and_hold_no_text_or_secrets() {
-    let (_guard, logs) = shared::testkit::logs::capture();
+    let (_guard, logs) = testkit::logs::capture();
 
     let h = Harness::new("openai", &[]).await;
     h.handle(&event(vec![record(

@@ -10,7 +10,7 @@ use http::StatusCode;
 
 #[tokio::test(flavor = "current_thread")]
 async fn logs_mask_numbers_and_hold_no_bodies_or_secrets() {
-    let (_guard, logs) = shared::testkit::logs::capture();
+    let (_guard, logs) = testkit::logs::capture();
 
     let harness = Harness::new().await;
     let body = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P"},

@@ -1,46 +1,39 @@
-//! What both providers do around one HTTP attempt: bound it by the per-attempt timeout and the
-//! deadline, send it, read the answer, turn failures into [`LlmError`]s without secrets in them,
-//! and log the outcome.
+//! What both providers do around their HTTP calls: retry attempts within the deadline, send
+//! each through [`outbound_http`](crate::outbound_http), turn failures into [`LlmError`]s
+//! without secrets in them, and log each outcome.
 
-use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, RETRY_AFTER};
+use reqwest::header::HeaderValue;
+use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use super::{Completion, LlmError};
-use crate::retry::parse_retry_after;
+use super::{Completion, LlmError, LlmSettings};
+use crate::outbound_http::{self, Answer, CallError};
+use crate::retry::retry;
 use crate::secrets::{AppSecrets, SecretString, Secrets};
 
 /// A provider's error message is cut to this many characters, so that a long body (an HTML
 /// page from a proxy, an echo of the request) does not flood the logs.
 const MAX_MESSAGE_CHARS: usize = 300;
 
-/// What the provider answered, before it is interpreted.
-pub(super) struct RawAnswer {
-    /// The HTTP status.
-    pub status: u16,
-    /// The `Retry-After` header, when there was a readable one.
-    pub retry_after: Option<Duration>,
-    /// The whole body.
-    pub body: Vec<u8>,
-}
-
-impl RawAnswer {
-    /// Whether the status is a success.
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
+impl From<CallError> for LlmError {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::Timeout => Self::Timeout,
+            CallError::Transport(message) => Self::Transport(message),
+        }
     }
 }
 
 /// Who is being called, for the logs.
 #[derive(Clone, Copy)]
-pub(super) struct Target<'a> {
+struct Target<'a> {
     /// `openai` or `gemini`.
-    pub provider: &'static str,
+    provider: &'static str,
     /// The model's name.
-    pub model: &'a str,
+    model: &'a str,
 }
 
 /// Reads the secrets, giving up at `deadline`.
@@ -67,20 +60,39 @@ pub(super) fn key_header(prefix: &str, key: &SecretString) -> Result<HeaderValue
     Ok(value)
 }
 
+/// Calls `provider` as `settings` say, retrying transient failures, never past `deadline`: each
+/// attempt sends what `request` builds and reads the answer with `read`.
+pub(super) async fn call(
+    provider: &'static str,
+    settings: &LlmSettings,
+    deadline: Instant,
+    request: impl Fn() -> reqwest::RequestBuilder,
+    read: impl Fn(Answer) -> Result<Completion, LlmError>,
+) -> Result<Completion, LlmError> {
+    let target = Target {
+        provider,
+        model: &settings.model,
+    };
+    retry(&settings.backoff, deadline, |number| {
+        attempt(target, number, request(), settings.timeout, deadline, &read)
+    })
+    .await
+}
+
 /// Sends one attempt, interprets its answer with `interpret`, and logs the outcome with its
 /// status and latency (never the prompt, the answer or the key).
-pub(super) async fn attempt(
+async fn attempt(
     target: Target<'_>,
     number: u32,
     request: reqwest::RequestBuilder,
     timeout: Duration,
     deadline: Instant,
-    interpret: impl FnOnce(RawAnswer) -> Result<Completion, LlmError>,
+    interpret: impl FnOnce(Answer) -> Result<Completion, LlmError>,
 ) -> Result<Completion, LlmError> {
     let started = Instant::now();
-    let answer = send(request, timeout, deadline).await;
+    let answer = outbound_http::send(request, timeout, deadline).await;
     let status = answer.as_ref().ok().map(|a| a.status);
-    let result = answer.and_then(interpret);
+    let result = answer.map_err(LlmError::from).and_then(interpret);
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match &result {
         Ok(completion) => tracing::info!(
@@ -106,76 +118,37 @@ pub(super) async fn attempt(
     result
 }
 
-/// Sends `request` with a timeout of `timeout` or the time left before `deadline`, whichever is
-/// shorter, and reads the whole answer within it.
-async fn send(
-    request: reqwest::RequestBuilder,
-    timeout: Duration,
-    deadline: Instant,
-) -> Result<RawAnswer, LlmError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(LlmError::Timeout);
+/// The body of a successful answer, read as `T`. An error answer is an [`LlmError::Status`]
+/// with the message `error_message` finds in its body.
+pub(super) fn read_success<T: DeserializeOwned>(
+    answer: Answer,
+    error_message: impl FnOnce(&[u8]) -> String,
+) -> Result<T, LlmError> {
+    if !answer.is_success() {
+        return Err(LlmError::Status {
+            status: answer.status,
+            message: error_message(&answer.body),
+            retry_after: answer.retry_after,
+        });
     }
-    let response = request
-        .timeout(timeout.min(left))
-        .send()
-        .await
-        .map_err(from_reqwest)?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_retry_after);
-    // The request's timeout covers reading the body too.
-    let body = response.bytes().await.map_err(from_reqwest)?;
-    Ok(RawAnswer {
-        status,
-        retry_after,
-        body: body.to_vec(),
-    })
-}
-
-/// A timeout, or a transport failure described by its causes, without the URL.
-fn from_reqwest(error: reqwest::Error) -> LlmError {
-    if error.is_timeout() {
-        return LlmError::Timeout;
-    }
-    let error = error.without_url();
-    let mut message = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        message.push_str(": ");
-        message.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    LlmError::Transport(message)
+    serde_json::from_slice(&answer.body).map_err(|e| unreadable(&e))
 }
 
 /// Why a 2xx body could not be read, without quoting it: serde's messages may quote values,
 /// and those could be the user's words.
-pub(super) fn unreadable(error: &serde_json::Error) -> LlmError {
-    LlmError::BadResponse(format!(
-        "{:?} error at line {} column {}",
-        error.classify(),
-        error.line(),
-        error.column()
-    ))
+fn unreadable(error: &serde_json::Error) -> LlmError {
+    LlmError::BadResponse(outbound_http::describe_json_error(error))
 }
 
 /// A provider's error message made fit for an error and a log: the key removed, should the
 /// provider echo it, blanks collapsed, and cut to [`MAX_MESSAGE_CHARS`].
 pub(super) fn clean_message(message: &str, key: Option<&SecretString>) -> String {
-    let mut message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    if let Some(key) = key.map(|k| k.expose().trim()).filter(|k| !k.is_empty()) {
-        message = message.replace(key, "<redacted>");
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let message = outbound_http::redact(&message, key.map_or("", |k| k.expose().trim()));
+    match outbound_http::excerpt(&message, MAX_MESSAGE_CHARS) {
+        (kept, true) => format!("{kept}…"),
+        (_, false) => message,
     }
-    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
-        message.truncate(cut);
-        message.push('…');
-    }
-    message
 }
 
 /// The message for an error body that is not the provider's JSON error: its text, or its size

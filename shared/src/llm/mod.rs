@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::conversation::Role;
-use crate::retry::{Backoff, Retryable};
+use crate::retry::{Backoff, RetryHint, Retryable};
 use crate::secrets::{Secrets, SecretsError};
 
 pub use gemini::GeminiChat;
@@ -110,15 +110,15 @@ impl Retryable for LlmError {
     /// 429, 5xx, timeouts and connection failures are retried; 400, 401, 403 and other answers
     /// are not, since the same request would fail the same way. Neither is a failure to read
     /// the API key: the secrets cache has its own refresh.
-    fn retry_hint(&self) -> Option<Option<Duration>> {
+    fn retry_hint(&self) -> RetryHint {
         match self {
             Self::Status {
                 status,
                 retry_after,
                 ..
-            } if *status == 429 || *status >= 500 => Some(*retry_after),
-            Self::Timeout | Self::Transport(_) => Some(None),
-            _ => None,
+            } if *status == 429 || *status >= 500 => RetryHint::honouring(*retry_after),
+            Self::Timeout | Self::Transport(_) => RetryHint::Backoff,
+            _ => RetryHint::Never,
         }
     }
 }
@@ -243,75 +243,6 @@ impl<S: Secrets> Llm for ChatModel<S> {
     }
 }
 
-/// What the providers' HTTP tests share.
-#[cfg(all(test, feature = "testkit"))]
-pub(crate) mod test_support {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use tokio::time::Instant;
-
-    use super::{LlmSettings, Prompt, PromptTurn};
-    use crate::conversation::Role;
-    use crate::retry::Backoff;
-    use crate::secrets::{AppSecrets, SecretString, Secrets, SecretsError, StaticSecrets};
-
-    /// The API key the tests' clients send.
-    pub const KEY: &str = "sk-test-123";
-
-    /// Settings for a local server: a short backoff, three attempts, a generous timeout.
-    pub fn settings(base_url: &str) -> LlmSettings {
-        LlmSettings {
-            base_url: base_url.to_owned(),
-            model: "test-model".to_owned(),
-            timeout: Duration::from_secs(5),
-            backoff: Backoff {
-                initial: Duration::from_millis(10),
-                max: Duration::from_millis(50),
-                max_attempts: 3,
-            },
-        }
-    }
-
-    /// Secrets holding `key` as `LLM_API_KEY`, or no key.
-    pub fn secrets(key: Option<&str>) -> Arc<StaticSecrets> {
-        Arc::new(StaticSecrets(Arc::new(AppSecrets {
-            llm_api_key: key.map(SecretString::new),
-            ..AppSecrets::default()
-        })))
-    }
-
-    /// Secrets that cannot be read.
-    pub struct FailingSecrets;
-
-    impl Secrets for FailingSecrets {
-        async fn current(&self) -> Result<Arc<AppSecrets>, SecretsError> {
-            Err(SecretsError::Fetch("Secrets Manager is down".to_owned()))
-        }
-    }
-
-    /// A system prompt and a short alternating conversation.
-    pub fn prompt() -> Prompt {
-        let turn = |role, text: &str| PromptTurn {
-            role,
-            text: text.to_owned(),
-        };
-        Prompt::new(
-            "You are terse.",
-            [
-                turn(Role::User, "Hi"),
-                turn(Role::Assistant, "Hello, how can I help?"),
-                turn(Role::User, "What is 2+2?"),
-            ],
-        )
-    }
-
-    /// A deadline `seconds` from now.
-    pub fn in_seconds(seconds: u64) -> Instant {
-        Instant::now() + Duration::from_secs(seconds)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,19 +284,38 @@ mod tests {
             message: String::new(),
             retry_after: None,
         };
-        assert_eq!(status(429).retry_hint(), Some(None));
-        assert_eq!(status(503).retry_hint(), Some(None));
-        for final_status in [400, 401, 403, 404] {
-            assert_eq!(status(final_status).retry_hint(), None, "{final_status}");
+        for retried in [429, 500, 502, 503] {
+            assert_eq!(
+                status(retried).retry_hint(),
+                RetryHint::Backoff,
+                "{retried}"
+            );
         }
-        assert_eq!(LlmError::Timeout.retry_hint(), Some(None));
-        assert_eq!(LlmError::NoAnswer("blocked".into()).retry_hint(), None);
+        for final_status in [400, 401, 403, 404] {
+            assert_eq!(
+                status(final_status).retry_hint(),
+                RetryHint::Never,
+                "{final_status}"
+            );
+        }
+        assert_eq!(LlmError::Timeout.retry_hint(), RetryHint::Backoff);
+        assert_eq!(
+            LlmError::Transport("refused".into()).retry_hint(),
+            RetryHint::Backoff
+        );
+        assert_eq!(
+            LlmError::NoAnswer("blocked".into()).retry_hint(),
+            RetryHint::Never
+        );
         let hinted = LlmError::Status {
             status: 429,
             message: String::new(),
             retry_after: Some(Duration::from_secs(3)),
         };
-        assert_eq!(hinted.retry_hint(), Some(Some(Duration::from_secs(3))));
+        assert_eq!(
+            hinted.retry_hint(),
+            RetryHint::After(Duration::from_secs(3))
+        );
     }
 
     #[test]
@@ -392,7 +342,7 @@ mod tests {
     #[test]
     fn a_secrets_failure_is_not_retried() {
         let error = LlmError::Secrets(SecretsError::MissingKey("LLM_API_KEY"));
-        assert_eq!(error.retry_hint(), None);
+        assert_eq!(error.retry_hint(), RetryHint::Never);
         assert!(error.to_string().contains("LLM_API_KEY"));
     }
 }

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::RETRY_AFTER;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{Recipient, WhatsApp, WhatsAppError};
+use crate::outbound_http::{self, CallError};
 use crate::privacy::mask;
 use crate::retry::{self, Backoff};
 use crate::secrets::{SecretString, Secrets};
@@ -122,19 +122,14 @@ impl<S> GraphApi<S> {
         self.settings.timeout.min(MARK_READ_TIMEOUT)
     }
 
-    /// Posts `body` once and reads the answer as `A`, or as Meta's error object when the status
-    /// is not a success.
-    async fn post<B, A>(
-        &self,
-        call: &Call<'_>,
-        body: &B,
-        timeout: Duration,
-    ) -> Result<A, WhatsAppError>
+    /// Posts `body` once, within the call's timeout and deadline, and reads the answer as `A`,
+    /// or as Meta's error object when the status is not a success.
+    async fn post<B, A>(&self, call: &Call<'_>, body: &B) -> Result<A, WhatsAppError>
     where
         B: Serialize + ?Sized,
         A: DeserializeOwned,
     {
-        let outcome = self.post_unlogged(call, body, timeout).await;
+        let outcome = self.post_unlogged(call, body).await;
         match &outcome {
             Ok(_) => tracing::debug!(
                 call = call.name,
@@ -158,41 +153,31 @@ impl<S> GraphApi<S> {
         outcome.map_err(|failure| failure.error)
     }
 
-    async fn post_unlogged<B, A>(
-        &self,
-        call: &Call<'_>,
-        body: &B,
-        timeout: Duration,
-    ) -> Result<A, Failure>
+    async fn post_unlogged<B, A>(&self, call: &Call<'_>, body: &B) -> Result<A, Failure>
     where
         B: Serialize + ?Sized,
         A: DeserializeOwned,
     {
-        let response = self
+        let request = self
             .http
             .post(call.url.clone())
             .bearer_auth(call.token.expose())
-            .timeout(timeout)
-            .json(body)
-            .send()
+            .json(body);
+        let answer = outbound_http::send(request, call.timeout, call.deadline)
             .await
-            .map_err(|e| Failure::from(transport_error(&e, call.token)))?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(retry::parse_retry_after);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Failure::from(transport_error(&e, call.token)))?;
-        if !status.is_success() {
-            return Err(api_error(status.as_u16(), retry_after, &bytes, call.token));
+            .map_err(|e| Failure::from(call_error(e, call.token)))?;
+        if !answer.is_success() {
+            return Err(api_error(
+                answer.status,
+                answer.retry_after,
+                &answer.body,
+                call.token,
+            ));
         }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            let mut failure = Failure::from(WhatsAppError::BadResponse(describe_json_error(&e)));
-            failure.http_status = Some(status.as_u16());
+        serde_json::from_slice(&answer.body).map_err(|e| {
+            let message = outbound_http::describe_json_error(&e);
+            let mut failure = Failure::from(WhatsAppError::BadResponse(message));
+            failure.http_status = Some(answer.status);
             failure
         })
     }
@@ -206,12 +191,16 @@ impl<S: Secrets> WhatsApp for GraphApi<S> {
     ) -> Result<(), WhatsAppError> {
         let token = self.access_token().await?;
         let url = self.messages_url(phone_number_id)?;
+        // Best effort: one attempt, whose own timeout is its deadline.
+        let timeout = self.mark_read_timeout();
         let call = Call {
             name: "mark_read_and_typing",
             url: &url,
             token: &token,
             masked_to: None,
             attempt: 0,
+            timeout,
+            deadline: Instant::now() + timeout,
         };
         let body = MarkReadRequest {
             messaging_product: "whatsapp",
@@ -219,7 +208,7 @@ impl<S: Secrets> WhatsApp for GraphApi<S> {
             message_id,
             typing_indicator: TypingIndicator { kind: "text" },
         };
-        let answer: SuccessResponse = self.post(&call, &body, self.mark_read_timeout()).await?;
+        let answer: SuccessResponse = self.post(&call, &body).await?;
         if answer.success {
             Ok(())
         } else {
@@ -246,21 +235,16 @@ impl<S: Secrets> WhatsApp for GraphApi<S> {
             let request = SendTextRequest::new(to, body);
             let (url, token, request, masked_to) = (&url, &token, &request, masked_to.as_str());
             retry::retry(&self.settings.backoff, deadline, |attempt| async move {
-                // The time left decides both whether to call at all and how long to wait.
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if remaining.is_zero() {
-                    return Err(WhatsAppError::Timeout);
-                }
                 let call = Call {
                     name: "send_text",
                     url,
                     token,
                     masked_to: Some(masked_to),
                     attempt,
+                    timeout: self.settings.timeout,
+                    deadline,
                 };
-                let answer: SendTextResponse = self
-                    .post(&call, request, self.settings.timeout.min(remaining))
-                    .await?;
+                let answer: SendTextResponse = self.post(&call, request).await?;
                 answer.message_id().ok_or_else(|| {
                     WhatsAppError::BadResponse("the answer holds no message id".to_owned())
                 })
@@ -291,6 +275,9 @@ struct Call<'a> {
     token: &'a SecretString,
     masked_to: Option<&'a str>,
     attempt: u32,
+    /// The longest the call may take; it never runs past `deadline` either.
+    timeout: Duration,
+    deadline: Instant,
 }
 
 /// A failed call, with what Meta said beyond what [`WhatsAppError`] keeps, for the logs.
@@ -407,11 +394,12 @@ impl SendTextResponse {
 /// `{"error": {…}}`, every field optional so that a partial object still yields its code.
 #[derive(Debug, Deserialize)]
 struct ErrorEnvelope {
-    error: MetaError,
+    error: GraphErrorBody,
 }
 
+/// The object under `error` in a Graph API error answer.
 #[derive(Debug, Deserialize)]
-struct MetaError {
+struct GraphErrorBody {
     message: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
@@ -455,7 +443,7 @@ fn api_error(
         }
         Err(_) => {
             let text = String::from_utf8_lossy(body);
-            let excerpt: String = text.trim().chars().take(ERROR_SNIPPET_CHARS).collect();
+            let (excerpt, _) = outbound_http::excerpt(text.trim(), ERROR_SNIPPET_CHARS);
             let message = if excerpt.is_empty() {
                 format!("HTTP {http_status} with an empty body")
             } else {
@@ -469,7 +457,7 @@ fn api_error(
         error: WhatsAppError::Api {
             http_status,
             code,
-            message: redact(message, token),
+            message: outbound_http::redact(&message, token.expose()),
             retry_after,
         },
         http_status: Some(http_status),
@@ -479,40 +467,13 @@ fn api_error(
     }
 }
 
-/// A failure to reach the API or to read its answer.
-fn transport_error(error: &reqwest::Error, token: &SecretString) -> WhatsAppError {
-    if error.is_timeout() {
-        return WhatsAppError::Timeout;
-    }
-    // reqwest's own message is generic ("error sending request"); the cause is in the chain.
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    WhatsAppError::Transport(redact(text, token))
-}
-
-/// Describes why a body is not the expected JSON without quoting it, since an answer may hold
-/// the user's phone number (`contacts`).
-fn describe_json_error(error: &serde_json::Error) -> String {
-    format!(
-        "{:?} error at line {} column {}",
-        error.classify(),
-        error.line(),
-        error.column()
-    )
-}
-
-/// Removes the access token from text that came from outside (an error message could echo it).
-fn redact(text: String, token: &SecretString) -> String {
-    let secret = token.expose();
-    if secret.is_empty() || !text.contains(secret) {
-        text
-    } else {
-        text.replace(secret, "<redacted>")
+/// A failure to reach the API or to read its answer, the access token removed should it show.
+fn call_error(error: CallError, token: &SecretString) -> WhatsAppError {
+    match error {
+        CallError::Timeout => WhatsAppError::Timeout,
+        CallError::Transport(text) => {
+            WhatsAppError::Transport(outbound_http::redact(&text, token.expose()))
+        }
     }
 }
 
@@ -691,423 +652,6 @@ mod tests {
         ] {
             let answer: SendTextResponse = serde_json::from_value(body).unwrap();
             assert_eq!(answer.message_id(), None);
-        }
-    }
-
-    #[test]
-    fn a_bad_body_is_described_without_quoting_it() {
-        let error =
-            serde_json::from_str::<SendTextResponse>(r#"{"messages": "15551234567"}"#).unwrap_err();
-        let described = describe_json_error(&error);
-        assert!(!described.contains("15551234567"), "{described}");
-    }
-
-    /// Calls against a local [`RecordingServer`] standing in for the Graph API, asserting on
-    /// what was actually sent. The server needs the `testkit` feature.
-    #[cfg(feature = "testkit")]
-    mod http {
-        use super::*;
-        use crate::secrets::{AppSecrets, SecretsError, StaticSecrets};
-        use crate::testkit::http_recorder::{Canned, RecordedRequest, RecordingServer};
-
-        const TOKEN: &str = "EAAG-test-token-9f3b2c";
-        const PHONE_NUMBER_ID: &str = "106540352242922";
-        const USER_PHONE: &str = "15551234567";
-
-        fn secrets(token: Option<&str>) -> Arc<StaticSecrets> {
-            Arc::new(StaticSecrets(Arc::new(AppSecrets {
-                meta_access_token: token.map(SecretString::new),
-                ..AppSecrets::default()
-            })))
-        }
-
-        fn backoff() -> Backoff {
-            Backoff {
-                initial: Duration::from_millis(10),
-                max: Duration::from_millis(50),
-                max_attempts: 4,
-            }
-        }
-
-        fn settings(server: &RecordingServer) -> GraphSettings {
-            GraphSettings {
-                // A trailing slash, as a configuration might have it.
-                base_url: format!("{}/", server.url),
-                api_version: "v23.0".into(),
-                timeout: Duration::from_secs(5),
-                backoff: backoff(),
-            }
-        }
-
-        fn sent() -> Canned {
-            Canned::json(
-                200,
-                json!({"messaging_product": "whatsapp",
-                       "contacts": [{"input": USER_PHONE, "wa_id": USER_PHONE}],
-                       "messages": [{"id": "wamid.SENT"}]}),
-            )
-        }
-
-        fn meta_error(status: u16, code: i64, message: &str) -> Canned {
-            Canned::json(
-                status,
-                json!({"error": {"message": message, "type": "OAuthException", "code": code,
-                                 "error_data": {"messaging_product": "whatsapp",
-                                                "details": format!("details of {code}")},
-                                 "fbtrace_id": "AbCdEf123"}}),
-            )
-        }
-
-        /// A server answering every request with `default` unless scripted otherwise, and a
-        /// client for it.
-        async fn start(default: Canned) -> (RecordingServer, GraphApi<StaticSecrets>) {
-            let server = RecordingServer::start(move |_| default.clone()).await;
-            let api = GraphApi::new(
-                reqwest::Client::new(),
-                settings(&server),
-                secrets(Some(TOKEN)),
-            );
-            (server, api)
-        }
-
-        fn in_a_minute() -> Instant {
-            Instant::now() + Duration::from_secs(60)
-        }
-
-        fn phone() -> Recipient {
-            Recipient::Phone(USER_PHONE.into())
-        }
-
-        fn assert_is_messages_call(request: &RecordedRequest) {
-            assert_eq!(request.method, "POST");
-            assert_eq!(request.path, format!("/v23.0/{PHONE_NUMBER_ID}/messages"));
-            assert_eq!(
-                request.header("authorization"),
-                Some(format!("Bearer {TOKEN}").as_str())
-            );
-            assert_eq!(request.header("content-type"), Some("application/json"));
-        }
-
-        #[tokio::test]
-        async fn sends_a_text_to_a_phone_number() {
-            let (server, api) = start(sent()).await;
-            let id = api
-                .send_text(PHONE_NUMBER_ID, &phone(), "Hello *there*", in_a_minute())
-                .await
-                .unwrap();
-            assert_eq!(id, "wamid.SENT");
-            let requests = server.requests();
-            assert_eq!(requests.len(), 1);
-            assert_is_messages_call(&requests[0]);
-            assert_eq!(
-                requests[0].json(),
-                json!({"messaging_product": "whatsapp", "recipient_type": "individual",
-                       "to": USER_PHONE, "type": "text",
-                       "text": {"preview_url": false, "body": "Hello *there*"}})
-            );
-        }
-
-        #[tokio::test]
-        async fn sends_a_text_to_a_business_scoped_user_id() {
-            let (server, api) = start(sent()).await;
-            let to = Recipient::UserId("US.13491208655302741918".into());
-            api.send_text(PHONE_NUMBER_ID, &to, "Hi", in_a_minute())
-                .await
-                .unwrap();
-            let requests = server.requests();
-            assert_eq!(requests.len(), 1);
-            assert_is_messages_call(&requests[0]);
-            assert_eq!(
-                requests[0].json(),
-                json!({"messaging_product": "whatsapp", "recipient_type": "individual",
-                       "recipient": "US.13491208655302741918", "type": "text",
-                       "text": {"preview_url": false, "body": "Hi"}})
-            );
-        }
-
-        #[tokio::test]
-        async fn marks_read_with_the_typing_indicator() {
-            let (server, api) = start(Canned::json(200, json!({"success": true}))).await;
-            api.mark_read_and_typing(PHONE_NUMBER_ID, "wamid.IN")
-                .await
-                .unwrap();
-            let requests = server.requests();
-            assert_eq!(requests.len(), 1);
-            assert_is_messages_call(&requests[0]);
-            assert_eq!(
-                requests[0].json(),
-                json!({"messaging_product": "whatsapp", "status": "read",
-                       "message_id": "wamid.IN", "typing_indicator": {"type": "text"}})
-            );
-        }
-
-        #[tokio::test]
-        async fn marking_read_is_tried_once() {
-            let (server, api) = start(meta_error(400, 130_429, "rate limit hit")).await;
-            let error = api
-                .mark_read_and_typing(PHONE_NUMBER_ID, "wamid.IN")
-                .await
-                .unwrap_err();
-            assert_eq!(error.class(), MetaErrorClass::RateLimited);
-            assert_eq!(server.requests().len(), 1, "best effort: no retry");
-
-            let (server, api) = start(Canned::json(200, json!({"success": false}))).await;
-            let error = api
-                .mark_read_and_typing(PHONE_NUMBER_ID, "wamid.IN")
-                .await
-                .unwrap_err();
-            assert!(matches!(error, WhatsAppError::BadResponse(_)), "{error:?}");
-            assert_eq!(server.requests().len(), 1);
-        }
-
-        #[tokio::test]
-        async fn retries_a_rate_limit_sent_as_http_400() {
-            let (server, api) = start(sent()).await;
-            server.script([meta_error(400, 130_429, "(#130429) Rate limit hit")]);
-            let id = api
-                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
-                .await
-                .unwrap();
-            assert_eq!(id, "wamid.SENT");
-            let requests = server.requests();
-            assert_eq!(requests.len(), 2);
-            assert_eq!(requests[0].body, requests[1].body, "the same message again");
-        }
-
-        #[tokio::test]
-        async fn retries_server_errors_until_success() {
-            let (server, api) = start(sent()).await;
-            // The first is not even Meta's error object: a proxy's answer, say.
-            server.script([
-                Canned::json(500, json!("upstream failure")),
-                meta_error(500, 2, "Service temporarily unavailable"),
-            ]);
-            let id = api
-                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
-                .await
-                .unwrap();
-            assert_eq!(id, "wamid.SENT");
-            assert_eq!(server.requests().len(), 3);
-        }
-
-        #[tokio::test]
-        async fn gives_up_after_the_last_attempt() {
-            let (server, api) = start(meta_error(400, 131_056, "pair rate limit")).await;
-            let error = api
-                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
-                .await
-                .unwrap_err();
-            assert_eq!(error.class(), MetaErrorClass::RateLimited);
-            assert_eq!(server.requests().len(), 4);
-        }
-
-        #[tokio::test]
-        async fn does_not_retry_outside_the_24_hour_window() {
-            let (server, api) = start(meta_error(400, 131_047, "Re-engagement message")).await;
-            let error = api
-                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
-                .await
-                .unwrap_err();
-            assert_eq!(server.requests().len(), 1);
-            assert_eq!(error.class(), MetaErrorClass::OutsideWindow);
-            assert_eq!(
-                error,
-                WhatsAppError::Api {
-                    http_status: 400,
-                    code: Some(131_047),
-                    message: "Re-engagement message (details of 131047)".into(),
-                    retry_after: None,
-                }
-            );
-        }
-
-        #[tokio::test]
-        async fn does_not_retry_an_undeliverable_message() {
-            let (server, api) = start(meta_error(400, 131_026, "Message undeliverable")).await;
-            let error = api
-                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
-                .await
-                .unwrap_err();
-            assert_eq!(server.requests().len(), 1);
-            assert_eq!(error.class(), MetaErrorClass::Undeliverable);
-        }
-
-        #[tokio::test]
-        async fn does_not_retry_an_expired_token() {
-            let (server, api) = start(meta_error(
-                401,
-                190,
-                "Error validating access token: Session has expired",
-            ))
-            .await;
-            let error = api
-                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
-                .await
-                .unwrap_err();
-            assert_eq!(server.requests().len(), 1);
-            assert_eq!(error.class(), MetaErrorClass::TokenExpired);
-            assert_eq!(error.code(), Some(190));
-        }
-
-        #[tokio::test]
-        async fn does_not_retry_an_answer_without_a_message_id() {
-            // The message may have gone out; sending it again could duplicate it.
-            let (server, api) = start(Canned::json(200, json!({"messages": []}))).await;
-            let error = api
-                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
-                .await
-                .unwrap_err();
-            assert!(matches!(error, WhatsAppError::BadResponse(_)), "{error:?}");
-            assert_eq!(server.requests().len(), 1);
-        }
-
-        #[tokio::test]
-        async fn waits_as_long_as_retry_after_says() {
-            let (server, api) = start(sent()).await;
-            server.script([
-                meta_error(400, 130_429, "Rate limit hit").with_header("retry-after", "1")
-            ]);
-            let start = std::time::Instant::now();
-            api.send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
-                .await
-                .unwrap();
-            assert_eq!(server.requests().len(), 2);
-            // The backoff alone would wait at most 50 ms.
-            assert!(
-                start.elapsed() >= Duration::from_secs(1),
-                "retried after {:?}",
-                start.elapsed()
-            );
-        }
-
-        #[tokio::test]
-        async fn gives_up_when_retry_after_passes_the_deadline() {
-            let (server, api) =
-                start(meta_error(400, 130_429, "Rate limit hit").with_header("retry-after", "30"))
-                    .await;
-            let error = api
-                .send_text(
-                    PHONE_NUMBER_ID,
-                    &phone(),
-                    "Hi",
-                    Instant::now() + Duration::from_secs(5),
-                )
-                .await
-                .unwrap_err();
-            assert_eq!(server.requests().len(), 1);
-            assert_eq!(error.class(), MetaErrorClass::RateLimited);
-            assert!(
-                matches!(error, WhatsAppError::Api { retry_after: Some(d), .. } if d == Duration::from_secs(30)),
-                "{error:?}"
-            );
-        }
-
-        #[tokio::test]
-        async fn makes_no_request_past_the_deadline() {
-            let (server, api) = start(sent()).await;
-            let past = Instant::now() - Duration::from_millis(1);
-            let error = api
-                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", past)
-                .await
-                .unwrap_err();
-            assert_eq!(error, WhatsAppError::Timeout);
-            assert!(server.requests().is_empty());
-        }
-
-        #[tokio::test]
-        async fn an_attempt_waits_no_longer_than_the_deadline() {
-            let (server, api) = start(sent().after(Duration::from_secs(3))).await;
-            let start = std::time::Instant::now();
-            let error = api
-                .send_text(
-                    PHONE_NUMBER_ID,
-                    &phone(),
-                    "Hi",
-                    Instant::now() + Duration::from_millis(300),
-                )
-                .await
-                .unwrap_err();
-            assert_eq!(error, WhatsAppError::Timeout);
-            assert_eq!(server.requests().len(), 1);
-            assert!(
-                start.elapsed() < Duration::from_secs(2),
-                "{:?}",
-                start.elapsed()
-            );
-        }
-
-        #[tokio::test]
-        async fn a_slow_answer_times_out_and_is_retried() {
-            let (server, mut api) = start(sent()).await;
-            api.settings.timeout = Duration::from_millis(200);
-            server.script([sent().after(Duration::from_secs(2))]);
-            let id = api
-                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
-                .await
-                .unwrap();
-            assert_eq!(id, "wamid.SENT");
-            assert_eq!(server.requests().len(), 2);
-        }
-
-        #[tokio::test]
-        async fn a_connection_failure_is_transient() {
-            // A port that was free a moment ago: nothing listens there.
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("http://{}", listener.local_addr().unwrap());
-            drop(listener);
-            let mut settings = GraphSettings::new("v23.0");
-            settings.base_url = url;
-            settings.backoff = Backoff {
-                max_attempts: 2,
-                ..backoff()
-            };
-            let api = GraphApi::new(reqwest::Client::new(), settings, secrets(Some(TOKEN)));
-            let error = api
-                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
-                .await
-                .unwrap_err();
-            assert!(matches!(error, WhatsAppError::Transport(_)), "{error:?}");
-            assert_eq!(error.class(), MetaErrorClass::Transient);
-        }
-
-        #[tokio::test]
-        async fn makes_no_request_without_an_access_token() {
-            let server = RecordingServer::start(|_| sent()).await;
-            let api = GraphApi::new(reqwest::Client::new(), settings(&server), secrets(None));
-            let missing = WhatsAppError::Secrets(SecretsError::MissingKey("META_ACCESS_TOKEN"));
-            assert_eq!(
-                api.send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
-                    .await
-                    .unwrap_err(),
-                missing
-            );
-            assert_eq!(
-                api.mark_read_and_typing(PHONE_NUMBER_ID, "wamid.IN")
-                    .await
-                    .unwrap_err(),
-                missing
-            );
-            assert_eq!(missing.class(), MetaErrorClass::Other);
-            assert!(server.requests().is_empty());
-        }
-
-        #[tokio::test]
-        async fn the_token_never_shows_in_errors_or_debug_output() {
-            // Meta's message quotes the token it could not parse.
-            let (_server, api) = start(meta_error(
-                401,
-                190,
-                &format!("Malformed access token {TOKEN}"),
-            ))
-            .await;
-            let error = api
-                .send_text(PHONE_NUMBER_ID, &phone(), "Hi", in_a_minute())
-                .await
-                .unwrap_err();
-            assert_eq!(error.class(), MetaErrorClass::TokenExpired);
-            for text in [error.to_string(), format!("{error:?}"), format!("{api:?}")] {
-                assert!(!text.contains(TOKEN), "{text}");
-            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::inbound::Sender;
-use crate::retry::Retryable;
+use crate::retry::{RetryHint, Retryable};
 use crate::secrets::SecretsError;
 
 /// Who a reply goes to: a phone number (`to`) or, for a user known only by a business-scoped
@@ -131,14 +131,16 @@ impl WhatsAppError {
 }
 
 impl Retryable for WhatsAppError {
-    fn retry_hint(&self) -> Option<Option<Duration>> {
+    /// Rate limits and transient failures are retried, after Meta's `Retry-After` when it sent
+    /// one; everything else is not.
+    fn retry_hint(&self) -> RetryHint {
         match (self.class(), self) {
             (
                 MetaErrorClass::RateLimited | MetaErrorClass::Transient,
                 Self::Api { retry_after, .. },
-            ) => Some(*retry_after),
-            (MetaErrorClass::RateLimited | MetaErrorClass::Transient, _) => Some(None),
-            _ => None,
+            ) => RetryHint::honouring(*retry_after),
+            (MetaErrorClass::RateLimited | MetaErrorClass::Transient, _) => RetryHint::Backoff,
+            _ => RetryHint::Never,
         }
     }
 }
@@ -207,13 +209,27 @@ mod tests {
             message: String::new(),
             retry_after: None,
         };
-        assert_eq!(api(130_429).retry_hint(), Some(None));
-        assert_eq!(api(131_047).retry_hint(), None);
-        assert_eq!(api(190).retry_hint(), None);
-        assert_eq!(WhatsAppError::Timeout.retry_hint(), Some(None));
+        assert_eq!(api(130_429).retry_hint(), RetryHint::Backoff);
+        assert_eq!(api(131_047).retry_hint(), RetryHint::Never);
+        assert_eq!(api(190).retry_hint(), RetryHint::Never);
+        assert_eq!(WhatsAppError::Timeout.retry_hint(), RetryHint::Backoff);
+        assert_eq!(
+            WhatsAppError::Transport("refused".into()).retry_hint(),
+            RetryHint::Backoff
+        );
+        let hinted = WhatsAppError::Api {
+            http_status: 400,
+            code: Some(130_429),
+            message: String::new(),
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(
+            hinted.retry_hint(),
+            RetryHint::After(Duration::from_secs(3))
+        );
         let missing = WhatsAppError::Secrets(SecretsError::MissingKey("META_ACCESS_TOKEN"));
         assert_eq!(missing.class(), MetaErrorClass::Other);
-        assert_eq!(missing.retry_hint(), None);
+        assert_eq!(missing.retry_hint(), RetryHint::Never);
     }
 
     #[test]

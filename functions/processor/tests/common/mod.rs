@@ -13,8 +13,8 @@ use processor::{Config, DeployedProcessor, Invocation};
 use serde_json::json;
 use shared::env_config::Env;
 use shared::secrets::SecretsManagerSecrets;
-use shared::testkit::http_recorder::{Canned, RecordedRequest, RecordingServer};
-use shared::testkit::{self, CallCounter};
+use testkit::CallCounter;
+use testkit::http_recorder::{Canned, RecordedRequest, RecordingServer};
 
 pub const PHONE_NUMBER_ID: &str = "106540352242922";
 pub const USER: &str = "15551234567";

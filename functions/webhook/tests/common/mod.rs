@@ -7,7 +7,6 @@ use lambda_http::{Body, Request};
 use shared::meta::signature::sign;
 use shared::queue::SqsQueue;
 use shared::secrets::SecretsManagerSecrets;
-use shared::testkit;
 use std::time::Duration;
 use webhook::Webhook;
 

@@ -41,13 +41,13 @@ impl std::io::Write for CapturedLogs {
 }
 
 /// Captures this thread's logs in the production JSON format, at the most verbose level the
-/// configuration allows ([`crate::telemetry::filter`] of `trace`), until the guard is dropped.
+/// configuration allows ([`shared::telemetry::filter`] of `trace`), until the guard is dropped.
 pub fn capture() -> (tracing::subscriber::DefaultGuard, CapturedLogs) {
     let logs = CapturedLogs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(crate::telemetry::filter("trace"))
+        .with_env_filter(shared::telemetry::filter("trace"))
         .with_writer(move || writer.clone())
         .finish();
     (tracing::subscriber::set_default(subscriber), logs)

@@ -1,8 +1,11 @@
-//! Helpers for integration tests that run against moto's server (started by the project's test
-//! script, which exports `AWS_ENDPOINT_URL`), and local HTTP servers that stand in for Meta and
-//! the LLMs. Compiled only with the `testkit` feature.
+//! Helpers for the workspace's tests: set-up against moto's server (started by the project's
+//! test script, which exports `AWS_ENDPOINT_URL`), local HTTP servers that stand in for Meta and
+//! the LLMs, log capture, and mail read-back. A dev-dependency only: it depends on `shared`, so
+//! `shared`'s own tests that use it are integration tests (`shared/tests/`), which link the same
+//! copy of `shared` as this crate.
 
 pub mod http_recorder;
+pub mod llm_provider;
 pub mod logs;
 pub mod mail;
 pub mod serial_proxy;

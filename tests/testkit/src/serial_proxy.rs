@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 /// The AWS configuration for moto's server, reached through a proxy that forwards one request at
 /// a time. The proxy runs on the calling test's runtime.
 pub async fn serialized_moto_config() -> aws_config::SdkConfig {
-    let direct = super::moto_config().await;
+    let direct = crate::moto_config().await;
     let upstream = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     let proxy = one_at_a_time(upstream.trim_end_matches('/').to_owned()).await;
     direct.into_builder().endpoint_url(proxy).build()

@@ -1,7 +1,8 @@
 //! Mail in tests: verifying a sender in moto's SES, reading back the raw messages moto stored,
-//! and parsing the MIME that [`crate::mail::to_mime`] writes.
+//! and parsing the MIME that [`shared::mail::to_mime`] writes.
 
 use base64::Engine as _;
+use shared::mail::Mail;
 
 /// Creates the email identity `address` in moto, which marks it verified at once, so that
 /// mails from it are accepted.
@@ -82,7 +83,7 @@ pub async fn sent_mails() -> Vec<SentMail> {
 
 /// The mails addressed to `recipient`, in sending order, parsed. Moto's mails are shared by
 /// every test that runs against the server: give each test its own recipient address.
-pub async fn sent_mails_to(recipient: &str) -> Vec<ParsedMail> {
+pub async fn sent_mails_to(recipient: &str) -> Vec<Mail> {
     sent_mails()
         .await
         .into_iter()
@@ -91,27 +92,10 @@ pub async fn sent_mails_to(recipient: &str) -> Vec<ParsedMail> {
         .collect()
 }
 
-/// A mail read back from its MIME text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedMail {
-    /// The `From` header.
-    pub from: String,
-    /// The `To` header's addresses.
-    pub to: Vec<String>,
-    /// The `Reply-To` header, when there is one.
-    pub reply_to: Option<String>,
-    /// The `Subject` header, RFC 2047 encoded words decoded.
-    pub subject: String,
-    /// The `text/plain` part, decoded.
-    pub text: String,
-    /// The `text/html` part, decoded.
-    pub html: String,
-}
-
-/// Parses the MIME that [`crate::mail::to_mime`] writes: CRLF lines, folded headers, RFC 2047
+/// Reads back the [`Mail`] that [`shared::mail::to_mime`] wrote: CRLF lines, folded headers, RFC 2047
 /// `B` encoded words in the subject, `multipart/alternative` with base64 `text/plain` and
 /// `text/html` parts. Panics, saying why, on anything else.
-pub fn parse_mime(raw: &str) -> ParsedMail {
+pub fn parse_mime(raw: &str) -> Mail {
     let (head, body) = split_head(raw, "the message");
     let headers = parse_headers(head);
     let header = |name: &str| -> Option<&str> {
@@ -159,7 +143,7 @@ pub fn parse_mime(raw: &str) -> ParsedMail {
         *slot = Some(decode_base64_text(part_body));
     }
 
-    ParsedMail {
+    Mail {
         from: required("From").to_owned(),
         to: header("To")
             .map(|to| to.split(',').map(|a| a.trim().to_owned()).collect())

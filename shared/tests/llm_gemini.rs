@@ -1,0 +1,154 @@
+//! The Gemini client against a local server standing in for the API: the cases every provider
+//! passes, and what is particular to `generateContent`.
+
+use serde_json::{Value, json};
+use shared::llm::{Completion, Llm, LlmError, Prompt, Provider};
+use shared::secrets::SecretsError;
+use testkit::http_recorder::{Canned, RecordingServer};
+use testkit::llm_provider::{
+    KEY, ProviderFixture, ask, chat, chat_with, in_seconds, prompt, secrets, server, settings,
+};
+
+struct Gemini;
+
+/// The status name Gemini gives beside an HTTP status.
+fn status_name(status: u16) -> &'static str {
+    match status {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        _ => "INTERNAL",
+    }
+}
+
+impl ProviderFixture for Gemini {
+    const PROVIDER: Provider = Provider::Gemini;
+    const BASE_PATH: &'static str = "/";
+    const PATH: &'static str = "/v1beta/models/test-model:generateContent";
+    const KEY_HEADER: (&'static str, &'static str) = ("x-goog-api-key", KEY);
+
+    fn answer(text: &str) -> Canned {
+        Canned::json(
+            200,
+            json!({
+                "candidates": [{
+                    "content": {"role": "model", "parts": [{"text": text}]},
+                    "finishReason": "STOP",
+                    "index": 0
+                }],
+                "usageMetadata": {
+                    "promptTokenCount": 42,
+                    "candidatesTokenCount": 7,
+                    "totalTokenCount": 49
+                },
+                "modelVersion": "test-model"
+            }),
+        )
+    }
+
+    fn error(status: u16, message: &str) -> Canned {
+        Canned::json(
+            status,
+            json!({"error": {"code": status, "message": message, "status": status_name(status)}}),
+        )
+    }
+
+    fn shown_error(status: u16, message: &str) -> String {
+        format!("{message} ({})", status_name(status))
+    }
+
+    fn request_body() -> Value {
+        json!({
+            "systemInstruction": {"parts": [{"text": "You are terse."}]},
+            "contents": [
+                {"role": "user", "parts": [{"text": "Hi"}]},
+                {"role": "model", "parts": [{"text": "Hello, how can I help?"}]},
+                {"role": "user", "parts": [{"text": "What is 2+2?"}]}
+            ]
+        })
+    }
+
+    fn odd_errors() -> Vec<(Canned, &'static str)> {
+        vec![(Canned::json(404, json!("Not Found")), "\"Not Found\"")]
+    }
+
+    fn no_answers() -> Vec<(Value, &'static str)> {
+        vec![
+            (
+                json!({"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": []}}),
+                "the prompt was blocked (blockReason SAFETY)",
+            ),
+            (
+                json!({"candidates": [{"finishReason": "SAFETY", "safetyRatings": []}]}),
+                "the answer is empty (finishReason SAFETY)",
+            ),
+            (
+                json!({"candidates": [{"content": {"role": "model", "parts": [{"text": " "}]}, "finishReason": "MAX_TOKENS"}]}),
+                "the answer is empty (finishReason MAX_TOKENS)",
+            ),
+            (json!({"candidates": []}), "the answer has no candidates"),
+        ]
+    }
+
+    fn misshapen_answer() -> Value {
+        json!({"candidates": "Hello!"})
+    }
+}
+
+testkit::llm_provider_cases!(Gemini);
+
+#[tokio::test]
+async fn omits_an_empty_system_prompt_and_accepts_a_prefixed_model() {
+    let server = server::<Gemini>().await;
+    let mut settings = settings(&server.url);
+    settings.model = "models/test-model".to_owned();
+    chat_with::<Gemini, _>(settings, secrets(Some(KEY)))
+        .complete(&Prompt::new(" ", prompt().turns), in_seconds(10))
+        .await
+        .unwrap();
+    let request = &server.requests()[0];
+    assert_eq!(request.path, Gemini::PATH);
+    let body = request.json();
+    assert!(body.get("systemInstruction").is_none(), "{body}");
+    assert_eq!(body["contents"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn joins_the_parts_skips_thoughts_and_tolerates_missing_usage() {
+    let server = RecordingServer::start(|_| {
+        Canned::json(
+            200,
+            json!({"candidates": [{
+                "content": {"role": "model", "parts": [
+                    {"text": "Let me think about arithmetic.", "thought": true},
+                    {"text": "Two plus two "},
+                    {"text": "is four.\n"}
+                ]},
+                "finishReason": "STOP"
+            }]}),
+        )
+    })
+    .await;
+    let completion = ask(&chat::<Gemini>(&server, Some(KEY))).await.unwrap();
+    assert_eq!(
+        completion,
+        Completion {
+            text: "Two plus two is four.".into(),
+            input_tokens: None,
+            output_tokens: None,
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_missing_key_fails_without_a_request() {
+    let server = server::<Gemini>().await;
+    let result = ask(&chat::<Gemini>(&server, None)).await;
+    assert_eq!(
+        result,
+        Err(LlmError::Secrets(SecretsError::MissingKey("LLM_API_KEY")))
+    );
+    assert!(server.requests().is_empty());
+}

@@ -1,0 +1,138 @@
+//! The OpenAI-compatible client against a local server standing in for the API: the cases every
+//! provider passes, and what is particular to Chat Completions.
+
+use serde_json::{Value, json};
+use shared::llm::{Completion, Llm, Prompt, Provider};
+use testkit::http_recorder::{Canned, RecordingServer};
+use testkit::llm_provider::{KEY, ProviderFixture, ask, chat, in_seconds, prompt, server};
+
+struct OpenAi;
+
+impl ProviderFixture for OpenAi {
+    const PROVIDER: Provider = Provider::OpenAi;
+    const BASE_PATH: &'static str = "/v1/";
+    const PATH: &'static str = "/v1/chat/completions";
+    const KEY_HEADER: (&'static str, &'static str) = ("authorization", "Bearer sk-test-123");
+
+    fn answer(text: &str) -> Canned {
+        Canned::json(
+            200,
+            json!({
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": null},
+                    "finish_reason": "stop"
+                }],
+                "usage": {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}
+            }),
+        )
+    }
+
+    fn error(status: u16, message: &str) -> Canned {
+        Canned::json(
+            status,
+            json!({"error": {"message": message, "type": "invalid_request_error", "code": null}}),
+        )
+    }
+
+    fn shown_error(_status: u16, message: &str) -> String {
+        format!("{message} (type invalid_request_error)")
+    }
+
+    fn request_body() -> Value {
+        json!({
+            "model": "test-model",
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello, how can I help?"},
+                {"role": "user", "content": "What is 2+2?"}
+            ]
+        })
+    }
+
+    fn odd_errors() -> Vec<(Canned, &'static str)> {
+        vec![
+            (
+                Canned::json(404, json!({"error": "model 'x' not found"})),
+                "model 'x' not found",
+            ),
+            (
+                Canned::json(400, json!("<html>Bad Request</html>")),
+                "\"<html>Bad Request</html>\"",
+            ),
+            (
+                Canned::json(
+                    400,
+                    json!({"error": {"message": "Too long", "type": "invalid_request_error", "code": "context_length_exceeded"}}),
+                ),
+                "Too long (type invalid_request_error, code context_length_exceeded)",
+            ),
+            (
+                Canned::json(400, json!({"error": {"code": 400}})),
+                "no error message (code 400)",
+            ),
+        ]
+    }
+
+    fn no_answers() -> Vec<(Value, &'static str)> {
+        vec![
+            (
+                json!({"choices": [{"message": {"content": null}, "finish_reason": "length"}]}),
+                "the answer is empty (finish_reason length)",
+            ),
+            (
+                json!({"choices": [{"message": {"content": "  "}, "finish_reason": "stop"}]}),
+                "the answer is empty (finish_reason stop)",
+            ),
+            (
+                json!({"choices": [{"message": {"content": null, "refusal": "I can't"}, "finish_reason": "stop"}]}),
+                "the model refused (finish_reason stop)",
+            ),
+            (json!({"choices": []}), "the answer has no choices"),
+        ]
+    }
+
+    fn misshapen_answer() -> Value {
+        json!({"choices": "Hello!"})
+    }
+}
+
+testkit::llm_provider_cases!(OpenAi);
+
+#[tokio::test]
+async fn omits_an_empty_system_prompt_and_a_missing_key() {
+    let server = server::<OpenAi>().await;
+    let prompt = Prompt::new("", prompt().turns);
+    chat::<OpenAi>(&server, None)
+        .complete(&prompt, in_seconds(10))
+        .await
+        .unwrap();
+    let request = &server.requests()[0];
+    assert_eq!(request.header("authorization"), None);
+    let body = request.json();
+    assert_eq!(body["messages"].as_array().unwrap().len(), 3);
+    assert_eq!(body["messages"][0]["role"], "user");
+}
+
+#[tokio::test]
+async fn reads_an_answer_without_usage_and_trims_it() {
+    let server = RecordingServer::start(|_| {
+        Canned::json(
+            200,
+            json!({"choices": [{"message": {"content": "\n  Four.  "}, "finish_reason": "stop"}]}),
+        )
+    })
+    .await;
+    let completion = ask(&chat::<OpenAi>(&server, Some(KEY))).await.unwrap();
+    assert_eq!(
+        completion,
+        Completion {
+            text: "Four.".into(),
+            input_tokens: None,
+            output_tokens: None,
+        }
+    );
+}

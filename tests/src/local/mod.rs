@@ -1,0 +1,259 @@
+//! The local stack: the functions' real binaries under the local Lambda runtime, against the
+//! template's resources in moto, with this process playing API Gateway, the SQS event sources,
+//! Meta's Graph API and (without an `LLM_API_KEY`) an offline stand-in for the LLM.
+//!
+//! One HTTP server carries it all:
+//! - `GET|POST /webhook`: API Gateway in front of the webhook function;
+//! - `POST /graph/{version}/{phone_number_id}/messages`: Meta's Graph API, as the processor uses it;
+//! - `POST /llm/v1/chat/completions`: the offline LLM stand-in (OpenAI-compatible);
+//! - `POST /api/send`, `GET /api/events`: what a WhatsApp user does and sees, for the simulator
+//!   page and the terminal mode.
+//!
+//! This module wires the parts: [`moto`] (the server), [`event_sources`] (the SQS pollers),
+//! [`stand_ins`] (API Gateway, the Graph API, the LLM) and [`simulator`] (the user's side).
+
+mod event_sources;
+mod moto;
+mod simulator;
+mod stand_ins;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::resources::{LOCAL_SECRET, Stack};
+use crate::runtime::{FunctionSpec, LambdaFunction};
+pub use simulator::Event;
+use simulator::Simulator;
+pub use stand_ins::LlmMode;
+
+/// The business phone number the simulator's users write to.
+pub const PHONE_NUMBER_ID: &str = "106540352242922";
+/// How long one function invocation may take locally.
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running local stack. Dropping it stops the functions (and the moto server it started).
+pub struct LocalStack {
+    /// The simulator's URL.
+    pub url: String,
+    simulator: Arc<Simulator>,
+    _functions: Vec<Arc<LambdaFunction>>,
+    _moto: Option<tokio::process::Child>,
+}
+
+/// How to start the local stack.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// An already running moto server to use; otherwise one is started.
+    pub aws_endpoint: Option<String>,
+    /// Where `moto_server` is, to start one.
+    pub moto_server: PathBuf,
+    /// The moto port to start it on.
+    pub moto_port: u16,
+    /// The simulator's port (0 for any).
+    pub http_port: u16,
+    /// Where the functions' binaries are.
+    pub binaries: PathBuf,
+    /// Where the functions' logs go.
+    pub log_dir: PathBuf,
+    /// The stack name (resource names derive from it).
+    pub stack_name: String,
+    /// Which LLM answers.
+    pub llm: LlmMode,
+}
+
+/// The three functions, started.
+struct Functions {
+    webhook: LambdaFunction,
+    processor: Arc<LambdaFunction>,
+    alerter: Arc<LambdaFunction>,
+}
+
+impl LocalStack {
+    /// Starts everything and returns once the simulator answers.
+    pub async fn start(options: Options) -> Result<Self, String> {
+        std::fs::create_dir_all(&options.log_dir)
+            .map_err(|e| format!("create {}: {e}", options.log_dir.display()))?;
+        let (endpoint, moto) = match &options.aws_endpoint {
+            Some(endpoint) => (endpoint.clone(), None),
+            None => {
+                let child = moto::start(&options.moto_server, options.moto_port).await?;
+                (
+                    format!("http://127.0.0.1:{}", options.moto_port),
+                    Some(child),
+                )
+            }
+        };
+        let aws = moto::aws_config(&endpoint).await;
+        let stack = Stack::create(aws.clone(), &options.stack_name, "oncall@example.com").await;
+        prepare_resources(&aws, &stack, &options.llm).await?;
+
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.http_port))
+            .await
+            .map_err(|e| format!("bind port {}: {e}", options.http_port))?;
+        let base_url = format!(
+            "http://{}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        let functions = start_functions(&options, &stack, &endpoint, &base_url).await?;
+        let simulator = Arc::new(Simulator::new(
+            functions.webhook,
+            base_url.clone(),
+            options.llm.clone(),
+        ));
+        let app = simulator::routes()
+            .merge(stand_ins::routes())
+            .with_state(simulator.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+
+        let sqs = aws_sdk_sqs::Client::new(&aws);
+        for (queue, function) in [
+            ("InboundQueue", &functions.processor),
+            ("InboundDeadLetterQueue", &functions.alerter),
+        ] {
+            tokio::spawn(event_sources::poll(
+                sqs.clone(),
+                stack.resolver.refs[queue].clone(),
+                function.clone(),
+                simulator.clone(),
+            ));
+        }
+        tokio::spawn(simulator::watch_mails(endpoint, simulator.clone()));
+        let max_receive: u32 =
+            stack.template.properties("InboundQueue")["RedrivePolicy"]["maxReceiveCount"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(5);
+        simulator.push(
+            "notice",
+            None,
+            json!({"text": format!("Local stack up: {}; dead letters after {max_receive} receives.", options.llm.describe())}),
+        );
+        Ok(Self {
+            url: base_url,
+            simulator,
+            _functions: vec![functions.processor, functions.alerter],
+            _moto: moto,
+        })
+    }
+
+    /// Sends `text` as `user` (named `name`) would from WhatsApp; returns the webhook's status.
+    pub async fn send(&self, user: &str, name: &str, text: &str) -> u16 {
+        self.simulator.send_as_user(user, name, text).await
+    }
+
+    /// Delivers the last webhook body again, as Meta does when it misses an answer.
+    pub async fn resend(&self) -> Option<u16> {
+        let body = self.simulator.last_delivery()?;
+        Some(self.simulator.deliver(body).await)
+    }
+
+    /// The events after `since`.
+    pub fn events_since(&self, since: u64) -> Vec<Event> {
+        self.simulator.events_since(since)
+    }
+}
+
+/// What the stack's resources need beyond the template: a verified SES sender, and the real
+/// LLM's key in the secret when a real LLM answers.
+async fn prepare_resources(
+    aws: &aws_config::SdkConfig,
+    stack: &Stack,
+    llm: &LlmMode,
+) -> Result<(), String> {
+    aws_sdk_sesv2::Client::new(aws)
+        .create_email_identity()
+        .email_identity("alerts@example.com")
+        .send()
+        .await
+        .map_err(|e| format!("SES: {e}"))?;
+    if let LlmMode::Real { api_key, .. } = llm {
+        let mut secret: Value = json!({});
+        for (key, value) in LOCAL_SECRET {
+            secret[key] = json!(value);
+        }
+        secret["LLM_API_KEY"] = json!(api_key);
+        aws_sdk_secretsmanager::Client::new(aws)
+            .put_secret_value()
+            .secret_id(&stack.resolver.refs["AppSecret"])
+            .secret_string(secret.to_string())
+            .send()
+            .await
+            .map_err(|e| format!("Secrets Manager: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Starts the three functions with the environment the template gives them, pointed at moto
+/// (`endpoint`) and, for the processor, at the stand-ins served at `base_url`.
+async fn start_functions(
+    options: &Options,
+    stack: &Stack,
+    endpoint: &str,
+    base_url: &str,
+) -> Result<Functions, String> {
+    let aws_env = [
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "local".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "local".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_LAMBDA_LOG_LEVEL", "info".to_owned()),
+    ];
+    let start = |name: &str, logical_id: &str, overrides: &[(&str, String)]| {
+        let mut environment: BTreeMap<String, String> = stack.environment(logical_id);
+        for (key, value) in aws_env.iter().chain(overrides.iter()) {
+            environment.insert((*key).to_owned(), value.clone());
+        }
+        LambdaFunction::start(FunctionSpec {
+            name: name.to_owned(),
+            binary: options.binaries.join(name),
+            environment,
+            log_file: Some(options.log_dir.join(format!("{name}.log"))),
+        })
+    };
+    let processor_env = processor_overrides(&options.llm, base_url);
+    let failed = |e: std::io::Error| e.to_string();
+    let webhook = start("webhook", "WebhookFunction", &[])
+        .await
+        .map_err(failed)?;
+    let processor = start("processor", "ProcessorFunction", &processor_env)
+        .await
+        .map_err(failed)?;
+    let alerter = start("alerter", "AlerterFunction", &[])
+        .await
+        .map_err(failed)?;
+    Ok(Functions {
+        webhook,
+        processor: Arc::new(processor),
+        alerter: Arc::new(alerter),
+    })
+}
+
+/// The processor's environment beyond the template's: the Graph API stand-in, and either the
+/// offline LLM stand-in or the real LLM's settings.
+fn processor_overrides(llm: &LlmMode, base_url: &str) -> Vec<(&'static str, String)> {
+    let mut overrides = vec![("META_API_BASE_URL", format!("{base_url}/graph"))];
+    match llm {
+        LlmMode::StandIn => overrides.push(("LLM_BASE_URL", format!("{base_url}/llm/v1"))),
+        LlmMode::Real {
+            provider,
+            model,
+            base_url: llm_base,
+            ..
+        } => {
+            overrides.push(("LLM_PROVIDER", provider.clone()));
+            if let Some(model) = model {
+                overrides.push(("LLM_MODEL", model.clone()));
+            }
+            if let Some(llm_base) = llm_base {
+                overrides.push(("LLM_BASE_URL", llm_base.clone()));
+            }
+        }
+    }
+    overrides
+}

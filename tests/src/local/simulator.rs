@@ -1,0 +1,282 @@
+//! The WhatsApp simulator: what its users do (write, re-deliver) and see (replies, typing,
+//! statuses, alert mails, notices), served as a page and a small JSON API.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::meta::signature::sign;
+
+use super::stand_ins::LlmMode;
+use super::{INVOKE_TIMEOUT, PHONE_NUMBER_ID};
+use crate::resources::LOCAL_SECRET;
+use crate::runtime::{LambdaFunction, http_answer, http_api_event};
+
+/// Something a simulator user sees.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Event {
+    /// Its position in the feed.
+    pub seq: u64,
+    /// `reply`, `typing`, `status`, `sent`, `mail` or `notice`.
+    pub kind: String,
+    /// The user concerned (phone number), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The details.
+    pub data: Value,
+}
+
+/// The simulator's state, shared by every route, stand-in and event source.
+pub(super) struct Simulator {
+    /// The webhook function, which deliveries go to.
+    pub(super) webhook: LambdaFunction,
+    events: Mutex<Vec<Event>>,
+    seq: AtomicU64,
+    client: reqwest::Client,
+    base_url: String,
+    last_delivery: Mutex<Option<Vec<u8>>>,
+    llm: LlmMode,
+}
+
+impl Simulator {
+    /// The state of a simulator served at `base_url`, delivering to `webhook`.
+    pub(super) fn new(webhook: LambdaFunction, base_url: String, llm: LlmMode) -> Self {
+        Self {
+            webhook,
+            events: Mutex::new(Vec::new()),
+            seq: AtomicU64::new(0),
+            client: reqwest::Client::new(),
+            base_url,
+            last_delivery: Mutex::new(None),
+            llm,
+        }
+    }
+
+    /// Adds an event to the feed.
+    pub(super) fn push(&self, kind: &str, user: Option<String>, data: Value) {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        self.events.lock().expect("events lock").push(Event {
+            seq,
+            kind: kind.to_owned(),
+            user,
+            data,
+        });
+    }
+
+    /// The position of the last event in the feed.
+    pub(super) fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    /// The events after `since`.
+    pub(super) fn events_since(&self, since: u64) -> Vec<Event> {
+        self.events
+            .lock()
+            .expect("events lock")
+            .iter()
+            .filter(|e| e.seq > since)
+            .cloned()
+            .collect()
+    }
+
+    /// The last webhook body sent as a user, if any.
+    pub(super) fn last_delivery(&self) -> Option<Vec<u8>> {
+        self.last_delivery.lock().expect("delivery lock").clone()
+    }
+
+    /// Posts a Meta-shaped body to the webhook, signed as Meta signs it.
+    pub(super) async fn deliver(&self, body: Vec<u8>) -> u16 {
+        let signature = sign(&body, LOCAL_SECRET[0].1.as_bytes());
+        let event = http_api_event(
+            "POST",
+            "/webhook",
+            "",
+            &[
+                ("content-type".into(), "application/json".into()),
+                ("x-hub-signature-256".into(), signature),
+            ],
+            &body,
+        );
+        match self.webhook.invoke(&event, INVOKE_TIMEOUT).await {
+            Ok(answer) => http_answer(&answer).status,
+            Err(error) => {
+                eprintln!("local-stack: the webhook failed: {error}");
+                502
+            }
+        }
+    }
+
+    /// Sends `text` as `user` (named `name`) would from WhatsApp; returns the webhook's status.
+    pub(super) async fn send_as_user(&self, user: &str, name: &str, text: &str) -> u16 {
+        let now = shared::clock::now_epoch_seconds();
+        let id = format!("wamid.LOCAL{now}{:06}", self.last_seq());
+        let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "LOCAL-WABA", "changes": [{"field": "messages",
+            "value": {"messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550000000", "phone_number_id": PHONE_NUMBER_ID},
+                "contacts": [{"profile": {"name": name}, "wa_id": user}],
+                "messages": [{"from": user, "id": id, "timestamp": now.to_string(), "type": "text", "text": {"body": text}}]}}]}]});
+        // Meta escapes non-ASCII characters in the bodies it signs.
+        let body = escape_non_ascii(&body.to_string()).into_bytes();
+        *self.last_delivery.lock().expect("delivery lock") = Some(body.clone());
+        self.push(
+            "sent",
+            Some(user.to_owned()),
+            json!({"id": id, "text": text}),
+        );
+        self.deliver(body).await
+    }
+}
+
+fn escape_non_ascii(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// The simulator's routes: the page (`/`) and what it calls (`/api/…`).
+pub(super) fn routes() -> axum::Router<Arc<Simulator>> {
+    axum::Router::new()
+        .route("/", get(page))
+        .route("/api/send", post(api_send))
+        .route("/api/resend", post(api_resend))
+        .route("/api/events", get(api_events))
+        .route("/api/info", get(api_info))
+}
+
+/// Lists the alert mails the alerter sends through SES (read back from moto at `endpoint`).
+pub(super) async fn watch_mails(endpoint: String, simulator: Arc<Simulator>) {
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(response) = simulator
+            .client
+            .get(format!("{endpoint}/moto-api/data.json"))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let Ok(data) = response.json::<Value>().await else {
+            continue;
+        };
+        let mails = data["ses"]["RawMessage"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for mail in mails.iter().skip(seen) {
+            let raw = mail["raw_data"].as_str().unwrap_or_default();
+            let subject = raw
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .map(decode_subject)
+                .unwrap_or_default();
+            simulator.push(
+                "mail",
+                None,
+                json!({"subject": subject, "to": mail["destinations"]}),
+            );
+        }
+        seen = mails.len();
+    }
+}
+
+fn decode_subject(header: &str) -> String {
+    let header = header.trim();
+    match header
+        .strip_prefix("=?UTF-8?B?")
+        .and_then(|h| h.split("?=").next())
+    {
+        Some(encoded) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_else(|_| header.to_owned())
+        }
+        None => header.to_owned(),
+    }
+}
+
+#[derive(Deserialize)]
+struct SendRequest {
+    user: String,
+    #[serde(default)]
+    name: String,
+    text: String,
+}
+
+async fn api_send(
+    State(simulator): State<Arc<Simulator>>,
+    axum::Json(request): axum::Json<SendRequest>,
+) -> Response {
+    let digits: String = request.user.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() < 6 || request.text.trim().is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(
+                json!({"error": "a phone number of 6 or more digits and a text are needed"}),
+            ),
+        )
+            .into_response();
+    }
+    let name = if request.name.trim().is_empty() {
+        "Local user"
+    } else {
+        request.name.trim()
+    };
+    let status = simulator.send_as_user(&digits, name, &request.text).await;
+    axum::Json(json!({"webhook_status": status})).into_response()
+}
+
+async fn api_resend(State(simulator): State<Arc<Simulator>>) -> Response {
+    match simulator.last_delivery() {
+        Some(body) => {
+            axum::Json(json!({"webhook_status": simulator.deliver(body).await})).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "nothing was delivered yet"})),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Since {
+    #[serde(default)]
+    since: u64,
+}
+
+async fn api_events(
+    State(simulator): State<Arc<Simulator>>,
+    Query(since): Query<Since>,
+) -> Response {
+    axum::Json(simulator.events_since(since.since)).into_response()
+}
+
+async fn api_info(State(simulator): State<Arc<Simulator>>) -> Response {
+    axum::Json(
+        json!({"llm": simulator.llm.describe(), "stand_in": simulator.llm == LlmMode::StandIn,
+        "webhook_url": format!("{}/webhook", simulator.base_url)}),
+    )
+    .into_response()
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("../simulator.html"))
+}

@@ -1,0 +1,201 @@
+//! What stands in for the cloud around the functions: API Gateway in front of the webhook,
+//! Meta's Graph API as the processor uses it, and (without an `LLM_API_KEY`) an offline LLM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::INVOKE_TIMEOUT;
+use super::simulator::Simulator;
+use crate::runtime::{http_answer, http_api_event};
+
+/// Which LLM answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LlmMode {
+    /// The offline stand-in: deterministic answers, no account needed.
+    StandIn,
+    /// A real provider, from `LLM_PROVIDER`, `LLM_MODEL`, `LLM_BASE_URL` and `LLM_API_KEY`.
+    Real {
+        /// `openai` or `gemini`.
+        provider: String,
+        /// The model, when set.
+        model: Option<String>,
+        /// The base URL, when set.
+        base_url: Option<String>,
+        /// The key.
+        api_key: String,
+    },
+}
+
+impl LlmMode {
+    /// Real when `LLM_API_KEY` (or, for a keyless local server, `LLM_BASE_URL`) is set.
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        match (var("LLM_API_KEY"), var("LLM_BASE_URL")) {
+            (None, None) => Self::StandIn,
+            (api_key, base_url) => Self::Real {
+                provider: var("LLM_PROVIDER").unwrap_or_else(|| "openai".into()),
+                model: var("LLM_MODEL"),
+                base_url,
+                api_key: api_key.unwrap_or_default(),
+            },
+        }
+    }
+
+    /// One line saying who answers.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::StandIn => {
+                "the offline LLM stand-in answers (set LLM_API_KEY, or LLM_BASE_URL for a local \
+                              OpenAI-compatible server, for a real model)"
+                    .to_owned()
+            }
+            Self::Real {
+                provider,
+                model,
+                base_url,
+                ..
+            } => format!(
+                "a real LLM answers: {provider} {} {}",
+                model.as_deref().unwrap_or("(default model)"),
+                base_url.as_deref().unwrap_or("(default endpoint)")
+            ),
+        }
+    }
+}
+
+/// The stand-ins' routes: `/webhook` (API Gateway), `/graph/…` (the Graph API) and
+/// `/llm/v1/chat/completions` (the offline LLM).
+pub(super) fn routes() -> axum::Router<Arc<Simulator>> {
+    axum::Router::new()
+        .route("/webhook", get(webhook_route).post(webhook_route))
+        .route(
+            "/graph/{version}/{phone_number_id}/messages",
+            post(graph_messages),
+        )
+        .route("/llm/v1/chat/completions", post(llm_stand_in))
+}
+
+/// API Gateway's HTTP API in front of the webhook function.
+async fn webhook_route(
+    State(simulator): State<Arc<Simulator>>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let event = http_api_event(
+        method.as_str(),
+        "/webhook",
+        query.as_deref().unwrap_or_default(),
+        &headers,
+        &body,
+    );
+    match simulator.webhook.invoke(&event, INVOKE_TIMEOUT).await {
+        Ok(answer) => {
+            let answer = http_answer(&answer);
+            (
+                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                answer.body,
+            )
+                .into_response()
+        }
+        Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
+    }
+}
+
+/// Meta's Graph API as the processor uses it: read receipts with typing, and text messages. A
+/// sent message gets its `sent`, `delivered` and `read` status webhooks, as Meta posts them.
+async fn graph_messages(
+    State(simulator): State<Arc<Simulator>>,
+    UrlPath((_version, phone_number_id)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+    if request["status"] == "read" {
+        simulator.push("typing", None, json!({"message_id": request["message_id"]}));
+        return axum::Json(json!({"success": true})).into_response();
+    }
+    let user = request["to"]
+        .as_str()
+        .or_else(|| request["recipient"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let id = format!("wamid.OUT{:08}", simulator.last_seq());
+    simulator.push(
+        "reply",
+        Some(user.clone()),
+        json!({"id": id, "text": request["text"]["body"]}),
+    );
+    tokio::spawn(post_statuses(
+        simulator,
+        phone_number_id,
+        id.clone(),
+        user.clone(),
+    ));
+    axum::Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": user, "wa_id": user}], "messages": [{"id": id}]}))
+        .into_response()
+}
+
+/// Posts the `sent`, `delivered` and `read` status webhooks of message `id` to `user`.
+async fn post_statuses(
+    simulator: Arc<Simulator>,
+    phone_number_id: String,
+    id: String,
+    user: String,
+) {
+    for status in ["sent", "delivered", "read"] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = shared::clock::now_epoch_seconds();
+        let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "LOCAL-WABA", "changes": [{"field": "messages",
+            "value": {"messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550000000", "phone_number_id": phone_number_id},
+                "statuses": [{"id": id, "status": status, "timestamp": now.to_string(), "recipient_id": user}]}}]}]});
+        let code = simulator.deliver(body.to_string().into_bytes()).await;
+        simulator.push(
+            "status",
+            Some(user.clone()),
+            json!({"id": id, "status": status, "webhook": code}),
+        );
+    }
+}
+
+/// The offline LLM stand-in: a deterministic answer that shows what the model was given, so
+/// that memory and bursts can be seen without an account.
+async fn llm_stand_in(body: Bytes) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let user_turns: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    let last = user_turns.last().copied().unwrap_or_default();
+    let mut answer = format!("[offline stand-in] You said: \"{last}\".");
+    if user_turns.len() > 1 {
+        answer.push_str(&format!(
+            " I remember {} earlier message(s); your first was: \"{}\".",
+            user_turns.len() - 1,
+            user_turns[0]
+        ));
+    }
+    axum::Json(json!({"id": "local-stand-in", "object": "chat.completion", "model": request["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0}}))
+    .into_response()
+}
