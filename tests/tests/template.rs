@@ -250,7 +250,10 @@ fn functions_build_from_the_workspace_with_cargo_lambda() {
     assert_eq!(globals["Handler"].as_str(), Some("bootstrap"));
     // Graviton by default; the parameter lets CI's `sam build` build for x86_64.
     let architecture = references(&globals["Architectures"][0]);
-    assert_eq!(architecture.first().map(|r| r.1.as_str()), Some("Architecture"));
+    assert_eq!(
+        architecture.first().map(|r| r.1.as_str()),
+        Some("Architecture")
+    );
     assert_eq!(
         template.parameter_default("Architecture").as_deref(),
         Some("arm64")

@@ -234,3 +234,50 @@ async fn the_handshake_reads_the_verify_token_from_secrets_manager() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.body().as_ref(), b"1158201444");
 }
+
+#[tokio::test]
+async fn bodies_keep_sqs_character_rules_that_moto_does_not_enforce() {
+    // Moto stores any body; SQS refuses one with a character outside its set. Through this
+    // proxy, moto refuses as SQS does.
+    let rules = testkit::sqs_rules::enforce_sqs_rules().await;
+    let harness = Harness::new().await;
+    let sqs = aws_sdk_sqs::Client::new(&rules.config().await);
+    let raw = shared::queue::QueueEntry {
+        group_id: "g".into(),
+        deduplication_id: "raw".into(),
+        body: "not for SQS \u{FFFF}".into(),
+    };
+    let refused = shared::queue::MessageQueue::send_batch(
+        &shared::queue::SqsQueue::new(sqs.clone(), &harness.queue_url),
+        &[raw],
+    )
+    .await;
+    assert!(refused.is_err(), "the proxy refuses as SQS does");
+    assert_eq!(rules.refused(), 1);
+
+    // Noncharacters are legal JSON and reach us in texts and names: the delivery is queued.
+    let webhook = Harness::webhook_for(
+        &sqs,
+        &harness.secrets_client,
+        &harness.queue_url,
+        &harness.secret_arn,
+        Duration::from_secs(300),
+    );
+    let text_with_nonchars = "hi \u{FFFE}\u{FFFF} 😀";
+    let body = delivery(vec![text(
+        "15551234567",
+        "wamid.nonchar",
+        text_with_nonchars,
+    )]);
+    let response = webhook.handle(signed_post(&body, APP_SECRET)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(rules.refused(), 1, "the webhook's body was not refused");
+    let queued = harness.drain().await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        parse(&queued[0].body).content,
+        MessageContent::Text {
+            body: text_with_nonchars.into()
+        }
+    );
+}

@@ -9,6 +9,7 @@ pub mod llm_provider;
 pub mod logs;
 pub mod mail;
 pub mod serial_proxy;
+pub mod sqs_rules;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

@@ -44,7 +44,7 @@ pub async fn one_at_a_time(upstream: String) -> String {
     url
 }
 
-async fn forward(
+pub(crate) async fn forward(
     http: &reqwest::Client,
     upstream: &str,
     method: Method,
