@@ -6,6 +6,7 @@
 use shared::conversation::{Role, Turn};
 use shared::inbound::InboundMessage;
 use shared::llm::{Llm, LlmError};
+use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::whatsapp::WhatsApp;
 use tokio::time::Instant;
@@ -74,7 +75,7 @@ impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
             .mark_read_and_typing(&message.phone_number_id, &message.id)
             .await
         {
-            tracing::warn!(event = "typing_failed", error = %error, "could not mark read / show typing");
+            tracing::warn!(event = LogEvent::TypingFailed.as_str(), error = %error, "could not mark read / show typing");
         }
     }
 
@@ -115,16 +116,16 @@ impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
         match result {
             Ok(answer) => Ok(answer),
             Err(LlmError::NoAnswer(reason)) => {
-                tracing::warn!(event = "llm_no_answer", user = %user, reason = %reason, "the LLM gave no answer; sending the fallback");
+                tracing::warn!(event = LogEvent::LlmNoAnswer.as_str(), user = %user, reason = %reason, "the LLM gave no answer; sending the fallback");
                 Ok(self.behaviour.fallback_message.clone())
             }
             Err(error) if claimed.last_delivery => {
-                tracing::error!(event = "llm_failed_final", user = %user, error = %error,
+                tracing::error!(event = LogEvent::LlmFailedFinal.as_str(), user = %user, error = %error,
                     "the LLM stayed down through the last delivery; the user gets the fallback message");
                 Ok(self.behaviour.fallback_message.clone())
             }
             Err(error) => {
-                tracing::warn!(event = "llm_failed", user = %user, error = %error, "the LLM failed; the messages will be retried");
+                tracing::warn!(event = LogEvent::LlmFailed.as_str(), user = %user, error = %error, "the LLM failed; the messages will be retried");
                 Err(Retry)
             }
         }

@@ -5,6 +5,7 @@
 use shared::clock::now_epoch_seconds;
 use shared::conversation::{Claim, ClaimRequest, ConversationStore};
 use shared::inbound::{ConversationKey, InboundMessage, Sender};
+use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::privacy::mask;
 use shared::whatsapp::Recipient;
@@ -72,7 +73,7 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
             .map(|(_, m)| plan::treatment(&m.content))
             .collect();
         if treatments.iter().all(|t| *t == Treatment::Silent) {
-            tracing::info!(event = "no_reply_needed", user = %user, messages = burst.len(), "nothing to answer");
+            tracing::info!(event = LogEvent::NoReplyNeeded.as_str(), user = %user, messages = burst.len(), "nothing to answer");
             return Claimed::Ended(BurstOutcome::Handled, Vec::new());
         }
         let conversation = first.conversation();
@@ -89,7 +90,7 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
         let claim = match self.store.claim(request).await {
             Ok(claim) => claim,
             Err(error) => {
-                tracing::error!(event = "store_failed", user = %user, error = %error, "could not claim messages");
+                tracing::error!(event = LogEvent::StoreFailed.as_str(), user = %user, error = %error, "could not claim messages");
                 return Claimed::Ended(BurstOutcome::Retry, Vec::new());
             }
         };
@@ -127,10 +128,10 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
     ) -> Result<Recipient, BurstOutcome> {
         metrics.count("DuplicatesSkipped", claim.done.len() as u64);
         if !claim.done.is_empty() {
-            tracing::info!(event = "duplicates_skipped", user = %user, count = claim.done.len(), "messages already answered");
+            tracing::info!(event = LogEvent::DuplicatesSkipped.as_str(), user = %user, count = claim.done.len(), "messages already answered");
         }
         if !claim.held_elsewhere.is_empty() {
-            tracing::warn!(event = "held_elsewhere", user = %user, count = claim.held_elsewhere.len(),
+            tracing::warn!(event = LogEvent::HeldElsewhere.as_str(), user = %user, count = claim.held_elsewhere.len(),
                 "another invocation is answering some of these messages; retrying later");
             self.release(conversation, token, &claim.claimed).await;
             return Err(BurstOutcome::Retry);
@@ -139,7 +140,10 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
             return Err(BurstOutcome::Handled);
         }
         Recipient::of(sender).ok_or_else(|| {
-            tracing::error!(event = "no_recipient", "message has no sender to answer");
+            tracing::error!(
+                event = LogEvent::NoRecipient.as_str(),
+                "message has no sender to answer"
+            );
             BurstOutcome::Handled
         })
     }
@@ -156,7 +160,7 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
             return;
         }
         if let Err(error) = self.store.release(conversation, token, ids).await {
-            tracing::warn!(event = "release_failed", error = %error, "could not release claims; they lapse with their lease");
+            tracing::warn!(event = LogEvent::ReleaseFailed.as_str(), error = %error, "could not release claims; they lapse with their lease");
         }
     }
 }

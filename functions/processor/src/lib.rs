@@ -44,6 +44,7 @@ use shared::conversation::dynamodb::DynamoDbConversationStore;
 use shared::conversation::{ConversationStore, HistoryPolicy};
 use shared::inbound::InboundMessage;
 use shared::llm::{ChatModel, Llm, LlmSettings};
+use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::retry::Backoff;
 use shared::secrets::Secrets;
@@ -227,7 +228,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
         let mut failed: Vec<String> = Vec::new();
         if let Some(bad) = records.get(readable) {
             if let Err(error) = &bad.message {
-                tracing::error!(event = "record_unreadable", sqs_message_id = %bad.sqs_message_id, error = %error,
+                tracing::error!(event = LogEvent::RecordUnreadable.as_str(), sqs_message_id = %bad.sqs_message_id, error = %error,
                     "queue record cannot be processed; it and the conversation's later records are retried");
             }
             failed.extend(records[readable..].iter().map(|r| r.sqs_message_id.clone()));
@@ -274,7 +275,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
             return self.retry(claimed).await;
         };
         self.record(&claimed, answer.user_turn, sent_answer).await;
-        tracing::info!(event = "burst_handled", user = %claimed.user, messages = claimed.messages.len(),
+        tracing::info!(event = LogEvent::BurstHandled.as_str(), user = %claimed.user, messages = claimed.messages.len(),
             replies = answer.replies.len(), "conversation answered");
         (BurstOutcome::Handled, claimed.claim.done)
     }

@@ -3,6 +3,7 @@
 
 use shared::clock::now_epoch_seconds;
 use shared::conversation::{CompleteRequest, ConversationStore, Role, StoreError, Turn};
+use shared::log_event::LogEvent;
 
 use crate::Processor;
 use crate::claim::ClaimedBurst;
@@ -36,9 +37,9 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
         };
         if let Err(error) = self.store.complete(complete).await {
             let event = if error == StoreError::ClaimLost {
-                "claim_lost"
+                LogEvent::ClaimLost.as_str()
             } else {
-                "store_failed"
+                LogEvent::StoreFailed.as_str()
             };
             tracing::error!(event, user = %claimed.user, error = %error,
                 "the reply was sent but the conversation could not be stored");

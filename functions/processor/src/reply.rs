@@ -3,6 +3,7 @@
 //! (the messages are marked done, so that the user does not get a repeat); an error that may
 //! pass before anything was sent retries the burst.
 
+use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::whatsapp::split::{MAX_TEXT_UTF16, split_message};
 use shared::whatsapp::{MetaErrorClass, Recipient, WhatsApp, WhatsAppError};
@@ -67,12 +68,12 @@ impl<C, L, W: WhatsApp> Processor<C, L, W> {
                 .answer_index()
                 .and_then(|i| answer.replies.get(i).cloned())),
             SendOutcome::Final(error) => {
-                tracing::error!(event = "reply_undeliverable", user = %user, error_code = error.code(), error = %error,
+                tracing::error!(event = LogEvent::ReplyUndeliverable.as_str(), user = %user, error_code = error.code(), error = %error,
                     "Meta refused the reply for good; the messages are marked done");
                 Ok(None)
             }
             SendOutcome::Partial { error, delivered } => {
-                tracing::error!(event = "reply_cut_short", user = %user, error_code = error.code(), error = %error,
+                tracing::error!(event = LogEvent::ReplyCutShort.as_str(), user = %user, error_code = error.code(), error = %error,
                     "part of the reply was sent and the rest failed; the messages are marked done to avoid a repeat");
                 Ok(answer
                     .answer_index()
@@ -81,10 +82,10 @@ impl<C, L, W: WhatsApp> Processor<C, L, W> {
             }
             SendOutcome::Failed(error) => {
                 if error.class() == MetaErrorClass::TokenExpired {
-                    tracing::error!(event = "meta_token_expired", error_code = error.code(), error = %error,
+                    tracing::error!(event = LogEvent::MetaTokenExpired.as_str(), error_code = error.code(), error = %error,
                         "the Meta access token expired or was revoked: rotate META_ACCESS_TOKEN");
                 } else {
-                    tracing::error!(event = "reply_failed", user = %user, error_code = error.code(), error = %error,
+                    tracing::error!(event = LogEvent::ReplyFailed.as_str(), user = %user, error_code = error.code(), error = %error,
                         "the reply could not be sent; the messages will be retried");
                 }
                 Err(Retry)
