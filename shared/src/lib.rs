@@ -12,6 +12,7 @@ mod dynamodb_expression;
 pub mod env_config;
 pub mod inbound;
 pub mod llm;
+pub mod log_event;
 pub mod mail;
 pub mod meta;
 pub mod metrics;

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use shared::clock::{format_utc, format_utc_ms};
+use shared::log_event::LogEvent;
+use shared::whatsapp::MetaErrorClass;
 
 use crate::trigger::{AlarmChange, DeadLetter, LogBatch, LogEntry, Trigger};
 
@@ -12,8 +14,6 @@ use crate::trigger::{AlarmChange, DeadLetter, LogBatch, LogEntry, Trigger};
 pub const MAX_SUBJECT_CHARS: usize = 200;
 /// At most this many dead letters or log lines are listed in one mail; the rest are counted.
 pub const MAX_ROWS: usize = 50;
-
-const RATE_LIMIT_CODES: [i64; 5] = [130_429, 131_056, 80_007, 4, 131_048];
 
 /// How bad it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,42 +270,88 @@ fn log_alerts(batch: &LogBatch, place: &Place) -> Vec<Alert> {
         .collect()
 }
 
-/// What to do about log lines of one kind, for the known causes.
+/// What to do about log lines of one kind, for the known causes: Meta's error code first, then
+/// the event.
 fn log_action(entries: &[&LogEntry]) -> String {
     let first = entries[0];
-    let event = first.event.as_deref().unwrap_or_default();
+    let event = first
+        .event
+        .as_deref()
+        .and_then(|e| e.parse::<LogEvent>().ok());
     let error = first.error.as_deref().unwrap_or_default();
-    match first.error_code {
-        Some(131_047) => "The user's last message is more than 24 hours old: WhatsApp only lets an approved \
-            template message reach them now. Nothing to fix; the message was marked done."
-            .to_owned(),
-        Some(131_026) => "Meta cannot deliver to this user (not on WhatsApp, an old app version, or they \
-            blocked the business). Nothing to fix; the message was marked done."
-            .to_owned(),
-        Some(190) => "The Meta access token expired or was revoked: create a new system-user token in Meta's \
-            Business settings and put it in the secret as META_ACCESS_TOKEN. Failed messages are retried."
-            .to_owned(),
-        Some(code) if RATE_LIMIT_CODES.contains(&code) => "Meta is rate-limiting this number: messages are \
-            retried with backoff. If it persists, lower the processor's concurrency or ask Meta for a higher tier."
-            .to_owned(),
-        _ if event.starts_with("llm_") && (error.contains(" 401") || error.contains(" 403")) => {
-            "The LLM provider refused the API key: check LLM_API_KEY in the secret (and LLM_BASE_URL, LLM_MODEL)."
-                .to_owned()
-        }
-        _ if event == "llm_failed_final" => "The LLM stayed down through every retry and the user got \
-            FALLBACK_MESSAGE: check the provider's status page and the processor's LLM settings."
-            .to_owned(),
-        _ if event == "meta_token_expired" => {
-            "The Meta access token expired: put a new one in the secret as META_ACCESS_TOKEN.".to_owned()
-        }
-        _ if event == "store_failed" || event == "claim_lost" => "DynamoDB failed after a reply went out: the \
-            user got the answer but the conversation may miss that turn. Check the table's throttling and errors."
-            .to_owned(),
-        _ if event == "record_unreadable" => "A queue record could not be read (a bad body, or a webhook newer \
-            than the processor): deploy matching versions; the record goes to the dead-letter queue."
-            .to_owned(),
-        _ => "Open the log stream below and read the lines around the request id.".to_owned(),
+    let meta = first
+        .error_code
+        .and_then(MetaErrorClass::of_code)
+        .and_then(meta_advice);
+    let llm_key_refused =
+        event.is_some_and(LogEvent::is_llm) && (error.contains(" 401") || error.contains(" 403"));
+    meta.or_else(|| llm_key_refused.then_some(LLM_KEY_REFUSED))
+        .or_else(|| event.and_then(event_advice))
+        .unwrap_or("Open the log stream below and read the lines around the request id.")
+        .to_owned()
+}
+
+/// What to do about a Meta error of `class`, when its cause is known.
+fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
+    match class {
+        MetaErrorClass::OutsideWindow => Some(
+            "The user's last message is more than 24 hours old: WhatsApp only lets an approved \
+            template message reach them now. Nothing to fix; the message was marked done.",
+        ),
+        MetaErrorClass::Undeliverable => Some(
+            "Meta cannot deliver to this user (not on WhatsApp, an old app version, or they \
+            blocked the business). Nothing to fix; the message was marked done.",
+        ),
+        MetaErrorClass::TokenExpired => Some(
+            "The Meta access token expired or was revoked: create a new system-user token in Meta's \
+            Business settings and put it in the secret as META_ACCESS_TOKEN. Failed messages are retried.",
+        ),
+        MetaErrorClass::RateLimited => Some(
+            "Meta is rate-limiting this number: messages are \
+            retried with backoff. If it persists, lower the processor's concurrency or ask Meta for a higher tier.",
+        ),
+        MetaErrorClass::Transient | MetaErrorClass::Other => None,
     }
+}
+
+/// What to do when the LLM provider answered an LLM event's call with 401 or 403.
+const LLM_KEY_REFUSED: &str = "The LLM provider refused the API key: check LLM_API_KEY in the secret (and LLM_BASE_URL, LLM_MODEL).";
+
+/// What to do about the events whose cause is known, when no Meta code says more.
+pub const EVENT_ADVICE: [(LogEvent, &str); 5] = [
+    (
+        LogEvent::LlmFailedFinal,
+        "The LLM stayed down through every retry and the user got \
+        FALLBACK_MESSAGE: check the provider's status page and the processor's LLM settings.",
+    ),
+    (
+        LogEvent::MetaTokenExpired,
+        "The Meta access token expired: put a new one in the secret as META_ACCESS_TOKEN.",
+    ),
+    (LogEvent::StoreFailed, STORE_FAILED_AFTER_REPLY),
+    (LogEvent::ClaimLost, STORE_FAILED_AFTER_REPLY),
+    (
+        LogEvent::RecordUnreadable,
+        "A queue record could not be read (a bad body, or a webhook newer \
+        than the processor): deploy matching versions; the record goes to the dead-letter queue.",
+    ),
+];
+
+const STORE_FAILED_AFTER_REPLY: &str = "DynamoDB failed after a reply went out: the \
+    user got the answer but the conversation may miss that turn. Check the table's throttling and errors.";
+
+fn event_advice(event: LogEvent) -> Option<&'static str> {
+    EVENT_ADVICE
+        .iter()
+        .find(|(advised, _)| *advised == event)
+        .map(|(_, advice)| *advice)
+}
+
+/// Every event the alerter has advice for: those of [`EVENT_ADVICE`], and the LLM events, whose
+/// 401 or 403 says to check the key.
+pub fn advised_events() -> impl Iterator<Item = LogEvent> {
+    let llm = LogEvent::ALL.iter().copied().filter(|e| e.is_llm());
+    llm.chain(EVENT_ADVICE.iter().map(|(event, _)| *event))
 }
 
 fn alarm_alert(change: &AlarmChange, place: &Place, now_ms: i64) -> Alert {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use serde_json::{Value, json};
+use shared::log_event::LogEvent;
 use shared::mail::{Mail, MailError, Mailer};
 use shared::queue::{MAX_BATCH, MessageQueue, QueueEntry, QueueError, fifo_id};
 use shared::storm::{StormControl, StormError, Verdict};
@@ -165,7 +166,7 @@ impl<M: Mailer, S: StormControl, Q: MessageQueue> Alerter<M, S, Q> {
             .await?
         {
             Verdict::Hold => {
-                tracing::info!(event = "alert_held", fingerprint = %alert.fingerprint, count = alert.count, "alert held back");
+                tracing::info!(event = LogEvent::AlertHeld.as_str(), fingerprint = %alert.fingerprint, count = alert.count, "alert held back");
                 Ok(Outcome::Held)
             }
             Verdict::Send {
@@ -185,7 +186,7 @@ impl<M: Mailer, S: StormControl, Q: MessageQueue> Alerter<M, S, Q> {
                 };
                 match self.mailer.send(&mail).await {
                     Ok(message_id) => {
-                        tracing::info!(event = "alert_mailed", fingerprint = %alert.fingerprint, held_back, message_id = %message_id, "alert mailed");
+                        tracing::info!(event = LogEvent::AlertMailed.as_str(), fingerprint = %alert.fingerprint, held_back, message_id = %message_id, "alert mailed");
                         Ok(Outcome::Mailed)
                     }
                     Err(error) => {

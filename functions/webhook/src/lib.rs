@@ -17,6 +17,7 @@ use std::time::Duration;
 use http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::env_config::{ConfigError, Env};
+use shared::log_event::LogEvent;
 use shared::meta::notification::{self, Delivery, ParseError, Skipped};
 use shared::meta::signature::{self, SIGNATURE_HEADER, SignatureError};
 use shared::privacy::mask;
@@ -195,7 +196,7 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
             return Err(WebhookError::Handshake("hub.verify_token does not match"));
         }
         tracing::info!(
-            event = "subscription_verified",
+            event = LogEvent::SubscriptionVerified.as_str(),
             "answered Meta's verification handshake"
         );
         Ok(challenge.to_owned())
@@ -223,7 +224,7 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
             malformed: delivery.malformed.len(),
         };
         tracing::info!(
-            event = "delivery_accepted",
+            event = LogEvent::DeliveryAccepted.as_str(),
             enqueued = receipt.enqueued,
             statuses = receipt.statuses,
             skipped = receipt.skipped,
@@ -248,10 +249,10 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
         for (message, accepted) in delivery.messages.iter().zip(&report.accepted) {
             let from = mask(message.sender.id());
             if *accepted {
-                tracing::info!(event = "message_enqueued", message_id = %message.id,
+                tracing::info!(event = LogEvent::MessageEnqueued.as_str(), message_id = %message.id,
                     message_type = message.content.kind(), from = %from, "inbound message queued");
             } else {
-                tracing::warn!(event = "message_not_enqueued", message_id = %message.id, from = %from,
+                tracing::warn!(event = LogEvent::MessageNotEnqueued.as_str(), message_id = %message.id, from = %from,
                     "inbound message not queued; Meta will deliver it again");
             }
         }
@@ -268,7 +269,7 @@ fn log_delivery(delivery: &Delivery) {
         if status.is_failed() {
             let error = status.errors.first().cloned().unwrap_or_default();
             tracing::error!(
-                event = "message_failed",
+                event = LogEvent::MessageFailed.as_str(),
                 message_id = %status.message_id,
                 recipient = %recipient,
                 phone_number_id = %status.phone_number_id,
@@ -279,7 +280,7 @@ fn log_delivery(delivery: &Delivery) {
             );
         } else {
             tracing::info!(
-                event = "message_status",
+                event = LogEvent::MessageStatus.as_str(),
                 status = %status.status,
                 message_id = %status.message_id,
                 recipient = %recipient,
@@ -290,7 +291,7 @@ fn log_delivery(delivery: &Delivery) {
     }
     for error in &delivery.errors {
         tracing::error!(
-            event = "webhook_error",
+            event = LogEvent::WebhookError.as_str(),
             error_code = error.code,
             error_title = error.title.as_deref().unwrap_or("unknown"),
             error_details = error.details.as_deref(),
@@ -300,13 +301,13 @@ fn log_delivery(delivery: &Delivery) {
     for skipped in &delivery.skipped {
         match skipped {
             Skipped::Object(object) => {
-                tracing::info!(event = "ignored", object = %object, "not a WhatsApp webhook; ignored")
+                tracing::info!(event = LogEvent::Ignored.as_str(), object = %object, "not a WhatsApp webhook; ignored")
             }
             Skipped::Field(field) => {
-                tracing::info!(event = "ignored", field = %field, "webhook field not handled; ignored")
+                tracing::info!(event = LogEvent::Ignored.as_str(), field = %field, "webhook field not handled; ignored")
             }
             Skipped::Shape(shape) => tracing::warn!(
-                event = "ignored",
+                event = LogEvent::Ignored.as_str(),
                 shape = *shape,
                 "unexpected webhook shape; ignored"
             ),
@@ -314,7 +315,7 @@ fn log_delivery(delivery: &Delivery) {
     }
     for malformed in &delivery.malformed {
         tracing::error!(
-            event = "message_malformed",
+            event = LogEvent::MessageMalformed.as_str(),
             message_id = malformed.message_id.as_deref(),
             reason = malformed.reason,
             "inbound message cannot be queued"

@@ -62,13 +62,22 @@ pub enum MetaErrorClass {
 impl MetaErrorClass {
     /// Classifies Meta's error `code` (when there is one) and the HTTP status.
     pub fn of(code: Option<i64>, http_status: u16) -> Self {
+        match code.and_then(Self::of_code) {
+            Some(class) => class,
+            None if http_status >= 500 => Self::Transient,
+            None => Self::Other,
+        }
+    }
+
+    /// The class Meta's error `code` alone decides, when it is one of the known codes (as in
+    /// a log line, where the HTTP status is not at hand).
+    pub fn of_code(code: i64) -> Option<Self> {
         match code {
-            Some(130_429 | 131_056 | 80_007 | 4 | 131_048) => Self::RateLimited,
-            Some(131_047) => Self::OutsideWindow,
-            Some(131_026) => Self::Undeliverable,
-            Some(190) => Self::TokenExpired,
-            _ if http_status >= 500 => Self::Transient,
-            _ => Self::Other,
+            130_429 | 131_056 | 80_007 | 4 | 131_048 => Some(Self::RateLimited),
+            131_047 => Some(Self::OutsideWindow),
+            131_026 => Some(Self::Undeliverable),
+            190 => Some(Self::TokenExpired),
+            _ => None,
         }
     }
 
@@ -195,6 +204,12 @@ mod tests {
             MetaErrorClass::Transient
         );
         assert_eq!(MetaErrorClass::of(Some(100), 400), MetaErrorClass::Other);
+        assert_eq!(MetaErrorClass::of(None, 503), MetaErrorClass::Transient);
+        assert_eq!(
+            MetaErrorClass::of_code(190),
+            Some(MetaErrorClass::TokenExpired)
+        );
+        assert_eq!(MetaErrorClass::of_code(131_000), None);
         assert!(
             MetaErrorClass::OutsideWindow.is_final() && MetaErrorClass::Undeliverable.is_final()
         );

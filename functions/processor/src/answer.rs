@@ -1,0 +1,133 @@
+//! Step 3, get the answer: after a best-effort "read + typing" signal, one LLM call for the user's
+//! turn, leaving [`REPLY_RESERVE`] of the invocation for the reply. When the LLM gives no answer,
+//! or stays down through the last delivery, the user gets the fallback message; otherwise an
+//! LLM failure retries the burst.
+
+use shared::conversation::{Role, Turn};
+use shared::inbound::InboundMessage;
+use shared::llm::{Llm, LlmError};
+use shared::log_event::LogEvent;
+use shared::metrics::Metrics;
+use shared::whatsapp::WhatsApp;
+use tokio::time::Instant;
+
+use crate::claim::ClaimedBurst;
+use crate::prompt::{self, Input};
+use crate::reply::Retry;
+use crate::{Invocation, Processor, REPLY_RESERVE};
+
+/// The model's side of a burst: the user's turn to remember and the replies to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The user's turn, when the burst had text.
+    pub user_turn: Option<Turn>,
+    /// The replies, in order: the answer (or the fallback) when there is a user turn, then the
+    /// unsupported-message reply when a message gets it.
+    pub replies: Vec<String>,
+}
+
+impl Answer {
+    /// Where the answer to the user's turn is among the replies: first, when there is one.
+    pub fn answer_index(&self) -> Option<usize> {
+        self.user_turn.as_ref().map(|_| 0)
+    }
+}
+
+impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
+    /// Answers the claimed burst's `input`. `Err(Retry)` when the LLM failed and the burst is
+    /// to be retried.
+    pub(crate) async fn answer(
+        &self,
+        claimed: &ClaimedBurst<'_>,
+        input: Input<'_>,
+        invocation: &Invocation,
+        metrics: &mut Metrics,
+    ) -> Result<Answer, Retry> {
+        let mut replies: Vec<String> = Vec::new();
+        let mut user_turn = None;
+        if let Some(user_text) = input.user_text {
+            if input.coalesced > 0 {
+                metrics.count("MessagesCoalesced", input.coalesced);
+            }
+            if let Some(message) = input.last_answered {
+                self.show_typing(message).await;
+            }
+            let result = self
+                .ask(&claimed.claim.history, &user_text, invocation, metrics)
+                .await;
+            replies.push(self.answer_or_fallback(result, claimed)?);
+            user_turn = Some(Turn {
+                role: Role::User,
+                text: user_text,
+                at: claimed.claimed_at,
+            });
+        }
+        if input.unsupported {
+            replies.push(self.behaviour.unsupported_message.clone());
+        }
+        Ok(Answer { user_turn, replies })
+    }
+
+    /// Marks `message` read and shows the typing indicator. Best effort.
+    async fn show_typing(&self, message: &InboundMessage) {
+        if let Err(error) = self
+            .whatsapp
+            .mark_read_and_typing(&message.phone_number_id, &message.id)
+            .await
+        {
+            tracing::warn!(event = LogEvent::TypingFailed.as_str(), error = %error, "could not mark read / show typing");
+        }
+    }
+
+    /// Asks the LLM, leaving [`REPLY_RESERVE`] of the invocation for the reply.
+    async fn ask(
+        &self,
+        history: &[Turn],
+        user_text: &str,
+        invocation: &Invocation,
+        metrics: &mut Metrics,
+    ) -> Result<String, LlmError> {
+        let prompt = prompt::prompt(&self.behaviour.system_prompt, history, user_text);
+        let started = Instant::now();
+        let llm_deadline = invocation
+            .deadline
+            .checked_sub(REPLY_RESERVE)
+            .unwrap_or(invocation.deadline);
+        let result = self.llm.complete(&prompt, llm_deadline).await;
+        metrics.duration_ms("LlmLatency", started.elapsed().as_millis() as u64);
+        match &result {
+            Ok(completion) => {
+                metrics.count("LlmTokensIn", completion.input_tokens.unwrap_or_default());
+                metrics.count("LlmTokensOut", completion.output_tokens.unwrap_or_default());
+            }
+            Err(_) => metrics.count("LlmErrors", 1),
+        }
+        result.map(|completion| completion.text)
+    }
+
+    /// The reply to the user's turn: the LLM's answer, or the fallback message when the LLM gave
+    /// no answer or this is the last delivery; `Err(Retry)` when the LLM failed before that.
+    fn answer_or_fallback(
+        &self,
+        result: Result<String, LlmError>,
+        claimed: &ClaimedBurst<'_>,
+    ) -> Result<String, Retry> {
+        let user = &claimed.user;
+        match result {
+            Ok(answer) => Ok(answer),
+            Err(LlmError::NoAnswer(reason)) => {
+                tracing::warn!(event = LogEvent::LlmNoAnswer.as_str(), user = %user, reason = %reason, "the LLM gave no answer; sending the fallback");
+                Ok(self.behaviour.fallback_message.clone())
+            }
+            Err(error) if claimed.last_delivery => {
+                tracing::error!(event = LogEvent::LlmFailedFinal.as_str(), user = %user, error = %error,
+                    "the LLM stayed down through the last delivery; the user gets the fallback message");
+                Ok(self.behaviour.fallback_message.clone())
+            }
+            Err(error) => {
+                tracing::warn!(event = LogEvent::LlmFailed.as_str(), user = %user, error = %error, "the LLM failed; the messages will be retried");
+                Err(Retry)
+            }
+        }
+    }
+}

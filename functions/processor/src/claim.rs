@@ -1,0 +1,184 @@
+//! Step 1, claim the burst: decide what each message gets, claim the message ids and read the
+//! conversation's history in one store call, and end the burst early when there is nothing to
+//! answer now.
+
+use shared::clock::now_epoch_seconds;
+use shared::conversation::{Claim, ClaimRequest, ConversationStore};
+use shared::inbound::{ConversationKey, InboundMessage, Sender};
+use shared::log_event::LogEvent;
+use shared::metrics::Metrics;
+use shared::privacy::mask;
+use shared::whatsapp::Recipient;
+
+use crate::plan::{self, QueuedRecord, Treatment};
+use crate::reply::BurstOutcome;
+use crate::{CLAIM_MARGIN, Invocation, Processor};
+
+/// A message of the burst that this invocation claimed, and what it gets.
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage<'a> {
+    /// The message as queued.
+    pub message: &'a InboundMessage,
+    /// What it gets. A step that reads media (transcribing a voice note, say) runs after the
+    /// claim and turns an [`Treatment::Unsupported`] into a [`Treatment::Answer`].
+    pub treatment: Treatment,
+}
+
+/// A burst whose messages this invocation holds: what the later steps answer, send and record.
+#[derive(Debug)]
+pub struct ClaimedBurst<'a> {
+    /// The conversation.
+    pub conversation: ConversationKey,
+    /// The user, masked, for logs.
+    pub user: String,
+    /// The token the messages were claimed with.
+    pub token: String,
+    /// When the messages were claimed, in seconds since the epoch: the time of the user's turn.
+    pub claimed_at: i64,
+    /// The store's answer: the ids held now, those done before, the history, the stale ids.
+    pub claim: Claim,
+    /// The messages claimed now, in queue order.
+    pub messages: Vec<ClaimedMessage<'a>>,
+    /// Whether a record of the burst is on its last delivery: an LLM failure then gets the
+    /// fallback message instead of a retry.
+    pub last_delivery: bool,
+    /// Who the replies go to.
+    pub recipient: Recipient,
+    /// The business number the messages came to, which the replies are sent from.
+    pub phone_number_id: &'a str,
+}
+
+/// How claiming a burst ended.
+#[derive(Debug)]
+pub enum Claimed<'a> {
+    /// Some messages are this invocation's to answer.
+    Ready(Box<ClaimedBurst<'a>>),
+    /// Nothing is answered now: the burst's outcome, and the ids that were done before.
+    Ended(BurstOutcome, Vec<String>),
+}
+
+impl<C: ConversationStore, L, W> Processor<C, L, W> {
+    /// Claims the burst's messages and reads the conversation's history, in one store call.
+    /// A burst of silent messages costs no store call.
+    pub(crate) async fn claim<'a>(
+        &self,
+        burst: &[(&'a QueuedRecord, &'a InboundMessage)],
+        invocation: &Invocation,
+        metrics: &mut Metrics,
+    ) -> Claimed<'a> {
+        let first = burst[0].1;
+        let user = mask(first.sender.id());
+        let treatments: Vec<Treatment> = burst
+            .iter()
+            .map(|(_, m)| plan::treatment(&m.content))
+            .collect();
+        if treatments.iter().all(|t| *t == Treatment::Silent) {
+            tracing::info!(event = LogEvent::NoReplyNeeded.as_str(), user = %user, messages = burst.len(), "nothing to answer");
+            return Claimed::Ended(BurstOutcome::Handled, Vec::new());
+        }
+        let conversation = first.conversation();
+        let token = claim_token(&invocation.request_id);
+        let claimed_at = now_epoch_seconds();
+        let ids: Vec<String> = burst.iter().map(|(_, m)| m.id.clone()).collect();
+        let request = ClaimRequest {
+            conversation: &conversation,
+            message_ids: &ids,
+            token: &token,
+            lease_until: invocation.deadline_epoch + CLAIM_MARGIN.as_secs() as i64,
+            now: claimed_at,
+        };
+        let claim = match self.store.claim(request).await {
+            Ok(claim) => claim,
+            Err(error) => {
+                tracing::error!(event = LogEvent::StoreFailed.as_str(), user = %user, error = %error, "could not claim messages");
+                return Claimed::Ended(BurstOutcome::Retry, Vec::new());
+            }
+        };
+        let answerable =
+            self.answerable(&claim, &conversation, &token, &user, &first.sender, metrics);
+        let recipient = match answerable.await {
+            Ok(recipient) => recipient,
+            Err(outcome) => return Claimed::Ended(outcome, claim.done),
+        };
+        Claimed::Ready(Box::new(ClaimedBurst {
+            messages: claimed_messages(burst, treatments, &claim.claimed),
+            last_delivery: burst
+                .iter()
+                .any(|(r, _)| r.receive_count >= self.behaviour.max_receive_count),
+            phone_number_id: &first.phone_number_id,
+            recipient,
+            conversation,
+            user,
+            token,
+            claimed_at,
+            claim,
+        }))
+    }
+
+    /// Reads the store's answer: who the replies go to when this invocation answers now, else
+    /// how the burst ends.
+    async fn answerable(
+        &self,
+        claim: &Claim,
+        conversation: &ConversationKey,
+        token: &str,
+        user: &str,
+        sender: &Sender,
+        metrics: &mut Metrics,
+    ) -> Result<Recipient, BurstOutcome> {
+        metrics.count("DuplicatesSkipped", claim.done.len() as u64);
+        if !claim.done.is_empty() {
+            tracing::info!(event = LogEvent::DuplicatesSkipped.as_str(), user = %user, count = claim.done.len(), "messages already answered");
+        }
+        if !claim.held_elsewhere.is_empty() {
+            tracing::warn!(event = LogEvent::HeldElsewhere.as_str(), user = %user, count = claim.held_elsewhere.len(),
+                "another invocation is answering some of these messages; retrying later");
+            self.release(conversation, token, &claim.claimed).await;
+            return Err(BurstOutcome::Retry);
+        }
+        if claim.claimed.is_empty() {
+            return Err(BurstOutcome::Handled);
+        }
+        Recipient::of(sender).ok_or_else(|| {
+            tracing::error!(
+                event = LogEvent::NoRecipient.as_str(),
+                "message has no sender to answer"
+            );
+            BurstOutcome::Handled
+        })
+    }
+
+    /// Gives back claims this invocation will not complete, so that a retry can take them at
+    /// once. Best effort: an unreleased claim lapses with its lease.
+    pub(crate) async fn release(
+        &self,
+        conversation: &ConversationKey,
+        token: &str,
+        ids: &[String],
+    ) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.release(conversation, token, ids).await {
+            tracing::warn!(event = LogEvent::ReleaseFailed.as_str(), error = %error, "could not release claims; they lapse with their lease");
+        }
+    }
+}
+
+/// The burst's messages that were claimed now, with their treatments, in queue order.
+fn claimed_messages<'a>(
+    burst: &[(&'a QueuedRecord, &'a InboundMessage)],
+    treatments: Vec<Treatment>,
+    claimed: &[String],
+) -> Vec<ClaimedMessage<'a>> {
+    burst
+        .iter()
+        .zip(treatments)
+        .filter(|((_, m), _)| claimed.contains(&m.id))
+        .map(|((_, message), treatment)| ClaimedMessage { message, treatment })
+        .collect()
+}
+
+fn claim_token(request_id: &str) -> String {
+    format!("{request_id}:{:016x}", rand::random::<u64>())
+}

@@ -1,0 +1,48 @@
+//! Step 5, record the turns: the user's turn and what the user got of the answer are appended to
+//! the history, and the claimed ids marked done, in the burst's second store call.
+
+use shared::clock::now_epoch_seconds;
+use shared::conversation::{CompleteRequest, ConversationStore, Role, StoreError, Turn};
+use shared::log_event::LogEvent;
+
+use crate::Processor;
+use crate::claim::ClaimedBurst;
+
+impl<C: ConversationStore, L, W> Processor<C, L, W> {
+    /// Stores the burst's new turns, `user_turn` and `sent_answer` (the assistant's), and marks
+    /// the claimed messages done. A failure is logged, not retried: the reply went out, and
+    /// retrying the records would answer twice.
+    pub(crate) async fn record(
+        &self,
+        claimed: &ClaimedBurst<'_>,
+        user_turn: Option<Turn>,
+        sent_answer: Option<String>,
+    ) {
+        let mut new_turns: Vec<Turn> = user_turn.into_iter().collect();
+        if let Some(answer) = sent_answer {
+            new_turns.push(Turn {
+                role: Role::Assistant,
+                text: answer,
+                at: now_epoch_seconds(),
+            });
+        }
+        let complete = CompleteRequest {
+            conversation: &claimed.conversation,
+            token: &claimed.token,
+            message_ids: &claimed.claim.claimed,
+            history: claimed.claim.history.clone(),
+            new_turns,
+            stale_ids: claimed.claim.stale_ids.clone(),
+            now: now_epoch_seconds(),
+        };
+        if let Err(error) = self.store.complete(complete).await {
+            let event = if error == StoreError::ClaimLost {
+                LogEvent::ClaimLost.as_str()
+            } else {
+                LogEvent::StoreFailed.as_str()
+            };
+            tracing::error!(event, user = %claimed.user, error = %error,
+                "the reply was sent but the conversation could not be stored");
+        }
+    }
+}

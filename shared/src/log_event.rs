@@ -1,0 +1,216 @@
+//! The names of the structured log events the functions write (the `event` field of a JSON log
+//! line), in one place: the functions log them with [`LogEvent::as_str`], and the alerter, which
+//! reads the webhook's and the processor's ERROR lines, parses them back with `str::parse`. The
+//! names are part of the logs' contract with whoever reads them: never rename one.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Defines [`LogEvent`], [`LogEvent::ALL`] and [`LogEvent::as_str`] from one list, so that the
+/// three cannot disagree.
+macro_rules! log_events {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)*) => {
+        /// A structured log event: the `event` field of a log line.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum LogEvent {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl LogEvent {
+            /// Every event, in the order declared.
+            pub const ALL: &[LogEvent] = &[$(Self::$variant,)*];
+
+            /// The name written in the `event` field.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+log_events! {
+    // The webhook.
+    /// INFO: Meta's verification handshake was answered.
+    SubscriptionVerified = "subscription_verified",
+    /// INFO: a signed delivery was accepted, its inbound messages queued.
+    DeliveryAccepted = "delivery_accepted",
+    /// INFO: an inbound message went to the queue.
+    MessageEnqueued = "message_enqueued",
+    /// WARN: the queue refused an inbound message; Meta delivers it again.
+    MessageNotEnqueued = "message_not_enqueued",
+    /// ERROR: Meta reports that a message the bot sent could not be delivered.
+    MessageFailed = "message_failed",
+    /// INFO: Meta reports a sent message's status (sent, delivered, read).
+    MessageStatus = "message_status",
+    /// ERROR: Meta reports an error in a webhook.
+    WebhookError = "webhook_error",
+    /// INFO or WARN: a delivery, field or shape the webhook does not handle.
+    Ignored = "ignored",
+    /// ERROR: an inbound message cannot be queued.
+    MessageMalformed = "message_malformed",
+
+    // The processor.
+    /// ERROR: a queue record cannot be read; it goes to the dead-letter queue.
+    RecordUnreadable = "record_unreadable",
+    /// INFO: a burst had nothing to answer (reactions, edits, system notices).
+    NoReplyNeeded = "no_reply_needed",
+    /// ERROR: the conversation store failed (claiming, or storing after the reply went out).
+    StoreFailed = "store_failed",
+    /// INFO: messages already answered were skipped.
+    DuplicatesSkipped = "duplicates_skipped",
+    /// WARN: another invocation holds some of the burst's messages; retried later.
+    HeldElsewhere = "held_elsewhere",
+    /// ERROR: a message has no sender to answer.
+    NoRecipient = "no_recipient",
+    /// WARN: the "read + typing" signal failed.
+    TypingFailed = "typing_failed",
+    /// WARN: the LLM gave no answer; the user gets the fallback message.
+    LlmNoAnswer = "llm_no_answer",
+    /// ERROR: the LLM stayed down through the last delivery; the user gets the fallback message.
+    LlmFailedFinal = "llm_failed_final",
+    /// WARN: the LLM failed; the messages are retried.
+    LlmFailed = "llm_failed",
+    /// ERROR: Meta refused the reply for good; the messages are marked done.
+    ReplyUndeliverable = "reply_undeliverable",
+    /// ERROR: part of the reply was sent and the rest failed; the messages are marked done.
+    ReplyCutShort = "reply_cut_short",
+    /// ERROR: the Meta access token expired or was revoked.
+    MetaTokenExpired = "meta_token_expired",
+    /// ERROR: the reply could not be sent; the messages are retried.
+    ReplyFailed = "reply_failed",
+    /// ERROR: the reply went out but another invocation took the claim, so the turns were not
+    /// stored.
+    ClaimLost = "claim_lost",
+    /// INFO: a burst was answered.
+    BurstHandled = "burst_handled",
+    /// WARN: claims could not be released; they lapse with their lease.
+    ReleaseFailed = "release_failed",
+
+    // The alerter.
+    /// INFO: storm control held an alert back.
+    AlertHeld = "alert_held",
+    /// INFO: an alert was mailed.
+    AlertMailed = "alert_mailed",
+}
+
+impl LogEvent {
+    /// Whether the event is about the LLM call (its name starts with `llm_`).
+    pub fn is_llm(self) -> bool {
+        self.as_str().starts_with("llm_")
+    }
+}
+
+impl fmt::Display for LogEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not a [`LogEvent`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no log event is named {0:?}")]
+pub struct UnknownLogEvent(pub String);
+
+impl FromStr for LogEvent {
+    type Err = UnknownLogEvent;
+
+    /// The event named `name`, exactly as [`LogEvent::as_str`] writes it.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|event| event.as_str() == name)
+            .ok_or_else(|| UnknownLogEvent(name.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_snake_case_and_parse_back() {
+        let names: HashSet<&str> = LogEvent::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(names.len(), LogEvent::ALL.len());
+        for event in LogEvent::ALL {
+            let name = event.as_str();
+            assert!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{name}"
+            );
+            assert_eq!(name.parse::<LogEvent>(), Ok(*event));
+            assert_eq!(event.to_string(), name);
+        }
+    }
+
+    #[test]
+    fn names_are_the_ones_the_logs_have_always_had() {
+        let names: Vec<&str> = LogEvent::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "subscription_verified",
+                "delivery_accepted",
+                "message_enqueued",
+                "message_not_enqueued",
+                "message_failed",
+                "message_status",
+                "webhook_error",
+                "ignored",
+                "message_malformed",
+                "record_unreadable",
+                "no_reply_needed",
+                "store_failed",
+                "duplicates_skipped",
+                "held_elsewhere",
+                "no_recipient",
+                "typing_failed",
+                "llm_no_answer",
+                "llm_failed_final",
+                "llm_failed",
+                "reply_undeliverable",
+                "reply_cut_short",
+                "meta_token_expired",
+                "reply_failed",
+                "claim_lost",
+                "burst_handled",
+                "release_failed",
+                "alert_held",
+                "alert_mailed",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_names_and_other_spellings_do_not_parse() {
+        for name in ["", "unstructured", "LLM_FAILED", "llm_failed ", "LlmFailed"] {
+            assert_eq!(
+                name.parse::<LogEvent>(),
+                Err(UnknownLogEvent(name.to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn llm_events_are_told_by_their_prefix() {
+        let llm: Vec<LogEvent> = LogEvent::ALL
+            .iter()
+            .copied()
+            .filter(|e| e.is_llm())
+            .collect();
+        assert_eq!(
+            llm,
+            [
+                LogEvent::LlmNoAnswer,
+                LogEvent::LlmFailedFinal,
+                LogEvent::LlmFailed
+            ]
+        );
+    }
+}
