@@ -1,5 +1,10 @@
 //! The Graph API adapter against a local [`RecordingServer`] standing in for the Graph API,
 //! asserting on what was actually sent.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,6 +5,11 @@
 //! sees its own thread, and tracing caches each log call site's interest process-wide: when
 //! tests in other threads reach the adapter's call sites first, tracing can cache them as
 //! disabled, and this test would miss lines at random.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,10 @@
 //! The OpenAI-compatible client against a local server standing in for the API: the cases every
 //! provider passes, and what is particular to Chat Completions.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use serde_json::{Value, json};
 use shared::llm::{Completion, Llm, Prompt, Provider};

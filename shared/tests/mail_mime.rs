@@ -1,5 +1,10 @@
 //! The MIME that `to_mime` writes, read back by the test kit's parser: every field comes back
 //! exactly, and nothing in a field can break out of its header.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use rand::{Rng, SeedableRng};
 use shared::mail::{Mail, to_mime};

@@ -1,4 +1,9 @@
 //! The SES mailer against moto's server (see tests/with-moto.sh).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use shared::mail::{Mail, MailError, Mailer, SesMailer};
 use testkit::mail::{sent_mails, sent_mails_to, verify_sender};

@@ -1,4 +1,9 @@
 //! The DynamoDB storm control against moto's server (see tests/with-moto.sh).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,6 +2,11 @@
 //! in `template.yaml`, and the functions configured from the environment the template gives
 //! them: a signed delivery goes through the webhook, the queue and the processor, and a dead
 //! letter through the alerter. If template and code drift apart, this fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

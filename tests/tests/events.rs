@@ -2,6 +2,11 @@
 //! Runtime API, configured as `template.yaml` configures it, against the template's resources in
 //! moto and local stand-ins for Meta and the LLM; each answer is checked. So the samples that
 //! `sam local invoke` uses cannot rot, and neither can the binaries' wiring (`main.rs`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,6 +1,11 @@
 //! The local stack end to end, in terminal mode: the real binaries, moto, the offline LLM
 //! stand-in. Three messages from one user get three replies, the third showing that the first
 //! was remembered; a duplicate delivery gets no second reply.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::process::Stdio;
 use std::time::Duration;

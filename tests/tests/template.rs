@@ -1,6 +1,11 @@
 //! Static checks of `template.yaml` against the code: every variable a function reads is set
 //! for it (and nothing else), every reference points at something, and each function's role
 //! grants exactly what that function uses, on its own resources only.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 

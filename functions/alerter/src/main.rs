@@ -1,3 +1,6 @@
+//! The alerter Lambda's entry point: tracing, configuration, clients, then the runtime loop
+//! over [`alerter::Alerter`].
+
 use std::sync::Arc;
 
 use alerter::{Alerter, Config};

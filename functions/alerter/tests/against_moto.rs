@@ -1,5 +1,10 @@
 //! The alerter as deployed (SES mailer, DynamoDB storm control) against moto's server: mails are
 //! read back from the emulator and asserted on subject, recipients and both bodies.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,11 @@
 //! checked on the functions' sources: every event the alerter has advice for is logged by the
 //! webhook or the processor (whose ERROR lines the alerter receives), every [`LogEvent`] is
 //! logged by some function, and no function writes an event name as a literal.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,3 +1,6 @@
+//! The processor Lambda's entry point: tracing, configuration, clients, then the runtime loop
+//! over [`processor::Processor`].
+
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;

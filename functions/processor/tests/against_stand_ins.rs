@@ -1,6 +1,11 @@
 //! The processor as deployed (`processor::build`): DynamoDB and Secrets Manager in moto's server,
 //! and local HTTP servers standing in for the LLM and Meta's Graph API, which record every
 //! request so that the tests assert on what was actually sent.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 mod common;
 

@@ -1,6 +1,11 @@
 //! What the processor writes to its logs while answering, read back from the JSON log layer:
 //! user numbers masked; no message text, answer text or secret. Alone in its own test binary,
 //! because tracing caches per call site whether a log line is enabled.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 mod common;
 

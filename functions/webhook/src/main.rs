@@ -1,3 +1,6 @@
+//! The webhook Lambda's entry point: tracing, configuration, clients, then the runtime loop
+//! over [`webhook::Webhook`].
+
 use std::convert::Infallible;
 use std::sync::Arc;
 

@@ -2,6 +2,11 @@
 //! message text, no secrets, failed statuses at ERROR. Alone in its own test binary, because
 //! tracing caches per call site whether a log line is enabled, and a test that captures logs
 //! races with other tests' threads reaching the same call sites first.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 mod common;
 

@@ -2,6 +2,11 @@
 //! signed here, must be accepted with 200: its inbound messages land on the queue (in moto's
 //! server), and statuses and other shapes do not. The folder is handed to CI; a clone without it
 //! skips this test and says so.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 mod common;
 

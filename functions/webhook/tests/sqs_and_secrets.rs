@@ -1,4 +1,9 @@
 //! The webhook against SQS and Secrets Manager in moto's server (see tests/with-moto.sh).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 mod common;
 

@@ -31,9 +31,18 @@ pub enum SignatureError {
 
 /// Computes the header value Meta would send for `body` signed with `app_secret`.
 pub fn sign(body: &[u8], app_secret: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(app_secret).expect("HMAC accepts keys of any length");
+    let mut mac = keyed(app_secret);
     mac.update(body);
     format!("{PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// An HMAC-SHA256 keyed with `key`.
+#[allow(
+    clippy::expect_used,
+    reason = "HMAC takes keys of any length: new_from_slice cannot fail"
+)]
+fn keyed(key: &[u8]) -> HmacSha256 {
+    HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length")
 }
 
 /// Checks `header` against `body` with each of `app_secrets` in turn (the current secret and,
@@ -53,7 +62,7 @@ pub fn verify(
     let expected =
         hex::decode(digest_hex).map_err(|_| SignatureError::Malformed("the digest is not hex"))?;
     let matches = app_secrets.iter().any(|secret| {
-        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
+        let mut mac = keyed(secret);
         mac.update(body);
         mac.verify_slice(&expected).is_ok()
     });

@@ -1,6 +1,11 @@
 //! `make local`: the whole bot on this machine. Prints the simulator's URL; with `--terminal`,
 //! reads messages from standard input and prints the replies instead. Ctrl-C (or the end of
 //! the input, in terminal mode) stops everything it started.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test infrastructure: a failed set-up is a failed test"
+)]
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -3,6 +3,11 @@
 //! the LLMs, log capture, and mail read-back. A dev-dependency only: it depends on `shared`, so
 //! `shared`'s own tests that use it are integration tests (`shared/tests/`), which link the same
 //! copy of `shared` as this crate.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test infrastructure: a failed set-up is a failed test"
+)]
 
 pub mod http_recorder;
 pub mod llm_provider;
