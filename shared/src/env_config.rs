@@ -111,6 +111,33 @@ pub fn variables_read<T>(
     names.into_inner()
 }
 
+/// Checks that a configuration reads exactly the variables it `declares` (its `VARIABLES`),
+/// when read by `read` from an environment holding `sample`: an error names the variables read
+/// but not declared, and those declared but not read, or the sample's own error.
+pub fn check_declared_variables<T, E: std::fmt::Display>(
+    sample: &[(&str, &str)],
+    declared: &[&str],
+    read: impl FnOnce(&Env<Lookup<'_>>) -> Result<T, E>,
+) -> Result<(), String> {
+    let mut outcome = Ok(());
+    let names = variables_read(sample, |env| {
+        if let Err(error) = read(env) {
+            outcome = Err(format!("the sample configuration is invalid: {error}"));
+        }
+    });
+    outcome?;
+    let declared: std::collections::BTreeSet<String> =
+        declared.iter().map(|v| (*v).to_owned()).collect();
+    if names == declared {
+        return Ok(());
+    }
+    Err(format!(
+        "read but not declared: {:?}; declared but not read: {:?}",
+        names.difference(&declared).collect::<Vec<_>>(),
+        declared.difference(&names).collect::<Vec<_>>()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +177,23 @@ mod tests {
             e.seconds_or("N", Duration::ZERO),
             Ok(Duration::from_secs(12))
         );
+    }
+
+    #[test]
+    fn declared_variables_are_checked_both_ways() {
+        let read = |env: &Env<Lookup<'_>>| env.required("A").map(|_| env.optional("B"));
+        assert_eq!(
+            check_declared_variables(&[("A", "1")], &["A", "B"], read),
+            Ok(())
+        );
+        let missing = check_declared_variables(&[("A", "1")], &["A"], read).unwrap_err();
+        assert!(
+            missing.contains(r#"read but not declared: ["B"]"#),
+            "{missing}"
+        );
+        let extra = check_declared_variables(&[("A", "1")], &["A", "B", "C"], read).unwrap_err();
+        assert!(extra.contains(r#"declared but not read: ["C"]"#), "{extra}");
+        let invalid = check_declared_variables(&[], &["A", "B"], read).unwrap_err();
+        assert!(invalid.contains("invalid"), "{invalid}");
     }
 }

@@ -63,6 +63,16 @@ pub fn prompt(system: &str, history: &[Turn], user_text: &str) -> Prompt {
     Prompt::new(system.to_owned(), turns)
 }
 
+/// A prompt's turns as (role, text) pairs, for tests to compare.
+#[cfg(test)]
+pub(crate) fn roles_and_texts(prompt: &Prompt) -> Vec<(Role, &str)> {
+    prompt
+        .turns
+        .iter()
+        .map(|t| (t.role, t.text.as_str()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,13 +135,8 @@ mod tests {
         ];
         let prompt = prompt("Be kind.", &history, "What is my name?");
         assert_eq!(prompt.system, "Be kind.");
-        let turns: Vec<(Role, &str)> = prompt
-            .turns
-            .iter()
-            .map(|t| (t.role, t.text.as_str()))
-            .collect();
         assert_eq!(
-            turns,
+            roles_and_texts(&prompt),
             [
                 (Role::User, "My name is Ana"),
                 (Role::Assistant, "Hello Ana"),

@@ -296,13 +296,8 @@ async fn a_second_message_is_answered_with_the_first_turn_in_the_prompt() {
     let prompts = p.llm.prompts();
     assert_eq!(prompts.len(), 2);
     assert_eq!(prompts[1].system, "You are kind.");
-    let turns: Vec<(Role, &str)> = prompts[1]
-        .turns
-        .iter()
-        .map(|t| (t.role, t.text.as_str()))
-        .collect();
     assert_eq!(
-        turns,
+        crate::prompt::roles_and_texts(&prompts[1]),
         [
             (Role::User, "My name is Ana"),
             (Role::Assistant, "echo: My name is Ana"),
