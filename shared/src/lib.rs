@@ -6,6 +6,7 @@
 //! [`conversation::ConversationStore`], [`llm::Llm`], [`whatsapp::WhatsApp`], [`mail::Mailer`],
 //! [`storm::StormControl`]) with one adapter, so that the functions' logic is testable.
 
+pub mod aws_timeouts;
 pub mod clock;
 pub mod conversation;
 mod dynamodb_expression;
@@ -25,10 +26,12 @@ pub mod storm;
 pub mod telemetry;
 pub mod whatsapp;
 
-/// Loads the AWS configuration from the environment. `AWS_ENDPOINT_URL` points every client at
-/// a local emulator. Loading reads no network: credentials are resolved on first use.
-pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// Loads the AWS configuration from the environment, with `timeouts` for every client built
+/// from it. `AWS_ENDPOINT_URL` points every client at a local emulator. Loading reads no
+/// network: credentials are resolved on first use.
+pub async fn aws_config(timeouts: aws_timeouts::AwsTimeouts) -> aws_config::SdkConfig {
+    timeouts
+        .apply_to(aws_config::defaults(aws_config::BehaviorVersion::latest()))
         .load()
         .await
 }

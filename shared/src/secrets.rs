@@ -1,13 +1,16 @@
 //! The application's secrets, kept in one Secrets Manager secret as a JSON object, read on first
-//! use and cached with a refresh so that a rotation takes effect without a redeploy.
+//! use and cached with a refresh so that a rotation takes effect without a redeploy. A refresh
+//! that fails or hangs serves the cached value, and a failed read is not repeated on every call
+//! (see [`RefreshingCache`]).
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// How long secrets are cached before they are read again, unless configured otherwise.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
@@ -59,8 +62,16 @@ pub struct AppSecrets {
 impl AppSecrets {
     /// Reads the secret's JSON text.
     pub fn from_json(text: &str) -> Result<Self, SecretsError> {
-        let mut secrets: Self =
-            serde_json::from_str(text).map_err(|e| SecretsError::NotJson(e.to_string()))?;
+        // serde_json's message can quote the value it could not use; only its kind and place
+        // are kept, so that the error (which is logged) never holds part of a secret.
+        let mut secrets: Self = serde_json::from_str(text).map_err(|e| {
+            SecretsError::NotJson(format!(
+                "{:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
         // A blank value is treated as absent, so that a placeholder "" is not used as a key.
         for field in [
             &mut secrets.meta_app_secret,
@@ -107,6 +118,9 @@ pub enum SecretsError {
     /// The secret's value is not a JSON object of strings.
     #[error("the secret's value is not a JSON object of strings: {0}")]
     NotJson(String),
+    /// Secrets Manager did not answer within the fetch timeout.
+    #[error("Secrets Manager did not answer within {0:?}")]
+    TimedOut(Duration),
     /// A key this function needs is absent or blank.
     #[error("the secret has no value for the key {0}")]
     MissingKey(&'static str),
@@ -128,51 +142,128 @@ impl Secrets for StaticSecrets {
     }
 }
 
-/// A value cached for `refresh`, then fetched again. While one caller fetches, others wait for
-/// its result instead of fetching too. If a refresh fails, the stale value is served (with a
-/// warning) rather than failing requests that the old value can still serve.
+/// Bound of a secrets fetch when the Secrets Manager client has no operation timeout of its
+/// own (the functions' clients have one: see [`crate::aws_timeouts`]).
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The pause after a first failed fetch before the next one; it doubles with each failure in a
+/// row, up to [`MAX_RETRY_PAUSE`].
+pub const FIRST_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// The longest pause between two failed fetches.
+pub const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
+/// A value cached for `refresh`, then fetched again.
+///
+/// - A fetch that fails, or takes longer than the fetch timeout, serves the cached value when
+///   there is one (with one WARN per run of failures, naming the error, never the value), and
+///   returns the error when there is none.
+/// - After a failed fetch, no fetch is made for a pause ([`FIRST_RETRY_PAUSE`], doubling up to
+///   [`MAX_RETRY_PAUSE`]): meanwhile callers get the cached value, or the last error.
+/// - One fetch at a time: callers that arrive during a fetch wait for its outcome instead of
+///   fetching too.
 pub struct RefreshingCache<T> {
     refresh: Duration,
-    state: Mutex<Option<(Arc<T>, Instant)>>,
+    fetch_timeout: Duration,
+    state: Mutex<CacheState<T>>,
+}
+
+/// What a [`RefreshingCache`] knows.
+struct CacheState<T> {
+    /// The last value fetched, and when.
+    value: Option<(Arc<T>, Instant)>,
+    /// The failures since the last successful fetch, when the last one failed.
+    failure: Option<FetchFailure>,
+}
+
+/// A run of failed fetches.
+struct FetchFailure {
+    /// Failed fetches in a row.
+    count: u32,
+    /// No fetch before this.
+    retry_at: Instant,
+    /// The last error, returned during the pause when nothing is cached.
+    error: SecretsError,
 }
 
 impl<T> RefreshingCache<T> {
-    /// An empty cache whose values are fetched again after `refresh`.
-    pub fn new(refresh: Duration) -> Self {
+    /// An empty cache whose values are fetched again after `refresh`, each fetch bounded by
+    /// `fetch_timeout`.
+    pub fn new(refresh: Duration, fetch_timeout: Duration) -> Self {
         Self {
             refresh,
-            state: Mutex::new(None),
+            fetch_timeout,
+            state: Mutex::new(CacheState {
+                value: None,
+                failure: None,
+            }),
         }
     }
 
-    /// The cached value, or the result of `fetch` when there is none or it is too old.
-    pub async fn get_or_fetch<F, Fut, E>(&self, fetch: F) -> Result<Arc<T>, E>
+    /// The cached value, or the result of `fetch` when there is none or it is too old (see the
+    /// type's documentation for failures).
+    pub async fn get_or_fetch<F, Fut>(&self, fetch: F) -> Result<Arc<T>, SecretsError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        E: fmt::Display,
+        Fut: Future<Output = Result<T, SecretsError>>,
     {
+        // Held across the fetch, so that concurrent callers share it.
         let mut state = self.state.lock().await;
-        if let Some((value, fetched_at)) = state.as_ref()
+        if let Some((value, fetched_at)) = &state.value
             && fetched_at.elapsed() < self.refresh
         {
             return Ok(value.clone());
         }
-        match fetch().await {
+        if let Some(failure) = &state.failure
+            && Instant::now() < failure.retry_at
+        {
+            return state.cached_or(failure.error.clone());
+        }
+        let fetched = tokio::time::timeout(self.fetch_timeout, fetch())
+            .await
+            .unwrap_or(Err(SecretsError::TimedOut(self.fetch_timeout)));
+        match fetched {
             Ok(value) => {
+                if let Some(failure) = state.failure.take() {
+                    tracing::info!(failures = failure.count, "the secrets could be read again");
+                }
                 let value = Arc::new(value);
-                *state = Some((value.clone(), Instant::now()));
+                state.value = Some((value.clone(), Instant::now()));
                 Ok(value)
             }
-            Err(error) => match state.as_ref() {
-                Some((stale, _)) => {
-                    tracing::warn!(error = %error, "refresh failed; serving the cached value");
-                    Ok(stale.clone())
+            Err(error) => {
+                let count = state.failure.as_ref().map_or(0, |f| f.count) + 1;
+                let pause = retry_pause(count);
+                if count == 1 && state.value.is_some() {
+                    tracing::warn!(error = %error, retry_in_ms = pause.as_millis() as u64,
+                        "could not refresh the secrets; serving the cached value");
                 }
-                None => Err(error),
-            },
+                state.failure = Some(FetchFailure {
+                    count,
+                    retry_at: Instant::now() + pause,
+                    error: error.clone(),
+                });
+                state.cached_or(error)
+            }
         }
     }
+}
+
+impl<T> CacheState<T> {
+    fn cached_or(&self, error: SecretsError) -> Result<Arc<T>, SecretsError> {
+        self.value
+            .as_ref()
+            .map(|(value, _)| value.clone())
+            .ok_or(error)
+    }
+}
+
+/// The pause after `failures` failed fetches in a row.
+fn retry_pause(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_RETRY_PAUSE
+        .saturating_mul(1 << doublings)
+        .min(MAX_RETRY_PAUSE)
 }
 
 /// [`Secrets`] read from AWS Secrets Manager.
@@ -184,16 +275,22 @@ pub struct SecretsManagerSecrets {
 
 impl SecretsManagerSecrets {
     /// Reads the secret `secret_id` (name or ARN) through `client` on first use, then every
-    /// `refresh`. Creating it does no network I/O.
+    /// `refresh`; each read is bounded by the client's operation timeout, or
+    /// [`DEFAULT_FETCH_TIMEOUT`] when it has none. Creating it does no network I/O.
     pub fn new(
         client: aws_sdk_secretsmanager::Client,
         secret_id: impl Into<String>,
         refresh: Duration,
     ) -> Self {
+        let fetch_timeout = client
+            .config()
+            .timeout_config()
+            .and_then(|t| t.operation_timeout())
+            .unwrap_or(DEFAULT_FETCH_TIMEOUT);
         Self {
             client,
             secret_id: secret_id.into(),
-            cache: RefreshingCache::new(refresh),
+            cache: RefreshingCache::new(refresh, fetch_timeout),
         }
     }
 
@@ -272,32 +369,186 @@ mod tests {
         assert!(!format!("{secrets:?}").contains("hunter2"));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn caches_until_the_refresh_age_then_fetches_again() {
-        let cache = RefreshingCache::new(Duration::from_secs(300));
-        let fetches = AtomicUsize::new(0);
-        let fetch = || async {
-            let n = fetches.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, String>(n)
-        };
-        assert_eq!(*cache.get_or_fetch(fetch).await.unwrap(), 0);
-        assert_eq!(*cache.get_or_fetch(fetch).await.unwrap(), 0);
-        assert_eq!(fetches.load(Ordering::SeqCst), 1);
-        // The cache measures age with std's Instant, which the paused tokio clock does not move.
-        *cache.state.lock().await = Some((Arc::new(0), Instant::now() - Duration::from_secs(301)));
-        assert_eq!(*cache.get_or_fetch(fetch).await.unwrap(), 1);
-        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    #[test]
+    fn a_malformed_secret_is_described_without_its_value() {
+        for text in [r#""hunter2""#, r#"{"META_APP_SECRET": 31337}"#, "hunter2"] {
+            let error = AppSecrets::from_json(text).unwrap_err();
+            assert!(matches!(error, SecretsError::NotJson(_)), "{text}");
+            let shown = error.to_string();
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("31337"),
+                "{shown}"
+            );
+            assert!(shown.contains("line 1 column"), "{shown}");
+        }
     }
 
-    #[tokio::test]
-    async fn serves_the_stale_value_when_a_refresh_fails_and_errors_when_there_is_none() {
-        let cache: RefreshingCache<u32> = RefreshingCache::new(Duration::ZERO);
-        let failing = || async { Err::<u32, _>("down".to_owned()) };
-        assert_eq!(cache.get_or_fetch(failing).await.unwrap_err(), "down");
-        cache
-            .get_or_fetch(|| async { Ok::<_, String>(7) })
-            .await
-            .unwrap();
-        assert_eq!(*cache.get_or_fetch(failing).await.unwrap(), 7);
+    const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+
+    fn cache(refresh: Duration) -> RefreshingCache<usize> {
+        RefreshingCache::new(refresh, FETCH_TIMEOUT)
+    }
+
+    fn down() -> SecretsError {
+        SecretsError::Fetch("down".to_owned())
+    }
+
+    /// A fetch that counts its calls and answers with the count so far, or fails.
+    struct Fetcher {
+        calls: AtomicUsize,
+        fails: std::sync::atomic::AtomicBool,
+    }
+
+    impl Fetcher {
+        fn new() -> Self {
+            Self {
+                calls: AtomicUsize::new(0),
+                fails: std::sync::atomic::AtomicBool::new(false),
+            }
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+
+        fn fail(&self, fails: bool) {
+            self.fails.store(fails, Ordering::SeqCst);
+        }
+
+        async fn fetch(&self) -> Result<usize, SecretsError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.fails.load(Ordering::SeqCst) {
+                Err(down())
+            } else {
+                Ok(n)
+            }
+        }
+
+        async fn get(&self, cache: &RefreshingCache<usize>) -> Result<usize, SecretsError> {
+            cache.get_or_fetch(|| self.fetch()).await.map(|v| *v)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn caches_until_the_refresh_age_then_fetches_again() {
+        let cache = cache(Duration::from_secs(300));
+        let fetcher = Fetcher::new();
+        assert_eq!(fetcher.get(&cache).await, Ok(0));
+        tokio::time::advance(Duration::from_secs(299)).await;
+        assert_eq!(fetcher.get(&cache).await, Ok(0));
+        assert_eq!(fetcher.calls(), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(fetcher.get(&cache).await, Ok(1));
+        assert_eq!(fetcher.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_refresh_serves_the_cached_value_and_with_none_the_error() {
+        let cache = cache(Duration::ZERO);
+        let fetcher = Fetcher::new();
+        fetcher.fail(true);
+        assert_eq!(fetcher.get(&cache).await, Err(down()));
+        tokio::time::advance(FIRST_RETRY_PAUSE).await;
+        fetcher.fail(false);
+        assert_eq!(fetcher.get(&cache).await, Ok(1));
+        fetcher.fail(true);
+        assert_eq!(fetcher.get(&cache).await, Ok(1));
+        assert_eq!(fetcher.calls(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_refresh_serves_the_cached_value_once_the_fetch_timeout_is_up() {
+        let cache = cache(Duration::from_secs(300));
+        assert_eq!(*cache.get_or_fetch(|| async { Ok(7) }).await.unwrap(), 7);
+        tokio::time::advance(Duration::from_secs(300)).await;
+        let started = Instant::now();
+        let served = cache.get_or_fetch(std::future::pending).await;
+        assert_eq!(served.map(|v| *v), Ok(7));
+        assert_eq!(started.elapsed(), FETCH_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_first_fetch_is_a_timeout_error() {
+        let cache = cache(Duration::from_secs(300));
+        let started = Instant::now();
+        let result = cache.get_or_fetch(std::future::pending).await;
+        assert_eq!(result.unwrap_err(), SecretsError::TimedOut(FETCH_TIMEOUT));
+        assert_eq!(started.elapsed(), FETCH_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_failure_no_fetch_is_made_until_a_pause_that_grows() {
+        for cached in [false, true] {
+            let cache = cache(Duration::ZERO);
+            let fetcher = Fetcher::new();
+            if cached {
+                assert_eq!(fetcher.get(&cache).await, Ok(0));
+            }
+            fetcher.fail(true);
+            let before = fetcher.calls();
+            let expected = if cached { Ok(0) } else { Err(down()) };
+            assert_eq!(fetcher.get(&cache).await, expected);
+            // Pauses of 1 s, then 2 s, then 4 s: no fetch until each is over.
+            for (failures, pause) in [(1, 1), (2, 2), (3, 4)] {
+                assert_eq!(fetcher.calls(), before + failures, "cached: {cached}");
+                tokio::time::advance(Duration::from_secs(pause) - Duration::from_millis(1)).await;
+                assert_eq!(fetcher.get(&cache).await, expected);
+                assert_eq!(fetcher.calls(), before + failures, "cached: {cached}");
+                tokio::time::advance(Duration::from_millis(1)).await;
+                assert_eq!(fetcher.get(&cache).await, expected);
+            }
+            // A success ends the run: the next failure pauses 1 s again.
+            tokio::time::advance(Duration::from_secs(8)).await;
+            fetcher.fail(false);
+            let fresh = fetcher.get(&cache).await.unwrap();
+            fetcher.fail(true);
+            assert_eq!(fetcher.get(&cache).await, Ok(fresh));
+            tokio::time::advance(FIRST_RETRY_PAUSE).await;
+            let calls = fetcher.calls();
+            assert_eq!(fetcher.get(&cache).await, Ok(fresh));
+            assert_eq!(fetcher.calls(), calls + 1, "cached: {cached}");
+        }
+    }
+
+    #[test]
+    fn the_pause_doubles_up_to_its_maximum() {
+        let pauses: Vec<u64> = [1, 2, 3, 5, 6, 7, 1000]
+            .map(|n| retry_pause(n).as_secs())
+            .to_vec();
+        assert_eq!(pauses, [1, 2, 4, 16, 30, 30, 30]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_one_fetch() {
+        let cache = cache(Duration::from_secs(300));
+        let calls = AtomicUsize::new(0);
+        let slow_fetch = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(42)
+        };
+        let results =
+            futures_util::future::join_all((0..10).map(|_| cache.get_or_fetch(slow_fetch))).await;
+        assert!(results.iter().all(|r| r.as_deref() == Ok(&42)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_during_a_hanging_refresh_share_it_and_get_the_cached_value() {
+        let cache = cache(Duration::from_secs(300));
+        cache.get_or_fetch(|| async { Ok(5) }).await.unwrap();
+        tokio::time::advance(Duration::from_secs(300)).await;
+        let calls = AtomicUsize::new(0);
+        let hanging_fetch = || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::pending()
+        };
+        let started = Instant::now();
+        let results =
+            futures_util::future::join_all((0..10).map(|_| cache.get_or_fetch(hanging_fetch)))
+                .await;
+        assert!(results.iter().all(|r| r.as_deref() == Ok(&5)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(started.elapsed(), FETCH_TIMEOUT);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use alerter::{Alerter, Config};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
+use shared::aws_timeouts::AwsTimeouts;
 use shared::mail::SesMailer;
 use shared::queue::SqsQueue;
 use shared::storm::dynamodb::DynamoDbStormControl;
@@ -15,7 +16,7 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let config =
         Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    let aws = shared::aws_config().await;
+    let aws = shared::aws_config(AwsTimeouts::ALERTER).await;
     let storm = DynamoDbStormControl::new(
         aws_sdk_dynamodb::Client::new(&aws),
         config.table_name.clone(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use processor::{Config, Invocation};
+use shared::aws_timeouts::AwsTimeouts;
 use shared::secrets::SecretsManagerSecrets;
 
 #[tokio::main]
@@ -13,7 +14,7 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let config =
         Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    let aws = shared::aws_config().await;
+    let aws = shared::aws_config(AwsTimeouts::PROCESSOR).await;
     let secrets = Arc::new(SecretsManagerSecrets::new(
         aws_sdk_secretsmanager::Client::new(&aws),
         config.secret_id.clone(),

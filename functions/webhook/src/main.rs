@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use lambda_http::{Error, Request, run, service_fn};
+use shared::aws_timeouts::AwsTimeouts;
 use shared::queue::SqsQueue;
 use shared::secrets::SecretsManagerSecrets;
 use webhook::{Config, Webhook};
@@ -14,7 +15,7 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let config =
         Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
-    let aws = shared::aws_config().await;
+    let aws = shared::aws_config(AwsTimeouts::WEBHOOK).await;
     let webhook = Arc::new(Webhook::new(
         SqsQueue::new(aws_sdk_sqs::Client::new(&aws), config.queue_url),
         SecretsManagerSecrets::new(
