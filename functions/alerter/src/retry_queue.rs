@@ -373,7 +373,7 @@ mod tests {
                 Some("req-1"),
             ),
         ] {
-            let content = only(&event(&[body.clone()]));
+            let content = only(&event(std::slice::from_ref(&body)));
             let Retry::Unreadable {
                 reason,
                 request_id: id,

@@ -120,7 +120,7 @@ impl FakeQueue {
             .unwrap()
             .iter()
             .map(|entry| {
-                let event = retry_event(&[entry.body.clone()]);
+                let event = retry_event(std::slice::from_ref(&entry.body));
                 match retry_queue::read(&event).unwrap().remove(0).content {
                     Retry::Pending(alert) => *alert,
                     other => panic!("not a pending alert: {other:?}"),
