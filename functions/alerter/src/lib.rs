@@ -31,25 +31,6 @@ pub use config::Config;
 use retry_queue::{Retry, RetryRecord};
 use trigger::{DeadLetter, Trigger, TriggerError};
 
-/// The `event` names of the alerter's log lines about alerts it could not mail, in one place
-/// (the shared `LogEvent` enum is not on main yet; they move there with it).
-pub mod log_events {
-    /// ERROR: SES refused an alert mail for good; the alert is kept, no other mail is tried.
-    pub const ALERT_MAIL_REJECTED: &str = "alert_mail_rejected";
-    /// ERROR: an alert could not be mailed for now; it is kept.
-    pub const ALERT_MAIL_FAILED: &str = "alert_mail_failed";
-    /// WARN: an alert was put on the retry queue, to be mailed later.
-    pub const ALERT_KEPT: &str = "alert_kept";
-    /// ERROR: alerts could be neither mailed nor kept; their event or records are retried.
-    pub const ALERT_NOT_KEPT: &str = "alert_not_kept";
-    /// ERROR: dead letters could not be archived; they stay in their queue.
-    pub const DEAD_LETTERS_NOT_ARCHIVED: &str = "dead_letters_not_archived";
-    /// INFO: Lambda's record of a failed invocation is handled again.
-    pub const FAILED_INVOCATION_RETRIED: &str = "failed_invocation_retried";
-    /// ERROR: a record of the retry queue cannot be read; an alert about it is mailed instead.
-    pub const RETRY_RECORD_UNREADABLE: &str = "retry_record_unreadable";
-}
-
 /// Why an alert could not be handled.
 #[derive(Debug, thiserror::Error)]
 pub enum AlerterError {
@@ -163,7 +144,7 @@ impl<M: Mailer, S: StormControl, Q: MessageQueue> Alerter<M, S, Q> {
         let all = || letters.iter().map(|l| l.sqs_message_id.clone()).collect();
         // Kept first, so that nothing leaves the dead-letter queue unless it is archived.
         if let Err(error) = self.archive_letters(letters).await {
-            tracing::error!(event = log_events::DEAD_LETTERS_NOT_ARCHIVED, error = %error,
+            tracing::error!(event = LogEvent::DeadLettersNotArchived.as_str(), error = %error,
                 records = letters.len(), "dead letters not archived nor mailed; they stay in the queue");
             return all();
         }
@@ -185,12 +166,12 @@ impl<M: Mailer, S: StormControl, Q: MessageQueue> Alerter<M, S, Q> {
         for record in records {
             match &record.content {
                 Retry::Failed(invocation) => {
-                    tracing::info!(event = log_events::FAILED_INVOCATION_RETRIED,
+                    tracing::info!(event = LogEvent::FailedInvocationRetried.as_str(),
                     condition = %invocation.condition, request_id = invocation.request_id.as_deref().unwrap_or_default(),
                     invocations = invocation.invoke_count, "mailing the alerts of an invocation that failed every retry")
                 }
                 Retry::Unreadable { reason, .. } => {
-                    tracing::error!(event = log_events::RETRY_RECORD_UNREADABLE,
+                    tracing::error!(event = LogEvent::RetryRecordUnreadable.as_str(),
                     reason = %reason, sqs_message_id = %record.sqs_message_id, "a retry queue record cannot be read; mailing about it instead")
                 }
                 Retry::Pending(_) => {}
@@ -226,13 +207,13 @@ impl<M: Mailer, S: StormControl, Q: MessageQueue> Alerter<M, S, Q> {
                 Ok(Outcome::Mailed) => mailing.mailed += 1,
                 Ok(Outcome::Held) => mailing.held += 1,
                 Err(AlerterError::Mail(error @ MailError::Rejected(_))) => {
-                    tracing::error!(event = log_events::ALERT_MAIL_REJECTED, error = %error, fingerprint = %alert.fingerprint,
+                    tracing::error!(event = LogEvent::AlertMailRejected.as_str(), error = %error, fingerprint = %alert.fingerprint,
                         "SES refused the alert mail for good; it is kept, and no other mail is tried before the next retry");
                     *refused = true;
                     mailing.unsent.push(alert.clone());
                 }
                 Err(error) => {
-                    tracing::error!(event = log_events::ALERT_MAIL_FAILED, error = %error, fingerprint = %alert.fingerprint,
+                    tracing::error!(event = LogEvent::AlertMailFailed.as_str(), error = %error, fingerprint = %alert.fingerprint,
                         "alert not mailed; it is kept to be mailed later");
                     mailing.unsent.push(alert.clone());
                 }
@@ -254,11 +235,11 @@ impl<M: Mailer, S: StormControl, Q: MessageQueue> Alerter<M, S, Q> {
         match &sent {
             Ok(()) => {
                 for alert in alerts {
-                    tracing::warn!(event = log_events::ALERT_KEPT, fingerprint = %alert.fingerprint,
+                    tracing::warn!(event = LogEvent::AlertKept.as_str(), fingerprint = %alert.fingerprint,
                         "alert kept on the retry queue, to be mailed later");
                 }
             }
-            Err(error) => tracing::error!(event = log_events::ALERT_NOT_KEPT, error = %error,
+            Err(error) => tracing::error!(event = LogEvent::AlertNotKept.as_str(), error = %error,
                 alerts = alerts.len(), "alerts neither mailed nor kept; their event or records are retried"),
         }
         sent

@@ -1,14 +1,15 @@
 //! What the alerter logs when SES refuses its mails for good, against moto's server (its own test
-//! binary: see `shared::testkit::logs`): one ERROR line of its own event, whose error says how to
+//! binary: see `testkit::logs`): one ERROR line of its own event, whose error says how to
 //! fix it, and the alert kept.
 
-use alerter::{Alerter, Config, log_events};
+use alerter::{Alerter, Config};
 use serde_json::Value;
 use shared::env_config::Env;
+use shared::log_event::LogEvent;
 use shared::mail::SesMailer;
 use shared::queue::SqsQueue;
 use shared::storm::dynamodb::DynamoDbStormControl;
-use shared::testkit::{self, logs};
+use testkit::logs;
 
 #[tokio::test]
 async fn a_refusal_is_logged_at_error_with_its_own_event_and_the_fix() {
@@ -68,7 +69,7 @@ async fn a_refusal_is_logged_at_error_with_its_own_event_and_the_fix() {
             .filter(|l| l["fields"]["event"] == event)
             .collect()
     };
-    let refused = of(log_events::ALERT_MAIL_REJECTED);
+    let refused = of(LogEvent::AlertMailRejected.as_str());
     assert_eq!(refused.len(), 1, "{lines:#?}");
     assert_eq!(refused[0]["level"], "ERROR");
     let error = refused[0]["fields"]["error"].as_str().unwrap_or_default();
@@ -80,8 +81,8 @@ async fn a_refusal_is_logged_at_error_with_its_own_event_and_the_fix() {
     ] {
         assert!(error.contains(expected), "{error}");
     }
-    assert!(of(log_events::ALERT_MAIL_FAILED).is_empty());
-    let kept = of(log_events::ALERT_KEPT);
+    assert!(of(LogEvent::AlertMailFailed.as_str()).is_empty());
+    let kept = of(LogEvent::AlertKept.as_str());
     assert_eq!(kept.len(), 1, "{lines:#?}");
     assert_eq!(kept[0]["level"], "WARN");
 }
