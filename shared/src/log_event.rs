@@ -93,6 +93,22 @@ log_events! {
     AlertHeld = "alert_held",
     /// INFO: an alert was mailed.
     AlertMailed = "alert_mailed",
+    /// ERROR: SES refused an alert mail for good (an unverified sender, the sandbox, a paused
+    /// account); the alert is kept, and no other mail is tried in that invocation.
+    AlertMailRejected = "alert_mail_rejected",
+    /// ERROR: an alert could not be mailed for now (SES failing, storm control unavailable); it
+    /// is kept.
+    AlertMailFailed = "alert_mail_failed",
+    /// WARN: an alert was put on the alert retry queue, to be mailed later.
+    AlertKept = "alert_kept",
+    /// ERROR: alerts could be neither mailed nor kept; their event or records are retried.
+    AlertNotKept = "alert_not_kept",
+    /// ERROR: dead letters could not be archived; they stay in their queue.
+    DeadLettersNotArchived = "dead_letters_not_archived",
+    /// INFO: Lambda's record of an invocation that failed every retry is handled again.
+    FailedInvocationRetried = "failed_invocation_retried",
+    /// ERROR: a record of the alert retry queue cannot be read; an alert about it is mailed.
+    RetryRecordUnreadable = "retry_record_unreadable",
 }
 
 impl LogEvent {
@@ -183,6 +199,13 @@ mod tests {
                 "release_failed",
                 "alert_held",
                 "alert_mailed",
+                "alert_mail_rejected",
+                "alert_mail_failed",
+                "alert_kept",
+                "alert_not_kept",
+                "dead_letters_not_archived",
+                "failed_invocation_retried",
+                "retry_record_unreadable",
             ]
         );
     }

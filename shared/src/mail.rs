@@ -25,10 +25,17 @@ pub struct Mail {
 /// Why a mail was not sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MailError {
-    /// SES refused the mail (an unverified sender, a suppressed recipient, the sandbox…).
-    #[error("SES refused the mail: {0}")]
+    /// SES refused the mail for good: sending it again fails the same way until someone fixes
+    /// the account or an identity (an unverified sender, or recipient in the sandbox, a sending
+    /// paused or an account suspended, a refused request).
+    #[error(
+        "SES refused the mail for good ({0}). Verify the sender ERROR_FROM_EMAIL (or its domain) in SES, \
+         in the stack's region; while the account is in the SES sandbox, verify every ERROR_LOG_EMAIL \
+         recipient too or request production access (infra/verify-ses-sender.sh --status says which); \
+         a paused or suspended account must be reinstated in the SES console. Mails wait until then"
+    )]
     Rejected(String),
-    /// SES could not be reached or failed.
+    /// SES could not be reached or failed for now (throttling, an outage): a later try may pass.
     #[error("SES is unavailable: {0}")]
     Unavailable(String),
 }
@@ -230,7 +237,8 @@ impl Mailer for SesMailer {
         let raw = RawMessage::builder()
             .data(Blob::new(to_mime(mail, std::time::SystemTime::now())))
             .build()
-            .map_err(|e| MailError::Rejected(format!("could not build the raw message: {e}")))?;
+            // Only a message without data fails to build, and the data is set.
+            .map_err(|e| MailError::Unavailable(format!("could not build the raw message: {e}")))?;
         let output = self
             .client
             .send_email()
@@ -265,8 +273,11 @@ impl Mailer for SesMailer {
 }
 
 /// Whether SES refused this mail for good (sending it again would fail again), as opposed to
-/// failing for now (throttling, an outage).
+/// failing for now (throttling, an outage). `AccessDeniedException` is not one of `SendEmail`'s
+/// modelled errors but comes back when IAM does not let the function send as the sender, or (in
+/// the sandbox) to a recipient's identity: also for good.
 fn is_rejection(error: &aws_sdk_sesv2::operation::send_email::SendEmailError) -> bool {
+    use aws_sdk_sesv2::error::ProvideErrorMetadata;
     use aws_sdk_sesv2::operation::send_email::SendEmailError as E;
     matches!(
         error,
@@ -276,7 +287,7 @@ fn is_rejection(error: &aws_sdk_sesv2::operation::send_email::SendEmailError) ->
             | E::SendingPausedException(_)
             | E::BadRequestException(_)
             | E::NotFoundException(_)
-    )
+    ) || matches!(error.code(), Some("AccessDeniedException" | "AccessDenied"))
 }
 
 #[cfg(test)]
@@ -548,10 +559,33 @@ mod tests {
         assert!(!is_rejection(&E::LimitExceededException(
             errors::LimitExceededException::builder().build()
         )));
-        assert!(!is_rejection(&E::generic(
-            aws_sdk_sesv2::error::ErrorMetadata::builder()
-                .code("ServiceUnavailable")
-                .build()
-        )));
+        let generic = |code: &str| {
+            E::generic(
+                aws_sdk_sesv2::error::ErrorMetadata::builder()
+                    .code(code)
+                    .build(),
+            )
+        };
+        assert!(!is_rejection(&generic("ServiceUnavailable")));
+        assert!(!is_rejection(&generic("InternalFailure")));
+        assert!(is_rejection(&generic("AccessDeniedException")));
+    }
+
+    #[test]
+    fn a_rejection_says_how_to_fix_it_and_an_outage_does_not() {
+        let rejected =
+            MailError::Rejected("MessageRejected: Email address is not verified.".into())
+                .to_string();
+        for fix in [
+            "MessageRejected: Email address is not verified.",
+            "Verify the sender ERROR_FROM_EMAIL",
+            "every ERROR_LOG_EMAIL recipient",
+            "request production access",
+            "infra/verify-ses-sender.sh --status",
+        ] {
+            assert!(rejected.contains(fix), "{rejected}");
+        }
+        let unavailable = MailError::Unavailable("throttled".into()).to_string();
+        assert_eq!(unavailable, "SES is unavailable: throttled");
     }
 }

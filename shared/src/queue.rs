@@ -208,7 +208,8 @@ impl RefusedEntry {
     }
 }
 
-/// The queue that carries inbound messages to the processor.
+/// A queue messages are sent to: the one that carries inbound messages to the processor, and
+/// the alerter's archive and retry queue.
 pub trait MessageQueue: Send + Sync {
     /// Sends up to [`MAX_BATCH`] entries in one call. Succeeds only when every entry was accepted.
     fn send_batch(
@@ -217,18 +218,30 @@ pub trait MessageQueue: Send + Sync {
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
-/// [`MessageQueue`] on an SQS FIFO queue.
+/// [`MessageQueue`] on an SQS queue: a FIFO queue ([`SqsQueue::new`]) or a standard one
+/// ([`SqsQueue::standard`]).
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     queue_url: String,
+    fifo: bool,
 }
 
 impl SqsQueue {
-    /// The queue at `queue_url`, reached through `client`.
+    /// The FIFO queue at `queue_url`, reached through `client`.
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
         Self {
             client,
             queue_url: queue_url.into(),
+            fifo: true,
+        }
+    }
+
+    /// The standard (not FIFO) queue at `queue_url`: entries are sent without their group and
+    /// deduplication ids, which only FIFO queues take.
+    pub fn standard(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            fifo: false,
+            ..Self::new(client, queue_url)
         }
     }
 }
@@ -240,13 +253,17 @@ impl MessageQueue for SqsQueue {
             .iter()
             .enumerate()
             .map(|(index, entry)| {
-                SendMessageBatchRequestEntry::builder()
+                let builder = SendMessageBatchRequestEntry::builder()
                     .id(index.to_string())
-                    .message_group_id(&entry.group_id)
-                    .message_deduplication_id(&entry.deduplication_id)
-                    .message_body(&entry.body)
-                    .build()
-                    .map_err(|e| QueueError::Send(e.to_string()))
+                    .message_body(&entry.body);
+                let builder = if self.fifo {
+                    builder
+                        .message_group_id(&entry.group_id)
+                        .message_deduplication_id(&entry.deduplication_id)
+                } else {
+                    builder
+                };
+                builder.build().map_err(|e| QueueError::Send(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let output = self

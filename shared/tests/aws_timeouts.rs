@@ -5,6 +5,11 @@
 //! The clients have the functions' own timeouts (`AwsTimeouts::apply_to`, as `shared::aws_config`
 //! applies them), and reach moto through a loopback TCP proxy that forwards, holds connections
 //! without answering, or closes them at once.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

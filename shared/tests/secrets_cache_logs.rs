@@ -3,6 +3,11 @@
 //!
 //! This test has a binary of its own: tracing caches each call site's interest process-wide, so
 //! a capture that shares a binary with other tests can miss lines.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::time::Duration;
 

@@ -99,9 +99,14 @@ async fn an_unverified_sender_is_rejected_and_nothing_is_sent() {
         .await
         .expect_err("moto refuses an unverified sender");
 
-    match error {
+    match &error {
         MailError::Rejected(text) => assert!(text.contains("MessageRejected"), "{text}"),
         other => panic!("expected a rejection, got {other:?}"),
     }
+    let message = error.to_string();
+    assert!(
+        message.contains("Verify the sender ERROR_FROM_EMAIL"),
+        "the error names the fix: {message}"
+    );
     assert_eq!(sent_mails_to(&to).await, vec![]);
 }

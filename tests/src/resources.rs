@@ -71,6 +71,7 @@ impl Stack {
         stack.create_queue("DeadLetterArchiveQueue").await;
         stack.create_queue("InboundDeadLetterQueue").await;
         stack.create_queue("InboundQueue").await;
+        stack.create_queue("AlertRetryQueue").await;
         stack.create_table().await;
         stack.create_secret().await;
         stack

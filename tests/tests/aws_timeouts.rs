@@ -1,6 +1,11 @@
 //! The functions' AWS time limits (`shared::aws_timeouts`) fit the Lambda timeouts that
 //! `template.yaml` gives them, so that a hanging AWS service fails a call instead of the whole
 //! invocation.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::time::Duration;
 

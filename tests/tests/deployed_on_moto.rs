@@ -1,7 +1,8 @@
 //! The template's own queues, table and secret, created in moto's server from their properties
 //! in `template.yaml`, and the functions configured from the environment the template gives
 //! them: a signed delivery goes through the webhook, the queue and the processor, and a dead
-//! letter through the alerter. If template and code drift apart, this fails.
+//! letter through the alerter, and an alert SES refuses onto the retry queue. If template and
+//! code drift apart, this fails.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -146,31 +147,42 @@ async fn a_signed_delivery_goes_through_the_templates_resources_to_a_reply() {
     );
 }
 
+type DeployedAlerter = alerter::Alerter<SesMailer, DynamoDbStormControl, SqsQueue>;
+
+/// The alerter as `main.rs` builds it, configured as the template configures it, with these
+/// variables changed.
+fn deployed_alerter(stack: &Stack, changed: &[(&str, &str)]) -> DeployedAlerter {
+    let mut alerter_env = stack.environment("AlerterFunction");
+    // Lambda sets AWS_REGION itself.
+    alerter_env.insert("AWS_REGION".to_owned(), "us-east-1".to_owned());
+    for (name, value) in changed {
+        alerter_env.insert((*name).to_owned(), (*value).to_owned());
+    }
+    let config =
+        alerter::Config::from(&env(alerter_env)).expect("the template configures the alerter");
+    let sqs = aws_sdk_sqs::Client::new(&stack.aws);
+    alerter::Alerter::new(
+        SesMailer::new(aws_sdk_sesv2::Client::new(&stack.aws)),
+        DynamoDbStormControl::new(
+            aws_sdk_dynamodb::Client::new(&stack.aws),
+            config.table_name.clone(),
+        ),
+        SqsQueue::new(sqs.clone(), config.archive_queue_url.clone()),
+        SqsQueue::standard(sqs, config.alert_retry_queue_url.clone()),
+        config,
+    )
+}
+
 #[tokio::test]
 async fn a_dead_letter_is_mailed_by_the_alerter_the_template_configures() {
     let aws = testkit::moto_config().await;
     let alert_email = format!("{}@example.com", testkit::unique_name("oncall"));
     let stack = Stack::create(aws, &testkit::unique_name("wa-drift"), &alert_email).await;
-    let mut alerter_env = stack.environment("AlerterFunction");
-    // Lambda sets AWS_REGION itself.
-    alerter_env.insert("AWS_REGION".to_owned(), "us-east-1".to_owned());
-    let config =
-        alerter::Config::from(&env(alerter_env)).expect("the template configures the alerter");
+    let alerter = deployed_alerter(&stack, &[]);
     let ses = aws_sdk_sesv2::Client::new(&stack.aws);
-    testkit::mail::verify_sender(&ses, &config.from).await;
-    let recipient = config.recipients[0].clone();
-    let alerter = alerter::Alerter::new(
-        SesMailer::new(ses),
-        DynamoDbStormControl::new(
-            aws_sdk_dynamodb::Client::new(&stack.aws),
-            config.table_name.clone(),
-        ),
-        SqsQueue::new(
-            aws_sdk_sqs::Client::new(&stack.aws),
-            config.archive_queue_url.clone(),
-        ),
-        config,
-    );
+    let from = stack.environment("AlerterFunction")["ERROR_FROM_EMAIL"].clone();
+    testkit::mail::verify_sender(&ses, &from).await;
+    let recipient = alert_email;
     let event: serde_json::Value =
         serde_json::from_str(include_str!("../../events/alerter/dead-letter.json")).unwrap();
     let response = alerter.handle(&event).await.unwrap();
@@ -198,4 +210,47 @@ async fn a_dead_letter_is_mailed_by_the_alerter_the_template_configures() {
         "{}",
         mails[0].subject
     );
+}
+
+#[tokio::test]
+async fn an_alert_ses_refuses_waits_on_the_templates_retry_queue() {
+    let aws = testkit::moto_config().await;
+    let alert_email = format!("{}@example.com", testkit::unique_name("oncall"));
+    let stack = Stack::create(aws, &testkit::unique_name("wa-retry"), &alert_email).await;
+    // A sender SES has not verified: the mail is refused.
+    let sender = format!("{}@example.net", testkit::unique_name("unverified"));
+    let alerter = deployed_alerter(&stack, &[("ERROR_FROM_EMAIL", &sender)]);
+    let event: serde_json::Value =
+        serde_json::from_str(include_str!("../../events/alerter/dead-letter.json")).unwrap();
+    let response = alerter.handle(&event).await.unwrap();
+    assert_eq!(
+        response["batchItemFailures"],
+        json!([]),
+        "archived, kept: they leave"
+    );
+    assert!(testkit::mail::sent_mails_to(&alert_email).await.is_empty());
+    // The template's queue took the pending alert (a standard queue: no FIFO ids), and holds
+    // it back for its delay before the alerter sees it again.
+    let attributes = aws_sdk_sqs::Client::new(&stack.aws)
+        .get_queue_attributes()
+        .queue_url(&stack.resolver.refs["AlertRetryQueue"])
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    let count = |name: &str| {
+        attributes[&aws_sdk_sqs::types::QueueAttributeName::from(name)]
+            .parse::<u32>()
+            .unwrap()
+    };
+    assert_eq!(count("ApproximateNumberOfMessagesDelayed"), 1);
+    assert_eq!(count("ApproximateNumberOfMessages"), 0);
+    let archived = testkit::drain(
+        &aws_sdk_sqs::Client::new(&stack.aws),
+        &stack.resolver.refs["DeadLetterArchiveQueue"],
+    )
+    .await;
+    assert_eq!(archived.len(), 1);
 }

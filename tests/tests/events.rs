@@ -19,6 +19,10 @@ use testkit::http_recorder;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The retry queue of the local stack (`make local`, stack `local`), which the retry queue's
+/// sample names so that `sam local invoke` with `events/env.json` reads it as such.
+const LOCAL_RETRY_QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:local-alert-retry";
+
 fn events_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
 }
@@ -50,6 +54,10 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
         ("alerter/dead-letter.json", Expect::NoBatchFailures),
         ("alerter/error-log.json", Expect::Success),
         ("alerter/alarm.json", Expect::Success),
+        (
+            "alerter/on-failure-destination.json",
+            Expect::NoBatchFailures,
+        ),
     ])
 }
 
@@ -167,13 +175,18 @@ async fn every_sample_runs_through_its_functions_binary() {
             .iter()
             .find(|f| f.name() == function)
             .expect("a function for each folder");
-        let event: Value =
-            serde_json::from_str(&std::fs::read_to_string(events_dir().join(sample)).unwrap())
-                .unwrap();
+        // The stack here has a name of its own, and so has its retry queue.
+        let text = std::fs::read_to_string(events_dir().join(sample))
+            .unwrap()
+            .replace(
+                LOCAL_RETRY_QUEUE_ARN,
+                &stack.resolver.attributes["AlertRetryQueue.Arn"],
+            );
+        let event: Value = serde_json::from_str(&text).unwrap();
         check(sample, &expect, runner.invoke(&event, TIMEOUT).await);
         ran += 1;
     }
-    assert_eq!(ran, 9);
+    assert_eq!(ran, 10);
 
     // The processor's samples were answered through the stand-ins: one reply per burst.
     let replies: Vec<Value> = meta
@@ -195,11 +208,11 @@ async fn every_sample_runs_through_its_functions_binary() {
         1,
         "the base64 sample carries the same message id: deduplicated"
     );
-    // The alerter's samples were mailed.
+    // The alerter's samples were mailed, the failed invocation's alarm too.
     let mails = testkit::mail::sent_mails_to(&oncall).await;
     assert_eq!(
         mails.len(),
-        3,
+        4,
         "{:?}",
         mails.iter().map(|m| &m.subject).collect::<Vec<_>>()
     );

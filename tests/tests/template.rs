@@ -66,6 +66,13 @@ const FUNCTIONS: [Function; 3] = [
             ("sqs:GetQueueAttributes", "InboundDeadLetterQueue"),
             // SqsQueue::send_batch into the archive, before a dead letter is mailed.
             ("sqs:SendMessage", "DeadLetterArchiveQueue"),
+            // The SQS event source mapping of the retry queue, on the function's behalf.
+            ("sqs:ReceiveMessage", "AlertRetryQueue"),
+            ("sqs:DeleteMessage", "AlertRetryQueue"),
+            ("sqs:GetQueueAttributes", "AlertRetryQueue"),
+            // SqsQueue::send_batch of pending alerts, and Lambda's on-failure records, which
+            // Lambda sends with the function's role.
+            ("sqs:SendMessage", "AlertRetryQueue"),
             // DynamoDbStormControl: UpdateItem only.
             ("dynamodb:UpdateItem", "Table"),
             // SesMailer: SESv2 SendEmail with raw content, on the sender's identity.
@@ -435,6 +442,64 @@ fn the_alerter_hears_every_trigger_and_alarms_reach_it() {
             "{alarm} notifies the alarm topic"
         );
     }
+}
+
+#[test]
+fn alerts_that_fail_are_kept_on_the_retry_queue_and_come_back_later() {
+    let template = Template::load();
+    let queue = template.properties("AlertRetryQueue");
+    assert!(
+        queue.get("FifoQueue").is_none(),
+        "Lambda's destinations take standard queues only"
+    );
+    assert_eq!(queue["MessageRetentionPeriod"].as_u64(), Some(14 * 86_400));
+    assert_eq!(queue["SqsManagedSseEnabled"].as_bool(), Some(true));
+    let timeout = template.properties("AlerterFunction")["Timeout"]
+        .as_u64()
+        .expect("a timeout");
+    let visibility = queue["VisibilityTimeout"]
+        .as_u64()
+        .expect("a visibility timeout");
+    assert!(
+        visibility >= 6 * timeout && visibility >= 300,
+        "a failing alert comes back after minutes, not in a loop: {visibility} s"
+    );
+    assert!(queue["DelaySeconds"].as_u64().is_some_and(|d| d >= 60));
+
+    let alerter = template.properties("AlerterFunction");
+    let invoke = &alerter["EventInvokeConfig"];
+    let retries = invoke["MaximumRetryAttempts"]
+        .as_u64()
+        .expect("bounded retries");
+    assert!(retries <= 2, "{retries}");
+    assert!(invoke["MaximumEventAgeInSeconds"].as_u64().is_some());
+    let on_failure = &invoke["DestinationConfig"]["OnFailure"];
+    assert_eq!(on_failure["Type"].as_str(), Some("SQS"));
+    assert_eq!(
+        references(&on_failure["Destination"]),
+        [("GetAtt".to_owned(), "AlertRetryQueue".to_owned())]
+    );
+
+    // The alerter reads the queue's records, and tells them from dead letters by its ARN.
+    let source = &alerter["Events"]["AlertRetries"];
+    assert_eq!(source["Type"].as_str(), Some("SQS"));
+    assert_eq!(
+        references(&source["Properties"]["Queue"]),
+        [("GetAtt".to_owned(), "AlertRetryQueue".to_owned())]
+    );
+    assert_eq!(
+        source["Properties"]["FunctionResponseTypes"][0].as_str(),
+        Some("ReportBatchItemFailures")
+    );
+    let env = template.environment("AlerterFunction");
+    assert_eq!(
+        references(&env["ALERT_RETRY_QUEUE_ARN"]),
+        [("GetAtt".to_owned(), "AlertRetryQueue".to_owned())]
+    );
+    assert_eq!(
+        references(&env["ALERT_RETRY_QUEUE_URL"]),
+        [("Ref".to_owned(), "AlertRetryQueue".to_owned())]
+    );
 }
 
 #[test]

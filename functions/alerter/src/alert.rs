@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
 use shared::clock::{format_utc, format_utc_ms};
 use shared::log_event::LogEvent;
 use shared::whatsapp::MetaErrorClass;
@@ -16,11 +17,12 @@ pub const MAX_SUBJECT_CHARS: usize = 200;
 pub const MAX_ROWS: usize = 50;
 
 /// How bad it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Severity {
     /// Users' messages were given up on.
     Critical,
     /// A function logged an error.
+    #[default]
     Error,
     /// An alarm fired.
     Alarm,
@@ -43,8 +45,10 @@ impl Severity {
     }
 }
 
-/// One alert: one mail, unless storm control holds it back.
-#[derive(Debug, Clone, PartialEq)]
+/// One alert: one mail, unless storm control holds it back. It is kept on the retry queue as
+/// JSON until it is mailed, so a field added later needs a default for the alerts kept before.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Alert {
     /// Alerts with the same fingerprint are mailed at most once per window.
     pub fingerprint: String,
@@ -69,10 +73,11 @@ pub struct Alert {
 }
 
 /// Rows of facts listed in a mail.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Table {
     /// Column titles.
-    pub columns: Vec<&'static str>,
+    pub columns: Vec<String>,
     /// Cells, one vector per row.
     pub rows: Vec<Vec<String>>,
     /// Rows left out for length.
@@ -88,6 +93,11 @@ pub struct Place {
     pub archive_arn: String,
     /// The inbound queue's ARN.
     pub inbound_arn: String,
+}
+
+/// Column titles, owned.
+pub fn columns(titles: &[&str]) -> Vec<String> {
+    titles.iter().map(|t| (*t).to_owned()).collect()
 }
 
 /// The alerts a trigger gives: one for all dead letters of an invocation, one per function and
@@ -172,7 +182,7 @@ fn dead_letter_alert(letters: &[DeadLetter], place: &Place, now_ms: i64) -> Aler
         ),
         link: sqs_link(queue_arn, region),
         table: Table {
-            columns: vec![
+            columns: columns(&[
                 "message id",
                 "user",
                 "type",
@@ -180,7 +190,7 @@ fn dead_letter_alert(letters: &[DeadLetter], place: &Place, now_ms: i64) -> Aler
                 "receives",
                 "first seen",
                 "last seen",
-            ],
+            ]),
             rows,
             more: count.saturating_sub(MAX_ROWS),
         },
@@ -248,7 +258,7 @@ fn log_alerts(batch: &LogBatch, place: &Place) -> Vec<Alert> {
                 action: log_action(&entries),
                 link: log_stream_link(&batch.log_group, &batch.log_stream, &place.region),
                 table: Table {
-                    columns: vec!["time", "event", "code", "message", "error", "request id"],
+                    columns: columns(&["time", "event", "code", "message", "error", "request id"]),
                     rows: entries
                         .iter()
                         .take(MAX_ROWS)
@@ -399,7 +409,7 @@ fn alarm_alert(change: &AlarmChange, place: &Place, now_ms: i64) -> Alert {
             "https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#alarmsV2:alarm/{}",
             percent_encode(&change.name)
         )),
-        table: Table { columns: vec!["", ""], rows, more: 0 },
+        table: Table { columns: columns(&["", ""]), rows, more: 0 },
     }
 }
 

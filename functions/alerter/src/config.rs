@@ -15,6 +15,8 @@ pub const VARIABLES: &[&str] = &[
     "ARCHIVE_QUEUE_URL",
     "ARCHIVE_QUEUE_ARN",
     "INBOUND_QUEUE_ARN",
+    "ALERT_RETRY_QUEUE_URL",
+    "ALERT_RETRY_QUEUE_ARN",
     "AWS_REGION",
 ];
 
@@ -41,6 +43,10 @@ pub struct Config {
     pub archive_queue_arn: String,
     /// `INBOUND_QUEUE_ARN`: where dead letters go back to, for the redrive command in mails.
     pub inbound_queue_arn: String,
+    /// `ALERT_RETRY_QUEUE_URL`: where alerts not mailed yet are kept, to be mailed later.
+    pub alert_retry_queue_url: String,
+    /// `ALERT_RETRY_QUEUE_ARN`: the retry queue's ARN, which tells its records from dead letters.
+    pub alert_retry_queue_arn: String,
 }
 
 impl Config {
@@ -90,6 +96,8 @@ impl Config {
             archive_queue_url: env.required("ARCHIVE_QUEUE_URL")?,
             archive_queue_arn: env.required("ARCHIVE_QUEUE_ARN")?,
             inbound_queue_arn: env.required("INBOUND_QUEUE_ARN")?,
+            alert_retry_queue_url: env.required("ALERT_RETRY_QUEUE_URL")?,
+            alert_retry_queue_arn: env.required("ALERT_RETRY_QUEUE_ARN")?,
         })
     }
 }
@@ -146,7 +154,7 @@ mod tests {
         assert_eq!(check, Ok(()));
     }
 
-    const BASE: [(&str, &str); 7] = [
+    const BASE: [(&str, &str); 9] = [
         ("ERROR_LOG_EMAIL", "oncall@example.com, lead@example.org"),
         ("ERROR_FROM_EMAIL", "alerts@example.com"),
         ("TABLE_NAME", "t"),
@@ -162,6 +170,14 @@ mod tests {
         (
             "INBOUND_QUEUE_ARN",
             "arn:aws:sqs:us-east-1:1:wa-inbound.fifo",
+        ),
+        (
+            "ALERT_RETRY_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/1/wa-alert-retry",
+        ),
+        (
+            "ALERT_RETRY_QUEUE_ARN",
+            "arn:aws:sqs:us-east-1:1:wa-alert-retry",
         ),
     ];
 

@@ -1,6 +1,10 @@
 //! The alerter Lambda's entry point: tracing, configuration, clients, then the runtime loop
 //! over [`alerter::Alerter`].
 
+// The runtime's future nests the alerter's (its three triggers and the retry queue) deeper
+// than the compiler's default limit of 128 when it computes its layout.
+#![recursion_limit = "256"]
+
 use std::sync::Arc;
 
 use alerter::{Alerter, Config};
@@ -21,13 +25,12 @@ async fn main() -> Result<(), Error> {
         aws_sdk_dynamodb::Client::new(&aws),
         config.table_name.clone(),
     );
+    let sqs = aws_sdk_sqs::Client::new(&aws);
     let alerter = Arc::new(Alerter::new(
         SesMailer::new(aws_sdk_sesv2::Client::new(&aws)),
         storm,
-        SqsQueue::new(
-            aws_sdk_sqs::Client::new(&aws),
-            config.archive_queue_url.clone(),
-        ),
+        SqsQueue::new(sqs.clone(), config.archive_queue_url.clone()),
+        SqsQueue::standard(sqs, config.alert_retry_queue_url.clone()),
         config,
     ));
     run(service_fn(move |event: LambdaEvent<Value>| {

@@ -1,5 +1,6 @@
-//! The alerter as deployed (SES mailer, DynamoDB storm control) against moto's server: mails are
-//! read back from the emulator and asserted on subject, recipients and both bodies.
+//! The alerter as deployed (SES mailer, DynamoDB storm control, SQS archive and retry queue)
+//! against moto's server: mails are read back from the emulator and asserted on subject,
+//! recipients and both bodies.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,7 +15,7 @@ use alerter::{Alerter, Config};
 use base64::Engine;
 use serde_json::{Value, json};
 use shared::env_config::Env;
-use shared::mail::{Mail, SesMailer};
+use shared::mail::{Mail, MailError, SesMailer};
 use shared::queue::SqsQueue;
 use shared::storm::dynamodb::DynamoDbStormControl;
 
@@ -23,7 +24,10 @@ const START_MS: i64 = 1_795_255_200_000;
 
 struct Harness {
     alerter: Alerter<SesMailer, DynamoDbStormControl, SqsQueue>,
+    sqs: aws_sdk_sqs::Client,
     archive_url: String,
+    retry_url: String,
+    retry_arn: String,
     recipient: String,
     now: Arc<Mutex<i64>>,
 }
@@ -57,10 +61,23 @@ impl Harness {
     ) -> Self {
         let sqs = aws_sdk_sqs::Client::new(&testkit::moto_config().await);
         let archive_url = testkit::create_fifo_queue(&sqs, "archive").await;
-        let archive_arn = format!(
-            "arn:aws:sqs:us-east-1:123456789012:{}",
-            archive_url.rsplit('/').next().unwrap_or_default()
-        );
+        let arn = |url: &str| {
+            format!(
+                "arn:aws:sqs:us-east-1:123456789012:{}",
+                url.rsplit('/').next().unwrap_or_default()
+            )
+        };
+        let archive_arn = arn(&archive_url);
+        // A standard queue, as the template's AlertRetryQueue (without its delay: no test waits).
+        let retry_url = sqs
+            .create_queue()
+            .queue_name(testkit::unique_name("alert-retry"))
+            .send()
+            .await
+            .expect("moto creates the queue")
+            .queue_url
+            .expect("a queue URL");
+        let retry_arn = arn(&retry_url);
         let vars = [
             ("ERROR_LOG_EMAIL", recipient.to_owned()),
             ("ERROR_FROM_EMAIL", sender.to_owned()),
@@ -74,6 +91,8 @@ impl Harness {
                 "INBOUND_QUEUE_ARN",
                 "arn:aws:sqs:us-east-1:123456789012:wa-test-inbound.fifo".to_owned(),
             ),
+            ("ALERT_RETRY_QUEUE_URL", retry_url.clone()),
+            ("ALERT_RETRY_QUEUE_ARN", retry_arn.clone()),
         ];
         let config = Config::from(&Env::from_fn(move |name| {
             vars.iter()
@@ -86,16 +105,93 @@ impl Harness {
         let alerter = Alerter::new(
             SesMailer::new(ses),
             DynamoDbStormControl::new(dynamodb, table),
-            SqsQueue::new(sqs, &archive_url),
+            SqsQueue::new(sqs.clone(), &archive_url),
+            SqsQueue::standard(sqs.clone(), &retry_url),
             config,
         )
         .with_clock(Arc::new(move || *clock_now.lock().unwrap()));
         Self {
             alerter,
+            sqs,
             archive_url,
+            retry_url,
+            retry_arn,
             recipient: recipient.to_owned(),
             now,
         }
+    }
+
+    /// Puts `body` on the retry queue, as Lambda's on-failure destination does.
+    async fn put_on_retry_queue(&self, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(&self.retry_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("moto takes the record");
+    }
+
+    /// Plays Lambda's event source on the retry queue once: hands the alerter what the queue
+    /// holds, deletes the records that did not fail, and makes the failed ones visible again at
+    /// once (in AWS, after the queue's visibility timeout). Returns the alerter's answer and the
+    /// number of records handed over.
+    async fn deliver_retries(&self) -> (Value, usize) {
+        let received = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.retry_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive from moto");
+        let messages = received.messages();
+        let records: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
+                    "body": m.body(), "attributes": {}, "messageAttributes": {},
+                    "eventSource": "aws:sqs", "eventSourceARN": self.retry_arn, "awsRegion": "us-east-1"})
+            })
+            .collect();
+        if records.is_empty() {
+            return (json!({"batchItemFailures": []}), 0);
+        }
+        let response = self
+            .alerter
+            .handle(&json!({ "Records": records }))
+            .await
+            .expect("a batch response");
+        let failed = failures(&response);
+        for message in messages {
+            let handle = message.receipt_handle().unwrap_or_default();
+            if failed
+                .iter()
+                .any(|id| Some(id.as_str()) == message.message_id())
+            {
+                self.sqs
+                    .change_message_visibility()
+                    .queue_url(&self.retry_url)
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .send()
+                    .await
+                    .expect("moto resets the visibility");
+            } else {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.retry_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .expect("moto deletes the record");
+            }
+        }
+        (response, records.len())
+    }
+
+    async fn archived(&self) -> Vec<testkit::ReceivedMessage> {
+        testkit::drain(&self.sqs, &self.archive_url).await
     }
 
     async fn mails(&self) -> Vec<Mail> {
@@ -174,8 +270,7 @@ async fn a_dead_letter_is_mailed_with_what_when_who_and_how_to_redrive() {
     );
     assert!(mail.html.contains("<td>*******4567</td>"));
     // Kept in the archive, with its FIFO ids, to be moved back once the cause is fixed.
-    let sqs = aws_sdk_sqs::Client::new(&testkit::moto_config().await);
-    let archived = testkit::drain(&sqs, &h.archive_url).await;
+    let archived = h.archived().await;
     assert_eq!(archived.len(), 1);
     assert_eq!(archived[0].group_id, "106540352242922:15551234567");
     assert_eq!(
@@ -300,36 +395,144 @@ async fn a_hundred_identical_errors_give_one_mail_and_the_next_reports_99_held_b
     assert!(mails[1].html.contains("99 more alert(s)"));
 }
 
+/// Lambda's on-failure record of an invocation given `event`, as its destination writes it.
+fn destination_record(event: &Value) -> String {
+    json!({"version": "1.0", "timestamp": "2026-11-21T10:03:00.000Z",
+        "requestContext": {"requestId": "7c1d9f3e-2b4a-4c6d-8e0f-1a2b3c4d5e6f", "condition": "RetriesExhausted",
+            "approximateInvokeCount": 3,
+            "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:wa-test-alerter:$LATEST"},
+        "requestPayload": event,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "responsePayload": {"errorType": "Runtime.ExitError", "errorMessage": "RequestId: 7c1d9f3e Error: Runtime exited"}})
+    .to_string()
+}
+
 #[tokio::test]
-async fn an_ses_failure_leaves_the_dead_letters_failed_and_the_retry_mails_them() {
+async fn lambdas_record_of_a_failed_log_event_is_mailed_from_the_retry_queue() {
+    let h = Harness::new().await;
+    let logs = sample(include_str!("../../../events/alerter/error-log.json"));
+    h.put_on_retry_queue(&destination_record(&logs)).await;
+    let (response, handed) = h.deliver_retries().await;
+    assert_eq!(handed, 1);
+    assert!(failures(&response).is_empty(), "{response}");
+    let mails = h.mails().await;
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0]
+            .subject
+            .starts_with("[wa-test] ERROR whatsapp-assistant-processor error, Meta code 131047"),
+        "{}",
+        mails[0].subject
+    );
+    assert!(
+        mails[0]
+            .text
+            .contains("Request id: 8f5e3c2a-4b1d-4e7f-9a6b-2c3d4e5f6a7b")
+    );
+    assert_eq!(h.deliver_retries().await.1, 0, "the record left the queue");
+    assert!(h.archived().await.is_empty(), "it is no dead letter");
+}
+
+#[tokio::test]
+async fn lambdas_record_of_a_failed_alarm_is_mailed_from_the_retry_queue() {
+    let h = Harness::new().await;
+    // The sample as Lambda's event source hands it over; its record's body goes on the queue.
+    let sample = sample(include_str!(
+        "../../../events/alerter/on-failure-destination.json"
+    ));
+    let body = sample["Records"][0]["body"].as_str().expect("a body");
+    h.put_on_retry_queue(body).await;
+    let (response, _) = h.deliver_retries().await;
+    assert!(failures(&response).is_empty(), "{response}");
+    let mails = h.mails().await;
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].subject.starts_with(
+            "[wa-test] ALARM alarm whatsapp-assistant-queue-backlog: Threshold Crossed"
+        ),
+        "{}",
+        mails[0].subject
+    );
+    assert_eq!(h.deliver_retries().await.1, 0);
+}
+
+#[tokio::test]
+async fn an_ses_refusal_is_its_own_clear_error_and_the_alert_waits_on_the_retry_queue() {
     let aws = testkit::moto_config().await;
-    let table = testkit::create_table(&aws_sdk_dynamodb::Client::new(&aws), "alerts").await;
-    let recipient = format!("{}@example.com", testkit::unique_name("oncall"));
     let ses = aws_sdk_sesv2::Client::new(&aws);
-    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
-    // A sender SES has not verified: SES refuses the mail.
-    let broken = Harness::over(
+    let table = testkit::create_table(&aws_sdk_dynamodb::Client::new(&aws), "alerts").await;
+    // A sender SES has not verified: SES (in moto too) refuses its mails.
+    let sender = format!("{}@example.net", testkit::unique_name("unverified"));
+    let recipient = format!("{}@example.com", testkit::unique_name("oncall"));
+    let h = Harness::over(
         ses.clone(),
-        dynamodb.clone(),
-        table.clone(),
-        "unverified@example.net",
+        aws_sdk_dynamodb::Client::new(&aws),
+        table,
+        &sender,
         &recipient,
     )
     .await;
     let event = sample(include_str!("../../../events/alerter/dead-letter.json"));
-    let response = broken.alerter.handle(&event).await.unwrap();
-    assert_eq!(
-        failures(&response),
-        ["0e3a7c55-1111-4c1b-9d55-6d5f0a0c0001"]
-    );
-    assert!(broken.mails().await.is_empty());
+    let alert = alerter::alert::alerts(
+        &alerter::trigger::read(&event).unwrap(),
+        &alerter::alert::Place {
+            region: "us-east-1".into(),
+            archive_arn: String::new(),
+            inbound_arn: String::new(),
+        },
+        START_MS,
+    )
+    .remove(0);
+    match h.alerter.alert(&alert).await {
+        Err(alerter::AlerterError::Mail(error @ MailError::Rejected(_))) => {
+            let text = error.to_string();
+            assert!(text.contains("MessageRejected"), "{text}");
+            assert!(
+                text.contains("Verify the sender ERROR_FROM_EMAIL"),
+                "{text}"
+            );
+            assert!(text.contains("request production access"), "{text}");
+        }
+        other => panic!("expected SES's refusal, got {other:?}"),
+    }
 
-    // Fixed: the redelivered records are mailed at once (the window was given back).
-    testkit::mail::verify_sender(&ses, SENDER).await;
-    let fixed = Harness::over(ses, dynamodb, table, SENDER, &recipient).await;
-    let response = fixed.alerter.handle(&event).await.unwrap();
-    assert!(failures(&response).is_empty());
-    assert_eq!(fixed.mails().await.len(), 1);
+    // The same batch of dead letters delivered twice: each time the records leave the
+    // dead-letter queue at once, and the alert waits on the retry queue.
+    for _ in 0..2 {
+        let response = h.alerter.handle(&event).await.unwrap();
+        assert!(failures(&response).is_empty(), "{response}");
+    }
+    // SES still refuses: the alerts stay on the retry queue, and none is added.
+    for _ in 0..2 {
+        let (response, handed) = h.deliver_retries().await;
+        assert_eq!(handed, 2);
+        assert_eq!(failures(&response).len(), 2, "{response}");
+    }
+    assert!(h.mails().await.is_empty());
+
+    // Fixed: the waiting alert is mailed, once; its copy is counted as held back.
+    testkit::mail::verify_sender(&ses, &sender).await;
+    let (response, handed) = h.deliver_retries().await;
+    assert_eq!(handed, 2);
+    assert!(failures(&response).is_empty(), "{response}");
+    assert_eq!(h.deliver_retries().await.1, 0, "the retry queue is empty");
+    let mails = h.mails().await;
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0]
+            .subject
+            .starts_with("[wa-test] CRITICAL 1 message in the dead-letter queue"),
+        "{}",
+        mails[0].subject
+    );
+    assert!(mails[0].text.contains("When: 2026-11-21 10:15:00 UTC"));
+    // One copy in the archive, however often SES failed.
+    let archived = h.archived().await;
+    assert_eq!(archived.len(), 1);
+    assert_eq!(
+        archived[0].deduplication_id,
+        "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUZBRTQ0QzE5NTM2RTY4QTM3MAA="
+    );
 }
 
 #[tokio::test]

@@ -115,6 +115,7 @@ impl LocalStack {
         for (queue, function) in [
             ("InboundQueue", &functions.processor),
             ("InboundDeadLetterQueue", &functions.alerter),
+            ("AlertRetryQueue", &functions.alerter),
         ] {
             tokio::spawn(event_sources::poll(
                 sqs.clone(),
