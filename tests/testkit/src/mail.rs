@@ -31,6 +31,29 @@ pub struct SentMail {
     pub raw: String,
 }
 
+/// Moto's dump of every model. Moto answers 500 when a model changes between its check that an
+/// attribute can be written as JSON and the writing (another test adding a DynamoDB item to a
+/// table that was empty, say), so a 500 is asked again a few times.
+async fn moto_data(url: &str) -> serde_json::Value {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let answer = reqwest::get(url).await.and_then(|r| r.error_for_status());
+        match answer {
+            Ok(answer) => {
+                return answer
+                    .json()
+                    .await
+                    .unwrap_or_else(|e| panic!("GET {url}: the body is not JSON: {e}"));
+            }
+            Err(e) if attempts < 20 && e.status().is_some_and(|s| s.is_server_error()) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    }
+}
+
 /// Every raw mail moto's SES has stored since the server started, from every test, in sending
 /// order. Reads moto's internal `GET /moto-api/data.json` at `AWS_ENDPOINT_URL`.
 pub async fn sent_mails() -> Vec<SentMail> {
@@ -41,13 +64,7 @@ pub async fn sent_mails() -> Vec<SentMail> {
             panic!("AWS_ENDPOINT_URL must point at a local moto server; run tests/with-moto.sh")
         });
     let url = format!("{}/moto-api/data.json", endpoint.trim_end_matches('/'));
-    let data: serde_json::Value = reqwest::get(&url)
-        .await
-        .and_then(|r| r.error_for_status())
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: the body is not JSON: {e}"));
+    let data = moto_data(&url).await;
     let Some(messages) = data["ses"]["RawMessage"].as_array() else {
         panic!("moto's data.json has no list at [\"ses\"][\"RawMessage\"]: {data}");
     };
