@@ -306,6 +306,20 @@ fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
             "The Meta access token expired or was revoked: create a new system-user token in Meta's \
             Business settings and put it in the secret as META_ACCESS_TOKEN. Failed messages are retried.",
         ),
+        MetaErrorClass::InvalidMessage => Some(
+            "Meta refused the reply as invalid (a bad parameter, or a message type or media it \
+            cannot take): the message was marked done. If it repeats, check the processor's version and Meta's changelog.",
+        ),
+        MetaErrorClass::RecipientNotAllowed => Some(
+            "Meta will not deliver to this recipient from this number (131030: a test number may only \
+            message its allowed list, add the user in the app's WhatsApp settings; 131021: the user is the business \
+            number itself). The message was marked done.",
+        ),
+        MetaErrorClass::AccountBlocked => Some(
+            "The WhatsApp business account or number cannot send (131031 locked, 131042 payment \
+            problem, 368 blocked for policy violations, 133010 number not registered): fix it in WhatsApp Manager. \
+            Messages are retried until the queue gives up.",
+        ),
         MetaErrorClass::RateLimited => Some(
             "Meta is rate-limiting this number: messages are \
             retried with backoff. If it persists, lower the processor's concurrency or ask Meta for a higher tier.",
@@ -318,7 +332,7 @@ fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
 const LLM_KEY_REFUSED: &str = "The LLM provider refused the API key: check LLM_API_KEY in the secret (and LLM_BASE_URL, LLM_MODEL).";
 
 /// What to do about the events whose cause is known, when no Meta code says more.
-pub const EVENT_ADVICE: [(LogEvent, &str); 5] = [
+pub const EVENT_ADVICE: [(LogEvent, &str); 10] = [
     (
         LogEvent::LlmFailedFinal,
         "The LLM stayed down through every retry and the user got \
@@ -327,6 +341,31 @@ pub const EVENT_ADVICE: [(LogEvent, &str); 5] = [
     (
         LogEvent::MetaTokenExpired,
         "The Meta access token expired: put a new one in the secret as META_ACCESS_TOKEN.",
+    ),
+    (
+        LogEvent::LlmUnknownModel,
+        "Unknown model: check LLM_MODEL (and LLM_PROVIDER, LLM_BASE_URL): until it is fixed every \
+        user gets FALLBACK_MESSAGE at once.",
+    ),
+    (
+        LogEvent::LlmContextTooLong,
+        "Context length exceeded even with half the history dropped: the user got FALLBACK_MESSAGE. \
+        Lower HISTORY_MAX_MESSAGES, shorten SYSTEM_PROMPT, or choose a model with a longer context (LLM_MODEL).",
+    ),
+    (
+        LogEvent::LlmContentFiltered,
+        "The provider's content filter refused the prompt: the user got FALLBACK_MESSAGE and the turn \
+        was not remembered. Nothing to fix unless it repeats; then review SYSTEM_PROMPT and the provider's filter settings.",
+    ),
+    (
+        LogEvent::LlmRequestRefused,
+        "The LLM provider refused the request as invalid: the user got FALLBACK_MESSAGE. Read the \
+        provider's message below and check LLM_PROVIDER, LLM_BASE_URL and LLM_MODEL.",
+    ),
+    (
+        LogEvent::MetaAccountBlocked,
+        "The WhatsApp business account or number cannot send (locked, a payment problem, blocked \
+        for policy, or not registered): fix it in WhatsApp Manager. Messages are retried until the queue gives up.",
     ),
     (LogEvent::StoreFailed, STORE_FAILED_AFTER_REPLY),
     (LogEvent::ClaimLost, STORE_FAILED_AFTER_REPLY),
