@@ -174,13 +174,21 @@ impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
 /// good and the user gets the fallback message.
 fn log_refusal(refusal: LlmRefusal, user: &str, error: &LlmError) {
     match refusal {
-        LlmRefusal::ContextTooLong => tracing::error!(event = LogEvent::LlmContextTooLong.as_str(), user = %user, error = %error,
-            "context length exceeded even with the oldest history dropped: the user gets the fallback message; lower HISTORY_MAX_MESSAGES or choose a model with a longer context (LLM_MODEL)"),
-        LlmRefusal::ContentFiltered => tracing::error!(event = LogEvent::LlmContentFiltered.as_str(), user = %user, error = %error,
-            "the provider's content filter refused the prompt: the user gets the fallback message and the turn is not remembered"),
-        LlmRefusal::UnknownModel => tracing::error!(event = LogEvent::LlmUnknownModel.as_str(), user = %user, error = %error,
-            "unknown model: check LLM_MODEL (and LLM_PROVIDER, LLM_BASE_URL); the user gets the fallback message"),
-        LlmRefusal::InvalidRequest => tracing::error!(event = LogEvent::LlmRequestRefused.as_str(), user = %user, error = %error,
-            "the provider refused the request as invalid: check the LLM settings (LLM_PROVIDER, LLM_BASE_URL, LLM_MODEL); the user gets the fallback message"),
+        LlmRefusal::ContextTooLong => {
+            tracing::error!(event = LogEvent::LlmContextTooLong.as_str(), user = %user, error = %error,
+            "context length exceeded even with the oldest history dropped: the user gets the fallback message; lower HISTORY_MAX_MESSAGES or choose a model with a longer context (LLM_MODEL)")
+        }
+        LlmRefusal::ContentFiltered => {
+            tracing::error!(event = LogEvent::LlmContentFiltered.as_str(), user = %user, error = %error,
+            "the provider's content filter refused the prompt: the user gets the fallback message and the turn is not remembered")
+        }
+        LlmRefusal::UnknownModel => {
+            tracing::error!(event = LogEvent::LlmUnknownModel.as_str(), user = %user, error = %error,
+            "unknown model: check LLM_MODEL (and LLM_PROVIDER, LLM_BASE_URL); the user gets the fallback message")
+        }
+        LlmRefusal::InvalidRequest => {
+            tracing::error!(event = LogEvent::LlmRequestRefused.as_str(), user = %user, error = %error,
+            "the provider refused the request as invalid: check the LLM settings (LLM_PROVIDER, LLM_BASE_URL, LLM_MODEL); the user gets the fallback message")
+        }
     }
 }

@@ -708,7 +708,10 @@ async fn a_content_filter_refusal_gets_the_fallback_at_once() {
 async fn a_refused_key_is_still_retried_through_the_queue() {
     for (status, message) in [
         (401, "invalid key"),
-        (400, "API key not valid. Please pass a valid API key. (INVALID_ARGUMENT)"),
+        (
+            400,
+            "API key not valid. Please pass a valid API key. (INVALID_ARGUMENT)",
+        ),
     ] {
         let p = processor(
             FakeLlm::scripted(vec![refused(status, message)]),

@@ -463,8 +463,14 @@ fn reply_sends(h: &Harness) -> usize {
 async fn a_prompt_too_long_is_sent_again_at_once_with_a_shorter_history_and_answered() {
     let h = Harness::new("openai", &[]).await;
     for (i, text) in ["one", "two"].into_iter().enumerate() {
-        h.handle(&event(vec![record(&format!("s{i}"), USER, &unique("c"), text, 1)]))
-            .await;
+        h.handle(&event(vec![record(
+            &format!("s{i}"),
+            USER,
+            &unique("c"),
+            text,
+            1,
+        )]))
+        .await;
     }
     h.llm.script([Canned::json(
         400,
@@ -476,9 +482,17 @@ async fn a_prompt_too_long_is_sent_again_at_once_with_a_shorter_history_and_answ
         .await;
     assert!(failures(&response).is_empty());
     let requests = h.llm.requests();
-    assert_eq!(requests.len(), 4, "two answers, then the refusal and one retry");
+    assert_eq!(
+        requests.len(),
+        4,
+        "two answers, then the refusal and one retry"
+    );
     let count = |r: &RecordedRequest| r.json()["messages"].as_array().map_or(0, Vec::len);
-    assert_eq!(count(&requests[2]), 6, "system + 4 history turns + the user's");
+    assert_eq!(
+        count(&requests[2]),
+        6,
+        "system + 4 history turns + the user's"
+    );
     assert_eq!(
         requests[3].json()["messages"],
         json!([{"role": "system", "content": "You are a test assistant."},
@@ -486,7 +500,10 @@ async fn a_prompt_too_long_is_sent_again_at_once_with_a_shorter_history_and_answ
                {"role": "assistant", "content": "You said: two"},
                {"role": "user", "content": "three"}])
     );
-    assert_eq!(h.sent_texts().last().map(String::as_str), Some("You said: three"));
+    assert_eq!(
+        h.sent_texts().last().map(String::as_str),
+        Some("You said: three")
+    );
 }
 
 #[tokio::test]
@@ -521,10 +538,13 @@ async fn a_message_meta_refuses_with_131051_is_done_and_the_next_one_is_answered
         ),
     ]);
     let id = unique("u");
-    let response = h.handle(&event(vec![record("s1", USER, &id, "hi", 1)])).await;
+    let response = h
+        .handle(&event(vec![record("s1", USER, &id, "hi", 1)]))
+        .await;
     assert!(failures(&response).is_empty(), "131051 is final");
     assert_eq!(reply_sends(&h), 1);
-    h.handle(&event(vec![record("s1", USER, &id, "hi", 2)])).await;
+    h.handle(&event(vec![record("s1", USER, &id, "hi", 2)]))
+        .await;
     assert_eq!(h.llm.requests().len(), 1, "marked done: not answered again");
     let response = h
         .handle(&event(vec![record("s2", USER, &unique("u"), "again", 1)]))
@@ -541,13 +561,19 @@ async fn a_message_meta_refuses_with_131051_is_done_and_the_next_one_is_answered
 async fn a_retry_after_of_u64_max_from_the_llm_or_meta_ends_the_retries_without_panicking() {
     const HUGE: &str = "18446744073709551615";
     let h = Harness::new("openai", &[]).await;
-    h.llm.script([Canned::json(503, json!({"error": {"message": "overloaded"}}))
-        .with_header("retry-after", HUGE)]);
+    h.llm.script([
+        Canned::json(503, json!({"error": {"message": "overloaded"}}))
+            .with_header("retry-after", HUGE),
+    ]);
     let response = h
         .handle(&event(vec![record("s1", USER, &unique("h"), "hi", 1)]))
         .await;
     assert_eq!(failures(&response), ["s1"], "retried through the queue");
-    assert_eq!(h.llm.requests().len(), 1, "no wait for a retry past the deadline");
+    assert_eq!(
+        h.llm.requests().len(),
+        1,
+        "no wait for a retry past the deadline"
+    );
 
     h.meta.script([
         Canned::json(200, json!({"success": true})),

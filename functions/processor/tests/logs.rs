@@ -80,6 +80,8 @@ async fn logs_mask_users_and_hold_no_text_or_secrets() {
         .find(|l| l["fields"]["event"] == "llm_unknown_model")
         .expect("an llm_unknown_model line");
     assert_eq!(unknown_model["level"], "ERROR");
-    let message = unknown_model["fields"]["message"].as_str().unwrap_or_default();
+    let message = unknown_model["fields"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(message.contains("check LLM_MODEL"), "{unknown_model}");
 }

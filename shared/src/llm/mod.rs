@@ -408,26 +408,74 @@ mod tests {
             retry_after: None,
         };
         let cases = [
-            (400, "Too long (type invalid_request_error, code context_length_exceeded)", Some(LlmRefusal::ContextTooLong)),
-            (400, "This model's maximum context length is 8192 tokens.", Some(LlmRefusal::ContextTooLong)),
-            (400, "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576). (INVALID_ARGUMENT)", Some(LlmRefusal::ContextTooLong)),
-            (400, "the request exceeds the available context size (type exceed_context_size_error)", Some(LlmRefusal::ContextTooLong)),
+            (
+                400,
+                "Too long (type invalid_request_error, code context_length_exceeded)",
+                Some(LlmRefusal::ContextTooLong),
+            ),
+            (
+                400,
+                "This model's maximum context length is 8192 tokens.",
+                Some(LlmRefusal::ContextTooLong),
+            ),
+            (
+                400,
+                "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576). (INVALID_ARGUMENT)",
+                Some(LlmRefusal::ContextTooLong),
+            ),
+            (
+                400,
+                "the request exceeds the available context size (type exceed_context_size_error)",
+                Some(LlmRefusal::ContextTooLong),
+            ),
             (413, "Payload Too Large", Some(LlmRefusal::ContextTooLong)),
-            (400, "filtered (code content_filter)", Some(LlmRefusal::ContentFiltered)),
-            (400, "rejected (code content_policy_violation)", Some(LlmRefusal::ContentFiltered)),
-            (404, "The model `gpt-9` does not exist (type invalid_request_error, code model_not_found)", Some(LlmRefusal::UnknownModel)),
-            (404, "models/gemini-9 is not found for API version v1beta (NOT_FOUND)", Some(LlmRefusal::UnknownModel)),
+            (
+                400,
+                "filtered (code content_filter)",
+                Some(LlmRefusal::ContentFiltered),
+            ),
+            (
+                400,
+                "rejected (code content_policy_violation)",
+                Some(LlmRefusal::ContentFiltered),
+            ),
+            (
+                404,
+                "The model `gpt-9` does not exist (type invalid_request_error, code model_not_found)",
+                Some(LlmRefusal::UnknownModel),
+            ),
+            (
+                404,
+                "models/gemini-9 is not found for API version v1beta (NOT_FOUND)",
+                Some(LlmRefusal::UnknownModel),
+            ),
             (400, "unknown model 'x'", Some(LlmRefusal::UnknownModel)),
-            (422, "messages: field required", Some(LlmRefusal::InvalidRequest)),
-            (400, "Invalid JSON payload (INVALID_ARGUMENT)", Some(LlmRefusal::InvalidRequest)),
-            (400, "API key not valid. Please pass a valid API key. (INVALID_ARGUMENT)", None),
+            (
+                422,
+                "messages: field required",
+                Some(LlmRefusal::InvalidRequest),
+            ),
+            (
+                400,
+                "Invalid JSON payload (INVALID_ARGUMENT)",
+                Some(LlmRefusal::InvalidRequest),
+            ),
+            (
+                400,
+                "API key not valid. Please pass a valid API key. (INVALID_ARGUMENT)",
+                None,
+            ),
             (401, "invalid key", None),
             (403, "model_not_found", None),
             (429, "context length", None),
             (500, "model_not_found", None),
         ];
         for (code, message, expected) in cases {
-            assert_eq!(status(code, message).refusal(), expected, "{code} {message}");
+            assert_eq!(
+                status(code, message).refusal(),
+                expected,
+                "{code} {message}"
+            );
         }
         assert_eq!(LlmError::Timeout.refusal(), None);
         assert_eq!(LlmError::NoAnswer("blocked".into()).refusal(), None);
