@@ -754,6 +754,42 @@ mod tests {
     }
 
     #[test]
+    fn llm_refusals_and_meta_codes_get_their_action() {
+        let entry = |code: Option<i64>, event: &str| LogEntry {
+            timestamp_ms: 1_795_255_200_000,
+            level: Some("ERROR".into()),
+            event: Some(event.into()),
+            message: "refused".into(),
+            error: Some("the LLM provider answered 404: no such model".into()),
+            error_code: code,
+            request_id: None,
+            user: None,
+        };
+        let cases = [
+            (None, "llm_unknown_model", "check LLM_MODEL"),
+            (None, "llm_context_too_long", "HISTORY_MAX_MESSAGES"),
+            (None, "llm_content_filtered", "content filter"),
+            (None, "llm_request_refused", "LLM_BASE_URL"),
+            (Some(368), "meta_account_blocked", "WhatsApp Manager"),
+            (Some(131_051), "reply_undeliverable", "marked done"),
+            (Some(131_030), "reply_undeliverable", "allowed list"),
+        ];
+        for (code, event, advice) in cases {
+            let batch = LogBatch {
+                log_group: "/aws/lambda/stack-processor".into(),
+                log_stream: "s".into(),
+                entries: vec![entry(code, event)],
+            };
+            let alerts = alerts(&Trigger::Logs(batch), &place(), 0);
+            assert!(
+                alerts[0].action.contains(advice),
+                "{event}: {}",
+                alerts[0].action
+            );
+        }
+    }
+
+    #[test]
     fn an_llm_key_refusal_says_to_check_the_key() {
         let entry = LogEntry {
             event: Some("llm_failed".into()),
