@@ -60,7 +60,7 @@ impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
                 .await;
             let (reply, remembered) = self.answer_or_fallback(result, claimed)?;
             replies.push(reply);
-            user_turn = remembered.then(|| Turn {
+            user_turn = remembered.then_some(Turn {
                 role: Role::User,
                 text: user_text,
                 at: claimed.claimed_at,
