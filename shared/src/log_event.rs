@@ -87,6 +87,24 @@ log_events! {
     BurstHandled = "burst_handled",
     /// WARN: claims could not be released; they lapse with their lease.
     ReleaseFailed = "release_failed",
+    /// WARN: the prompt was too long for the model; it is sent again at once with the oldest
+    /// half of the history dropped.
+    LlmHistoryTrimmed = "llm_history_trimmed",
+    /// ERROR: the prompt was too long even with the oldest history dropped; the user gets the
+    /// fallback message and the turn is not remembered.
+    LlmContextTooLong = "llm_context_too_long",
+    /// ERROR: the provider's content filter refused the prompt; the user gets the fallback
+    /// message and the turn is not remembered.
+    LlmContentFiltered = "llm_content_filtered",
+    /// ERROR: the provider does not know the configured model; the user gets the fallback
+    /// message and the turn is not remembered.
+    LlmUnknownModel = "llm_unknown_model",
+    /// ERROR: the provider refused the request as invalid; the user gets the fallback message
+    /// and the turn is not remembered.
+    LlmRequestRefused = "llm_request_refused",
+    /// ERROR: Meta's business account or number cannot send until an operator acts (locked,
+    /// payment, policy block, not registered); the messages are retried.
+    MetaAccountBlocked = "meta_account_blocked",
 
     // The alerter.
     /// INFO: storm control held an alert back.
@@ -197,6 +215,12 @@ mod tests {
                 "claim_lost",
                 "burst_handled",
                 "release_failed",
+                "llm_history_trimmed",
+                "llm_context_too_long",
+                "llm_content_filtered",
+                "llm_unknown_model",
+                "llm_request_refused",
+                "meta_account_blocked",
                 "alert_held",
                 "alert_mailed",
                 "alert_mail_rejected",
@@ -232,7 +256,12 @@ mod tests {
             [
                 LogEvent::LlmNoAnswer,
                 LogEvent::LlmFailedFinal,
-                LogEvent::LlmFailed
+                LogEvent::LlmFailed,
+                LogEvent::LlmHistoryTrimmed,
+                LogEvent::LlmContextTooLong,
+                LogEvent::LlmContentFiltered,
+                LogEvent::LlmUnknownModel,
+                LogEvent::LlmRequestRefused,
             ]
         );
     }

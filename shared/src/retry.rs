@@ -85,27 +85,40 @@ where
             RetryHint::After(delay) => delay,
             RetryHint::Never | RetryHint::Backoff => backoff.delay(attempt),
         };
-        if Instant::now() + delay >= deadline {
+        let delay = delay.min(MAX_RETRY_DELAY);
+        // A delay past what an `Instant` can hold is past any deadline.
+        let starts_in_time = Instant::now()
+            .checked_add(delay)
+            .is_some_and(|start| start < deadline);
+        if !starts_in_time {
             tracing::warn!(error = %error, attempt, "no time left for another attempt");
             return Err(error);
         }
-        tracing::info!(error = %error, attempt, delay_ms = delay.as_millis() as u64, "retrying");
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(error = %error, attempt, delay_ms, "retrying");
         tokio::time::sleep(delay).await;
-        attempt += 1;
+        attempt = attempt.saturating_add(1);
     }
 }
 
-/// Reads a `Retry-After` header: a number of seconds or an HTTP date.
+/// The longest wait a retry is ever given, whatever a server asks: more than any invocation
+/// lasts (Lambda's limit is 15 minutes), so that a longer `Retry-After` simply ends the retries,
+/// and small enough that adding it to an `Instant` cannot overflow.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+
+/// Reads a `Retry-After` header: a number of seconds or an HTTP date, clamped to
+/// [`MAX_RETRY_DELAY`] (a server may send any number).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    let delay = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let when = httpdate::parse_http_date(value).ok()?;
+            when.duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(delay.min(MAX_RETRY_DELAY))
 }
 
 #[cfg(test)]
@@ -243,5 +256,78 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn huge_retry_afters_are_clamped() {
+        assert_eq!(
+            parse_retry_after("18446744073709551615"),
+            Some(MAX_RETRY_DELAY)
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(MAX_RETRY_DELAY)
+        );
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("99999999999999999999999"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_beyond_any_instant_ends_the_retries_without_panicking() {
+        let calls = Cell::new(0);
+        let result: Result<(), _> =
+            retry(&backoff(), Instant::now() + Duration::from_secs(60), |_| {
+                calls.set(calls.get() + 1);
+                async { Err(Failure(RetryHint::After(Duration::MAX))) }
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(calls.get(), 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_retry_after_value_reads_to_a_bounded_delay(value in "\\PC*") {
+            if let Some(delay) = parse_retry_after(&value) {
+                proptest::prop_assert!(delay <= MAX_RETRY_DELAY);
+            }
+        }
+
+        #[test]
+        fn any_number_of_seconds_reads_to_a_bounded_delay(seconds: u64) {
+            let delay = parse_retry_after(&seconds.to_string());
+            proptest::prop_assert_eq!(
+                delay,
+                Some(Duration::from_secs(seconds).min(MAX_RETRY_DELAY))
+            );
+        }
+
+        #[test]
+        fn any_retry_after_ends_in_time_without_panicking(seconds: u64, nanos in 0u32..1_000_000_000) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("a current-thread runtime builds");
+            let hint = RetryHint::After(Duration::new(seconds, nanos));
+            let calls = Cell::new(0);
+            let deadline_in = Duration::from_secs(60);
+            let elapsed = runtime.block_on(async {
+                let start = Instant::now();
+                let _: Result<(), _> = retry(&backoff(), start + deadline_in, |_| {
+                    calls.set(calls.get() + 1);
+                    async move { Err(Failure(hint)) }
+                })
+                .await;
+                start.elapsed()
+            });
+            proptest::prop_assert!(calls.get() >= 1 && calls.get() <= 4);
+            proptest::prop_assert!(elapsed <= deadline_in);
+        }
+
+        #[test]
+        fn backoff_delays_stay_under_their_cap(retry_number: u32) {
+            proptest::prop_assert!(backoff().delay(retry_number) <= Duration::from_secs(2));
+        }
     }
 }

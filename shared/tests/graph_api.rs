@@ -370,3 +370,30 @@ async fn the_token_never_shows_in_errors_or_debug_output() {
         assert!(!text.contains(TOKEN), "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_retry_after_of_u64_max_ends_the_retries_without_panicking() {
+    let limited = meta_error(429, 130_429, "Rate limit hit")
+        .with_header("retry-after", "18446744073709551615");
+    let (server, api) = start(limited).await;
+    let started = Instant::now();
+    let error = send_hi(&api, in_a_minute()).await.unwrap_err();
+    assert_eq!(error.class(), MetaErrorClass::RateLimited);
+    assert_eq!(server.requests().len(), 1, "no retry past the deadline");
+    assert!(started.elapsed() < Duration::from_secs(30), "no wait");
+}
+
+#[tokio::test]
+async fn meta_s_final_codes_are_sent_once_and_classified() {
+    for (code, class) in [
+        (131_051, MetaErrorClass::InvalidMessage),
+        (100, MetaErrorClass::InvalidMessage),
+        (131_030, MetaErrorClass::RecipientNotAllowed),
+        (368, MetaErrorClass::AccountBlocked),
+    ] {
+        let (server, api) = start(meta_error(400, code, "refused")).await;
+        let error = send_hi(&api, in_a_minute()).await.unwrap_err();
+        assert_eq!(error.class(), class, "{code}");
+        assert_eq!(server.requests().len(), 1, "{code}: not retried now");
+    }
+}

@@ -7,7 +7,7 @@
 )]
 
 use serde_json::{Value, json};
-use shared::llm::{Completion, Llm, LlmError, Prompt, Provider};
+use shared::llm::{Completion, Llm, LlmError, LlmRefusal, Prompt, Provider};
 use shared::secrets::SecretsError;
 use testkit::http_recorder::{Canned, RecordingServer};
 use testkit::llm_provider::{
@@ -77,6 +77,37 @@ impl ProviderFixture for Gemini {
 
     fn odd_errors() -> Vec<(Canned, &'static str)> {
         vec![(Canned::json(404, json!("Not Found")), "\"Not Found\"")]
+    }
+
+    fn refusals() -> Vec<(Canned, LlmRefusal)> {
+        let error = |status: u16, message: &str, state: &str| {
+            Canned::json(
+                status,
+                json!({"error": {"code": status, "message": message, "status": state}}),
+            )
+        };
+        vec![
+            (
+                error(
+                    400,
+                    "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+                    "INVALID_ARGUMENT",
+                ),
+                LlmRefusal::ContextTooLong,
+            ),
+            (
+                error(
+                    404,
+                    "models/gemini-9 is not found for API version v1beta, or is not supported for generateContent.",
+                    "NOT_FOUND",
+                ),
+                LlmRefusal::UnknownModel,
+            ),
+            (
+                error(400, "Invalid JSON payload received.", "INVALID_ARGUMENT"),
+                LlmRefusal::InvalidRequest,
+            ),
+        ]
     }
 
     fn no_answers() -> Vec<(Value, &'static str)> {

@@ -7,7 +7,7 @@
 )]
 
 use serde_json::{Value, json};
-use shared::llm::{Completion, Llm, Prompt, Provider};
+use shared::llm::{Completion, Llm, LlmRefusal, Prompt, Provider};
 use testkit::http_recorder::{Canned, RecordingServer};
 use testkit::llm_provider::{KEY, ProviderFixture, ask, chat, in_seconds, prompt, server};
 
@@ -78,6 +78,37 @@ impl ProviderFixture for OpenAi {
             (
                 Canned::json(400, json!({"error": {"code": 400}})),
                 "no error message (code 400)",
+            ),
+        ]
+    }
+
+    fn refusals() -> Vec<(Canned, LlmRefusal)> {
+        let error = |status, message: &str, code: &str| {
+            Canned::json(
+                status,
+                json!({"error": {"message": message, "type": "invalid_request_error", "code": code}}),
+            )
+        };
+        vec![
+            (
+                error(
+                    400,
+                    "This model's maximum context length is 8192 tokens.",
+                    "context_length_exceeded",
+                ),
+                LlmRefusal::ContextTooLong,
+            ),
+            (
+                error(400, "The response was filtered.", "content_filter"),
+                LlmRefusal::ContentFiltered,
+            ),
+            (
+                error(404, "The model `gpt-9` does not exist", "model_not_found"),
+                LlmRefusal::UnknownModel,
+            ),
+            (
+                error(422, "messages: field required", "invalid_value"),
+                LlmRefusal::InvalidRequest,
             ),
         ]
     }

@@ -316,6 +316,20 @@ fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
             "The Meta access token expired or was revoked: create a new system-user token in Meta's \
             Business settings and put it in the secret as META_ACCESS_TOKEN. Failed messages are retried.",
         ),
+        MetaErrorClass::InvalidMessage => Some(
+            "Meta refused the reply as invalid (a bad parameter, or a message type or media it \
+            cannot take): the message was marked done. If it repeats, check the processor's version and Meta's changelog.",
+        ),
+        MetaErrorClass::RecipientNotAllowed => Some(
+            "Meta will not deliver to this recipient from this number (131030: a test number may only \
+            message its allowed list, add the user in the app's WhatsApp settings; 131021: the user is the business \
+            number itself). The message was marked done.",
+        ),
+        MetaErrorClass::AccountBlocked => Some(
+            "The WhatsApp business account or number cannot send (131031 locked, 131042 payment \
+            problem, 368 blocked for policy violations, 133010 number not registered): fix it in WhatsApp Manager. \
+            Messages are retried until the queue gives up.",
+        ),
         MetaErrorClass::RateLimited => Some(
             "Meta is rate-limiting this number: messages are \
             retried with backoff. If it persists, lower the processor's concurrency or ask Meta for a higher tier.",
@@ -328,7 +342,7 @@ fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
 const LLM_KEY_REFUSED: &str = "The LLM provider refused the API key: check LLM_API_KEY in the secret (and LLM_BASE_URL, LLM_MODEL).";
 
 /// What to do about the events whose cause is known, when no Meta code says more.
-pub const EVENT_ADVICE: [(LogEvent, &str); 5] = [
+pub const EVENT_ADVICE: [(LogEvent, &str); 10] = [
     (
         LogEvent::LlmFailedFinal,
         "The LLM stayed down through every retry and the user got \
@@ -337,6 +351,31 @@ pub const EVENT_ADVICE: [(LogEvent, &str); 5] = [
     (
         LogEvent::MetaTokenExpired,
         "The Meta access token expired: put a new one in the secret as META_ACCESS_TOKEN.",
+    ),
+    (
+        LogEvent::LlmUnknownModel,
+        "Unknown model: check LLM_MODEL (and LLM_PROVIDER, LLM_BASE_URL): until it is fixed every \
+        user gets FALLBACK_MESSAGE at once.",
+    ),
+    (
+        LogEvent::LlmContextTooLong,
+        "Context length exceeded even with half the history dropped: the user got FALLBACK_MESSAGE. \
+        Lower HISTORY_MAX_MESSAGES, shorten SYSTEM_PROMPT, or choose a model with a longer context (LLM_MODEL).",
+    ),
+    (
+        LogEvent::LlmContentFiltered,
+        "The provider's content filter refused the prompt: the user got FALLBACK_MESSAGE and the turn \
+        was not remembered. Nothing to fix unless it repeats; then review SYSTEM_PROMPT and the provider's filter settings.",
+    ),
+    (
+        LogEvent::LlmRequestRefused,
+        "The LLM provider refused the request as invalid: the user got FALLBACK_MESSAGE. Read the \
+        provider's message below and check LLM_PROVIDER, LLM_BASE_URL and LLM_MODEL.",
+    ),
+    (
+        LogEvent::MetaAccountBlocked,
+        "The WhatsApp business account or number cannot send (locked, a payment problem, blocked \
+        for policy, or not registered): fix it in WhatsApp Manager. Messages are retried until the queue gives up.",
     ),
     (LogEvent::StoreFailed, STORE_FAILED_AFTER_REPLY),
     (LogEvent::ClaimLost, STORE_FAILED_AFTER_REPLY),
@@ -722,6 +761,42 @@ mod tests {
         assert!(mail.text.contains(
             "Link: https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logsV2:log-groups/log-group/$252Faws$252Flambda$252Fstack-processor/log-events/2026$252F11$252F22$252F$255B$2524LATEST$255Dabc"
         ));
+    }
+
+    #[test]
+    fn llm_refusals_and_meta_codes_get_their_action() {
+        let entry = |code: Option<i64>, event: &str| LogEntry {
+            timestamp_ms: 1_795_255_200_000,
+            level: Some("ERROR".into()),
+            event: Some(event.into()),
+            message: "refused".into(),
+            error: Some("the LLM provider answered 404: no such model".into()),
+            error_code: code,
+            request_id: None,
+            user: None,
+        };
+        let cases = [
+            (None, "llm_unknown_model", "check LLM_MODEL"),
+            (None, "llm_context_too_long", "HISTORY_MAX_MESSAGES"),
+            (None, "llm_content_filtered", "content filter"),
+            (None, "llm_request_refused", "LLM_BASE_URL"),
+            (Some(368), "meta_account_blocked", "WhatsApp Manager"),
+            (Some(131_051), "reply_undeliverable", "marked done"),
+            (Some(131_030), "reply_undeliverable", "allowed list"),
+        ];
+        for (code, event, advice) in cases {
+            let batch = LogBatch {
+                log_group: "/aws/lambda/stack-processor".into(),
+                log_stream: "s".into(),
+                entries: vec![entry(code, event)],
+            };
+            let alerts = alerts(&Trigger::Logs(batch), &place(), 0);
+            assert!(
+                alerts[0].action.contains(advice),
+                "{event}: {}",
+                alerts[0].action
+            );
+        }
     }
 
     #[test]

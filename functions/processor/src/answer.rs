@@ -1,11 +1,14 @@
 //! Step 3, get the answer: after a best-effort "read + typing" signal, one LLM call for the user's
-//! turn, leaving [`REPLY_RESERVE`] of the invocation for the reply. When the LLM gives no answer,
-//! or stays down through the last delivery, the user gets the fallback message; otherwise an
-//! LLM failure retries the burst.
+//! turn, leaving [`REPLY_RESERVE`] of the invocation for the reply. A prompt too long for the
+//! model is sent once more at once, with the oldest half of the history dropped. When the LLM
+//! gives no answer, or stays down through the last delivery, the user gets the fallback message;
+//! when the provider refuses the request for good (400/404/413/422: too long, filtered, unknown
+//! model), the user gets it at once and the refused turn is not remembered, so that it is not
+//! sent again with the next message; otherwise an LLM failure retries the burst.
 
 use shared::conversation::{Role, Turn};
 use shared::inbound::InboundMessage;
-use shared::llm::{Llm, LlmError};
+use shared::llm::{Llm, LlmError, LlmRefusal};
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::whatsapp::WhatsApp;
@@ -53,10 +56,11 @@ impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
                 self.show_typing(message).await;
             }
             let result = self
-                .ask(&claimed.claim.history, &user_text, invocation, metrics)
+                .ask_within_context(&claimed.claim.history, &user_text, invocation, metrics)
                 .await;
-            replies.push(self.answer_or_fallback(result, claimed)?);
-            user_turn = Some(Turn {
+            let (reply, remembered) = self.answer_or_fallback(result, claimed)?;
+            replies.push(reply);
+            user_turn = remembered.then_some(Turn {
                 role: Role::User,
                 text: user_text,
                 at: claimed.claimed_at,
@@ -79,6 +83,30 @@ impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
         }
     }
 
+    /// Asks the LLM; when the provider says the prompt is too long, asks once more at once with
+    /// the oldest half of the history (at least one turn) dropped.
+    async fn ask_within_context(
+        &self,
+        history: &[Turn],
+        user_text: &str,
+        invocation: &Invocation,
+        metrics: &mut Metrics,
+    ) -> Result<String, LlmError> {
+        let result = self.ask(history, user_text, invocation, metrics).await;
+        match result {
+            Err(error)
+                if error.refusal() == Some(LlmRefusal::ContextTooLong) && !history.is_empty() =>
+            {
+                let shorter = history.get(history.len().div_ceil(2)..).unwrap_or_default();
+                tracing::warn!(event = LogEvent::LlmHistoryTrimmed.as_str(), error = %error,
+                    turns_before = history.len(), turns_after = shorter.len(),
+                    "the prompt is too long for the model; asking again with the oldest history dropped");
+                self.ask(shorter, user_text, invocation, metrics).await
+            }
+            result => result,
+        }
+    }
+
     /// Asks the LLM, leaving [`REPLY_RESERVE`] of the invocation for the reply.
     async fn ask(
         &self,
@@ -94,7 +122,8 @@ impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
             .checked_sub(REPLY_RESERVE)
             .unwrap_or(invocation.deadline);
         let result = self.llm.complete(&prompt, llm_deadline).await;
-        metrics.duration_ms("LlmLatency", started.elapsed().as_millis() as u64);
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        metrics.duration_ms("LlmLatency", latency_ms);
         match &result {
             Ok(completion) => {
                 metrics.count("LlmTokensIn", completion.input_tokens.unwrap_or_default());
@@ -105,29 +134,61 @@ impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
         result.map(|completion| completion.text)
     }
 
-    /// The reply to the user's turn: the LLM's answer, or the fallback message when the LLM gave
-    /// no answer or this is the last delivery; `Err(Retry)` when the LLM failed before that.
+    /// The reply to the user's turn, and whether the turn is remembered: the LLM's answer; the
+    /// fallback message when the LLM gave no answer, refused the request for good (the turn
+    /// then forgotten) or this is the last delivery; `Err(Retry)` when the LLM failed before
+    /// that.
     fn answer_or_fallback(
         &self,
         result: Result<String, LlmError>,
         claimed: &ClaimedBurst<'_>,
-    ) -> Result<String, Retry> {
+    ) -> Result<(String, bool), Retry> {
         let user = &claimed.user;
+        let fallback = || self.behaviour.fallback_message.clone();
         match result {
-            Ok(answer) => Ok(answer),
+            Ok(answer) => Ok((answer, true)),
             Err(LlmError::NoAnswer(reason)) => {
                 tracing::warn!(event = LogEvent::LlmNoAnswer.as_str(), user = %user, reason = %reason, "the LLM gave no answer; sending the fallback");
-                Ok(self.behaviour.fallback_message.clone())
+                Ok((fallback(), true))
             }
-            Err(error) if claimed.last_delivery => {
-                tracing::error!(event = LogEvent::LlmFailedFinal.as_str(), user = %user, error = %error,
-                    "the LLM stayed down through the last delivery; the user gets the fallback message");
-                Ok(self.behaviour.fallback_message.clone())
-            }
-            Err(error) => {
-                tracing::warn!(event = LogEvent::LlmFailed.as_str(), user = %user, error = %error, "the LLM failed; the messages will be retried");
-                Err(Retry)
-            }
+            Err(error) => match error.refusal() {
+                Some(refusal) => {
+                    log_refusal(refusal, user, &error);
+                    Ok((fallback(), false))
+                }
+                None if claimed.last_delivery => {
+                    tracing::error!(event = LogEvent::LlmFailedFinal.as_str(), user = %user, error = %error,
+                        "the LLM stayed down through the last delivery; the user gets the fallback message");
+                    Ok((fallback(), true))
+                }
+                None => {
+                    tracing::warn!(event = LogEvent::LlmFailed.as_str(), user = %user, error = %error, "the LLM failed; the messages will be retried");
+                    Err(Retry)
+                }
+            },
+        }
+    }
+}
+
+/// Logs, as an ERROR naming its cause and what to do, that the provider refused the request for
+/// good and the user gets the fallback message.
+fn log_refusal(refusal: LlmRefusal, user: &str, error: &LlmError) {
+    match refusal {
+        LlmRefusal::ContextTooLong => {
+            tracing::error!(event = LogEvent::LlmContextTooLong.as_str(), user = %user, error = %error,
+            "context length exceeded even with the oldest history dropped: the user gets the fallback message; lower HISTORY_MAX_MESSAGES or choose a model with a longer context (LLM_MODEL)")
+        }
+        LlmRefusal::ContentFiltered => {
+            tracing::error!(event = LogEvent::LlmContentFiltered.as_str(), user = %user, error = %error,
+            "the provider's content filter refused the prompt: the user gets the fallback message and the turn is not remembered")
+        }
+        LlmRefusal::UnknownModel => {
+            tracing::error!(event = LogEvent::LlmUnknownModel.as_str(), user = %user, error = %error,
+            "unknown model: check LLM_MODEL (and LLM_PROVIDER, LLM_BASE_URL); the user gets the fallback message")
+        }
+        LlmRefusal::InvalidRequest => {
+            tracing::error!(event = LogEvent::LlmRequestRefused.as_str(), user = %user, error = %error,
+            "the provider refused the request as invalid: check the LLM settings (LLM_PROVIDER, LLM_BASE_URL, LLM_MODEL); the user gets the fallback message")
         }
     }
 }

@@ -84,6 +84,9 @@ impl<C, L, W: WhatsApp> Processor<C, L, W> {
                 if error.class() == MetaErrorClass::TokenExpired {
                     tracing::error!(event = LogEvent::MetaTokenExpired.as_str(), error_code = error.code(), error = %error,
                         "the Meta access token expired or was revoked: rotate META_ACCESS_TOKEN");
+                } else if error.class() == MetaErrorClass::AccountBlocked {
+                    tracing::error!(event = LogEvent::MetaAccountBlocked.as_str(), user = %user, error_code = error.code(), error = %error,
+                        "the WhatsApp business account or number cannot send: fix it in WhatsApp Manager; the messages will be retried");
                 } else {
                     tracing::error!(event = LogEvent::ReplyFailed.as_str(), user = %user, error_code = error.code(), error = %error,
                         "the reply could not be sent; the messages will be retried");

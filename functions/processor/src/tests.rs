@@ -588,3 +588,179 @@ async fn a_user_known_only_by_user_id_is_answered_by_recipient() {
         Recipient::UserId("US.42".into())
     );
 }
+
+fn refused(status: u16, message: &str) -> Result<Completion, LlmError> {
+    Err(LlmError::Status {
+        status,
+        message: message.into(),
+        retry_after: None,
+    })
+}
+
+#[tokio::test]
+async fn a_prompt_too_long_is_asked_again_at_once_with_the_oldest_history_dropped() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    for (i, text) in ["one", "two"].into_iter().enumerate() {
+        let record = text_record(&format!("s{i}"), "1555", &format!("w{i}"), text);
+        p.handle(&event(vec![record]), &invocation()).await;
+    }
+    assert_eq!(p.store.turns("PNID:1555").len(), 4);
+    let too_long = "Too long (type invalid_request_error, code context_length_exceeded)";
+    let p = Processor {
+        llm: FakeLlm::scripted(vec![refused(400, too_long)]),
+        ..p
+    };
+    let (response, metrics) = p
+        .handle(
+            &event(vec![text_record("s9", "1555", "w9", "three")]),
+            &invocation(),
+        )
+        .await;
+    assert!(failures(&response).is_empty());
+    let prompts = p.llm.prompts();
+    assert_eq!(prompts.len(), 2, "one retry, at once");
+    assert_eq!(prompts[0].turns.len(), 5);
+    let kept: Vec<&str> = prompts[1].turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(kept, ["two", "echo: two", "three"]);
+    assert_eq!(p.whatsapp.texts().last().unwrap(), "echo: three");
+    assert_eq!(metrics.counter("LlmErrors"), 1);
+}
+
+#[tokio::test]
+async fn a_prompt_too_long_even_without_history_gets_the_fallback_at_once() {
+    let too_long = "The input token count (2000000) exceeds the maximum number of tokens allowed (1048576). (INVALID_ARGUMENT)";
+    let p = processor(
+        FakeLlm::scripted(vec![refused(400, too_long)]),
+        FakeWhatsApp::default(),
+    );
+    let (response, _) = p
+        .handle(
+            &event(vec![text_record("s1", "1555", "w1", "huge")]),
+            &invocation(),
+        )
+        .await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(p.llm.prompts().len(), 1, "no history to drop: no retry");
+    assert_eq!(p.whatsapp.texts(), ["Sorry, try later."]);
+    assert!(p.store.turns("PNID:1555").is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_model_gets_the_fallback_on_the_first_receive_and_the_turn_is_forgotten() {
+    let p = processor(
+        FakeLlm::scripted(vec![refused(
+            404,
+            "The model `gpt-9` does not exist (type invalid_request_error, code model_not_found)",
+        )]),
+        FakeWhatsApp::default(),
+    );
+    let (response, _) = p
+        .handle(
+            &event(vec![text_record("s1", "1555", "w1", "first")]),
+            &invocation(),
+        )
+        .await;
+    assert!(failures(&response).is_empty(), "no SQS retry");
+    assert_eq!(p.whatsapp.texts(), ["Sorry, try later."]);
+    assert_eq!(p.llm.prompts().len(), 1);
+    assert!(p.store.turns("PNID:1555").is_empty());
+
+    // Once the model is fixed, the next message is answered without the refused turn.
+    p.handle(
+        &event(vec![text_record("s2", "1555", "w2", "second")]),
+        &invocation(),
+    )
+    .await;
+    let prompts = p.llm.prompts();
+    let turns: Vec<&str> = prompts[1].turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(turns, ["second"]);
+    assert_eq!(p.whatsapp.texts().last().unwrap(), "echo: second");
+}
+
+#[tokio::test]
+async fn a_content_filter_refusal_gets_the_fallback_at_once() {
+    for (status, message) in [
+        (400, "filtered (code content_filter)"),
+        (422, "messages: field required"),
+    ] {
+        let p = processor(
+            FakeLlm::scripted(vec![refused(status, message)]),
+            FakeWhatsApp::default(),
+        );
+        let (response, _) = p
+            .handle(
+                &event(vec![text_record("s1", "1555", "w1", "hi")]),
+                &invocation(),
+            )
+            .await;
+        assert!(failures(&response).is_empty(), "{status}");
+        assert_eq!(p.whatsapp.texts(), ["Sorry, try later."], "{status}");
+        assert!(p.store.turns("PNID:1555").is_empty(), "{status}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_key_is_still_retried_through_the_queue() {
+    for (status, message) in [
+        (401, "invalid key"),
+        (
+            400,
+            "API key not valid. Please pass a valid API key. (INVALID_ARGUMENT)",
+        ),
+    ] {
+        let p = processor(
+            FakeLlm::scripted(vec![refused(status, message)]),
+            FakeWhatsApp::default(),
+        );
+        let (response, _) = p
+            .handle(
+                &event(vec![text_record("s1", "1555", "w1", "hi")]),
+                &invocation(),
+            )
+            .await;
+        assert_eq!(failures(&response), ["s1"], "{status}");
+        assert!(p.whatsapp.texts().is_empty(), "{status}");
+    }
+}
+
+#[tokio::test]
+async fn a_message_meta_refuses_for_good_is_done_and_the_next_one_is_answered() {
+    for code in [131_051, 131_026, 100, 131_030] {
+        let p = processor(
+            FakeLlm::default(),
+            FakeWhatsApp::failing(vec![Some(meta_error(code))]),
+        );
+        let first = event(vec![text_record("s1", "1555", "w1", "hi")]);
+        let (response, _) = p.handle(&first, &invocation()).await;
+        assert!(failures(&response).is_empty(), "{code}");
+        let (redelivered, _) = p.handle(&first, &invocation()).await;
+        assert!(failures(&redelivered).is_empty(), "{code}");
+        assert_eq!(p.llm.prompts().len(), 1, "{code}: done, not asked again");
+        let (next, _) = p
+            .handle(
+                &event(vec![text_record("s2", "1555", "w2", "still there?")]),
+                &invocation(),
+            )
+            .await;
+        assert!(failures(&next).is_empty(), "{code}");
+        // The undelivered answer is not remembered; the user's two turns read as one.
+        assert_eq!(p.whatsapp.texts(), ["echo: hi\n\nstill there?"], "{code}");
+    }
+}
+
+#[tokio::test]
+async fn an_account_meta_blocks_keeps_the_records_for_a_retry() {
+    for code in [131_031, 131_042, 368, 133_010] {
+        let p = processor(
+            FakeLlm::default(),
+            FakeWhatsApp::failing(vec![Some(meta_error(code))]),
+        );
+        let (response, _) = p
+            .handle(
+                &event(vec![text_record("s1", "1555", "w1", "hi")]),
+                &invocation(),
+            )
+            .await;
+        assert_eq!(failures(&response), ["s1"], "{code}");
+    }
+}

@@ -419,10 +419,12 @@ async fn history_is_bounded_carries_the_ttl_and_expired_history_is_ignored() {
 
 #[tokio::test]
 async fn two_users_interleaved_keep_their_order_and_one_failure_does_not_fail_the_other() {
-    // Ana's LLM call fails for good (400); Bo's succeeds. Both run in one batch.
+    // Ana's LLM call fails, not retried within the invocation but through the queue (a refused
+    // key, 401: a 400 is now final and answered with the fallback); Bo's succeeds. Both run in
+    // one batch.
     let h = Harness::with_llm("openai", &[], |request: &RecordedRequest| {
         if String::from_utf8_lossy(&request.body).contains("please fail") {
-            Canned::json(400, json!({"error": {"message": "bad request"}}))
+            Canned::json(401, json!({"error": {"message": "invalid key"}}))
         } else {
             openai_answer(request)
         }
@@ -451,4 +453,144 @@ async fn two_users_interleaved_keep_their_order_and_one_failure_does_not_fail_th
     assert_eq!(sends.len(), 1);
     assert_eq!(sends[0]["to"], bo);
     assert_eq!(sends[0]["text"]["body"], "You said: bo first\nbo second");
+}
+
+/// How many Graph API requests sent a reply (refused ones included).
+fn reply_sends(h: &Harness) -> usize {
+    h.meta
+        .requests()
+        .into_iter()
+        .filter(|r| r.json()["type"] == "text")
+        .count()
+}
+
+#[tokio::test]
+async fn a_prompt_too_long_is_sent_again_at_once_with_a_shorter_history_and_answered() {
+    let h = Harness::new("openai", &[]).await;
+    for (i, text) in ["one", "two"].into_iter().enumerate() {
+        h.handle(&event(vec![record(
+            &format!("s{i}"),
+            USER,
+            &unique("c"),
+            text,
+            1,
+        )]))
+        .await;
+    }
+    h.llm.script([Canned::json(
+        400,
+        json!({"error": {"message": "This model's maximum context length is 8192 tokens.",
+            "type": "invalid_request_error", "code": "context_length_exceeded"}}),
+    )]);
+    let response = h
+        .handle(&event(vec![record("s9", USER, &unique("c"), "three", 1)]))
+        .await;
+    assert!(failures(&response).is_empty());
+    let requests = h.llm.requests();
+    assert_eq!(
+        requests.len(),
+        4,
+        "two answers, then the refusal and one retry"
+    );
+    let count = |r: &RecordedRequest| r.json()["messages"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        count(&requests[2]),
+        6,
+        "system + 4 history turns + the user's"
+    );
+    assert_eq!(
+        requests[3].json()["messages"],
+        json!([{"role": "system", "content": "You are a test assistant."},
+               {"role": "user", "content": "two"},
+               {"role": "assistant", "content": "You said: two"},
+               {"role": "user", "content": "three"}])
+    );
+    assert_eq!(
+        h.sent_texts().last().map(String::as_str),
+        Some("You said: three")
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_model_sends_the_fallback_on_the_first_receive_without_a_queue_retry() {
+    let h = Harness::new("gemini", &[]).await;
+    h.llm.script([Canned::json(
+        404,
+        json!({"error": {"code": 404, "status": "NOT_FOUND",
+            "message": "models/gemini-test is not found for API version v1beta"}}),
+    )]);
+    let response = h
+        .handle(&event(vec![record("s1", USER, &unique("m"), "hello?", 1)]))
+        .await;
+    assert!(failures(&response).is_empty(), "no SQS retry");
+    assert_eq!(h.llm.requests().len(), 1, "a 404 is not retried");
+    assert_eq!(h.sent_texts(), ["Sorry, I can't answer right now."]);
+    let item = h.conversation_item(USER).await;
+    assert!(
+        !format!("{item:?}").contains("hello?"),
+        "the refused turn is not remembered: {item:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_message_meta_refuses_with_131051_is_done_and_the_next_one_is_answered() {
+    let h = Harness::new("openai", &[]).await;
+    h.meta.script([
+        Canned::json(200, json!({"success": true})),
+        Canned::json(
+            400,
+            json!({"error": {"message": "Unsupported message type", "code": 131051}}),
+        ),
+    ]);
+    let id = unique("u");
+    let response = h
+        .handle(&event(vec![record("s1", USER, &id, "hi", 1)]))
+        .await;
+    assert!(failures(&response).is_empty(), "131051 is final");
+    assert_eq!(reply_sends(&h), 1);
+    h.handle(&event(vec![record("s1", USER, &id, "hi", 2)]))
+        .await;
+    assert_eq!(h.llm.requests().len(), 1, "marked done: not answered again");
+    let response = h
+        .handle(&event(vec![record("s2", USER, &unique("u"), "again", 1)]))
+        .await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(
+        h.sent_texts().last().map(String::as_str),
+        Some("You said: hi\n\nagain")
+    );
+    assert_eq!(reply_sends(&h), 2, "the refused send, then the answer");
+}
+
+#[tokio::test]
+async fn a_retry_after_of_u64_max_from_the_llm_or_meta_ends_the_retries_without_panicking() {
+    const HUGE: &str = "18446744073709551615";
+    let h = Harness::new("openai", &[]).await;
+    h.llm.script([
+        Canned::json(503, json!({"error": {"message": "overloaded"}}))
+            .with_header("retry-after", HUGE),
+    ]);
+    let response = h
+        .handle(&event(vec![record("s1", USER, &unique("h"), "hi", 1)]))
+        .await;
+    assert_eq!(failures(&response), ["s1"], "retried through the queue");
+    assert_eq!(
+        h.llm.requests().len(),
+        1,
+        "no wait for a retry past the deadline"
+    );
+
+    h.meta.script([
+        Canned::json(200, json!({"success": true})),
+        Canned::json(
+            429,
+            json!({"error": {"message": "Rate limit hit", "code": 130429}}),
+        )
+        .with_header("retry-after", HUGE),
+    ]);
+    let response = h
+        .handle(&event(vec![record("s2", USER, &unique("h"), "hi", 1)]))
+        .await;
+    assert_eq!(failures(&response), ["s2"], "retried through the queue");
+    assert_eq!(reply_sends(&h), 1, "no wait for a retry past the deadline");
 }

@@ -43,6 +43,20 @@ async fn logs_mask_users_and_hold_no_text_or_secrets() {
     )]))
     .await;
 
+    // An unknown model: the fallback at once, and an ERROR naming the cause and the action.
+    h.llm.script([Canned::json(
+        404,
+        json!({"error": {"message": "The model `gpt-test` does not exist", "type": "invalid_request_error", "code": "model_not_found"}}),
+    )]);
+    h.handle(&event(vec![record(
+        "s3",
+        USER,
+        &unique("l3"),
+        "which model are you",
+        1,
+    )]))
+    .await;
+
     let text = logs.text();
     assert!(text.contains("*******4567"), "{text}");
     for forbidden in [
@@ -52,6 +66,7 @@ async fn logs_mask_users_and_hold_no_text_or_secrets() {
         "meta-token-for-tests",
         "llm-key-for-tests",
         "are you there",
+        "which model are you",
     ] {
         assert!(
             !text.contains(forbidden),
@@ -65,4 +80,13 @@ async fn logs_mask_users_and_hold_no_text_or_secrets() {
         .expect("a reply_undeliverable line");
     assert_eq!(undeliverable["level"], "ERROR");
     assert_eq!(undeliverable["fields"]["error_code"], 131047);
+    let unknown_model = lines
+        .iter()
+        .find(|l| l["fields"]["event"] == "llm_unknown_model")
+        .expect("an llm_unknown_model line");
+    assert_eq!(unknown_model["level"], "ERROR");
+    let message = unknown_model["fields"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("check LLM_MODEL"), "{unknown_model}");
 }

@@ -106,6 +106,88 @@ pub enum LlmError {
     Secrets(#[from] SecretsError),
 }
 
+/// Why the provider refused a request for good (a 400, 404, 413 or 422): the same request would
+/// be refused again, so it is neither retried now nor later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LlmRefusal {
+    /// The prompt is longer than the model's context window (OpenAI's
+    /// `context_length_exceeded`, Gemini's "exceeds the maximum number of tokens"); a shorter
+    /// history may pass.
+    ContextTooLong,
+    /// The provider's content filter refused the prompt (`content_filter`,
+    /// `content_policy_violation`, a safety block).
+    ContentFiltered,
+    /// The model does not exist, or this key may not use it (OpenAI's `model_not_found`,
+    /// Gemini's `NOT_FOUND`, any 404).
+    UnknownModel,
+    /// Any other request the provider refused as invalid.
+    InvalidRequest,
+}
+
+/// Words in an error message (lowercased) that say the prompt is too long.
+const CONTEXT_TOO_LONG: &[&str] = &[
+    "context_length_exceeded",
+    "context length",
+    "context window",
+    "context size",
+    "exceed_context_size",
+    "maximum number of tokens",
+    "too many tokens",
+    "input token count",
+    "prompt is too long",
+];
+
+/// Words in an error message (lowercased) that say a content filter refused the prompt.
+const CONTENT_FILTERED: &[&str] = &[
+    "content_filter",
+    "content_policy",
+    "content management policy",
+    "safety",
+];
+
+/// Words in an error message (lowercased) that say the model is unknown.
+const UNKNOWN_MODEL: &[&str] = &[
+    "model_not_found",
+    "unknown model",
+    "invalid model",
+    "model not found",
+];
+
+/// Words in an error message (lowercased) that say the key was refused: Gemini answers a bad
+/// key with 400 `INVALID_ARGUMENT` ("API key not valid"). Like a 401, such a refusal may pass
+/// once the key is fixed, so it is not final.
+const KEY_REFUSED: &[&str] = &["api key", "api_key"];
+
+impl LlmError {
+    /// Why the provider refused the request for good, when it did: a 400, 404, 413 or 422,
+    /// classified by the provider's error code and message (which [`LlmError::Status`] holds).
+    /// A refused key, even as a 400, is not a refusal for good.
+    pub fn refusal(&self) -> Option<LlmRefusal> {
+        let Self::Status {
+            status, message, ..
+        } = self
+        else {
+            return None;
+        };
+        if !matches!(status, 400 | 404 | 413 | 422) {
+            return None;
+        }
+        let message = message.to_lowercase();
+        let says = |words: &[&str]| words.iter().any(|word| message.contains(word));
+        if says(KEY_REFUSED) {
+            None
+        } else if *status == 413 || says(CONTEXT_TOO_LONG) {
+            Some(LlmRefusal::ContextTooLong)
+        } else if says(CONTENT_FILTERED) {
+            Some(LlmRefusal::ContentFiltered)
+        } else if *status == 404 || says(UNKNOWN_MODEL) {
+            Some(LlmRefusal::UnknownModel)
+        } else {
+            Some(LlmRefusal::InvalidRequest)
+        }
+    }
+}
+
 impl Retryable for LlmError {
     /// 429, 5xx, timeouts and connection failures are retried; 400, 401, 403 and other answers
     /// are not, since the same request would fail the same way. Neither is a failure to read
@@ -316,6 +398,87 @@ mod tests {
             hinted.retry_hint(),
             RetryHint::After(Duration::from_secs(3))
         );
+    }
+
+    #[test]
+    fn tells_why_a_request_was_refused_for_good() {
+        let status = |status, message: &str| LlmError::Status {
+            status,
+            message: message.to_owned(),
+            retry_after: None,
+        };
+        let cases = [
+            (
+                400,
+                "Too long (type invalid_request_error, code context_length_exceeded)",
+                Some(LlmRefusal::ContextTooLong),
+            ),
+            (
+                400,
+                "This model's maximum context length is 8192 tokens.",
+                Some(LlmRefusal::ContextTooLong),
+            ),
+            (
+                400,
+                "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576). (INVALID_ARGUMENT)",
+                Some(LlmRefusal::ContextTooLong),
+            ),
+            (
+                400,
+                "the request exceeds the available context size (type exceed_context_size_error)",
+                Some(LlmRefusal::ContextTooLong),
+            ),
+            (413, "Payload Too Large", Some(LlmRefusal::ContextTooLong)),
+            (
+                400,
+                "filtered (code content_filter)",
+                Some(LlmRefusal::ContentFiltered),
+            ),
+            (
+                400,
+                "rejected (code content_policy_violation)",
+                Some(LlmRefusal::ContentFiltered),
+            ),
+            (
+                404,
+                "The model `gpt-9` does not exist (type invalid_request_error, code model_not_found)",
+                Some(LlmRefusal::UnknownModel),
+            ),
+            (
+                404,
+                "models/gemini-9 is not found for API version v1beta (NOT_FOUND)",
+                Some(LlmRefusal::UnknownModel),
+            ),
+            (400, "unknown model 'x'", Some(LlmRefusal::UnknownModel)),
+            (
+                422,
+                "messages: field required",
+                Some(LlmRefusal::InvalidRequest),
+            ),
+            (
+                400,
+                "Invalid JSON payload (INVALID_ARGUMENT)",
+                Some(LlmRefusal::InvalidRequest),
+            ),
+            (
+                400,
+                "API key not valid. Please pass a valid API key. (INVALID_ARGUMENT)",
+                None,
+            ),
+            (401, "invalid key", None),
+            (403, "model_not_found", None),
+            (429, "context length", None),
+            (500, "model_not_found", None),
+        ];
+        for (code, message, expected) in cases {
+            assert_eq!(
+                status(code, message).refusal(),
+                expected,
+                "{code} {message}"
+            );
+        }
+        assert_eq!(LlmError::Timeout.refusal(), None);
+        assert_eq!(LlmError::NoAnswer("blocked".into()).refusal(), None);
     }
 
     #[test]

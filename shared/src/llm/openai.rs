@@ -207,3 +207,53 @@ fn error_message(body: &[u8], key: Option<&SecretString>) -> String {
     };
     http::clean_message(&message, key)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    proptest::proptest! {
+        /// Whatever the provider (or a proxy) answers, with any status, body and `Retry-After`,
+        /// the answer is read without panicking, and an error's classification does not panic
+        /// either.
+        #[test]
+        fn any_answer_reads_without_panicking(
+            status in 0u16..1000,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            seconds in proptest::option::of(proptest::num::u64::ANY),
+        ) {
+            let key = SecretString::new("sk-test");
+            let answer = Answer {
+                status,
+                retry_after: seconds.map(Duration::from_secs),
+                body,
+            };
+            if let Err(error) = interpret(answer, Some(&key)) {
+                let _ = error.refusal();
+                let _ = error.to_string();
+            }
+        }
+
+        /// Any error message in the provider's shape is read and classified without panicking.
+        #[test]
+        fn any_error_object_reads_without_panicking(
+            status in 400u16..600,
+            code in "\\PC{0,40}",
+            message in "\\PC{0,400}",
+        ) {
+            let key = SecretString::new("sk-test");
+            let body = serde_json::json!({"error": {"code": code, "status": code, "message": message}});
+            let answer = Answer {
+                status,
+                retry_after: None,
+                body: body.to_string().into_bytes(),
+            };
+            let error = interpret(answer, Some(&key)).err();
+            let is_status = matches!(error, Some(LlmError::Status { .. }));
+            proptest::prop_assert!(is_status, "{error:?}");
+            let _ = error.and_then(|e| e.refusal());
+        }
+    }
+}

@@ -626,6 +626,31 @@ mod tests {
         assert_eq!(failure.error.class(), MetaErrorClass::RateLimited);
     }
 
+    proptest::proptest! {
+        /// Whatever Meta (or a proxy) answers, the error is read without panicking, and its
+        /// class follows the code read.
+        #[test]
+        fn any_error_body_reads_without_panicking(
+            status in 0u16..1000,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            seconds in proptest::option::of(proptest::num::u64::ANY),
+        ) {
+            let retry_after = seconds.map(Duration::from_secs);
+            let failure = api_error(status, retry_after, &body, &token());
+            let class = failure.error.class();
+            proptest::prop_assert_eq!(class, MetaErrorClass::of(failure.error.code(), status));
+            let _ = failure.error.to_string();
+        }
+
+        /// An error object with any code and message is read with that code.
+        #[test]
+        fn any_error_object_keeps_its_code(code: i64, message in "\\PC{0,100}") {
+            let body = serde_json::json!({"error": {"code": code, "message": message}});
+            let failure = api_error(400, None, body.to_string().as_bytes(), &token());
+            proptest::prop_assert_eq!(failure.error.code(), Some(code));
+        }
+    }
+
     #[test]
     fn an_echoed_token_is_redacted() {
         let body = json!({"error": {"message": "Malformed access token EAAtoken", "code": 190}});

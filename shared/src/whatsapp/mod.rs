@@ -41,18 +41,31 @@ impl Recipient {
     }
 }
 
-/// How the processor reacts to a Graph API error, decided by Meta's `error.code`, not by the
-/// HTTP status.
+/// How the processor reacts to a Graph API error, decided by Meta's `error.code` (as Meta's
+/// error-code reference advises), not by the HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaErrorClass {
-    /// 130429, 131056, 80007, 4, 131048: back off and retry within the budget, else let SQS retry.
+    /// Throttled: 130429 (throughput), 131056 (pair rate limit), 131048 (spam rate limit),
+    /// 80007 (account rate limit), 4 (too many API calls). Back off and retry within the
+    /// budget, else let SQS retry.
     RateLimited,
     /// 131047: the user's last message is over 24 hours old; only a template can reach them.
     OutsideWindow,
     /// 131026: the message cannot be delivered to this user.
     Undeliverable,
+    /// Final for this message: Meta refused the request itself, which would be refused again:
+    /// 100 (invalid parameter), 131009 (parameter value not valid), 131051 (unsupported message
+    /// type), 131052 (media download error), 131053 (media upload error).
+    InvalidMessage,
+    /// Final for this message: the recipient cannot be messaged from this number: 131021
+    /// (recipient is the sender), 131030 (not in the test number's allowed list).
+    RecipientNotAllowed,
     /// 190: the access token expired or was revoked.
     TokenExpired,
+    /// The business account or number cannot send until an operator acts: 131031 (account
+    /// locked), 131042 (payment problem), 368 (temporarily blocked for policy violations),
+    /// 133010 (number not registered). Alert, and keep the records for a retry.
+    AccountBlocked,
     /// A 5xx without a known code, or a connection failure: retry.
     Transient,
     /// Anything else: not retried now; SQS retries the record later.
@@ -76,15 +89,30 @@ impl MetaErrorClass {
             130_429 | 131_056 | 80_007 | 4 | 131_048 => Some(Self::RateLimited),
             131_047 => Some(Self::OutsideWindow),
             131_026 => Some(Self::Undeliverable),
+            100 | 131_009 | 131_051 | 131_052 | 131_053 => Some(Self::InvalidMessage),
+            131_021 | 131_030 => Some(Self::RecipientNotAllowed),
             190 => Some(Self::TokenExpired),
+            131_031 | 131_042 | 368 | 133_010 => Some(Self::AccountBlocked),
             _ => None,
         }
     }
 
-    /// Whether the message can never be delivered, so that retrying is pointless and the
+    /// Whether this message can never be delivered, so that retrying is pointless and the
     /// message is marked done.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::OutsideWindow | Self::Undeliverable)
+        matches!(
+            self,
+            Self::OutsideWindow
+                | Self::Undeliverable
+                | Self::InvalidMessage
+                | Self::RecipientNotAllowed
+        )
+    }
+
+    /// Whether an operator must act before any message can be sent (a new token, an unlocked
+    /// or paid-up account): the records are kept for a retry, and on-call is alerted.
+    pub fn needs_operator(self) -> bool {
+        matches!(self, Self::TokenExpired | Self::AccountBlocked)
     }
 }
 
@@ -203,7 +231,14 @@ mod tests {
             MetaErrorClass::of(Some(131_000), 500),
             MetaErrorClass::Transient
         );
-        assert_eq!(MetaErrorClass::of(Some(100), 400), MetaErrorClass::Other);
+        assert_eq!(
+            MetaErrorClass::of(Some(100), 400),
+            MetaErrorClass::InvalidMessage
+        );
+        assert_eq!(
+            MetaErrorClass::of(Some(131_005), 403),
+            MetaErrorClass::Other
+        );
         assert_eq!(MetaErrorClass::of(None, 503), MetaErrorClass::Transient);
         assert_eq!(
             MetaErrorClass::of_code(190),
@@ -214,6 +249,39 @@ mod tests {
             MetaErrorClass::OutsideWindow.is_final() && MetaErrorClass::Undeliverable.is_final()
         );
         assert!(!MetaErrorClass::RateLimited.is_final());
+    }
+
+    #[test]
+    fn classifies_meta_s_documented_codes() {
+        let final_codes = [
+            131_026, 131_047, 131_051, 131_052, 131_053, 100, 131_009, 131_021, 131_030,
+        ];
+        for code in final_codes {
+            let class = MetaErrorClass::of(Some(code), 400);
+            assert!(class.is_final() && !class.needs_operator(), "{code}");
+        }
+        for code in [190, 131_031, 131_042, 368, 133_010] {
+            let class = MetaErrorClass::of(Some(code), 400);
+            assert!(class.needs_operator() && !class.is_final(), "{code}");
+        }
+        for code in [130_429, 131_056, 131_048, 80_007, 4] {
+            let class = MetaErrorClass::of(Some(code), 400);
+            assert_eq!(class, MetaErrorClass::RateLimited, "{code}");
+            assert!(!class.is_final() && !class.needs_operator(), "{code}");
+        }
+    }
+
+    #[test]
+    fn operator_action_and_final_codes_are_not_retried_now() {
+        for code in [131_031, 368, 131_051, 131_030] {
+            let error = WhatsAppError::Api {
+                http_status: 400,
+                code: Some(code),
+                message: String::new(),
+                retry_after: None,
+            };
+            assert_eq!(error.retry_hint(), RetryHint::Never, "{code}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use shared::conversation::Role;
 use shared::llm::{
-    ChatModel, Completion, Llm, LlmError, LlmSettings, Prompt, PromptTurn, Provider,
+    ChatModel, Completion, Llm, LlmError, LlmRefusal, LlmSettings, Prompt, PromptTurn, Provider,
 };
 use shared::retry::Backoff;
 use shared::secrets::{AppSecrets, SecretString, Secrets, SecretsError, StaticSecrets};
@@ -46,6 +46,9 @@ pub trait ProviderFixture {
     fn no_answers() -> Vec<(Value, &'static str)>;
     /// The body of a 200 answer of an unexpected shape, holding the word `Hello`.
     fn misshapen_answer() -> Value;
+    /// Refusals for good in the provider's own shape (context length, content filter, unknown
+    /// model, invalid request), each with how it is classified.
+    fn refusals() -> Vec<(Canned, LlmRefusal)>;
 }
 
 /// Settings for a local server: a short backoff, three attempts, a generous timeout.
@@ -159,6 +162,8 @@ macro_rules! llm_provider_cases {
             a_connection_failure_is_a_transport_error_without_secrets,
             errors_never_show_the_key_or_the_prompt,
             a_secrets_failure_sends_nothing,
+            refusals_for_good_are_classified_and_not_retried,
+            a_retry_after_of_u64_max_ends_the_retries_without_panicking,
         );
     };
     (@each $fixture:ty; $($case:ident),* $(,)?) => {
@@ -409,5 +414,42 @@ pub mod cases {
             "{result:?}"
         );
         assert!(server.requests().is_empty());
+    }
+
+    /// A refusal for good (400/404/422) is classified by its cause and not retried.
+    pub async fn refusals_for_good_are_classified_and_not_retried<P: ProviderFixture>() {
+        for (answer, expected) in P::refusals() {
+            let server = server::<P>().await;
+            let status = answer.status;
+            server.script([answer]);
+            let result = ask(&chat::<P>(&server, Some(KEY))).await;
+            let refusal = result.as_ref().err().and_then(LlmError::refusal);
+            assert_eq!(refusal, Some(expected), "{status}: {result:?}");
+            assert_eq!(server.requests().len(), 1, "{status}: not retried");
+        }
+    }
+
+    /// A `Retry-After` of `u64::MAX` seconds neither panics nor waits: the retry could not
+    /// start before the deadline.
+    pub async fn a_retry_after_of_u64_max_ends_the_retries_without_panicking<P: ProviderFixture>() {
+        let server = server::<P>().await;
+        server.script([
+            P::error(503, "overloaded").with_header("retry-after", "18446744073709551615")
+        ]);
+        let started = Instant::now();
+        let result = ask(&chat::<P>(&server, Some(KEY))).await;
+        assert!(
+            matches!(
+                result,
+                Err(LlmError::Status {
+                    status: 503,
+                    retry_after: Some(_),
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(server.requests().len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(30), "no wait");
     }
 }
