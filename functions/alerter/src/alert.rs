@@ -318,7 +318,7 @@ fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
 const LLM_KEY_REFUSED: &str = "The LLM provider refused the API key: check LLM_API_KEY in the secret (and LLM_BASE_URL, LLM_MODEL).";
 
 /// What to do about the events whose cause is known, when no Meta code says more.
-pub const EVENT_ADVICE: [(LogEvent, &str); 5] = [
+pub const EVENT_ADVICE: [(LogEvent, &str); 6] = [
     (
         LogEvent::LlmFailedFinal,
         "The LLM stayed down through every retry and the user got \
@@ -327,6 +327,12 @@ pub const EVENT_ADVICE: [(LogEvent, &str); 5] = [
     (
         LogEvent::MetaTokenExpired,
         "The Meta access token expired: put a new one in the secret as META_ACCESS_TOKEN.",
+    ),
+    (
+        LogEvent::ReplyOutcomeUnknown,
+        "A reply to WhatsApp got no answer after Meta may have received it: it was not \
+        resent (a duplicate is worse), so the user may have missed it. Check Meta's status page \
+        and the Graph API latency; repeated, the network path to graph.facebook.com.",
     ),
     (LogEvent::StoreFailed, STORE_FAILED_AFTER_REPLY),
     (LogEvent::ClaimLost, STORE_FAILED_AFTER_REPLY),
