@@ -76,6 +76,12 @@ log_events! {
     ReplyUndeliverable = "reply_undeliverable",
     /// ERROR: part of the reply was sent and the rest failed; the messages are marked done.
     ReplyCutShort = "reply_cut_short",
+    /// ERROR: a send got no answer after the request may have reached Meta; it is not resent,
+    /// the turn is recorded as sent and the messages are marked done.
+    ReplyOutcomeUnknown = "reply_outcome_unknown",
+    /// INFO: a retry sends the answer an earlier invocation got from the LLM but could not
+    /// deliver, without asking the LLM again.
+    AnswerResumed = "answer_resumed",
     /// ERROR: the Meta access token expired or was revoked.
     MetaTokenExpired = "meta_token_expired",
     /// ERROR: the reply could not be sent; the messages are retried.
@@ -210,6 +216,8 @@ mod tests {
                 "llm_failed",
                 "reply_undeliverable",
                 "reply_cut_short",
+                "reply_outcome_unknown",
+                "answer_resumed",
                 "meta_token_expired",
                 "reply_failed",
                 "claim_lost",

@@ -33,10 +33,20 @@ impl Answer {
 /// Why no answer could be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CallError {
-    /// No answer within the timeout, or the deadline had passed.
+    /// The deadline had passed before the call: nothing was sent.
     Timeout,
-    /// The connection failed; the text names the causes, not the URL.
+    /// No connection could be made (refused, unreachable, connect timeout): nothing was sent.
+    /// The text names the causes, not the URL.
     Transport(String),
+    /// The request may have reached the API, but no answer was read: it timed out
+    /// (`timed_out`) or the connection failed once it was made. Whether the API acted on it
+    /// is unknown.
+    Unanswered {
+        /// Whether the call ran out of time, rather than losing its connection.
+        timed_out: bool,
+        /// The causes, without the URL.
+        detail: String,
+    },
 }
 
 /// Sends `request` with a timeout of `timeout` or the time left before `deadline`, whichever is
@@ -62,8 +72,13 @@ pub(crate) async fn send(
         .get(RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
         .and_then(parse_retry_after);
-    // The request's timeout covers reading the body too.
-    let body = response.bytes().await.map_err(call_error)?;
+    // The request's timeout covers reading the body too. An error status is an answer even
+    // when its body is lost: the API refused the request.
+    let body = match response.bytes().await {
+        Ok(body) => body,
+        Err(_) if !(200..300).contains(&status) => Default::default(),
+        Err(error) => return Err(call_error(error)),
+    };
     Ok(Answer {
         status,
         retry_after,
@@ -71,12 +86,21 @@ pub(crate) async fn send(
     })
 }
 
-/// A timeout, or a transport failure described by its causes, without the URL: reqwest's own
-/// message is generic ("error sending request"), the cause is in the chain.
+/// A failure described by its causes, without the URL: reqwest's own message is generic
+/// ("error sending request"), the cause is in the chain. Only a failure to connect (or to build
+/// the request) surely sent nothing; any other may have reached the API.
 fn call_error(error: reqwest::Error) -> CallError {
-    if error.is_timeout() {
-        return CallError::Timeout;
+    let sent_nothing = error.is_connect() || error.is_builder();
+    let timed_out = error.is_timeout();
+    let detail = describe(error);
+    match (sent_nothing, timed_out) {
+        (true, _) => CallError::Transport(detail),
+        (false, timed_out) => CallError::Unanswered { timed_out, detail },
     }
+}
+
+/// The error and its causes, without the URL.
+fn describe(error: reqwest::Error) -> String {
     let error = error.without_url();
     let mut message = error.to_string();
     let mut cause = error.source();
@@ -85,7 +109,7 @@ fn call_error(error: reqwest::Error) -> CallError {
         message.push_str(&inner.to_string());
         cause = inner.source();
     }
-    CallError::Transport(message)
+    message
 }
 
 /// `text` with every occurrence of `secret` replaced, should an API echo it. An empty secret
@@ -154,5 +178,73 @@ mod tests {
         let request = reqwest::Client::new().get("http://127.0.0.1:9/");
         let result = send(request, Duration::from_secs(5), Instant::now()).await;
         assert!(matches!(result, Err(CallError::Timeout)));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_surely_sent_nothing() {
+        // Nothing listens on the discard port: the connection is refused.
+        let request = reqwest::Client::new().get("http://127.0.0.1:9/");
+        let far = Instant::now() + Duration::from_secs(30);
+        let result = send(request, Duration::from_secs(5), far)
+            .await
+            .map(|answer| answer.status);
+        assert!(matches!(result, Err(CallError::Transport(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_got_no_answer_in_time_is_unanswered() {
+        // A listener that accepts the connection and the request but never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        });
+        let request = reqwest::Client::new().post(format!("http://{address}/"));
+        let far = Instant::now() + Duration::from_secs(30);
+        let result = send(request, Duration::from_millis(200), far)
+            .await
+            .map(|answer| answer.status);
+        server.abort();
+        assert!(
+            matches!(
+                result,
+                Err(CallError::Unanswered {
+                    timed_out: true,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_after_the_request_is_unanswered() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buffer = [0u8; 1024];
+            let _ = socket.read(&mut buffer).await;
+            drop(socket);
+        });
+        let request = reqwest::Client::new().post(format!("http://{address}/"));
+        let far = Instant::now() + Duration::from_secs(30);
+        let result = send(request, Duration::from_secs(5), far)
+            .await
+            .map(|answer| answer.status);
+        server.await.unwrap();
+        assert!(
+            matches!(
+                result,
+                Err(CallError::Unanswered {
+                    timed_out: false,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
     }
 }

@@ -13,7 +13,8 @@ use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use shared::conversation::dynamodb::DynamoDbConversationStore;
 use shared::conversation::{
-    Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, Role, StoreError, Turn,
+    Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, PendingAnswer, Role,
+    StoreError, Turn,
 };
 use shared::inbound::ConversationKey;
 use testkit::CallCounter;
@@ -582,7 +583,7 @@ async fn a_released_claim_can_be_taken_at_once_but_only_its_holder_releases_it()
 
     // Another token cannot release it, so it is still held.
     f.store
-        .release(&f.conversation, "intruder", &ids)
+        .release(&f.conversation, "intruder", &ids, None)
         .await
         .unwrap();
     assert_eq!(
@@ -593,7 +594,7 @@ async fn a_released_claim_can_be_taken_at_once_but_only_its_holder_releases_it()
     // Its holder gives it back: the next invocation takes it before the lease lapses.
     let before = f.calls.count();
     f.store
-        .release(&f.conversation, "first", &ids)
+        .release(&f.conversation, "first", &ids, None)
         .await
         .unwrap();
     assert_eq!(f.calls.count() - before, 1);
@@ -604,4 +605,52 @@ async fn a_released_claim_can_be_taken_at_once_but_only_its_holder_releases_it()
         f.complete(&ids, "first", &claim, Vec::new(), NOW).await,
         Err(StoreError::ClaimLost)
     );
+}
+
+#[tokio::test]
+async fn a_released_pending_answer_comes_back_with_its_messages_until_they_are_completed() {
+    let f = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let ids = vec!["wamid.p1".to_owned(), "wamid.p2".to_owned()];
+    f.claim(&ids, "first", NOW).await.unwrap();
+    let pending = PendingAnswer {
+        message_ids: ids.clone(),
+        replies: vec!["the answer".to_owned()],
+        parts_sent: 0,
+    };
+    // An intruder cannot leave an answer behind.
+    f.store
+        .release(&f.conversation, "intruder", &ids, Some(&pending))
+        .await
+        .unwrap();
+    assert!(!f.raw_item().await.contains_key("pending_answer"));
+
+    let before = f.calls.count();
+    f.store
+        .release(&f.conversation, "first", &ids, Some(&pending))
+        .await
+        .unwrap();
+    assert_eq!(f.calls.count() - before, 1, "kept in the releasing write");
+
+    // A claim of only some of its messages does not get it.
+    let partial = f.claim(&ids[..1], "second", NOW).await.unwrap();
+    assert_eq!(partial.pending, None);
+    f.store
+        .release(&f.conversation, "second", &ids[..1], None)
+        .await
+        .unwrap();
+
+    // The retry of all of them, and a newer message with them, does.
+    let mut with_newer = ids.clone();
+    with_newer.push("wamid.p3".to_owned());
+    let claim = f.claim(&with_newer, "third", NOW).await.unwrap();
+    assert_eq!(claim.claimed, with_newer);
+    assert_eq!(claim.pending.as_ref(), Some(&pending));
+
+    // The completing write clears it.
+    f.complete(&ids, "third", &claim, Vec::new(), NOW)
+        .await
+        .unwrap();
+    assert!(!f.raw_item().await.contains_key("pending_answer"));
+    let released = f.claim(&with_newer, "fourth", NOW).await.unwrap();
+    assert_eq!(released.pending, None);
 }

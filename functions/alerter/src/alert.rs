@@ -342,7 +342,7 @@ fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
 const LLM_KEY_REFUSED: &str = "The LLM provider refused the API key: check LLM_API_KEY in the secret (and LLM_BASE_URL, LLM_MODEL).";
 
 /// What to do about the events whose cause is known, when no Meta code says more.
-pub const EVENT_ADVICE: [(LogEvent, &str); 10] = [
+pub const EVENT_ADVICE: [(LogEvent, &str); 11] = [
     (
         LogEvent::LlmFailedFinal,
         "The LLM stayed down through every retry and the user got \
@@ -376,6 +376,12 @@ pub const EVENT_ADVICE: [(LogEvent, &str); 10] = [
         LogEvent::MetaAccountBlocked,
         "The WhatsApp business account or number cannot send (locked, a payment problem, blocked \
         for policy, or not registered): fix it in WhatsApp Manager. Messages are retried until the queue gives up.",
+    ),
+    (
+        LogEvent::ReplyOutcomeUnknown,
+        "A reply to WhatsApp got no answer after Meta may have received it: it was not \
+        resent (a duplicate is worse), so the user may have missed it. Check Meta's status page \
+        and the Graph API latency; repeated, the network path to graph.facebook.com.",
     ),
     (LogEvent::StoreFailed, STORE_FAILED_AFTER_REPLY),
     (LogEvent::ClaimLost, STORE_FAILED_AFTER_REPLY),

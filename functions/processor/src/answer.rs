@@ -27,6 +27,9 @@ pub struct Answer {
     /// The replies, in order: the answer (or the fallback) when there is a user turn, then the
     /// unsupported-message reply when a message gets it.
     pub replies: Vec<String>,
+    /// How many parts of the replies (split, counted in order) an earlier invocation already
+    /// sent: those are not sent again.
+    pub parts_sent: usize,
 }
 
 impl Answer {
@@ -46,6 +49,9 @@ impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Result<Answer, Retry> {
+        if let Some(resumed) = resumed_answer(claimed, &input) {
+            return Ok(resumed);
+        }
         let mut replies: Vec<String> = Vec::new();
         let mut user_turn = None;
         if let Some(user_text) = input.user_text {
@@ -69,7 +75,11 @@ impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
         if input.unsupported {
             replies.push(self.behaviour.unsupported_message.clone());
         }
-        Ok(Answer { user_turn, replies })
+        Ok(Answer {
+            user_turn,
+            replies,
+            parts_sent: 0,
+        })
     }
 
     /// Marks `message` read and shows the typing indicator. Best effort.
@@ -191,4 +201,22 @@ fn log_refusal(refusal: LlmRefusal, user: &str, error: &LlmError) {
             "the provider refused the request as invalid: check the LLM settings (LLM_PROVIDER, LLM_BASE_URL, LLM_MODEL); the user gets the fallback message")
         }
     }
+}
+
+/// The answer an earlier invocation got for these very messages and could not deliver, when
+/// the claim returned one: sent again instead of asking the LLM, so that the user never gets
+/// two different answers.
+fn resumed_answer(claimed: &ClaimedBurst<'_>, input: &Input<'_>) -> Option<Answer> {
+    let pending = claimed.claim.pending.as_ref()?;
+    tracing::info!(event = LogEvent::AnswerResumed.as_str(), user = %claimed.user, parts_sent = pending.parts_sent,
+        "sending the answer an earlier invocation could not deliver; the LLM is not asked again");
+    Some(Answer {
+        user_turn: input.user_text.clone().map(|text| Turn {
+            role: Role::User,
+            text,
+            at: claimed.claimed_at,
+        }),
+        replies: pending.replies.clone(),
+        parts_sent: pending.parts_sent,
+    })
 }

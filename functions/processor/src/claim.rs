@@ -3,7 +3,7 @@
 //! answer now.
 
 use shared::clock::now_epoch_seconds;
-use shared::conversation::{Claim, ClaimRequest, ConversationStore};
+use shared::conversation::{Claim, ClaimRequest, ConversationStore, PendingAnswer};
 use shared::inbound::{ConversationKey, InboundMessage, Sender};
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
@@ -12,7 +12,7 @@ use shared::whatsapp::Recipient;
 
 use crate::plan::{self, QueuedRecord, Treatment};
 use crate::reply::BurstOutcome;
-use crate::{CLAIM_MARGIN, Invocation, Processor};
+use crate::{CLAIM_MARGIN, Invocation, Processor, STORE_RESERVE};
 
 /// A message of the burst that this invocation claimed, and what it gets.
 #[derive(Debug, Clone)]
@@ -46,6 +46,9 @@ pub struct ClaimedBurst<'a> {
     pub recipient: Recipient,
     /// The business number the messages came to, which the replies are sent from.
     pub phone_number_id: &'a str,
+    /// Messages claimed now but given back for a retry: newer than those of the pending answer
+    /// this burst sends (see [`Claim::pending`]), they are answered after it, on their own.
+    pub deferred: Vec<String>,
 }
 
 /// How claiming a burst ended.
@@ -87,7 +90,7 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
             lease_until: invocation.deadline_epoch + CLAIM_MARGIN.as_secs() as i64,
             now: claimed_at,
         };
-        let claim = match self.store.claim(request).await {
+        let mut claim = match self.store.claim(request).await {
             Ok(claim) => claim,
             Err(error) => {
                 tracing::error!(event = LogEvent::StoreFailed.as_str(), user = %user, error = %error, "could not claim messages");
@@ -100,7 +103,11 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
             Ok(recipient) => recipient,
             Err(outcome) => return Claimed::Ended(outcome, claim.done),
         };
+        let deferred = self
+            .defer_beyond_pending(&mut claim, &conversation, &token)
+            .await;
         Claimed::Ready(Box::new(ClaimedBurst {
+            deferred,
             messages: claimed_messages(burst, treatments, &claim.claimed),
             last_delivery: burst
                 .iter()
@@ -133,7 +140,8 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
         if !claim.held_elsewhere.is_empty() {
             tracing::warn!(event = LogEvent::HeldElsewhere.as_str(), user = %user, count = claim.held_elsewhere.len(),
                 "another invocation is answering some of these messages; retrying later");
-            self.release(conversation, token, &claim.claimed).await;
+            self.release(conversation, token, &claim.claimed, None)
+                .await;
             return Err(BurstOutcome::Retry);
         }
         if claim.claimed.is_empty() {
@@ -148,20 +156,48 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
         })
     }
 
+    /// When the claim holds a pending answer, gives back the claimed messages it does not
+    /// answer (newer ones of the same burst), so that it is sent for its own messages and the
+    /// newer ones are answered after it, in order. Returns the ids given back.
+    async fn defer_beyond_pending(
+        &self,
+        claim: &mut Claim,
+        conversation: &ConversationKey,
+        token: &str,
+    ) -> Vec<String> {
+        let Some(pending) = &claim.pending else {
+            return Vec::new();
+        };
+        let (answered, deferred): (Vec<String>, Vec<String>) = claim
+            .claimed
+            .drain(..)
+            .partition(|id| pending.message_ids.contains(id));
+        claim.claimed = answered;
+        self.release(conversation, token, &deferred, None).await;
+        deferred
+    }
+
     /// Gives back claims this invocation will not complete, so that a retry can take them at
-    /// once. Best effort: an unreleased claim lapses with its lease.
+    /// once, with `pending`, the answer it could not deliver, for that retry to send. Best
+    /// effort within [`STORE_RESERVE`]: an unreleased claim lapses with its lease (and its
+    /// answer is lost: the retry asks the LLM again).
     pub(crate) async fn release(
         &self,
         conversation: &ConversationKey,
         token: &str,
         ids: &[String],
+        pending: Option<&PendingAnswer>,
     ) {
         if ids.is_empty() {
             return;
         }
-        if let Err(error) = self.store.release(conversation, token, ids).await {
-            tracing::warn!(event = LogEvent::ReleaseFailed.as_str(), error = %error, "could not release claims; they lapse with their lease");
-        }
+        let release = self.store.release(conversation, token, ids, pending);
+        let error = match tokio::time::timeout(STORE_RESERVE, release).await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "no answer in time".to_owned(),
+        };
+        tracing::warn!(event = LogEvent::ReleaseFailed.as_str(), error = %error, "could not release claims; they lapse with their lease");
     }
 }
 

@@ -22,6 +22,20 @@
 //! 6. Record the turns (`record.rs`): the new turns are stored and the ids marked done in a
 //!    second store call.
 //!
+//! Budgets: the LLM runs until [`REPLY_RESERVE`] before the deadline, each send until
+//! [`STORE_RESERVE`] before it (no send starts later), and each store write after the LLM
+//! answered gets [`STORE_RESERVE`] of its own, so that a reply that went out is recorded.
+//!
+//! An answer is bought once: when the reply cannot be sent for now (an error that may pass
+//! before anything went out, or too little time left to send and record), the claims are
+//! released with the answer kept (`PendingAnswer`), and the retry's claim gets it back: the
+//! retry sends the rest of that answer without asking the LLM; newer messages claimed with it are
+//! given back and retried after it, to keep order. A send whose outcome is unknown (Meta may
+//! have received it: a timeout once connected, a connection lost mid-call) is never resent:
+//! nothing more is sent, the turn is recorded as sent, the messages are marked done and
+//! `reply_outcome_unknown` is logged at ERROR. A duplicate, or a second different answer, is
+//! worse than the rare lost reply.
+//!
 //! Failures are reported as batch item failures: the failing record and every later record of
 //! its conversation, so that order is kept; other conversations are unaffected. A step that
 //! gives up on a burst releases its claims, so that the retry can take them at once.
@@ -41,7 +55,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use futures_util::future::join_all;
 use shared::clock::now_epoch_ms;
 use shared::conversation::dynamodb::DynamoDbConversationStore;
-use shared::conversation::{ConversationStore, HistoryPolicy};
+use shared::conversation::{ConversationStore, HistoryPolicy, PendingAnswer};
 use shared::inbound::InboundMessage;
 use shared::llm::{ChatModel, Llm, LlmSettings};
 use shared::log_event::LogEvent;
@@ -70,6 +84,11 @@ use shared::{
 /// Time kept back from the invocation's deadline for sending the reply and storing the turns
 /// after the LLM answers.
 pub const REPLY_RESERVE: Duration = Duration::from_secs(6);
+
+/// Time kept back from the invocation's deadline for the store write after the reply: no send
+/// starts or runs later than this before the deadline, and each store write after the LLM
+/// answered (the record, a release) is given at most this long.
+pub const STORE_RESERVE: Duration = Duration::from_secs(2);
 
 /// How long after the invocation's deadline a claim lapses, so that a retry can take over the
 /// messages of an invocation that crashed.
@@ -271,26 +290,56 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
         let Ok(answer) = self.answer(&claimed, input, invocation, metrics).await else {
             return self.retry(claimed).await;
         };
-        let Ok(sent_answer) = self.reply(&claimed, &answer, invocation, metrics).await else {
-            return self.retry(claimed).await;
+        let sent_answer = match self.reply(&claimed, &answer, invocation, metrics).await {
+            Ok(sent_answer) => sent_answer,
+            Err(undelivered) => {
+                let pending = PendingAnswer {
+                    message_ids: claimed.claim.claimed.clone(),
+                    replies: answer.replies,
+                    parts_sent: undelivered.parts_sent,
+                };
+                return self.retry_with(claimed, Some(pending)).await;
+            }
         };
         self.record(&claimed, answer.user_turn, sent_answer).await;
         tracing::info!(event = LogEvent::BurstHandled.as_str(), user = %claimed.user, messages = claimed.messages.len(),
             replies = answer.replies.len(), "conversation answered");
-        (BurstOutcome::Handled, claimed.claim.done)
+        answered(claimed)
     }
 
     /// Gives up on a claimed burst for now: releases its claims so that the retry can take them
     /// at once.
     async fn retry(&self, claimed: ClaimedBurst<'_>) -> (BurstOutcome, Vec<String>) {
+        self.retry_with(claimed, None).await
+    }
+
+    /// Gives up on a claimed burst for now, keeping `pending`, the answer to send on retry.
+    async fn retry_with(
+        &self,
+        claimed: ClaimedBurst<'_>,
+        pending: Option<PendingAnswer>,
+    ) -> (BurstOutcome, Vec<String>) {
+        let (conversation, token) = (&claimed.conversation, &claimed.token);
         self.release(
-            &claimed.conversation,
-            &claimed.token,
+            conversation,
+            token,
             &claimed.claim.claimed,
+            pending.as_ref(),
         )
         .await;
         (BurstOutcome::Retry, claimed.claim.done)
     }
+}
+
+/// How an answered burst ends: handled, unless some of its messages were deferred behind a
+/// pending answer; then those are retried (the answered ones count as done).
+fn answered(claimed: ClaimedBurst<'_>) -> (BurstOutcome, Vec<String>) {
+    let mut done = claimed.claim.done;
+    if claimed.deferred.is_empty() {
+        return (BurstOutcome::Handled, done);
+    }
+    done.extend(claimed.claim.claimed);
+    (BurstOutcome::Retry, done)
 }
 
 #[cfg(test)]

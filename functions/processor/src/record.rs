@@ -5,13 +5,13 @@ use shared::clock::now_epoch_seconds;
 use shared::conversation::{CompleteRequest, ConversationStore, Role, StoreError, Turn};
 use shared::log_event::LogEvent;
 
-use crate::Processor;
 use crate::claim::ClaimedBurst;
+use crate::{Processor, STORE_RESERVE};
 
 impl<C: ConversationStore, L, W> Processor<C, L, W> {
     /// Stores the burst's new turns, `user_turn` and `sent_answer` (the assistant's), and marks
-    /// the claimed messages done. A failure is logged, not retried: the reply went out, and
-    /// retrying the records would answer twice.
+    /// the claimed messages done, within [`STORE_RESERVE`]. A failure is logged, not retried:
+    /// the reply went out, and retrying the records would answer twice.
     pub(crate) async fn record(
         &self,
         claimed: &ClaimedBurst<'_>,
@@ -35,7 +35,13 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
             stale_ids: claimed.claim.stale_ids.clone(),
             now: now_epoch_seconds(),
         };
-        if let Err(error) = self.store.complete(complete).await {
+        let write = tokio::time::timeout(STORE_RESERVE, self.store.complete(complete));
+        let result = write.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the write got no answer in time".to_owned(),
+            ))
+        });
+        if let Err(error) = result {
             let event = if error == StoreError::ClaimLost {
                 LogEvent::ClaimLost.as_str()
             } else {

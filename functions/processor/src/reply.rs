@@ -1,16 +1,20 @@
 //! Step 4, deliver the answer: each reply is split into parts WhatsApp accepts (at most 4096
-//! UTF-16 units) and sent in order. A refusal for good, or a reply cut short, still ends the burst
-//! (the messages are marked done, so that the user does not get a repeat); an error that may
-//! pass before anything was sent retries the burst.
+//! UTF-16 units) and sent in order, each send ending [`STORE_RESERVE`] before the invocation's
+//! deadline so that what went out can be recorded. A refusal for good, or a reply cut short,
+//! still ends the burst (the messages are marked done, so that the user does not get a repeat).
+//! An error that may pass before anything was sent, or time running out before a part could be
+//! sent, retries the burst with the answer kept (see [`Undelivered`]). A send whose outcome is
+//! unknown (Meta may have received it) is not repeated: the turn is recorded as sent.
 
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::whatsapp::split::{MAX_TEXT_UTF16, split_message};
-use shared::whatsapp::{MetaErrorClass, Recipient, WhatsApp, WhatsAppError};
+use shared::whatsapp::{MetaErrorClass, WhatsApp, WhatsAppError};
+use tokio::time::Instant;
 
 use crate::answer::Answer;
 use crate::claim::ClaimedBurst;
-use crate::{Invocation, Processor};
+use crate::{Invocation, Processor, STORE_RESERVE};
 
 /// How a conversation's burst ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +29,14 @@ pub enum BurstOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry;
 
+/// The reply step's word that the answer was not (wholly) delivered and the burst must be
+/// retried with it: the retry sends the rest of the same answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Undelivered {
+    /// How many parts of the answer's replies (split, counted in order) the user got.
+    pub parts_sent: usize,
+}
+
 /// How sending a burst's replies ended.
 #[derive(Debug)]
 pub enum SendOutcome {
@@ -34,6 +46,12 @@ pub enum SendOutcome {
     Final(WhatsAppError),
     /// Nothing was sent and the error may pass: retry the records.
     Failed(WhatsAppError),
+    /// The time left could not cover a send and the record after it: retry the records, sending
+    /// the rest of the answer.
+    OutOfTime {
+        /// How many parts the user got.
+        parts_sent: usize,
+    },
     /// Some parts were sent before an error that may pass; `delivered` holds, per reply, what
     /// the user got of it.
     Partial {
@@ -42,27 +60,35 @@ pub enum SendOutcome {
         /// What the user got of each reply, in order, up to the one that failed.
         delivered: Vec<String>,
     },
+    /// A send got no answer after Meta may have received it: it is counted as delivered (in
+    /// `delivered`) and nothing more is sent.
+    Unknown {
+        /// The error that left the outcome unknown.
+        error: WhatsAppError,
+        /// What the user may have got of each reply, in order, up to that send.
+        delivered: Vec<String>,
+    },
 }
 
 impl<C, L, W: WhatsApp> Processor<C, L, W> {
     /// Sends the answer's replies to the claimed burst's user. Returns what the user got of the
-    /// answer to their turn, to remember as the assistant's turn; `Err(Retry)` when nothing was
-    /// sent and the error may pass.
+    /// answer to their turn, to remember as the assistant's turn; `Err(Undelivered)` when the
+    /// burst is to be retried with this answer.
     pub(crate) async fn reply(
         &self,
         claimed: &ClaimedBurst<'_>,
         answer: &Answer,
         invocation: &Invocation,
         metrics: &mut Metrics,
-    ) -> Result<Option<String>, Retry> {
+    ) -> Result<Option<String>, Undelivered> {
         let user = &claimed.user;
-        let outcome = self.send_all(
-            claimed.phone_number_id,
-            &claimed.recipient,
-            &answer.replies,
-            invocation,
-            metrics,
-        );
+        let outcome = self.send_all(claimed, answer, invocation, metrics);
+        let answered = |delivered: &[String]| {
+            answer
+                .answer_index()
+                .and_then(|i| delivered.get(i).cloned())
+                .filter(|a| !a.is_empty())
+        };
         match outcome.await {
             SendOutcome::Sent => Ok(answer
                 .answer_index()
@@ -75,10 +101,17 @@ impl<C, L, W: WhatsApp> Processor<C, L, W> {
             SendOutcome::Partial { error, delivered } => {
                 tracing::error!(event = LogEvent::ReplyCutShort.as_str(), user = %user, error_code = error.code(), error = %error,
                     "part of the reply was sent and the rest failed; the messages are marked done to avoid a repeat");
-                Ok(answer
-                    .answer_index()
-                    .and_then(|i| delivered.get(i).cloned())
-                    .filter(|a| !a.is_empty()))
+                Ok(answered(&delivered))
+            }
+            SendOutcome::Unknown { error, delivered } => {
+                tracing::error!(event = LogEvent::ReplyOutcomeUnknown.as_str(), user = %user, error = %error,
+                    "a reply got no answer after Meta may have received it; it is not resent, and the messages are marked done");
+                Ok(answered(&delivered))
+            }
+            SendOutcome::OutOfTime { parts_sent } => {
+                tracing::warn!(event = LogEvent::ReplyFailed.as_str(), user = %user, parts_sent,
+                    "too little time is left to send and record the reply; the rest of the same answer is sent on retry");
+                Err(Undelivered { parts_sent })
             }
             SendOutcome::Failed(error) => {
                 if error.class() == MetaErrorClass::TokenExpired {
@@ -89,51 +122,94 @@ impl<C, L, W: WhatsApp> Processor<C, L, W> {
                         "the WhatsApp business account or number cannot send: fix it in WhatsApp Manager; the messages will be retried");
                 } else {
                     tracing::error!(event = LogEvent::ReplyFailed.as_str(), user = %user, error_code = error.code(), error = %error,
-                        "the reply could not be sent; the messages will be retried");
+                        "the reply could not be sent; the messages will be retried with the same answer");
                 }
-                Err(Retry)
+                Err(Undelivered {
+                    parts_sent: answer.parts_sent,
+                })
             }
         }
     }
 
-    /// Sends each reply, split into parts WhatsApp accepts, in order.
+    /// Sends each reply, split into parts WhatsApp accepts, in order, skipping the parts an
+    /// earlier invocation sent; no send starts or runs past [`STORE_RESERVE`] before the
+    /// deadline.
     async fn send_all(
         &self,
-        phone_number_id: &str,
-        to: &Recipient,
-        replies: &[String],
+        claimed: &ClaimedBurst<'_>,
+        answer: &Answer,
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> SendOutcome {
+        let send_deadline = invocation
+            .deadline
+            .checked_sub(STORE_RESERVE)
+            .unwrap_or(invocation.deadline);
         let mut delivered: Vec<String> = Vec::new();
-        for reply in replies {
+        let mut index = 0;
+        for reply in &answer.replies {
             let mut parts_sent: Vec<String> = Vec::new();
             for part in split_message(reply, MAX_TEXT_UTF16) {
-                match self
-                    .whatsapp
-                    .send_text(phone_number_id, to, &part, invocation.deadline)
-                    .await
-                {
-                    Ok(_) => {
-                        metrics.count("RepliesSent", 1);
+                index += 1;
+                if index <= answer.parts_sent {
+                    parts_sent.push(part);
+                    continue;
+                }
+                if Instant::now() >= send_deadline {
+                    return SendOutcome::OutOfTime {
+                        parts_sent: index - 1,
+                    };
+                }
+                let sent = self.send_part(claimed, &part, send_deadline, metrics);
+                if let Err(error) = sent.await {
+                    let nothing_sent = index == 1;
+                    if error.outcome_unknown() {
                         parts_sent.push(part);
                     }
-                    Err(error) => {
-                        if let Some(code) = error.code() {
-                            metrics.count_by("MetaErrors", "ErrorCode", code.to_string(), 1);
-                        }
-                        let nothing_sent = delivered.is_empty() && parts_sent.is_empty();
-                        delivered.push(parts_sent.join("\n\n"));
-                        return match (error.class().is_final(), nothing_sent) {
-                            (true, _) => SendOutcome::Final(error),
-                            (false, true) => SendOutcome::Failed(error),
-                            (false, false) => SendOutcome::Partial { error, delivered },
-                        };
-                    }
+                    delivered.push(parts_sent.join("\n\n"));
+                    return unsent(error, nothing_sent, delivered);
                 }
+                parts_sent.push(part);
             }
             delivered.push(parts_sent.join("\n\n"));
         }
         SendOutcome::Sent
+    }
+
+    /// Sends one part, counting it or Meta's error code.
+    async fn send_part(
+        &self,
+        claimed: &ClaimedBurst<'_>,
+        part: &str,
+        deadline: Instant,
+        metrics: &mut Metrics,
+    ) -> Result<String, WhatsAppError> {
+        let to = &claimed.recipient;
+        let result = self
+            .whatsapp
+            .send_text(claimed.phone_number_id, to, part, deadline)
+            .await;
+        match &result {
+            Ok(_) => metrics.count("RepliesSent", 1),
+            Err(error) => {
+                if let Some(code) = error.code() {
+                    metrics.count_by("MetaErrors", "ErrorCode", code.to_string(), 1);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// How sending ended on `error`, with `delivered` what the user got (or may have got) of each
+/// reply so far.
+fn unsent(error: WhatsAppError, nothing_sent: bool, delivered: Vec<String>) -> SendOutcome {
+    if error.outcome_unknown() {
+        return SendOutcome::Unknown { error, delivered };
+    }
+    match (error.class().is_final(), nothing_sent) {
+        (true, _) => SendOutcome::Final(error),
+        (false, true) => SendOutcome::Failed(error),
+        (false, false) => SendOutcome::Partial { error, delivered },
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use aws_lambda_events::event::sqs::SqsMessage;
-use shared::conversation::{Claim, ClaimRequest, CompleteRequest, HistoryPolicy};
+use shared::conversation::{Claim, ClaimRequest, CompleteRequest, HistoryPolicy, PendingAnswer};
 use shared::inbound::ConversationKey;
 use shared::llm::Completion;
 
@@ -17,6 +17,8 @@ struct FakeStoreState {
     turns: HashMap<String, Vec<Turn>>,
     /// Per message id: (done, token, lease_until).
     claims: HashMap<String, (bool, String, i64)>,
+    /// The answer kept with released claims.
+    pending: Option<PendingAnswer>,
     calls: usize,
 }
 
@@ -59,6 +61,10 @@ impl ConversationStore for FakeStore {
                 }
             }
         }
+        claim.pending = state
+            .pending
+            .clone()
+            .filter(|p| p.message_ids.iter().all(|id| claim.claimed.contains(id)));
         claim.history = state
             .turns
             .get(request.conversation.as_str())
@@ -81,6 +87,7 @@ impl ConversationStore for FakeStore {
                 .claims
                 .insert(id.clone(), (true, request.token.to_owned(), 0));
         }
+        state.pending = None;
         let policy = HistoryPolicy::new(6, 14);
         let turns = policy.retain(request.history, request.new_turns, request.now);
         state
@@ -94,13 +101,19 @@ impl ConversationStore for FakeStore {
         _: &ConversationKey,
         token: &str,
         message_ids: &[String],
+        pending: Option<&PendingAnswer>,
     ) -> Result<(), StoreError> {
         let mut state = self.0.lock().unwrap();
         state.calls += 1;
+        let held = |id: &String| matches!(state.claims.get(id), Some((false, t, _)) if t == token);
+        if !message_ids.iter().all(held) {
+            return Ok(());
+        }
         for id in message_ids {
-            if matches!(state.claims.get(id), Some((false, t, _)) if t == token) {
-                state.claims.remove(id);
-            }
+            state.claims.remove(id);
+        }
+        if let Some(pending) = pending {
+            state.pending = Some(pending.clone());
         }
         Ok(())
     }
@@ -763,4 +776,144 @@ async fn an_account_meta_blocks_keeps_the_records_for_a_retry() {
             .await;
         assert_eq!(failures(&response), ["s1"], "{code}");
     }
+}
+
+fn transient_error() -> WhatsAppError {
+    WhatsAppError::Api {
+        http_status: 500,
+        code: None,
+        message: "scripted".into(),
+        retry_after: None,
+    }
+}
+
+fn unknown_outcome() -> WhatsAppError {
+    WhatsAppError::OutcomeUnknown {
+        timed_out: true,
+        detail: "scripted".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_send_that_failed_is_retried_with_the_same_answer_and_no_second_llm_call() {
+    let p = processor(
+        FakeLlm::scripted(vec![Ok(completion("the first answer"))]),
+        FakeWhatsApp::failing(vec![Some(transient_error())]),
+    );
+    let batch = event(vec![text_record("s1", "1555", "w1", "hi")]);
+    let (response, _) = p.handle(&batch, &invocation()).await;
+    assert_eq!(failures(&response), ["s1"]);
+    assert!(p.whatsapp.texts().is_empty());
+
+    // The LLM would answer differently now ("echo: hi"): the retry must not ask it.
+    let (retried, _) = p.handle(&batch, &invocation()).await;
+    assert!(failures(&retried).is_empty());
+    assert_eq!(p.whatsapp.texts(), ["the first answer"]);
+    assert_eq!(p.llm.prompts().len(), 1);
+    let turns = p.store.turns("PNID:1555");
+    assert_eq!(turns.len(), 2);
+    assert_eq!(turns[1].text, "the first answer");
+    assert!(p.store.0.lock().unwrap().pending.is_none(), "completed");
+
+    let (redelivered, _) = p.handle(&batch, &invocation()).await;
+    assert!(failures(&redelivered).is_empty());
+    assert_eq!(p.whatsapp.texts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_send_whose_outcome_is_unknown_is_not_repeated_and_is_remembered_as_sent() {
+    let answer = format!("{}\n\n{}", "a".repeat(3000), "b".repeat(2000));
+    let p = processor(
+        FakeLlm::scripted(vec![Ok(completion(&answer))]),
+        FakeWhatsApp::failing(vec![Some(unknown_outcome())]),
+    );
+    let batch = event(vec![text_record("s1", "1555", "w1", "long please")]);
+    let (response, _) = p.handle(&batch, &invocation()).await;
+    assert!(failures(&response).is_empty(), "marked done");
+    // Meta may have sent the first part: neither it nor the second is sent (again).
+    assert!(p.whatsapp.texts().is_empty());
+    let turns = p.store.turns("PNID:1555");
+    assert_eq!(turns.last().unwrap().role, Role::Assistant);
+    assert_eq!(turns.last().unwrap().text, "a".repeat(3000));
+
+    let (redelivered, _) = p.handle(&batch, &invocation()).await;
+    assert!(failures(&redelivered).is_empty());
+    assert!(p.whatsapp.texts().is_empty());
+    assert_eq!(p.llm.prompts().len(), 1);
+}
+
+#[tokio::test]
+async fn no_send_starts_that_could_not_be_recorded_and_the_retry_sends_the_same_answer() {
+    let p = processor(
+        FakeLlm::scripted(vec![Ok(completion("the first answer"))]),
+        FakeWhatsApp::default(),
+    );
+    let batch = event(vec![text_record("s1", "1555", "w1", "hi")]);
+    let short = Invocation::new("req-short", STORE_RESERVE / 2);
+    let (response, _) = p.handle(&batch, &short).await;
+    assert_eq!(failures(&response), ["s1"]);
+    assert!(p.whatsapp.texts().is_empty());
+
+    let (retried, _) = p.handle(&batch, &invocation()).await;
+    assert!(failures(&retried).is_empty());
+    assert_eq!(p.whatsapp.texts(), ["the first answer"]);
+    assert_eq!(p.llm.prompts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_resumed_answer_sends_only_the_parts_not_yet_sent() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let answer = format!("{}\n\n{}", "a".repeat(3000), "b".repeat(2000));
+    let conversation = ConversationKey::new("PNID", "1555");
+    let ids = vec!["w1".to_owned()];
+    let now = now_epoch_seconds();
+    let request = ClaimRequest {
+        conversation: &conversation,
+        message_ids: &ids,
+        token: "earlier",
+        lease_until: now + 600,
+        now,
+    };
+    p.store.claim(request).await.unwrap();
+    let pending = PendingAnswer {
+        message_ids: ids.clone(),
+        replies: vec![answer.clone()],
+        parts_sent: 1,
+    };
+    p.store
+        .release(&conversation, "earlier", &ids, Some(&pending))
+        .await
+        .unwrap();
+    let batch = event(vec![text_record("s1", "1555", "w1", "long please")]);
+    let (response, _) = p.handle(&batch, &invocation()).await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(p.whatsapp.texts(), ["b".repeat(2000)]);
+    assert!(p.llm.prompts().is_empty());
+    assert_eq!(p.store.turns("PNID:1555").last().unwrap().text, answer);
+}
+
+#[tokio::test]
+async fn a_newer_message_waits_for_the_pending_answer_and_is_answered_after_it() {
+    let p = processor(
+        FakeLlm::scripted(vec![Ok(completion("the first answer"))]),
+        FakeWhatsApp::failing(vec![Some(transient_error())]),
+    );
+    let first = text_record("s1", "1555", "w1", "one");
+    let (response, _) = p.handle(&event(vec![first.clone()]), &invocation()).await;
+    assert_eq!(failures(&response), ["s1"]);
+
+    // The retry comes with a newer message: the pending answer goes out for the first alone.
+    let second = text_record("s2", "1555", "w2", "two");
+    let both = event(vec![first, second.clone()]);
+    let (retried, _) = p.handle(&both, &invocation()).await;
+    assert_eq!(failures(&retried), ["s2"]);
+    assert_eq!(p.whatsapp.texts(), ["the first answer"]);
+
+    let (next, _) = p.handle(&event(vec![second]), &invocation()).await;
+    assert!(failures(&next).is_empty());
+    assert_eq!(p.whatsapp.texts(), ["the first answer", "echo: two"]);
+    let prompts = p.llm.prompts();
+    assert_eq!(prompts.len(), 2);
+    let texts: Vec<&str> = prompts[1].turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts, ["one", "the first answer", "two"]);
 }

@@ -594,3 +594,90 @@ async fn a_retry_after_of_u64_max_from_the_llm_or_meta_ends_the_retries_without_
     assert_eq!(failures(&response), ["s2"], "retried through the queue");
     assert_eq!(reply_sends(&h), 1, "no wait for a retry past the deadline");
 }
+
+#[tokio::test]
+async fn a_failed_send_is_retried_with_the_same_answer_and_one_llm_request() {
+    let h = Harness::new("openai", &[]).await;
+    let down = Canned::json(500, json!({"error": {"message": "internal"}}));
+    // Read + typing, then every attempt of the send fails.
+    h.meta.script([
+        Canned::json(200, json!({"success": true})),
+        down.clone(),
+        down.clone(),
+        down.clone(),
+        down,
+    ]);
+    let id = unique("once");
+    let response = h
+        .handle(&event(vec![record("s1", USER, &id, "hello once", 1)]))
+        .await;
+    assert_eq!(failures(&response), ["s1"]);
+    assert!(
+        h.conversation_item(USER)
+            .await
+            .contains_key("pending_answer")
+    );
+
+    // The LLM stand-in would answer again; the retry must send the kept answer instead.
+    let response = h
+        .handle(&event(vec![record("s1", USER, &id, "hello once", 2)]))
+        .await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(h.llm.requests().len(), 1);
+    let delivered: Vec<String> = h
+        .meta
+        .requests()
+        .iter()
+        .map(RecordedRequest::json)
+        .filter(|body| body["type"] == "text")
+        .map(|body| body["text"]["body"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        delivered.len(),
+        5,
+        "four failed attempts, then the retry's send"
+    );
+    assert!(
+        delivered.iter().all(|text| text == "You said: hello once"),
+        "{delivered:?}"
+    );
+    let item = h.conversation_item(USER).await;
+    assert!(
+        !item.contains_key("pending_answer"),
+        "cleared when completed"
+    );
+}
+
+#[tokio::test]
+async fn a_send_that_times_out_after_meta_received_it_is_not_resent() {
+    let h = Harness::new("openai", &[]).await;
+    // Meta takes the send but answers too late: the invocation's send budget runs out first.
+    h.meta.script([
+        Canned::json(200, json!({"success": true})),
+        meta_answer_for_send().after(std::time::Duration::from_secs(30)),
+    ]);
+    let id = unique("late");
+    let batch = event(vec![record("s1", USER, &id, "are you there?", 1)]);
+    // 7 s: the LLM gets one second, the send runs until 2 s before the deadline.
+    let remaining = std::time::Duration::from_secs(7);
+    let response = h.handle_within(&batch, remaining).await;
+    assert!(failures(&response).is_empty(), "marked done, not retried");
+    assert_eq!(h.sent_texts(), ["You said: are you there?"], "one attempt");
+
+    let redelivered = event(vec![record("s1", USER, &id, "are you there?", 2)]);
+    let response = h.handle(&redelivered).await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(h.sent_texts().len(), 1, "the user got one answer");
+    assert_eq!(h.llm.requests().len(), 1);
+    let item = h.conversation_item(USER).await;
+    let turns = item["turns"].as_l().unwrap();
+    assert_eq!(turns.len(), 2, "the turn is remembered as sent");
+}
+
+/// What Meta answers to a sent text.
+fn meta_answer_for_send() -> Canned {
+    Canned::json(
+        200,
+        json!({"messaging_product": "whatsapp", "messages": [{"id": "wamid.late"}]}),
+    )
+}

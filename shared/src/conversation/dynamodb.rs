@@ -6,7 +6,10 @@
 //! - `expires_at`: pushed forward on every claim and every completion;
 //! - one marker per message id, in the top-level attribute `"c#<message id>"`: a map
 //!   `{s: "p" | "d", k: token, u: lease until (for "p"), at: seconds}`, where `"p"` means an
-//!   invocation is processing the message and `"d"` that it was answered.
+//!   invocation is processing the message and `"d"` that it was answered;
+//! - `pending_answer`, while an answer the LLM gave is not delivered: a map
+//!   `{ids: [message id], replies: [text], sent: parts already sent}`, written with the release of
+//!   its claims and removed by the next completion.
 //!
 //! Claiming is one conditional `UpdateItem` that writes a processing marker for every id and
 //! returns the whole item. When some id is already done or held, the refused write returns the
@@ -23,7 +26,8 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{
-    Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, Role, StoreError, Turn,
+    Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, PendingAnswer, Role,
+    StoreError, Turn,
 };
 use crate::inbound::ConversationKey;
 
@@ -39,6 +43,9 @@ pub const MAX_REMEMBERED_IDS: usize = 256;
 /// How many forgotten markers one completing write removes at most, to keep its expression
 /// well under DynamoDB's 4 KB limit; the rest are removed by later writes.
 pub const MAX_STALE_PER_WRITE: usize = 100;
+
+/// The attribute that holds the [`PendingAnswer`].
+const PENDING_ATTRIBUTE: &str = "pending_answer";
 
 /// How many conditional writes one claim makes before it gives up on a contended item.
 const MAX_CLAIM_ROUNDS: usize = 3;
@@ -214,13 +221,14 @@ impl ConversationStore for DynamoDbConversationStore {
         conversation: &ConversationKey,
         token: &str,
         message_ids: &[String],
+        pending: Option<&PendingAnswer>,
     ) -> Result<(), StoreError> {
         let ids = unique(message_ids);
         if ids.is_empty() {
             return Ok(());
         }
-        let expression = release_expression(&ids);
-        let result = self
+        let expression = release_expression(&ids, pending.is_some());
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table_name)
@@ -229,9 +237,11 @@ impl ConversationStore for DynamoDbConversationStore {
             .set_condition_expression(expression.condition)
             .set_expression_attribute_names(Some(expression.names))
             .expression_attribute_values(":p", AttributeValue::S(PROCESSING.into()))
-            .expression_attribute_values(":token", AttributeValue::S(token.into()))
-            .send()
-            .await;
+            .expression_attribute_values(":token", AttributeValue::S(token.into()));
+        if let Some(pending) = pending {
+            update = update.expression_attribute_values(":pending", encode_pending(pending));
+        }
+        let result = update.send().await;
         match result {
             Ok(_) => Ok(()),
             // Some claim is no longer held with this token (taken over, or done): release
@@ -498,6 +508,7 @@ fn assemble(
             .collect()
     };
     Claim {
+        pending: pending_for(item, &statuses.claimed),
         claimed: in_order(&statuses.claimed),
         done: in_order(&statuses.done),
         held_elsewhere: in_order(&statuses.held_elsewhere),
@@ -538,7 +549,11 @@ fn claim_expression(ids: &[String]) -> Expression {
 /// and removes the `stale` ids' markers (which must not be among `ids`), on condition that each
 /// of `ids` is still held by `:token`.
 fn complete_expression(ids: &[String], stale: &[String]) -> Expression {
-    let mut names = names(&[("#turns", "turns"), ("#exp", "expires_at")]);
+    let mut names = names(&[
+        ("#turns", "turns"),
+        ("#exp", "expires_at"),
+        ("#pending", PENDING_ATTRIBUTE),
+    ]);
     let mut sets = vec!["#turns = :turns".to_owned(), "#exp = :exp".to_owned()];
     let mut conditions = Vec::with_capacity(ids.len());
     for (index, id) in ids.iter().enumerate() {
@@ -550,16 +565,14 @@ fn complete_expression(ids: &[String], stale: &[String]) -> Expression {
     if !ids.is_empty() {
         names.insert("#k".to_owned(), "k".to_owned());
     }
-    let mut removes = Vec::with_capacity(stale.len());
+    let mut removes = Vec::with_capacity(stale.len() + 1);
+    removes.push("#pending".to_owned());
     for (index, id) in stale.iter().enumerate() {
         let r = format!("#r{index}");
         removes.push(r.clone());
         names.insert(r, marker_attribute(id));
     }
-    let mut update = format!("SET {}", sets.join(", "));
-    if !removes.is_empty() {
-        update.push_str(&format!(" REMOVE {}", removes.join(", ")));
-    }
+    let update = format!("SET {} REMOVE {}", sets.join(", "), removes.join(", "));
     Expression {
         update,
         condition: (!conditions.is_empty()).then(|| conditions.join(" AND ")),
@@ -567,9 +580,9 @@ fn complete_expression(ids: &[String], stale: &[String]) -> Expression {
     }
 }
 
-/// Removes the markers of `ids`, on condition that each is still being processed under the
-/// caller's token.
-fn release_expression(ids: &[String]) -> Expression {
+/// Removes the markers of `ids`, and sets the pending answer (`:pending`) when `with_pending`,
+/// on condition that each is still being processed under the caller's token.
+fn release_expression(ids: &[String], with_pending: bool) -> Expression {
     let mut names = names(&[("#s", "s"), ("#k", "k")]);
     let mut removes = Vec::with_capacity(ids.len());
     let mut conditions = Vec::with_capacity(ids.len());
@@ -579,11 +592,55 @@ fn release_expression(ids: &[String]) -> Expression {
         conditions.push(format!("{c}.#s = :p AND {c}.#k = :token"));
         names.insert(c, marker_attribute(id));
     }
+    let mut update = format!("REMOVE {}", removes.join(", "));
+    if with_pending {
+        update.push_str(" SET #pending = :pending");
+        names.insert("#pending".to_owned(), PENDING_ATTRIBUTE.to_owned());
+    }
     Expression {
-        update: format!("REMOVE {}", removes.join(", ")),
+        update,
         condition: Some(conditions.join(" AND ")),
         names,
     }
+}
+
+fn string_list(values: &[String]) -> AttributeValue {
+    AttributeValue::L(values.iter().cloned().map(AttributeValue::S).collect())
+}
+
+fn encode_pending(pending: &PendingAnswer) -> AttributeValue {
+    let sent = i64::try_from(pending.parts_sent).unwrap_or(i64::MAX);
+    AttributeValue::M(HashMap::from([
+        ("ids".to_owned(), string_list(&pending.message_ids)),
+        ("replies".to_owned(), string_list(&pending.replies)),
+        ("sent".to_owned(), number(sent)),
+    ]))
+}
+
+/// Reads the stored pending answer; one that cannot be read is ignored (the LLM is asked again).
+fn decode_pending(value: Option<&AttributeValue>) -> Option<PendingAnswer> {
+    let map = value?.as_m().ok()?;
+    let strings = |key: &str| -> Option<Vec<String>> {
+        map.get(key)?
+            .as_l()
+            .ok()?
+            .iter()
+            .map(|v| v.as_s().ok().cloned())
+            .collect()
+    };
+    let parts_sent = map.get("sent").and_then(parse_number)?;
+    Some(PendingAnswer {
+        message_ids: strings("ids")?,
+        replies: strings("replies")?,
+        parts_sent: usize::try_from(parts_sent).ok()?,
+    })
+}
+
+/// The item's pending answer, when every message it answers was `claimed` now.
+fn pending_for(item: &Item, claimed: &[String]) -> Option<PendingAnswer> {
+    decode_pending(item.get(PENDING_ATTRIBUTE)).filter(|pending| {
+        !pending.message_ids.is_empty() && pending.message_ids.iter().all(|id| claimed.contains(id))
+    })
 }
 
 #[cfg(test)]
@@ -762,14 +819,18 @@ mod tests {
         let expression = complete_expression(&ids(&["a"]), &ids(&["old1", "old2"]));
         assert_eq!(
             expression.update,
-            "SET #turns = :turns, #exp = :exp, #c0 = :done REMOVE #r0, #r1"
+            "SET #turns = :turns, #exp = :exp, #c0 = :done REMOVE #pending, #r0, #r1"
         );
+        assert_eq!(expression.names["#pending"], "pending_answer");
         assert_eq!(expression.condition.as_deref(), Some("#c0.#k = :token"));
         assert_eq!(expression.names["#r1"], "c#old2");
         assert_eq!(expression.names["#k"], "k");
 
         let turns_only = complete_expression(&[], &[]);
-        assert_eq!(turns_only.update, "SET #turns = :turns, #exp = :exp");
+        assert_eq!(
+            turns_only.update,
+            "SET #turns = :turns, #exp = :exp REMOVE #pending"
+        );
         assert_eq!(turns_only.condition, None);
         assert!(
             !turns_only.names.contains_key("#k"),
@@ -779,13 +840,42 @@ mod tests {
 
     #[test]
     fn release_removes_only_markers_still_processing_under_the_token() {
-        let expression = release_expression(&ids(&["a", "b"]));
+        let expression = release_expression(&ids(&["a", "b"]), false);
         assert_eq!(expression.update, "REMOVE #c0, #c1");
+        assert!(!expression.names.contains_key("#pending"));
         assert_eq!(
             expression.condition.as_deref(),
             Some("#c0.#s = :p AND #c0.#k = :token AND #c1.#s = :p AND #c1.#k = :token")
         );
         assert_eq!(expression.names["#c1"], "c#b");
+
+        let with_pending = release_expression(&ids(&["a"]), true);
+        assert_eq!(with_pending.update, "REMOVE #c0 SET #pending = :pending");
+        assert_eq!(with_pending.names["#pending"], "pending_answer");
+    }
+
+    #[test]
+    fn a_pending_answer_round_trips_and_is_given_only_with_all_its_ids() {
+        let pending = PendingAnswer {
+            message_ids: ids(&["a", "b"]),
+            replies: ids(&["the answer", "unsupported"]),
+            parts_sent: 1,
+        };
+        let stored: Item =
+            HashMap::from([(PENDING_ATTRIBUTE.to_owned(), encode_pending(&pending))]);
+        assert_eq!(
+            decode_pending(stored.get(PENDING_ATTRIBUTE)),
+            Some(pending.clone())
+        );
+        assert_eq!(pending_for(&stored, &ids(&["a", "b", "c"])), Some(pending));
+        assert_eq!(pending_for(&stored, &ids(&["a", "c"])), None);
+        assert_eq!(decode_pending(Some(&s("garbled"))), None);
+        let mut negative = encode_pending(&PendingAnswer::default())
+            .as_m()
+            .unwrap()
+            .clone();
+        negative.insert("sent".into(), number(-1));
+        assert_eq!(decode_pending(Some(&AttributeValue::M(negative))), None);
     }
 
     #[test]

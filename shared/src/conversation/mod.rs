@@ -154,6 +154,23 @@ pub struct Claim {
     /// Message ids whose dedup memory has expired and can be forgotten: pass them on to
     /// [`CompleteRequest::stale_ids`] so that the completing write removes them.
     pub stale_ids: Vec<String>,
+    /// The answer an earlier invocation got for some of the claimed messages and released
+    /// undelivered, when every message it answers is among [`Claim::claimed`]: send it instead
+    /// of asking the LLM again.
+    pub pending: Option<PendingAnswer>,
+}
+
+/// An answer the LLM gave that was not (wholly) delivered, kept with the released claims of
+/// the messages it answers, so that the retry sends the same answer (never a second, different
+/// one) and does not pay for the LLM twice. The completing write clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingAnswer {
+    /// The message ids it answers, in queue order.
+    pub message_ids: Vec<String>,
+    /// The replies to send, in order, each before it is split into WhatsApp messages.
+    pub replies: Vec<String>,
+    /// How many of the split parts (counted across the replies, in order) were already sent.
+    pub parts_sent: usize,
 }
 
 /// A request to store new turns and mark claimed ids done, in one write.
@@ -201,7 +218,7 @@ pub trait ConversationStore: Send + Sync {
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
 
     /// Appends `new_turns` to `history` (bounded by the store's [`HistoryPolicy`]) and marks the
-    /// ids done, in one conditional write.
+    /// ids done, in one conditional write, which also clears the [`PendingAnswer`].
     fn complete(
         &self,
         request: CompleteRequest<'_>,
@@ -209,11 +226,14 @@ pub trait ConversationStore: Send + Sync {
 
     /// Gives back claims on `message_ids` held with `token` that will not be completed (the LLM
     /// or Meta failed), so that a retry can take them at once instead of waiting for the lease.
+    /// `pending`, the answer that could not be delivered, is kept in the same write, for the
+    /// claim that takes its messages again (see [`Claim::pending`]).
     fn release(
         &self,
         conversation: &ConversationKey,
         token: &str,
         message_ids: &[String],
+        pending: Option<&PendingAnswer>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 

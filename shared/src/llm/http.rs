@@ -23,6 +23,11 @@ impl From<CallError> for LlmError {
         match error {
             CallError::Timeout => Self::Timeout,
             CallError::Transport(message) => Self::Transport(message),
+            // Asking again has no effect but the cost: an unanswered call is a plain failure.
+            CallError::Unanswered {
+                timed_out: true, ..
+            } => Self::Timeout,
+            CallError::Unanswered { detail, .. } => Self::Transport(detail),
         }
     }
 }

@@ -244,9 +244,16 @@ impl<S: Secrets> WhatsApp for GraphApi<S> {
                     timeout: self.settings.timeout,
                     deadline,
                 };
-                let answer: SendTextResponse = self.post(&call, request).await?;
+                // Meta accepted the message when it answered with a success: an answer that
+                // cannot be read must not make the text go out twice.
+                let answer: SendTextResponse = self
+                    .post(&call, request)
+                    .await
+                    .map_err(accepted_unreadable)?;
                 answer.message_id().ok_or_else(|| {
-                    WhatsAppError::BadResponse("the answer holds no message id".to_owned())
+                    accepted_unreadable(WhatsAppError::BadResponse(
+                        "the answer holds no message id".to_owned(),
+                    ))
                 })
             })
             .await
@@ -467,6 +474,18 @@ fn api_error(
     }
 }
 
+/// A success answer to a send that cannot be read: Meta took the message, so the send's
+/// outcome counts as unknown (never resent), not as a failure.
+fn accepted_unreadable(error: WhatsAppError) -> WhatsAppError {
+    match error {
+        WhatsAppError::BadResponse(detail) => WhatsAppError::OutcomeUnknown {
+            timed_out: false,
+            detail: format!("Meta accepted the call but its answer cannot be read: {detail}"),
+        },
+        other => other,
+    }
+}
+
 /// A failure to reach the API or to read its answer, the access token removed should it show.
 fn call_error(error: CallError, token: &SecretString) -> WhatsAppError {
     match error {
@@ -474,6 +493,10 @@ fn call_error(error: CallError, token: &SecretString) -> WhatsAppError {
         CallError::Transport(text) => {
             WhatsAppError::Transport(outbound_http::redact(&text, token.expose()))
         }
+        CallError::Unanswered { timed_out, detail } => WhatsAppError::OutcomeUnknown {
+            timed_out,
+            detail: outbound_http::redact(&detail, token.expose()),
+        },
     }
 }
 

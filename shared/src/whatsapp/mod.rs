@@ -131,12 +131,24 @@ pub enum WhatsAppError {
         /// The `Retry-After` Meta sent, if any.
         retry_after: Option<Duration>,
     },
-    /// No answer within the time allowed.
+    /// The deadline had passed: nothing was sent.
     #[error("the Graph API did not answer in time")]
     Timeout,
-    /// The connection failed.
+    /// No connection could be made: nothing was sent.
     #[error("the Graph API could not be reached: {0}")]
     Transport(String),
+    /// The request may have reached Meta but no answer came (a timeout, or the connection
+    /// lost after it was made): whether the message went out is unknown. Never retried, so
+    /// that the user cannot get it twice.
+    #[error(
+        "the Graph API may have received the call but did not answer (timed out: {timed_out}): {detail}"
+    )]
+    OutcomeUnknown {
+        /// Whether the call ran out of time, rather than losing its connection.
+        timed_out: bool,
+        /// The causes.
+        detail: String,
+    },
     /// Meta answered 200 with a body of an unexpected shape.
     #[error("the Graph API's answer could not be read: {0}")]
     BadResponse(String),
@@ -153,9 +165,17 @@ impl WhatsAppError {
             Self::Api {
                 http_status, code, ..
             } => MetaErrorClass::of(*code, *http_status),
-            Self::Timeout | Self::Transport(_) => MetaErrorClass::Transient,
+            Self::Timeout | Self::Transport(_) | Self::OutcomeUnknown { .. } => {
+                MetaErrorClass::Transient
+            }
             Self::BadResponse(_) | Self::Secrets(_) => MetaErrorClass::Other,
         }
+    }
+
+    /// Whether the call may have reached Meta without an answer, so that it is unknown whether
+    /// the message went out.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::OutcomeUnknown { .. })
     }
 
     /// Meta's error code, when it sent one.
@@ -169,9 +189,10 @@ impl WhatsAppError {
 
 impl Retryable for WhatsAppError {
     /// Rate limits and transient failures are retried, after Meta's `Retry-After` when it sent
-    /// one; everything else is not.
+    /// one; everything else is not, nor a call whose outcome is unknown (it may have been sent).
     fn retry_hint(&self) -> RetryHint {
         match (self.class(), self) {
+            (_, Self::OutcomeUnknown { .. }) => RetryHint::Never,
             (
                 MetaErrorClass::RateLimited | MetaErrorClass::Transient,
                 Self::Api { retry_after, .. },
@@ -300,6 +321,12 @@ mod tests {
             WhatsAppError::Transport("refused".into()).retry_hint(),
             RetryHint::Backoff
         );
+        let unknown = WhatsAppError::OutcomeUnknown {
+            timed_out: true,
+            detail: "operation timed out".into(),
+        };
+        assert_eq!(unknown.retry_hint(), RetryHint::Never);
+        assert!(unknown.outcome_unknown() && !WhatsAppError::Timeout.outcome_unknown());
         let hinted = WhatsAppError::Api {
             http_status: 400,
             code: Some(130_429),

@@ -161,11 +161,13 @@ impl Harness {
     }
 
     pub async fn handle(&self, event: &SqsEvent) -> SqsBatchResponse {
+        self.handle_within(event, Duration::from_secs(60)).await
+    }
+
+    /// Handles `event` in an invocation with `remaining` time left.
+    pub async fn handle_within(&self, event: &SqsEvent, remaining: Duration) -> SqsBatchResponse {
         self.processor
-            .handle(
-                event,
-                &Invocation::new("test-request", Duration::from_secs(60)),
-            )
+            .handle(event, &Invocation::new("test-request", remaining))
             .await
             .0
     }
