@@ -87,6 +87,8 @@ log_events! {
     BurstHandled = "burst_handled",
     /// WARN: claims could not be released; they lapse with their lease.
     ReleaseFailed = "release_failed",
+    /// WARN: messages older than `MAX_MESSAGE_AGE_HOURS` were marked done without an answer.
+    MessagesTooOld = "messages_too_old",
 
     // The alerter.
     /// INFO: storm control held an alert back.
@@ -181,6 +183,7 @@ mod tests {
                 "claim_lost",
                 "burst_handled",
                 "release_failed",
+                "messages_too_old",
                 "alert_held",
                 "alert_mailed",
             ]
