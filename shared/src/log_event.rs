@@ -89,6 +89,8 @@ log_events! {
     ReleaseFailed = "release_failed",
     /// WARN: messages older than `MAX_MESSAGE_AGE_HOURS` were marked done without an answer.
     MessagesTooOld = "messages_too_old",
+    /// INFO: a user changed their user id; their conversation was moved to the new id.
+    UserIdChanged = "user_id_changed",
 
     // The alerter.
     /// INFO: storm control held an alert back.
@@ -184,6 +186,7 @@ mod tests {
                 "burst_handled",
                 "release_failed",
                 "messages_too_old",
+                "user_id_changed",
                 "alert_held",
                 "alert_mailed",
             ]

@@ -7,7 +7,9 @@
 //!    conversations run concurrently, each conversation's records in order. A conversation's
 //!    readable records, skipping unreadable ones, form one burst, which `Processor::handle_burst` takes through the steps
 //!    below, in order.
-//! 2. Claim the burst (`claim.rs`): what each message gets is decided (`plan.rs`: an answer;
+//! 2. Follow id changes (`identity.rs`): a `user_changed_user_id` notice moves the memory and
+//!    the deduplication of the conversation under the user's previous id to the new one.
+//! 3. Claim the burst (`claim.rs`): what each message gets is decided (`plan.rs`: an answer;
 //!    `UNSUPPORTED_MESSAGE` for media and other kinds the bot cannot read; nothing for
 //!    reactions, edits and system notices, which cost no store call; nothing for a message
 //!    older than `MAX_MESSAGE_AGE_HOURS`, which is claimed and marked done with no turn, so
@@ -34,6 +36,7 @@
 mod answer;
 mod claim;
 pub mod config;
+mod identity;
 pub mod plan;
 mod prompt;
 mod record;
@@ -278,6 +281,9 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> (BurstOutcome, Vec<String>) {
+        if self.follow_id_changes(burst, metrics).await.is_err() {
+            return (BurstOutcome::Retry, Vec::new());
+        }
         let claimed = match self.claim(burst, invocation, metrics).await {
             Claimed::Ready(claimed) => *claimed,
             Claimed::Ended(outcome, done) => return (outcome, done),

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use shared::inbound::{INBOUND_MESSAGE_VERSION, InboundMessage, MediaKind, MessageContent};
+use shared::inbound::{
+    ConversationKey, INBOUND_MESSAGE_VERSION, InboundMessage, MediaKind, MessageContent,
+};
 use shared::queue::fifo_id;
 
 /// One SQS record, read.
@@ -90,6 +92,35 @@ pub fn group_by_conversation(records: Vec<QueuedRecord>) -> Vec<Vec<QueuedRecord
         }
     }
     groups
+}
+
+/// The kind of system notice Meta sends when a user's business-scoped user id changes.
+pub const USER_CHANGED_USER_ID: &str = "user_changed_user_id";
+
+/// The conversations a `user_changed_user_id` notice moves the memory between: from the one
+/// under the user's previous business-scoped id (the notice's `previous_user_id`, else the
+/// sender's user id) to the one under the new id (`user_id`). `None` for any other message.
+pub fn id_change(message: &InboundMessage) -> Option<(ConversationKey, ConversationKey)> {
+    let MessageContent::System {
+        kind: Some(kind),
+        user_id: Some(new),
+        previous_user_id,
+        ..
+    } = &message.content
+    else {
+        return None;
+    };
+    let previous = previous_user_id
+        .as_deref()
+        .or(message.sender.user_id.as_deref())?;
+    let phone_number_id = &message.phone_number_id;
+    (kind == USER_CHANGED_USER_ID && !new.is_empty() && !previous.is_empty() && previous != new)
+        .then(|| {
+            (
+                ConversationKey::new(phone_number_id, previous),
+                ConversationKey::new(phone_number_id, new),
+            )
+        })
 }
 
 /// What a message gets.
@@ -233,6 +264,53 @@ mod tests {
     }
 
     #[test]
+    fn a_user_id_change_names_the_conversations_to_move_between() {
+        let notice = |sender: serde_json::Value, system: serde_json::Value| -> InboundMessage {
+            serde_json::from_value(serde_json::json!({"v": 1, "phone_number_id": "P",
+                "sender": sender, "id": "w", "timestamp": 1,
+                "content": {"type": "system", "kind": "user_changed_user_id", "user_id": system["new"],
+                    "previous_user_id": system["old"]}}))
+            .unwrap()
+        };
+        let keys = |pair: Option<(ConversationKey, ConversationKey)>| {
+            pair.map(|(a, b)| (a.as_str().to_owned(), b.as_str().to_owned()))
+        };
+        let old_and_new = serde_json::json!({"old": "US.old", "new": "US.new"});
+        assert_eq!(
+            keys(id_change(&notice(
+                serde_json::json!({"user_id": "US.x"}),
+                old_and_new.clone()
+            ))),
+            Some(("P:US.old".to_owned(), "P:US.new".to_owned()))
+        );
+        let only_new = serde_json::json!({"new": "US.new"});
+        assert_eq!(
+            keys(id_change(&notice(
+                serde_json::json!({"user_id": "US.old"}),
+                only_new.clone()
+            ))),
+            Some(("P:US.old".to_owned(), "P:US.new".to_owned())),
+            "the sender's user id is the previous one when the notice does not say"
+        );
+        assert_eq!(
+            id_change(&notice(serde_json::json!({"user_id": "US.new"}), only_new)),
+            None
+        );
+        assert_eq!(
+            id_change(&notice(
+                serde_json::json!({"wa_id": "1555"}),
+                serde_json::json!({"new": "US.new"})
+            )),
+            None
+        );
+        let mut other = notice(serde_json::json!({"user_id": "US.x"}), old_and_new);
+        if let MessageContent::System { kind, .. } = &mut other.content {
+            *kind = Some("user_changed_number".into());
+        }
+        assert_eq!(id_change(&other), None);
+    }
+
+    #[test]
     fn groups_keep_queue_order() {
         let mut event = SqsEvent::default();
         event.records = vec![
@@ -353,7 +431,9 @@ mod tests {
         assert_eq!(
             treatment(&MessageContent::System {
                 body: None,
-                kind: None
+                kind: None,
+                user_id: None,
+                previous_user_id: None,
             }),
             Treatment::Silent
         );

@@ -6,7 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use aws_lambda_events::event::sqs::SqsMessage;
-use shared::conversation::{Claim, ClaimRequest, CompleteRequest, HistoryPolicy};
+use shared::conversation::{
+    Claim, ClaimRequest, CompleteRequest, HistoryPolicy, MoveRequest, Moved,
+};
 use shared::inbound::ConversationKey;
 use shared::llm::Completion;
 
@@ -87,6 +89,24 @@ impl ConversationStore for FakeStore {
             .turns
             .insert(request.conversation.as_str().to_owned(), turns);
         Ok(())
+    }
+
+    async fn move_conversation(&self, request: MoveRequest<'_>) -> Result<Moved, StoreError> {
+        let mut state = self.0.lock().unwrap();
+        state.calls += 1;
+        let moved = state
+            .turns
+            .remove(request.from.as_str())
+            .unwrap_or_default();
+        let kept = state.turns.remove(request.to.as_str()).unwrap_or_default();
+        let policy = HistoryPolicy::new(6, 14);
+        let turns = policy.merge(kept, moved.clone(), request.now);
+        state.turns.insert(request.to.as_str().to_owned(), turns);
+        // Message ids are global in this fake: they stay known under both keys.
+        Ok(Moved {
+            turns: moved.len(),
+            message_ids: 0,
+        })
     }
 
     async fn release(
@@ -712,4 +732,70 @@ async fn without_an_age_limit_an_old_message_is_answered() {
     let old = sent_hours_ago(text_record("s1", "1555", "w1", "hello"), 24 * 30);
     p.handle(&event(vec![old]), &invocation()).await;
     assert_eq!(p.whatsapp.texts(), ["echo: hello"]);
+}
+
+fn user_id_record(
+    sqs_id: &str,
+    user_id: &str,
+    message_id: &str,
+    content: serde_json::Value,
+) -> SqsMessage {
+    let mut record = content_record(sqs_id, user_id, message_id, content, 1);
+    let mut body: serde_json::Value =
+        serde_json::from_str(record.body.as_deref().unwrap()).unwrap();
+    body["sender"] = serde_json::json!({"user_id": user_id});
+    record.body = Some(body.to_string());
+    record
+}
+
+#[tokio::test]
+async fn a_user_id_change_carries_the_conversation_over_to_the_new_id() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let text = |body: &str| serde_json::json!({"type": "text", "body": body});
+    p.handle(
+        &event(vec![user_id_record(
+            "s1",
+            "US.old",
+            "w1",
+            text("My name is Ana"),
+        )]),
+        &invocation(),
+    )
+    .await;
+    let notice = serde_json::json!({"type": "system", "kind": "user_changed_user_id",
+        "user_id": "US.new", "previous_user_id": "US.old"});
+    let (response, metrics) = p
+        .handle(
+            &event(vec![user_id_record("s2", "US.old", "w2", notice)]),
+            &invocation(),
+        )
+        .await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(metrics.counter("UserIdsChanged"), 1);
+    assert!(p.store.turns("PNID:US.old").is_empty());
+    p.handle(
+        &event(vec![user_id_record(
+            "s3",
+            "US.new",
+            "w3",
+            text("What is my name?"),
+        )]),
+        &invocation(),
+    )
+    .await;
+    let prompts = p.llm.prompts();
+    let texts: Vec<&str> = prompts[1].turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["My name is Ana", "echo: My name is Ana", "What is my name?"]
+    );
+    assert_eq!(
+        p.whatsapp.sent.lock().unwrap()[1].1,
+        Recipient::UserId("US.new".into())
+    );
+    assert_eq!(
+        p.whatsapp.texts().len(),
+        2,
+        "the notice itself gets no reply"
+    );
 }
