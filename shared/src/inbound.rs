@@ -231,9 +231,17 @@ pub enum MessageContent {
         /// Meta's text for the notice.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         body: Option<String>,
-        /// Meta's kind of notice, such as `user_changed_number`.
+        /// Meta's kind of notice, such as `user_changed_number` or `user_changed_user_id`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         kind: Option<String>,
+        /// For `user_changed_user_id`: the user's new business-scoped user id
+        /// (`system.user_id`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
+        /// For `user_changed_user_id`: the user's previous business-scoped user id
+        /// (`system.previous_user_id`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous_user_id: Option<String>,
     },
     /// Anything Meta marks unsupported or that this build does not know, including a known type
     /// whose details were missing.
@@ -320,6 +328,31 @@ mod tests {
         assert_eq!(
             by_user_id.conversation().as_str(),
             "106540352242922:US.1349"
+        );
+    }
+
+    #[test]
+    fn a_system_notice_written_before_the_user_id_fields_still_reads() {
+        let old = r#"{"type":"system","body":"changed","kind":"user_changed_number"}"#;
+        assert_eq!(
+            serde_json::from_str::<MessageContent>(old).unwrap(),
+            MessageContent::System {
+                body: Some("changed".into()),
+                kind: Some("user_changed_number".into()),
+                user_id: None,
+                previous_user_id: None,
+            }
+        );
+        let changed = MessageContent::System {
+            body: None,
+            kind: Some("user_changed_user_id".into()),
+            user_id: Some("US.new".into()),
+            previous_user_id: Some("US.old".into()),
+        };
+        let json = serde_json::to_string(&changed).unwrap();
+        assert_eq!(
+            serde_json::from_str::<MessageContent>(&json).unwrap(),
+            changed
         );
     }
 

@@ -111,6 +111,10 @@ log_events! {
     /// ERROR: Meta's business account or number cannot send until an operator acts (locked,
     /// payment, policy block, not registered); the messages are retried.
     MetaAccountBlocked = "meta_account_blocked",
+    /// WARN: messages older than `MAX_MESSAGE_AGE_HOURS` were marked done without an answer.
+    MessagesTooOld = "messages_too_old",
+    /// INFO: a user changed their user id; their conversation was moved to the new id.
+    UserIdChanged = "user_id_changed",
 
     // The alerter.
     /// INFO: storm control held an alert back.
@@ -229,6 +233,8 @@ mod tests {
                 "llm_unknown_model",
                 "llm_request_refused",
                 "meta_account_blocked",
+                "messages_too_old",
+                "user_id_changed",
                 "alert_held",
                 "alert_mailed",
                 "alert_mail_rejected",

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use shared::conversation::dynamodb::DynamoDbConversationStore;
 use shared::conversation::{
-    Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, PendingAnswer, Role,
-    StoreError, Turn,
+    Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, MoveRequest, Moved,
+    PendingAnswer, Role, StoreError, Turn,
 };
 use shared::inbound::ConversationKey;
 use testkit::CallCounter;
@@ -653,4 +653,151 @@ async fn a_released_pending_answer_comes_back_with_its_messages_until_they_are_c
     assert!(!f.raw_item().await.contains_key("pending_answer"));
     let released = f.claim(&with_newer, "fourth", NOW).await.unwrap();
     assert_eq!(released.pending, None);
+}
+
+/// Answers `text` in `conversation` as message `id` at `now`: a claim and a completion.
+async fn answer_in(fx: &Fixture, conversation: &ConversationKey, id: &str, text: &str, now: i64) {
+    let message_ids = ids(&[id]);
+    let claim = fx
+        .store
+        .claim(ClaimRequest {
+            conversation,
+            message_ids: &message_ids,
+            token: "inv",
+            lease_until: now + LEASE,
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claim.claimed, message_ids);
+    fx.store
+        .complete(CompleteRequest {
+            conversation,
+            token: "inv",
+            message_ids: &message_ids,
+            history: claim.history.clone(),
+            new_turns: vec![
+                turn(Role::User, text, now),
+                turn(Role::Assistant, "ok", now),
+            ],
+            stale_ids: claim.stale_ids.clone(),
+            now,
+        })
+        .await
+        .unwrap();
+}
+
+async fn claim_in(fx: &Fixture, conversation: &ConversationKey, id: &str, now: i64) -> Claim {
+    fx.store
+        .claim(ClaimRequest {
+            conversation,
+            message_ids: &ids(&[id]),
+            token: "later",
+            lease_until: now + LEASE,
+            now,
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_changed_user_id_takes_the_turns_and_the_answered_ids_along() {
+    let fx = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let old = ConversationKey::new("106540352242922", "US.old");
+    let new = ConversationKey::new("106540352242922", "US.new");
+    answer_in(&fx, &old, "wamid.1", "My name is Ana", NOW - 60).await;
+    let request = MoveRequest {
+        from: &old,
+        to: &new,
+        now: NOW,
+    };
+
+    let moved = fx.store.move_conversation(request).await.unwrap();
+    assert_eq!(
+        moved,
+        Moved {
+            turns: 2,
+            message_ids: 1
+        }
+    );
+    let claim = claim_in(&fx, &new, "wamid.1", NOW).await;
+    assert_eq!(claim.done, ids(&["wamid.1"]), "deduplication moved along");
+    assert_eq!(texts(&claim.history), ["My name is Ana", "ok"]);
+    let under_old = claim_in(&fx, &old, "wamid.1", NOW).await;
+    assert_eq!(
+        under_old.done,
+        ids(&["wamid.1"]),
+        "a redelivery under the old id stays answered"
+    );
+    assert!(
+        under_old.history.is_empty(),
+        "the old conversation's turns are gone"
+    );
+
+    assert_eq!(
+        fx.store.move_conversation(request).await.unwrap(),
+        Moved::default(),
+        "moving again changes nothing"
+    );
+    let claim = claim_in(&fx, &new, "wamid.2", NOW).await;
+    assert_eq!(texts(&claim.history), ["My name is Ana", "ok"]);
+}
+
+#[tokio::test]
+async fn a_move_into_an_existing_conversation_merges_in_time_order() {
+    let fx = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let old = ConversationKey::new("106540352242922", "US.a");
+    let new = ConversationKey::new("106540352242922", "US.b");
+    answer_in(&fx, &old, "wamid.old", "first, old id", NOW - 300).await;
+    answer_in(&fx, &new, "wamid.new", "then, new id", NOW - 100).await;
+    let moved = fx
+        .store
+        .move_conversation(MoveRequest {
+            from: &old,
+            to: &new,
+            now: NOW,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        moved,
+        Moved {
+            turns: 2,
+            message_ids: 1
+        }
+    );
+    let claim = claim_in(&fx, &new, "wamid.next", NOW).await;
+    assert_eq!(
+        texts(&claim.history),
+        ["first, old id", "ok", "then, new id", "ok"]
+    );
+    for id in ["wamid.old", "wamid.new"] {
+        assert_eq!(claim_in(&fx, &new, id, NOW).await.done, ids(&[id]));
+    }
+}
+
+#[tokio::test]
+async fn moving_from_a_conversation_that_does_not_exist_writes_nothing() {
+    let fx = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let old = ConversationKey::new("106540352242922", "US.nobody");
+    let new = ConversationKey::new("106540352242922", "US.someone");
+    let moved = fx
+        .store
+        .move_conversation(MoveRequest {
+            from: &old,
+            to: &new,
+            now: NOW,
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved, Moved::default());
+    let item = fx
+        .raw
+        .get_item()
+        .table_name(&fx.table)
+        .key("pk", AttributeValue::S(format!("conv#{}", new.as_str())))
+        .send()
+        .await
+        .unwrap();
+    assert!(item.item.is_none());
 }

@@ -71,17 +71,14 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
     ) -> Claimed<'a> {
         let first = burst[0].1;
         let user = mask(first.sender.id());
-        let treatments: Vec<Treatment> = burst
-            .iter()
-            .map(|(_, m)| plan::treatment(&m.content))
-            .collect();
+        let claimed_at = now_epoch_seconds();
+        let treatments = self.treatments(burst, claimed_at);
         if treatments.iter().all(|t| *t == Treatment::Silent) {
             tracing::info!(event = LogEvent::NoReplyNeeded.as_str(), user = %user, messages = burst.len(), "nothing to answer");
             return Claimed::Ended(BurstOutcome::Handled, Vec::new());
         }
         let conversation = first.conversation();
         let token = claim_token(&invocation.request_id);
-        let claimed_at = now_epoch_seconds();
         let ids: Vec<String> = burst.iter().map(|(_, m)| m.id.clone()).collect();
         let request = ClaimRequest {
             conversation: &conversation,
@@ -106,9 +103,11 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
         let deferred = self
             .defer_beyond_pending(&mut claim, &conversation, &token)
             .await;
+        let messages = claimed_messages(burst, treatments, &claim.claimed);
+        self.note_too_old(&messages, &user, metrics);
         Claimed::Ready(Box::new(ClaimedBurst {
             deferred,
-            messages: claimed_messages(burst, treatments, &claim.claimed),
+            messages,
             last_delivery: burst
                 .iter()
                 .any(|(r, _)| r.receive_count >= self.behaviour.max_receive_count),
@@ -120,6 +119,34 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
             claimed_at,
             claim,
         }))
+    }
+
+    /// What each message of the burst gets at `now`: [`Treatment::TooOld`] past the configured
+    /// age, else what its content gets.
+    fn treatments(&self, burst: &[(&QueuedRecord, &InboundMessage)], now: i64) -> Vec<Treatment> {
+        let max_age = self.behaviour.max_message_age;
+        burst
+            .iter()
+            .map(|(_, m)| match plan::treatment(&m.content) {
+                Treatment::Silent => Treatment::Silent,
+                _ if plan::is_too_old(m.timestamp, now, max_age) => Treatment::TooOld,
+                treatment => treatment,
+            })
+            .collect()
+    }
+
+    /// Logs and counts the claimed messages that are marked done unanswered for their age.
+    fn note_too_old(&self, messages: &[ClaimedMessage<'_>], user: &str, metrics: &mut Metrics) {
+        let too_old = messages
+            .iter()
+            .filter(|m| m.treatment == Treatment::TooOld)
+            .count();
+        if too_old > 0 {
+            metrics.count("MessagesTooOld", too_old as u64);
+            let max_age_hours = self.behaviour.max_message_age.map(|a| a.as_secs() / 3600);
+            tracing::warn!(event = LogEvent::MessagesTooOld.as_str(), user = %user, count = too_old, max_age_hours,
+                "messages older than MAX_MESSAGE_AGE_HOURS are marked done without an answer");
+        }
     }
 
     /// Reads the store's answer: who the replies go to when this invocation answers now, else

@@ -36,6 +36,7 @@ pub const VARIABLES: &[&str] = &[
     "FALLBACK_MESSAGE",
     "UNSUPPORTED_MESSAGE",
     "MAX_RECEIVE_COUNT",
+    "MAX_MESSAGE_AGE_HOURS",
     "METRICS_NAMESPACE",
 ];
 
@@ -72,6 +73,10 @@ pub struct Config {
     pub unsupported_message: String,
     /// `MAX_RECEIVE_COUNT` (default 5): the queue's redrive maximum.
     pub max_receive_count: u32,
+    /// `MAX_MESSAGE_AGE_HOURS` (default 24, 0 for no limit, at most 8760): a message sent longer
+    /// ago than this is marked done without an answer (Meta would refuse a reply outside its
+    /// 24-hour window anyway); `None` for no limit.
+    pub max_message_age: Option<Duration>,
     /// `METRICS_NAMESPACE` (default `WhatsAppAssistant`): the CloudWatch namespace of the metrics.
     pub metrics_namespace: String,
 }
@@ -103,6 +108,13 @@ impl Config {
         let max_receive_count: u32 = env.parsed_or("MAX_RECEIVE_COUNT", 5)?;
         if max_receive_count == 0 {
             return Err(invalid("MAX_RECEIVE_COUNT", "it must be at least 1"));
+        }
+        let max_message_age_hours: u64 = env.parsed_or("MAX_MESSAGE_AGE_HOURS", 24)?;
+        if max_message_age_hours > 8760 {
+            return Err(invalid(
+                "MAX_MESSAGE_AGE_HOURS",
+                "it must be between 0 (no limit) and 8760",
+            ));
         }
         let llm_timeout = env.seconds_or("LLM_TIMEOUT_SECONDS", Duration::from_secs(25))?;
         if llm_timeout.is_zero() {
@@ -138,6 +150,8 @@ impl Config {
                 .optional("UNSUPPORTED_MESSAGE")
                 .unwrap_or_else(|| DEFAULT_UNSUPPORTED_MESSAGE.into()),
             max_receive_count,
+            max_message_age: (max_message_age_hours > 0)
+                .then(|| Duration::from_secs(max_message_age_hours * 3600)),
             metrics_namespace: env
                 .optional("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "WhatsAppAssistant".into()),
@@ -213,6 +227,14 @@ mod tests {
             ),
             (20, 14, 5)
         );
+        assert_eq!(config.max_message_age, Some(Duration::from_secs(24 * 3600)));
+        let unlimited = super::Config::from(&Env::from_pairs(&[
+            REQUIRED[0],
+            REQUIRED[1],
+            ("MAX_MESSAGE_AGE_HOURS", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(unlimited.max_message_age, None);
     }
 
     #[test]
@@ -242,6 +264,8 @@ mod tests {
             ("HISTORY_MAX_MESSAGES", "lots"),
             ("CONTEXT_TTL_DAYS", "0"),
             ("MAX_RECEIVE_COUNT", "0"),
+            ("MAX_MESSAGE_AGE_HOURS", "8761"),
+            ("MAX_MESSAGE_AGE_HOURS", "-1"),
             ("LLM_TIMEOUT_SECONDS", "0"),
             ("META_API_VERSION", "26"),
             ("META_API_BASE_URL", "graph.facebook.com"),

@@ -5,11 +5,15 @@
 //! Per SQS batch (`Processor::handle`, in this file):
 //! 1. Records are read and grouped by conversation (FIFO group) in queue order (`plan.rs`);
 //!    conversations run concurrently, each conversation's records in order. A conversation's
-//!    readable records form one burst, which `Processor::handle_burst` takes through the steps
+//!    readable records, skipping unreadable ones, form one burst, which `Processor::handle_burst` takes through the steps
 //!    below, in order.
-//! 2. Claim the burst (`claim.rs`): what each message gets is decided (`plan.rs`: an answer;
+//! 2. Follow id changes (`identity.rs`): a `user_changed_user_id` notice moves the memory and
+//!    the deduplication of the conversation under the user's previous id to the new one.
+//! 3. Claim the burst (`claim.rs`): what each message gets is decided (`plan.rs`: an answer;
 //!    `UNSUPPORTED_MESSAGE` for media and other kinds the bot cannot read; nothing for
-//!    reactions, edits and system notices, which cost no store call); the message ids are
+//!    reactions, edits and system notices, which cost no store call; nothing for a message
+//!    older than `MAX_MESSAGE_AGE_HOURS`, which is claimed and marked done with no turn, so
+//!    that no redelivery answers it); the message ids are
 //!    claimed and the history read in one store call; ids already answered are skipped, ids
 //!    another invocation holds are retried later.
 //! 3. Turn the claimed messages into the model's input (`prompt.rs`): their texts become one
@@ -36,13 +40,17 @@
 //! `reply_outcome_unknown` is logged at ERROR. A duplicate, or a second different answer, is
 //! worse than the rare lost reply.
 //!
-//! Failures are reported as batch item failures: the failing record and every later record of
-//! its conversation, so that order is kept; other conversations are unaffected. A step that
-//! gives up on a burst releases its claims, so that the retry can take them at once.
+//! Failures are reported as batch item failures: when a burst is retried, its records from the
+//! first that was not done, so that order is kept; other conversations are unaffected. A record
+//! that cannot be read (a bad body, a newer version, a body naming another conversation than
+//! its FIFO group) fails alone: the conversation's other records are answered, and it reaches
+//! the dead-letter queue after the redrive count. A step that gives up on a burst releases its
+//! claims, so that the retry can take them at once.
 
 mod answer;
 mod claim;
 pub mod config;
+mod identity;
 pub mod plan;
 mod prompt;
 mod record;
@@ -106,6 +114,9 @@ pub struct Behaviour {
     /// The queue's redrive maximum (`MAX_RECEIVE_COUNT`): a record received this many times is
     /// on its last delivery.
     pub max_receive_count: u32,
+    /// Messages sent longer ago than this are marked done unanswered (`MAX_MESSAGE_AGE_HOURS`);
+    /// `None` for no limit.
+    pub max_message_age: Option<Duration>,
 }
 
 /// The invocation being served.
@@ -183,6 +194,7 @@ pub fn build<S: Secrets>(
         fallback_message: config.fallback_message.clone(),
         unsupported_message: config.unsupported_message.clone(),
         max_receive_count: config.max_receive_count,
+        max_message_age: config.max_message_age,
     };
     Ok(Processor::new(store, llm, graph, behaviour))
 }
@@ -235,27 +247,28 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
         (response, metrics)
     }
 
-    /// Handles one conversation's records; returns the SQS ids of the records to retry.
+    /// Handles one conversation's records; returns the SQS ids of the records to retry, in queue
+    /// order. A record that cannot be read fails alone (it reaches the dead-letter queue after
+    /// the redrive count); the conversation's readable records are answered as one burst.
     async fn handle_conversation(
         &self,
         records: &[QueuedRecord],
         invocation: &Invocation,
     ) -> (Vec<String>, Metrics) {
         let mut metrics = Metrics::default();
-        // Records after an unreadable one must wait for it, to keep order; it goes to the DLQ.
-        let readable = records.iter().take_while(|r| r.message.is_ok()).count();
-        let mut failed: Vec<String> = Vec::new();
-        if let Some(bad) = records.get(readable) {
-            if let Err(error) = &bad.message {
-                tracing::error!(event = LogEvent::RecordUnreadable.as_str(), sqs_message_id = %bad.sqs_message_id, error = %error,
-                    "queue record cannot be processed; it and the conversation's later records are retried");
+        let mut failed: Vec<&str> = Vec::new();
+        let mut burst: Vec<(&QueuedRecord, &InboundMessage)> = Vec::new();
+        for record in records {
+            match &record.message {
+                Ok(message) => burst.push((record, message)),
+                Err(error) => {
+                    tracing::error!(event = LogEvent::RecordUnreadable.as_str(), sqs_message_id = %record.sqs_message_id,
+                        receive_count = record.receive_count, error = %error,
+                        "queue record cannot be processed; it is retried alone and then dead-lettered");
+                    failed.push(&record.sqs_message_id);
+                }
             }
-            failed.extend(records[readable..].iter().map(|r| r.sqs_message_id.clone()));
         }
-        let burst: Vec<(&QueuedRecord, &InboundMessage)> = records[..readable]
-            .iter()
-            .filter_map(|r| r.message.as_ref().ok().map(|m| (r, m)))
-            .collect();
         if !burst.is_empty() {
             metrics.count("MessagesHandled", burst.len() as u64);
             let (outcome, done) = self.handle_burst(&burst, invocation, &mut metrics).await;
@@ -264,13 +277,18 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
                     .iter()
                     .position(|(_, m)| !done.contains(&m.id))
                     .unwrap_or(burst.len());
-                let retried: Vec<String> = burst[retry_from..]
-                    .iter()
-                    .map(|(r, _)| r.sqs_message_id.clone())
-                    .collect();
-                failed.splice(0..0, retried);
+                failed.extend(
+                    burst[retry_from..]
+                        .iter()
+                        .map(|(r, _)| r.sqs_message_id.as_str()),
+                );
             }
         }
+        let failed = records
+            .iter()
+            .filter(|r| failed.contains(&r.sqs_message_id.as_str()))
+            .map(|r| r.sqs_message_id.clone())
+            .collect();
         (failed, metrics)
     }
 
@@ -282,6 +300,9 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> (BurstOutcome, Vec<String>) {
+        if self.follow_id_changes(burst, metrics).await.is_err() {
+            return (BurstOutcome::Retry, Vec::new());
+        }
         let claimed = match self.claim(burst, invocation, metrics).await {
             Claimed::Ready(claimed) => *claimed,
             Claimed::Ended(outcome, done) => return (outcome, done),

@@ -1,8 +1,13 @@
 //! The pure part of processing: reading SQS records, grouping them by conversation in queue
 //! order, and deciding what each kind of message gets.
 
+use std::time::Duration;
+
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use shared::inbound::{INBOUND_MESSAGE_VERSION, InboundMessage, MediaKind, MessageContent};
+use shared::inbound::{
+    ConversationKey, INBOUND_MESSAGE_VERSION, InboundMessage, MediaKind, MessageContent,
+};
+use shared::queue::fifo_id;
 
 /// One SQS record, read.
 #[derive(Debug, Clone)]
@@ -28,6 +33,10 @@ pub enum RecordError {
         "the record body has version {0}, this processor reads version {INBOUND_MESSAGE_VERSION}"
     )]
     Version(u32),
+    /// The body names another conversation than the record's FIFO group: answering it would
+    /// write into a chat the queue did not put it in.
+    #[error("the record body names a different conversation than its queue group")]
+    WrongGroup,
 }
 
 /// Reads every record of an SQS event, in the order SQS delivered them.
@@ -36,19 +45,21 @@ pub fn read_records(event: &SqsEvent) -> Vec<QueuedRecord> {
 }
 
 fn read_record(record: &SqsMessage) -> QueuedRecord {
-    let message =
-        match serde_json::from_str::<InboundMessage>(record.body.as_deref().unwrap_or_default()) {
-            Ok(message) if message.v == INBOUND_MESSAGE_VERSION => Ok(message),
-            Ok(message) => Err(RecordError::Version(message.v)),
-            Err(error) => Err(RecordError::Body(error.to_string())),
-        };
     let attribute = |name: &str| record.attributes.get(name).cloned();
-    let group = attribute("MessageGroupId")
+    let body = read_body(record.body.as_deref().unwrap_or_default());
+    let group = attribute("MessageGroupId");
+    let message = match (body, &group) {
+        (Ok(message), Some(group)) if fifo_id(message.conversation().as_str()) != *group => {
+            Err(RecordError::WrongGroup)
+        }
+        (body, _) => body,
+    };
+    let group = group
         .or_else(|| {
             message
                 .as_ref()
                 .ok()
-                .map(|m| m.conversation().as_str().to_owned())
+                .map(|m| fifo_id(m.conversation().as_str()))
         })
         .unwrap_or_default();
     QueuedRecord {
@@ -58,6 +69,15 @@ fn read_record(record: &SqsMessage) -> QueuedRecord {
             .unwrap_or(1),
         group,
         message,
+    }
+}
+
+/// Reads a record's body as an inbound message of the version this processor reads.
+fn read_body(body: &str) -> Result<InboundMessage, RecordError> {
+    match serde_json::from_str::<InboundMessage>(body) {
+        Ok(message) if message.v == INBOUND_MESSAGE_VERSION => Ok(message),
+        Ok(message) => Err(RecordError::Version(message.v)),
+        Err(error) => Err(RecordError::Body(error.to_string())),
     }
 }
 
@@ -74,6 +94,35 @@ pub fn group_by_conversation(records: Vec<QueuedRecord>) -> Vec<Vec<QueuedRecord
     groups
 }
 
+/// The kind of system notice Meta sends when a user's business-scoped user id changes.
+pub const USER_CHANGED_USER_ID: &str = "user_changed_user_id";
+
+/// The conversations a `user_changed_user_id` notice moves the memory between: from the one
+/// under the user's previous business-scoped id (the notice's `previous_user_id`, else the
+/// sender's user id) to the one under the new id (`user_id`). `None` for any other message.
+pub fn id_change(message: &InboundMessage) -> Option<(ConversationKey, ConversationKey)> {
+    let MessageContent::System {
+        kind: Some(kind),
+        user_id: Some(new),
+        previous_user_id,
+        ..
+    } = &message.content
+    else {
+        return None;
+    };
+    let previous = previous_user_id
+        .as_deref()
+        .or(message.sender.user_id.as_deref())?;
+    let phone_number_id = &message.phone_number_id;
+    (kind == USER_CHANGED_USER_ID && !new.is_empty() && !previous.is_empty() && previous != new)
+        .then(|| {
+            (
+                ConversationKey::new(phone_number_id, previous),
+                ConversationKey::new(phone_number_id, new),
+            )
+        })
+}
+
 /// What a message gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Treatment {
@@ -83,6 +132,17 @@ pub enum Treatment {
     Unsupported,
     /// No reply: reactions, edits of old messages, deletions, system notices, blank text.
     Silent,
+    /// No reply, but claimed and marked done: a message sent longer ago than the configured
+    /// age (`MAX_MESSAGE_AGE_HOURS`), replayed after an outage. Meta would refuse the reply.
+    TooOld,
+}
+
+/// Whether a message sent at `sent_at` is older than `max_age` at `now` (seconds since the
+/// epoch); never when there is no limit. A timestamp in the future is not old.
+pub fn is_too_old(sent_at: i64, now: i64, max_age: Option<Duration>) -> bool {
+    max_age.is_some_and(|max| {
+        now.saturating_sub(sent_at) > i64::try_from(max.as_secs()).unwrap_or(i64::MAX)
+    })
 }
 
 /// Decides what a message gets: text is the user's turn; button, list and quick replies use their
@@ -168,6 +228,86 @@ mod tests {
         assert_eq!(records[0].message.as_ref().unwrap().id, "w1");
         assert!(matches!(records[1].message, Err(RecordError::Body(_))));
         assert_eq!(records[2].message, Err(RecordError::Version(9)));
+    }
+
+    #[test]
+    fn a_body_of_another_conversation_than_its_group_is_an_error_of_that_record() {
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            record("s1", "P:1555", &text_body("w1", "hi"), "1"),
+            record("s2", "P:1999", &text_body("w2", "not yours"), "1"),
+        ];
+        let mut missing_group = record("s3", "", &text_body("w3", "hi"), "1");
+        missing_group.attributes.remove("MessageGroupId");
+        event.records.push(missing_group);
+        let records = read_records(&event);
+        assert!(records[0].message.is_ok());
+        assert_eq!(records[1].message, Err(RecordError::WrongGroup));
+        assert_eq!(
+            records[1].group, "P:1999",
+            "it stays in the group SQS put it in"
+        );
+        assert!(records[2].message.is_ok());
+        assert_eq!(records[2].group, "P:1555");
+    }
+
+    #[test]
+    fn a_message_is_too_old_past_the_limit_only() {
+        let day = Some(Duration::from_secs(86_400));
+        let now = 1_800_000_000;
+        assert!(!is_too_old(now - 86_400, now, day));
+        assert!(is_too_old(now - 86_401, now, day));
+        assert!(!is_too_old(now + 60, now, day), "a clock ahead of ours");
+        assert!(!is_too_old(0, now, None));
+        assert!(is_too_old(i64::MIN, now, day), "no overflow");
+        assert!(!is_too_old(i64::MAX, now, Some(Duration::MAX)));
+    }
+
+    #[test]
+    fn a_user_id_change_names_the_conversations_to_move_between() {
+        let notice = |sender: serde_json::Value, system: serde_json::Value| -> InboundMessage {
+            serde_json::from_value(serde_json::json!({"v": 1, "phone_number_id": "P",
+                "sender": sender, "id": "w", "timestamp": 1,
+                "content": {"type": "system", "kind": "user_changed_user_id", "user_id": system["new"],
+                    "previous_user_id": system["old"]}}))
+            .unwrap()
+        };
+        let keys = |pair: Option<(ConversationKey, ConversationKey)>| {
+            pair.map(|(a, b)| (a.as_str().to_owned(), b.as_str().to_owned()))
+        };
+        let old_and_new = serde_json::json!({"old": "US.old", "new": "US.new"});
+        assert_eq!(
+            keys(id_change(&notice(
+                serde_json::json!({"user_id": "US.x"}),
+                old_and_new.clone()
+            ))),
+            Some(("P:US.old".to_owned(), "P:US.new".to_owned()))
+        );
+        let only_new = serde_json::json!({"new": "US.new"});
+        assert_eq!(
+            keys(id_change(&notice(
+                serde_json::json!({"user_id": "US.old"}),
+                only_new.clone()
+            ))),
+            Some(("P:US.old".to_owned(), "P:US.new".to_owned())),
+            "the sender's user id is the previous one when the notice does not say"
+        );
+        assert_eq!(
+            id_change(&notice(serde_json::json!({"user_id": "US.new"}), only_new)),
+            None
+        );
+        assert_eq!(
+            id_change(&notice(
+                serde_json::json!({"wa_id": "1555"}),
+                serde_json::json!({"new": "US.new"})
+            )),
+            None
+        );
+        let mut other = notice(serde_json::json!({"user_id": "US.x"}), old_and_new);
+        if let MessageContent::System { kind, .. } = &mut other.content {
+            *kind = Some("user_changed_number".into());
+        }
+        assert_eq!(id_change(&other), None);
     }
 
     #[test]
@@ -291,7 +431,9 @@ mod tests {
         assert_eq!(
             treatment(&MessageContent::System {
                 body: None,
-                kind: None
+                kind: None,
+                user_id: None,
+                previous_user_id: None,
             }),
             Treatment::Silent
         );

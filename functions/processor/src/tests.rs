@@ -6,7 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use aws_lambda_events::event::sqs::SqsMessage;
-use shared::conversation::{Claim, ClaimRequest, CompleteRequest, HistoryPolicy, PendingAnswer};
+use shared::conversation::{
+    Claim, ClaimRequest, CompleteRequest, HistoryPolicy, MoveRequest, Moved, PendingAnswer,
+};
 use shared::inbound::ConversationKey;
 use shared::llm::Completion;
 
@@ -94,6 +96,24 @@ impl ConversationStore for FakeStore {
             .turns
             .insert(request.conversation.as_str().to_owned(), turns);
         Ok(())
+    }
+
+    async fn move_conversation(&self, request: MoveRequest<'_>) -> Result<Moved, StoreError> {
+        let mut state = self.0.lock().unwrap();
+        state.calls += 1;
+        let moved = state
+            .turns
+            .remove(request.from.as_str())
+            .unwrap_or_default();
+        let kept = state.turns.remove(request.to.as_str()).unwrap_or_default();
+        let policy = HistoryPolicy::new(6, 14);
+        let turns = policy.merge(kept, moved.clone(), request.now);
+        state.turns.insert(request.to.as_str().to_owned(), turns);
+        // Message ids are global in this fake: they stay known under both keys.
+        Ok(Moved {
+            turns: moved.len(),
+            message_ids: 0,
+        })
     }
 
     async fn release(
@@ -229,6 +249,7 @@ fn behaviour() -> Behaviour {
         fallback_message: "Sorry, try later.".into(),
         unsupported_message: "I only read text.".into(),
         max_receive_count: 5,
+        max_message_age: Some(Duration::from_secs(24 * 3600)),
     }
 }
 
@@ -249,8 +270,9 @@ fn content_record(
     content: serde_json::Value,
     receive_count: u32,
 ) -> SqsMessage {
+    // Sent a minute ago: within MAX_MESSAGE_AGE_HOURS.
     let body = serde_json::json!({"v": 1, "phone_number_id": "PNID", "sender": {"wa_id": user}, "id": message_id,
-        "timestamp": 1_700_000_000, "content": content});
+        "timestamp": now_epoch_seconds() - 60, "content": content});
     let mut record = SqsMessage::default();
     record.message_id = Some(sqs_id.into());
     record.body = Some(body.to_string());
@@ -488,11 +510,62 @@ async fn conversations_keep_their_own_order_and_fail_alone() {
         text_record("b3", "2222", "wb3", "bo 3"),
     ]);
     let (response, _) = p.handle(&batch, &invocation()).await;
-    // Bo's unreadable record and his later one wait; his first and all of Ana's are answered.
-    assert_eq!(failures(&response), ["b2", "b3"]);
+    // Bo's unreadable record fails alone, for the dead-letter queue; the rest is answered.
+    assert_eq!(failures(&response), ["b2"]);
     let mut texts = p.whatsapp.texts();
     texts.sort();
-    assert_eq!(texts, ["echo: ana 1\nana 2", "echo: bo 1"]);
+    assert_eq!(texts, ["echo: ana 1\nana 2", "echo: bo 1\nbo 3"]);
+}
+
+#[tokio::test]
+async fn an_unreadable_record_fails_alone_on_every_delivery_and_later_messages_are_answered() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let mut newer = content_record(
+        "s1",
+        "1555",
+        "w1",
+        serde_json::json!({"type": "text", "body": "x"}),
+        5,
+    );
+    newer.body = newer.body.map(|b| b.replace("\"v\":1", "\"v\":2"));
+    let (response, _) = p
+        .handle(
+            &event(vec![
+                newer.clone(),
+                text_record("s2", "1555", "w2", "still there?"),
+            ]),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(
+        failures(&response),
+        ["s1"],
+        "on its last delivery too: the DLQ takes it"
+    );
+    assert_eq!(p.whatsapp.texts(), ["echo: still there?"]);
+    let (again, _) = p.handle(&event(vec![newer]), &invocation()).await;
+    assert_eq!(failures(&again), ["s1"]);
+    assert_eq!(p.llm.prompts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_body_naming_another_conversation_than_its_group_is_never_answered() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let mut stray = text_record("s1", "2222", "w1", "for someone else");
+    stray
+        .attributes
+        .insert("MessageGroupId".to_owned(), "PNID:1555".to_owned());
+    let (response, _) = p
+        .handle(
+            &event(vec![stray, text_record("s2", "1555", "w2", "hi")]),
+            &invocation(),
+        )
+        .await;
+    assert_eq!(failures(&response), ["s1"]);
+    let sent = p.whatsapp.sent.lock().unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1, Recipient::Phone("1555".into()));
+    assert_eq!(sent[0].2, "echo: hi");
 }
 
 #[tokio::test]
@@ -589,10 +662,10 @@ async fn messages_held_by_another_invocation_are_retried_without_an_llm_call() {
 #[tokio::test]
 async fn a_user_known_only_by_user_id_is_answered_by_recipient() {
     let p = processor(FakeLlm::default(), FakeWhatsApp::default());
-    let mut record = text_record("s1", "x", "w1", "hi");
+    let mut record = text_record("s1", "US.42", "w1", "hi");
     record.body = Some(
         serde_json::json!({"v": 1, "phone_number_id": "PNID", "sender": {"user_id": "US.42"}, "id": "w1",
-            "timestamp": 1, "content": {"type": "text", "body": "hi"}})
+            "timestamp": now_epoch_seconds(), "content": {"type": "text", "body": "hi"}})
         .to_string(),
     );
     p.handle(&event(vec![record]), &invocation()).await;
@@ -916,4 +989,137 @@ async fn a_newer_message_waits_for_the_pending_answer_and_is_answered_after_it()
     assert_eq!(prompts.len(), 2);
     let texts: Vec<&str> = prompts[1].turns.iter().map(|t| t.text.as_str()).collect();
     assert_eq!(texts, ["one", "the first answer", "two"]);
+}
+
+fn sent_hours_ago(mut record: SqsMessage, hours: i64) -> SqsMessage {
+    let mut body: serde_json::Value =
+        serde_json::from_str(record.body.as_deref().unwrap_or_default()).unwrap();
+    body["timestamp"] = (now_epoch_seconds() - hours * 3600).into();
+    record.body = Some(body.to_string());
+    record
+}
+
+#[tokio::test]
+async fn a_message_older_than_the_limit_is_marked_done_without_an_llm_call() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let old = sent_hours_ago(
+        text_record("s1", "1555", "w1", "replayed after an outage"),
+        25,
+    );
+    let (response, metrics) = p.handle(&event(vec![old.clone()]), &invocation()).await;
+    assert!(failures(&response).is_empty());
+    assert!(p.llm.prompts().is_empty());
+    assert!(p.whatsapp.texts().is_empty());
+    assert!(p.whatsapp.typing.lock().unwrap().is_empty());
+    assert_eq!(metrics.counter("MessagesTooOld"), 1);
+    assert!(p.store.turns("PNID:1555").is_empty(), "no turn is stored");
+    assert!(
+        matches!(
+            p.store.0.lock().unwrap().claims.get("w1"),
+            Some((true, _, _))
+        ),
+        "claimed and marked done"
+    );
+    let (again, metrics) = p.handle(&event(vec![old]), &invocation()).await;
+    assert!(failures(&again).is_empty());
+    assert_eq!(metrics.counter("DuplicatesSkipped"), 1);
+    assert_eq!(metrics.counter("MessagesTooOld"), 0, "counted once");
+}
+
+#[tokio::test]
+async fn in_a_burst_only_the_fresh_messages_are_answered() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let batch = event(vec![
+        sent_hours_ago(text_record("s1", "1555", "w1", "yesterday's question"), 30),
+        sent_hours_ago(text_record("s2", "1555", "w2", "recent question"), 23),
+    ]);
+    let (response, metrics) = p.handle(&batch, &invocation()).await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(p.whatsapp.texts(), ["echo: recent question"]);
+    assert_eq!(metrics.counter("MessagesTooOld"), 1);
+    let claims = &p.store.0.lock().unwrap().claims;
+    assert!(matches!(claims.get("w1"), Some((true, _, _))));
+    assert!(matches!(claims.get("w2"), Some((true, _, _))));
+}
+
+#[tokio::test]
+async fn without_an_age_limit_an_old_message_is_answered() {
+    let p = Processor::new(
+        FakeStore::default(),
+        FakeLlm::default(),
+        FakeWhatsApp::default(),
+        Behaviour {
+            max_message_age: None,
+            ..behaviour()
+        },
+    );
+    let old = sent_hours_ago(text_record("s1", "1555", "w1", "hello"), 24 * 30);
+    p.handle(&event(vec![old]), &invocation()).await;
+    assert_eq!(p.whatsapp.texts(), ["echo: hello"]);
+}
+
+fn user_id_record(
+    sqs_id: &str,
+    user_id: &str,
+    message_id: &str,
+    content: serde_json::Value,
+) -> SqsMessage {
+    let mut record = content_record(sqs_id, user_id, message_id, content, 1);
+    let mut body: serde_json::Value =
+        serde_json::from_str(record.body.as_deref().unwrap()).unwrap();
+    body["sender"] = serde_json::json!({"user_id": user_id});
+    record.body = Some(body.to_string());
+    record
+}
+
+#[tokio::test]
+async fn a_user_id_change_carries_the_conversation_over_to_the_new_id() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let text = |body: &str| serde_json::json!({"type": "text", "body": body});
+    p.handle(
+        &event(vec![user_id_record(
+            "s1",
+            "US.old",
+            "w1",
+            text("My name is Ana"),
+        )]),
+        &invocation(),
+    )
+    .await;
+    let notice = serde_json::json!({"type": "system", "kind": "user_changed_user_id",
+        "user_id": "US.new", "previous_user_id": "US.old"});
+    let (response, metrics) = p
+        .handle(
+            &event(vec![user_id_record("s2", "US.old", "w2", notice)]),
+            &invocation(),
+        )
+        .await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(metrics.counter("UserIdsChanged"), 1);
+    assert!(p.store.turns("PNID:US.old").is_empty());
+    p.handle(
+        &event(vec![user_id_record(
+            "s3",
+            "US.new",
+            "w3",
+            text("What is my name?"),
+        )]),
+        &invocation(),
+    )
+    .await;
+    let prompts = p.llm.prompts();
+    let texts: Vec<&str> = prompts[1].turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["My name is Ana", "echo: My name is Ana", "What is my name?"]
+    );
+    assert_eq!(
+        p.whatsapp.sent.lock().unwrap()[1].1,
+        Recipient::UserId("US.new".into())
+    );
+    assert_eq!(
+        p.whatsapp.texts().len(),
+        2,
+        "the notice itself gets no reply"
+    );
 }

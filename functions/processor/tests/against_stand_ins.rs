@@ -20,8 +20,9 @@ use testkit::http_recorder::{Canned, RecordedRequest};
 #[tokio::test]
 async fn the_sample_event_is_answered_through_the_openai_api_and_the_graph_api() {
     let h = Harness::new("openai", &[]).await;
-    let sample: SqsEvent =
-        serde_json::from_str(include_str!("../../../events/processor/text-message.json")).unwrap();
+    let sample: SqsEvent = sent_now(
+        serde_json::from_str(include_str!("../../../events/processor/text-message.json")).unwrap(),
+    );
     let response = h.handle(&sample).await;
     assert!(failures(&response).is_empty());
 
@@ -202,8 +203,9 @@ async fn redeliveries_re_enqueued_ids_and_racing_invocations_each_give_one_reply
 #[tokio::test]
 async fn a_burst_of_three_is_one_llm_call_one_reply_and_two_dynamodb_round_trips() {
     let h = Harness::new("openai", &[]).await;
-    let burst: SqsEvent =
-        serde_json::from_str(include_str!("../../../events/processor/burst.json")).unwrap();
+    let burst: SqsEvent = sent_now(
+        serde_json::from_str(include_str!("../../../events/processor/burst.json")).unwrap(),
+    );
     let before = h.dynamodb_calls.count();
     let response = h.handle(&burst).await;
     assert!(failures(&response).is_empty());
@@ -680,4 +682,57 @@ fn meta_answer_for_send() -> Canned {
         200,
         json!({"messaging_product": "whatsapp", "messages": [{"id": "wamid.late"}]}),
     )
+}
+
+#[tokio::test]
+async fn an_unreadable_record_fails_alone_and_the_conversation_goes_on() {
+    let h = Harness::new("openai", &[]).await;
+    let user = format!("1555{}", rand_suffix() % 1_000_000);
+    let mut newer = record("s1", &user, &unique("newer"), "from a newer webhook", 1);
+    newer.body = newer.body.map(|b| b.replace("\"v\":1", "\"v\":2"));
+    let mut stray = record("s2", &user, &unique("stray"), "not this chat's", 1);
+    stray.attributes.insert(
+        "MessageGroupId".to_owned(),
+        format!("{PHONE_NUMBER_ID}:15550000000"),
+    );
+    let batch = event(vec![
+        newer,
+        stray,
+        record("s3", &user, &unique("later"), "still there?", 1),
+    ]);
+    let response = h.handle(&batch).await;
+    assert_eq!(failures(&response), ["s1", "s2"]);
+    let sends: Vec<Value> = h
+        .meta
+        .requests()
+        .iter()
+        .map(RecordedRequest::json)
+        .filter(|b| b["type"] == "text")
+        .collect();
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0]["to"], user.as_str());
+    assert_eq!(sends[0]["text"]["body"], "You said: still there?");
+}
+
+#[tokio::test]
+async fn a_message_older_than_max_message_age_is_marked_done_without_an_llm_call() {
+    let h = Harness::new("openai", &[("MAX_MESSAGE_AGE_HOURS", "24")]).await;
+    let user = format!("1556{}", rand_suffix() % 1_000_000);
+    let id = unique("replayed");
+    let mut old = record("s1", &user, &id, "sent during the outage", 1);
+    old.body = old.body.map(|b| {
+        let mut body: Value = serde_json::from_str(&b).unwrap();
+        body["timestamp"] = (shared::clock::now_epoch_seconds() - 25 * 3600).into();
+        body.to_string()
+    });
+    let batch = event(vec![old]);
+    assert!(failures(&h.handle(&batch).await).is_empty());
+    assert!(h.llm.requests().is_empty());
+    assert!(h.meta.requests().is_empty(), "not even read + typing");
+    let item = h.conversation_item(&user).await;
+    let marker = item[&format!("c#{id}")].as_m().unwrap();
+    assert_eq!(marker["s"].as_s().unwrap(), "d", "marked done");
+    assert!(!item.contains_key("turns") || item["turns"].as_l().unwrap().is_empty());
+    assert!(failures(&h.handle(&batch).await).is_empty());
+    assert!(h.llm.requests().is_empty() && h.meta.requests().is_empty());
 }

@@ -19,15 +19,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 
 use crate::dynamodb_expression::{Expression, names, number};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{
-    Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, PendingAnswer, Role,
-    StoreError, Turn,
+    Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, MoveRequest, Moved,
+    PendingAnswer, Role, StoreError, Turn,
 };
 use crate::inbound::ConversationKey;
 
@@ -111,6 +111,84 @@ impl DynamoDbConversationStore {
                 _ => Err(unavailable(error)),
             },
         }
+    }
+
+    /// Writes the merged `turns` and copies `markers` into the new conversation's item, on
+    /// condition that its turns are still `seen_turns` (none when it had none).
+    async fn write_merged(
+        &self,
+        request: &MoveRequest<'_>,
+        seen_turns: Option<&AttributeValue>,
+        turns: &[Turn],
+        markers: &[(String, AttributeValue)],
+    ) -> Result<(), StoreError> {
+        let mut chunks = markers.chunks(MAX_STALE_PER_WRITE);
+        let first = chunks.next().unwrap_or_default();
+        let expression = merge_expression(first, seen_turns.is_some());
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .key("pk", item_key(request.to))
+            .update_expression(expression.update)
+            .set_condition_expression(expression.condition)
+            .set_expression_attribute_names(Some(expression.names))
+            .expression_attribute_values(":turns", encode_turns(turns))
+            .expression_attribute_values(":exp", number(self.policy.expires_at(request.now)));
+        if let Some(seen) = seen_turns {
+            update = update.expression_attribute_values(":seen", seen.clone());
+        }
+        for (index, (_, marker)) in first.iter().enumerate() {
+            update = update.expression_attribute_values(format!(":m{index}"), marker.clone());
+        }
+        update.send().await.map_err(changed_or_unavailable)?;
+        for chunk in chunks {
+            self.copy_markers(request.to, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Copies `markers` into the item of `conversation`, leaving any it already has.
+    async fn copy_markers(
+        &self,
+        conversation: &ConversationKey,
+        markers: &[(String, AttributeValue)],
+    ) -> Result<(), StoreError> {
+        let mut names = HashMap::new();
+        let sets = marker_sets(markers, &mut names);
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .key("pk", item_key(conversation))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .set_expression_attribute_names(Some(names));
+        for (index, (_, marker)) in markers.iter().enumerate() {
+            update = update.expression_attribute_values(format!(":m{index}"), marker.clone());
+        }
+        update.send().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Removes the turns of the previous conversation, on condition that they are still `seen`;
+    /// its message markers stay until the item expires.
+    async fn forget_turns(
+        &self,
+        conversation: &ConversationKey,
+        seen: &AttributeValue,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table_name)
+            .key("pk", item_key(conversation))
+            .update_expression("REMOVE #turns")
+            .condition_expression("#turns = :seen")
+            .expression_attribute_names("#turns", "turns")
+            .expression_attribute_values(":seen", seen.clone())
+            .send()
+            .await
+            .map_err(changed_or_unavailable)?;
+        Ok(())
     }
 
     /// The conversation's item as it is now (empty when there is none).
@@ -216,6 +294,35 @@ impl ConversationStore for DynamoDbConversationStore {
         }
     }
 
+    async fn move_conversation(&self, request: MoveRequest<'_>) -> Result<Moved, StoreError> {
+        if request.from == request.to {
+            return Ok(Moved::default());
+        }
+        let old = self.read(request.from).await?;
+        if old.is_empty() {
+            return Ok(Moved::default());
+        }
+        let new = self.read(request.to).await?;
+        let moved_turns = self
+            .policy
+            .live(decode_turns(old.get("turns")), request.now);
+        let turns = self.policy.merge(
+            decode_turns(new.get("turns")),
+            moved_turns.clone(),
+            request.now,
+        );
+        let markers = markers_to_copy(&old, &new);
+        self.write_merged(&request, new.get("turns"), &turns, &markers)
+            .await?;
+        if let Some(seen) = old.get("turns") {
+            self.forget_turns(request.from, seen).await?;
+        }
+        Ok(Moved {
+            turns: moved_turns.len(),
+            message_ids: markers.len(),
+        })
+    }
+
     async fn release(
         &self,
         conversation: &ConversationKey,
@@ -256,6 +363,69 @@ impl ConversationStore for DynamoDbConversationStore {
 
 fn unavailable(error: impl std::error::Error) -> StoreError {
     StoreError::Unavailable(DisplayErrorContext(error).to_string())
+}
+
+/// A conditional write refused because the item changed since it was read is a failure the
+/// caller retries, as any other.
+fn changed_or_unavailable<R: std::fmt::Debug>(error: SdkError<UpdateItemError, R>) -> StoreError {
+    match error.as_service_error() {
+        Some(UpdateItemError::ConditionalCheckFailedException(_)) => {
+            StoreError::Unavailable("the conversation changed while it was being moved".into())
+        }
+        _ => unavailable(error),
+    }
+}
+
+/// The previous conversation's answered-message markers that the new one lacks, newest first,
+/// at most [`MAX_REMEMBERED_IDS`].
+fn markers_to_copy(old: &Item, new: &Item) -> Vec<(String, AttributeValue)> {
+    let mut done: Vec<(&String, &AttributeValue, Option<i64>)> = old
+        .iter()
+        .filter(|(name, _)| name.starts_with(MARKER_PREFIX) && !new.contains_key(*name))
+        .map(|(name, value)| (name, value, parse_marker(value)))
+        .filter(|(_, _, marker)| marker.state == MarkerState::Done)
+        .map(|(name, value, marker)| (name, value, marker.at))
+        .collect();
+    done.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(b.0)));
+    done.truncate(MAX_REMEMBERED_IDS);
+    done.into_iter()
+        .map(|(name, value, _)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// `SET` clauses writing each of `markers` (as `:m<index>`) unless the item has it already,
+/// with their name placeholders added to `names`.
+fn marker_sets(
+    markers: &[(String, AttributeValue)],
+    names: &mut HashMap<String, String>,
+) -> Vec<String> {
+    markers
+        .iter()
+        .enumerate()
+        .map(|(index, (name, _))| {
+            let placeholder = format!("#m{index}");
+            names.insert(placeholder.clone(), name.clone());
+            format!("{placeholder} = if_not_exists({placeholder}, :m{index})")
+        })
+        .collect()
+}
+
+/// Sets the merged turns (`:turns`), the expiry (`:exp`) and the copied `markers`, on condition
+/// that the turns are still those read (`:seen`), or that there were none.
+fn merge_expression(markers: &[(String, AttributeValue)], had_turns: bool) -> Expression {
+    let mut names = names(&[("#turns", "turns"), ("#exp", "expires_at")]);
+    let mut sets = vec!["#turns = :turns".to_owned(), "#exp = :exp".to_owned()];
+    sets.extend(marker_sets(markers, &mut names));
+    let condition = if had_turns {
+        "#turns = :seen"
+    } else {
+        "attribute_not_exists(#turns)"
+    };
+    Expression {
+        update: format!("SET {}", sets.join(", ")),
+        condition: Some(condition.to_owned()),
+        names,
+    }
 }
 
 /// The partition key of a conversation's item.

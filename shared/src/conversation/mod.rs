@@ -97,6 +97,20 @@ impl HistoryPolicy {
         turns
     }
 
+    /// The turns of two conversations as one: the live turns of both in time order, a turn
+    /// found in both kept once, bounded as [`HistoryPolicy::retain`] bounds them. Merging the
+    /// same turns again gives the same turns.
+    pub fn merge(&self, first: Vec<Turn>, second: Vec<Turn>, now: i64) -> Vec<Turn> {
+        let mut turns = self.live(first, now);
+        for turn in self.live(second, now) {
+            if !turns.contains(&turn) {
+                turns.push(turn);
+            }
+        }
+        turns.sort_by_key(|t| t.at);
+        self.retain(turns, Vec::new(), now)
+    }
+
     /// How long a message id is remembered, so that a redelivery is not answered twice: the
     /// conversation's TTL, and at least Meta's 7 days of redelivery
     /// ([`MIN_ID_MEMORY_SECONDS`]) however short that TTL is.
@@ -193,6 +207,26 @@ pub struct CompleteRequest<'a> {
     pub now: i64,
 }
 
+/// A request to move a conversation's memory to another key: the user's id changed.
+#[derive(Debug, Clone, Copy)]
+pub struct MoveRequest<'a> {
+    /// The conversation under the user's previous id.
+    pub from: &'a ConversationKey,
+    /// The conversation under the user's new id.
+    pub to: &'a ConversationKey,
+    /// The current time, in seconds since the epoch.
+    pub now: i64,
+}
+
+/// What a move carried over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// How many live turns of the previous conversation were moved.
+    pub turns: usize,
+    /// How many answered message ids were copied that the new conversation did not know.
+    pub message_ids: usize,
+}
+
 /// Why the store could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -223,6 +257,16 @@ pub trait ConversationStore: Send + Sync {
         &self,
         request: CompleteRequest<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves the memory of `request.from` to `request.to` (the user changed their id): the
+    /// live turns are merged into the new conversation's, the answered message ids copied to
+    /// it, and the turns removed from the previous one. The previous conversation keeps its
+    /// message ids until it expires, so that a redelivery under the previous id is not answered
+    /// twice either. Moving again, or from a conversation that does not exist, changes nothing.
+    fn move_conversation(
+        &self,
+        request: MoveRequest<'_>,
+    ) -> impl Future<Output = Result<Moved, StoreError>> + Send;
 
     /// Gives back claims on `message_ids` held with `token` that will not be completed (the LLM
     /// or Meta failed), so that a retry can take them at once instead of waiting for the lease.
@@ -302,6 +346,27 @@ mod tests {
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert_eq!(kept[1].text, "a very…");
         assert!(kept.iter().map(|t| t.text.len()).sum::<usize>() <= 25);
+    }
+
+    #[test]
+    fn merging_keeps_time_order_drops_repeats_and_is_bounded() {
+        let policy = HistoryPolicy::new(4, 1);
+        let now = 1_000_000;
+        let old = vec![
+            turn(Role::User, "expired", now - 90_000),
+            turn(Role::User, "a", now - 30),
+            turn(Role::Assistant, "b", now - 20),
+        ];
+        let new = vec![
+            turn(Role::User, "c", now - 25),
+            turn(Role::Assistant, "b", now - 20),
+            turn(Role::User, "d", now - 10),
+            turn(Role::Assistant, "e", now - 5),
+        ];
+        let merged = policy.merge(new.clone(), old.clone(), now);
+        let texts: Vec<&str> = merged.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(texts, ["c", "b", "d", "e"], "the newest 4, b once");
+        assert_eq!(policy.merge(merged.clone(), old, now), merged);
     }
 
     #[test]

@@ -331,6 +331,8 @@ fn read_content(message_type: &str, raw: &Value) -> MessageContent {
         "system" => details.map(|d| MessageContent::System {
             body: str_field(d, "body"),
             kind: str_field(d, "type"),
+            user_id: str_field(d, "user_id"),
+            previous_user_id: str_field(d, "previous_user_id"),
         }),
         _ => None,
     };
@@ -638,7 +640,23 @@ mod tests {
             system,
             MessageContent::System {
                 body: Some("changed".into()),
-                kind: Some("user_changed_number".into())
+                kind: Some("user_changed_number".into()),
+                user_id: None,
+                previous_user_id: None,
+            }
+        );
+        let changed_id = content(
+            json!({"from_user_id": "US.old", "id": "w", "type": "system",
+            "system": {"body": "User changed", "type": "user_changed_user_id",
+                "user_id": "US.new", "previous_user_id": "US.old"}}),
+        );
+        assert_eq!(
+            changed_id,
+            MessageContent::System {
+                body: Some("User changed".into()),
+                kind: Some("user_changed_user_id".into()),
+                user_id: Some("US.new".into()),
+                previous_user_id: Some("US.old".into()),
             }
         );
     }

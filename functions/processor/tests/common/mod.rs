@@ -208,7 +208,8 @@ pub fn record(
     receive_count: u32,
 ) -> SqsMessage {
     let body = json!({"v": 1, "phone_number_id": PHONE_NUMBER_ID, "sender": {"wa_id": user}, "name": "Tester",
-        "id": message_id, "timestamp": 1_795_255_200, "content": {"type": "text", "body": text}});
+        "id": message_id, "timestamp": shared::clock::now_epoch_seconds() - 60,
+        "content": {"type": "text", "body": text}});
     let mut record = SqsMessage::default();
     record.message_id = Some(sqs_id.into());
     record.body = Some(body.to_string());
@@ -223,6 +224,18 @@ pub fn record(
         ),
     ]);
     record
+}
+
+/// `event` with every body's timestamp set to a minute ago: the samples in `events/` carry fixed
+/// timestamps, which `MAX_MESSAGE_AGE_HOURS` would find too old.
+pub fn sent_now(mut event: SqsEvent) -> SqsEvent {
+    for record in &mut event.records {
+        let mut body: serde_json::Value =
+            serde_json::from_str(record.body.as_deref().unwrap_or_default()).unwrap();
+        body["timestamp"] = (shared::clock::now_epoch_seconds() - 60).into();
+        record.body = Some(body.to_string());
+    }
+    event
 }
 
 pub fn event(records: Vec<SqsMessage>) -> SqsEvent {
