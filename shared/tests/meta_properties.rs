@@ -1,6 +1,11 @@
 //! Property tests of what reads Meta's webhook before anything else does: the signature check
 //! and the delivery parser. Both face any bytes from the internet; neither may panic, and the
 //! parser must read any JSON (Meta retries a refused delivery for 7 days).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};

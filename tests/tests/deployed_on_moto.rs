@@ -89,9 +89,13 @@ async fn a_signed_delivery_goes_through_the_templates_resources_to_a_reply() {
     let llm = http_recorder::openai_answering("I can chat with you!").await;
     let meta = http_recorder::graph_api("wamid.reply").await;
     let mut processor_env = stack.environment("ProcessorFunction");
+    assert_eq!(processor_env["MAX_MESSAGE_AGE_HOURS"], "24");
     for (name, stand_in) in [
         ("LLM_BASE_URL", format!("{}/v1", llm.url)),
         ("META_API_BASE_URL", meta.url.clone()),
+        // The signed sample's timestamp is fixed, so it grows older every day; the age limit
+        // itself is tested in the processor's own tests.
+        ("MAX_MESSAGE_AGE_HOURS", "0".to_owned()),
     ] {
         processor_env.insert(name.to_owned(), stand_in);
     }

@@ -2,6 +2,11 @@
 //! webhook of another version, a message moved back by hand, a truncated copy). Reading a
 //! batch must never panic, must keep one record per SQS record, and must read back any body
 //! the webhook writes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
 
 use std::collections::HashMap;
 
