@@ -14,6 +14,13 @@ use shared::llm::Completion;
 
 use super::*;
 
+impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
+    /// Handles a batch of `records` in an invocation with a minute left.
+    async fn run(&self, records: Vec<SqsMessage>) -> (SqsBatchResponse, Metrics) {
+        self.handle(&event(records), &invocation()).await
+    }
+}
+
 #[derive(Default)]
 struct FakeStoreState {
     turns: HashMap<String, Vec<Turn>>,
@@ -314,17 +321,11 @@ fn failures(response: &SqsBatchResponse) -> Vec<String> {
 async fn a_second_message_is_answered_with_the_first_turn_in_the_prompt() {
     let p = processor(FakeLlm::default(), FakeWhatsApp::default());
     let (first, _) = p
-        .handle(
-            &event(vec![text_record("s1", "1555", "w1", "My name is Ana")]),
-            &invocation(),
-        )
+        .run(vec![text_record("s1", "1555", "w1", "My name is Ana")])
         .await;
     assert!(failures(&first).is_empty());
     let (second, _) = p
-        .handle(
-            &event(vec![text_record("s2", "1555", "w2", "What is my name?")]),
-            &invocation(),
-        )
+        .run(vec![text_record("s2", "1555", "w2", "What is my name?")])
         .await;
     assert!(failures(&second).is_empty());
 
@@ -410,15 +411,15 @@ async fn an_llm_outage_fails_the_records_until_the_last_delivery_sends_the_fallb
         )
     };
 
-    let (response, _) = p.handle(&event(vec![record(1)]), &invocation()).await;
+    let (response, _) = p.run(vec![record(1)]).await;
     assert_eq!(failures(&response), ["s1"]);
     assert!(p.whatsapp.texts().is_empty());
 
     // The released claim lets the redelivery in at once; on the last receive the user hears back.
-    let (response, _) = p.handle(&event(vec![record(5)]), &invocation()).await;
+    let (response, _) = p.run(vec![record(5)]).await;
     assert!(failures(&response).is_empty());
     assert_eq!(p.whatsapp.texts(), ["Sorry, try later."]);
-    let (again, _) = p.handle(&event(vec![record(5)]), &invocation()).await;
+    let (again, _) = p.run(vec![record(5)]).await;
     assert!(failures(&again).is_empty());
     assert_eq!(
         p.whatsapp.texts().len(),
@@ -453,12 +454,7 @@ async fn an_expired_token_fails_the_record() {
         FakeLlm::default(),
         FakeWhatsApp::failing(vec![Some(meta_error(190))]),
     );
-    let (response, _) = p
-        .handle(
-            &event(vec![text_record("s1", "1555", "w1", "hi")]),
-            &invocation(),
-        )
-        .await;
+    let (response, _) = p.run(vec![text_record("s1", "1555", "w1", "hi")]).await;
     assert_eq!(failures(&response), ["s1"]);
 }
 
@@ -470,10 +466,7 @@ async fn a_long_answer_is_sent_as_several_messages_in_order() {
         FakeWhatsApp::default(),
     );
     let (response, metrics) = p
-        .handle(
-            &event(vec![text_record("s1", "1555", "w1", "long please")]),
-            &invocation(),
-        )
+        .run(vec![text_record("s1", "1555", "w1", "long please")])
         .await;
     assert!(failures(&response).is_empty());
     assert_eq!(p.whatsapp.texts(), ["a".repeat(3000), "b".repeat(2000)]);
@@ -529,13 +522,10 @@ async fn an_unreadable_record_fails_alone_on_every_delivery_and_later_messages_a
     );
     newer.body = newer.body.map(|b| b.replace("\"v\":1", "\"v\":2"));
     let (response, _) = p
-        .handle(
-            &event(vec![
-                newer.clone(),
-                text_record("s2", "1555", "w2", "still there?"),
-            ]),
-            &invocation(),
-        )
+        .run(vec![
+            newer.clone(),
+            text_record("s2", "1555", "w2", "still there?"),
+        ])
         .await;
     assert_eq!(
         failures(&response),
@@ -543,7 +533,7 @@ async fn an_unreadable_record_fails_alone_on_every_delivery_and_later_messages_a
         "on its last delivery too: the DLQ takes it"
     );
     assert_eq!(p.whatsapp.texts(), ["echo: still there?"]);
-    let (again, _) = p.handle(&event(vec![newer]), &invocation()).await;
+    let (again, _) = p.run(vec![newer]).await;
     assert_eq!(failures(&again), ["s1"]);
     assert_eq!(p.llm.prompts().len(), 1);
 }
@@ -556,10 +546,7 @@ async fn a_body_naming_another_conversation_than_its_group_is_never_answered() {
         .attributes
         .insert("MessageGroupId".to_owned(), "PNID:1555".to_owned());
     let (response, _) = p
-        .handle(
-            &event(vec![stray, text_record("s2", "1555", "w2", "hi")]),
-            &invocation(),
-        )
+        .run(vec![stray, text_record("s2", "1555", "w2", "hi")])
         .await;
     assert_eq!(failures(&response), ["s1"]);
     let sent = p.whatsapp.sent.lock().unwrap();
@@ -595,20 +582,14 @@ async fn unsupported_messages_get_the_unsupported_reply_and_silent_ones_nothing(
     let location = serde_json::json!({"type": "location", "latitude": 1.0, "longitude": 2.0});
     let reaction = serde_json::json!({"type": "reaction", "message_id": "wamid.x", "emoji": "👍"});
     let (response, _) = p
-        .handle(
-            &event(vec![content_record("s1", "1555", "w1", location, 1)]),
-            &invocation(),
-        )
+        .run(vec![content_record("s1", "1555", "w1", location, 1)])
         .await;
     assert!(failures(&response).is_empty());
     assert_eq!(p.whatsapp.texts(), ["I only read text."]);
     assert!(p.llm.prompts().is_empty());
     let calls_before = p.store.calls();
-    p.handle(
-        &event(vec![content_record("s2", "1555", "w2", reaction, 1)]),
-        &invocation(),
-    )
-    .await;
+    p.run(vec![content_record("s2", "1555", "w2", reaction, 1)])
+        .await;
     assert_eq!(p.whatsapp.texts().len(), 1);
     assert_eq!(
         p.store.calls(),
@@ -649,12 +630,7 @@ async fn messages_held_by_another_invocation_are_retried_without_an_llm_call() {
         })
         .await
         .unwrap();
-    let (response, _) = p
-        .handle(
-            &event(vec![text_record("s1", "1555", "w1", "hi")]),
-            &invocation(),
-        )
-        .await;
+    let (response, _) = p.run(vec![text_record("s1", "1555", "w1", "hi")]).await;
     assert_eq!(failures(&response), ["s1"]);
     assert!(p.llm.prompts().is_empty());
 }
@@ -668,7 +644,7 @@ async fn a_user_known_only_by_user_id_is_answered_by_recipient() {
             "timestamp": now_epoch_seconds(), "content": {"type": "text", "body": "hi"}})
         .to_string(),
     );
-    p.handle(&event(vec![record]), &invocation()).await;
+    p.run(vec![record]).await;
     assert_eq!(
         p.whatsapp.sent.lock().unwrap()[0].1,
         Recipient::UserId("US.42".into())
@@ -688,7 +664,7 @@ async fn a_prompt_too_long_is_asked_again_at_once_with_the_oldest_history_droppe
     let p = processor(FakeLlm::default(), FakeWhatsApp::default());
     for (i, text) in ["one", "two"].into_iter().enumerate() {
         let record = text_record(&format!("s{i}"), "1555", &format!("w{i}"), text);
-        p.handle(&event(vec![record]), &invocation()).await;
+        p.run(vec![record]).await;
     }
     assert_eq!(p.store.turns("PNID:1555").len(), 4);
     let too_long = "Too long (type invalid_request_error, code context_length_exceeded)";
@@ -696,12 +672,7 @@ async fn a_prompt_too_long_is_asked_again_at_once_with_the_oldest_history_droppe
         llm: FakeLlm::scripted(vec![refused(400, too_long)]),
         ..p
     };
-    let (response, metrics) = p
-        .handle(
-            &event(vec![text_record("s9", "1555", "w9", "three")]),
-            &invocation(),
-        )
-        .await;
+    let (response, metrics) = p.run(vec![text_record("s9", "1555", "w9", "three")]).await;
     assert!(failures(&response).is_empty());
     let prompts = p.llm.prompts();
     assert_eq!(prompts.len(), 2, "one retry, at once");
@@ -719,12 +690,7 @@ async fn a_prompt_too_long_even_without_history_gets_the_fallback_at_once() {
         FakeLlm::scripted(vec![refused(400, too_long)]),
         FakeWhatsApp::default(),
     );
-    let (response, _) = p
-        .handle(
-            &event(vec![text_record("s1", "1555", "w1", "huge")]),
-            &invocation(),
-        )
-        .await;
+    let (response, _) = p.run(vec![text_record("s1", "1555", "w1", "huge")]).await;
     assert!(failures(&response).is_empty());
     assert_eq!(p.llm.prompts().len(), 1, "no history to drop: no retry");
     assert_eq!(p.whatsapp.texts(), ["Sorry, try later."]);
@@ -740,23 +706,14 @@ async fn an_unknown_model_gets_the_fallback_on_the_first_receive_and_the_turn_is
         )]),
         FakeWhatsApp::default(),
     );
-    let (response, _) = p
-        .handle(
-            &event(vec![text_record("s1", "1555", "w1", "first")]),
-            &invocation(),
-        )
-        .await;
+    let (response, _) = p.run(vec![text_record("s1", "1555", "w1", "first")]).await;
     assert!(failures(&response).is_empty(), "no SQS retry");
     assert_eq!(p.whatsapp.texts(), ["Sorry, try later."]);
     assert_eq!(p.llm.prompts().len(), 1);
     assert!(p.store.turns("PNID:1555").is_empty());
 
     // Once the model is fixed, the next message is answered without the refused turn.
-    p.handle(
-        &event(vec![text_record("s2", "1555", "w2", "second")]),
-        &invocation(),
-    )
-    .await;
+    p.run(vec![text_record("s2", "1555", "w2", "second")]).await;
     let prompts = p.llm.prompts();
     let turns: Vec<&str> = prompts[1].turns.iter().map(|t| t.text.as_str()).collect();
     assert_eq!(turns, ["second"]);
@@ -773,12 +730,7 @@ async fn a_content_filter_refusal_gets_the_fallback_at_once() {
             FakeLlm::scripted(vec![refused(status, message)]),
             FakeWhatsApp::default(),
         );
-        let (response, _) = p
-            .handle(
-                &event(vec![text_record("s1", "1555", "w1", "hi")]),
-                &invocation(),
-            )
-            .await;
+        let (response, _) = p.run(vec![text_record("s1", "1555", "w1", "hi")]).await;
         assert!(failures(&response).is_empty(), "{status}");
         assert_eq!(p.whatsapp.texts(), ["Sorry, try later."], "{status}");
         assert!(p.store.turns("PNID:1555").is_empty(), "{status}");
@@ -798,12 +750,7 @@ async fn a_refused_key_is_still_retried_through_the_queue() {
             FakeLlm::scripted(vec![refused(status, message)]),
             FakeWhatsApp::default(),
         );
-        let (response, _) = p
-            .handle(
-                &event(vec![text_record("s1", "1555", "w1", "hi")]),
-                &invocation(),
-            )
-            .await;
+        let (response, _) = p.run(vec![text_record("s1", "1555", "w1", "hi")]).await;
         assert_eq!(failures(&response), ["s1"], "{status}");
         assert!(p.whatsapp.texts().is_empty(), "{status}");
     }
@@ -823,10 +770,7 @@ async fn a_message_meta_refuses_for_good_is_done_and_the_next_one_is_answered() 
         assert!(failures(&redelivered).is_empty(), "{code}");
         assert_eq!(p.llm.prompts().len(), 1, "{code}: done, not asked again");
         let (next, _) = p
-            .handle(
-                &event(vec![text_record("s2", "1555", "w2", "still there?")]),
-                &invocation(),
-            )
+            .run(vec![text_record("s2", "1555", "w2", "still there?")])
             .await;
         assert!(failures(&next).is_empty(), "{code}");
         // The undelivered answer is not remembered; the user's two turns read as one.
@@ -841,12 +785,7 @@ async fn an_account_meta_blocks_keeps_the_records_for_a_retry() {
             FakeLlm::default(),
             FakeWhatsApp::failing(vec![Some(meta_error(code))]),
         );
-        let (response, _) = p
-            .handle(
-                &event(vec![text_record("s1", "1555", "w1", "hi")]),
-                &invocation(),
-            )
-            .await;
+        let (response, _) = p.run(vec![text_record("s1", "1555", "w1", "hi")]).await;
         assert_eq!(failures(&response), ["s1"], "{code}");
     }
 }
@@ -972,7 +911,7 @@ async fn a_newer_message_waits_for_the_pending_answer_and_is_answered_after_it()
         FakeWhatsApp::failing(vec![Some(transient_error())]),
     );
     let first = text_record("s1", "1555", "w1", "one");
-    let (response, _) = p.handle(&event(vec![first.clone()]), &invocation()).await;
+    let (response, _) = p.run(vec![first.clone()]).await;
     assert_eq!(failures(&response), ["s1"]);
 
     // The retry comes with a newer message: the pending answer goes out for the first alone.
@@ -982,7 +921,7 @@ async fn a_newer_message_waits_for_the_pending_answer_and_is_answered_after_it()
     assert_eq!(failures(&retried), ["s2"]);
     assert_eq!(p.whatsapp.texts(), ["the first answer"]);
 
-    let (next, _) = p.handle(&event(vec![second]), &invocation()).await;
+    let (next, _) = p.run(vec![second]).await;
     assert!(failures(&next).is_empty());
     assert_eq!(p.whatsapp.texts(), ["the first answer", "echo: two"]);
     let prompts = p.llm.prompts();
@@ -1006,7 +945,7 @@ async fn a_message_older_than_the_limit_is_marked_done_without_an_llm_call() {
         text_record("s1", "1555", "w1", "replayed after an outage"),
         25,
     );
-    let (response, metrics) = p.handle(&event(vec![old.clone()]), &invocation()).await;
+    let (response, metrics) = p.run(vec![old.clone()]).await;
     assert!(failures(&response).is_empty());
     assert!(p.llm.prompts().is_empty());
     assert!(p.whatsapp.texts().is_empty());
@@ -1020,7 +959,7 @@ async fn a_message_older_than_the_limit_is_marked_done_without_an_llm_call() {
         ),
         "claimed and marked done"
     );
-    let (again, metrics) = p.handle(&event(vec![old]), &invocation()).await;
+    let (again, metrics) = p.run(vec![old]).await;
     assert!(failures(&again).is_empty());
     assert_eq!(metrics.counter("DuplicatesSkipped"), 1);
     assert_eq!(metrics.counter("MessagesTooOld"), 0, "counted once");
@@ -1054,7 +993,7 @@ async fn without_an_age_limit_an_old_message_is_answered() {
         },
     );
     let old = sent_hours_ago(text_record("s1", "1555", "w1", "hello"), 24 * 30);
-    p.handle(&event(vec![old]), &invocation()).await;
+    p.run(vec![old]).await;
     assert_eq!(p.whatsapp.texts(), ["echo: hello"]);
 }
 
@@ -1076,36 +1015,27 @@ fn user_id_record(
 async fn a_user_id_change_carries_the_conversation_over_to_the_new_id() {
     let p = processor(FakeLlm::default(), FakeWhatsApp::default());
     let text = |body: &str| serde_json::json!({"type": "text", "body": body});
-    p.handle(
-        &event(vec![user_id_record(
-            "s1",
-            "US.old",
-            "w1",
-            text("My name is Ana"),
-        )]),
-        &invocation(),
-    )
+    p.run(vec![user_id_record(
+        "s1",
+        "US.old",
+        "w1",
+        text("My name is Ana"),
+    )])
     .await;
     let notice = serde_json::json!({"type": "system", "kind": "user_changed_user_id",
         "user_id": "US.new", "previous_user_id": "US.old"});
     let (response, metrics) = p
-        .handle(
-            &event(vec![user_id_record("s2", "US.old", "w2", notice)]),
-            &invocation(),
-        )
+        .run(vec![user_id_record("s2", "US.old", "w2", notice)])
         .await;
     assert!(failures(&response).is_empty());
     assert_eq!(metrics.counter("UserIdsChanged"), 1);
     assert!(p.store.turns("PNID:US.old").is_empty());
-    p.handle(
-        &event(vec![user_id_record(
-            "s3",
-            "US.new",
-            "w3",
-            text("What is my name?"),
-        )]),
-        &invocation(),
-    )
+    p.run(vec![user_id_record(
+        "s3",
+        "US.new",
+        "w3",
+        text("What is my name?"),
+    )])
     .await;
     let prompts = p.llm.prompts();
     let texts: Vec<&str> = prompts[1].turns.iter().map(|t| t.text.as_str()).collect();
