@@ -11,10 +11,11 @@
     reason = "a test: a panic is a failed test"
 )]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use local_stack::local::event_sources::sqs_event;
 use local_stack::resources::{LOCAL_SECRET, Stack};
 use local_stack::runtime::{
     FunctionSpec, LambdaFunction, binaries_dir, http_answer, http_api_event,
@@ -152,7 +153,10 @@ impl Rig {
     /// Hands `messages` to the processor's binary as one SQS event; returns its answer.
     async fn process(&self, messages: &[Message]) -> Value {
         self.processor
-            .invoke(&sqs_event(messages), TIMEOUT)
+            .invoke(
+                &sqs_event(&self.stack.resolver.refs["InboundQueue"], messages),
+                TIMEOUT,
+            )
             .await
             .unwrap_or_else(|e| panic!("the processor answers: {e}"))
     }
@@ -216,24 +220,6 @@ async fn start(
     })
     .await
     .expect("the function's process starts")
-}
-
-/// The SQS event Lambda would give the processor for `messages`.
-fn sqs_event(messages: &[Message]) -> Value {
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            let attributes: HashMap<String, String> = m
-                .attributes()
-                .map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect())
-                .unwrap_or_default();
-            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
-                "attributes": attributes, "messageAttributes": {}, "md5OfBody": m.md5_of_body(),
-                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:inbound.fifo",
-                "awsRegion": "us-east-1"})
-        })
-        .collect();
-    json!({ "Records": records })
 }
 
 fn now_seconds() -> String {
@@ -456,7 +442,10 @@ async fn a_huge_retry_after_fails_no_other_conversation() {
     assert_eq!(queued.len(), 2);
     let answer = rig
         .processor
-        .invoke(&sqs_event(&queued), TIMEOUT)
+        .invoke(
+            &sqs_event(&rig.stack.resolver.refs["InboundQueue"], &queued),
+            TIMEOUT,
+        )
         .await
         .expect("an answer for the batch, not a panic");
     let failures = answer["batchItemFailures"].as_array().map_or(0, Vec::len);

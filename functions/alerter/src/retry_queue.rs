@@ -221,7 +221,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const RETRY_ARN: &str = "arn:aws:sqs:eu-west-1:1:wa-alert-retry";
+    use crate::tests::{RETRY_ARN, retry_event as event};
 
     fn place() -> Place {
         Place {
@@ -229,18 +229,6 @@ mod tests {
             archive_arn: "arn:aws:sqs:eu-west-1:1:archive.fifo".into(),
             inbound_arn: "arn:aws:sqs:eu-west-1:1:inbound.fifo".into(),
         }
-    }
-
-    fn event(bodies: &[String]) -> Value {
-        let records: Vec<Value> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                json!({"messageId": format!("r{i}"), "eventSource": "aws:sqs",
-                    "eventSourceARN": RETRY_ARN, "body": body})
-            })
-            .collect();
-        json!({ "Records": records })
     }
 
     fn alarm_event() -> Value {

@@ -162,7 +162,7 @@ fn config() -> Config {
     }
 }
 
-const RETRY_ARN: &str = "arn:aws:sqs:eu-west-1:1:wa-alert-retry";
+pub(crate) const RETRY_ARN: &str = "arn:aws:sqs:eu-west-1:1:wa-alert-retry";
 
 type TestAlerter = Alerter<FakeMailer, FakeStorm, FakeQueue>;
 
@@ -182,7 +182,7 @@ fn with_mailer(alerter: TestAlerter, mailer: FakeMailer) -> TestAlerter {
 }
 
 /// An SQS event of the retry queue with records `r0`, `r1`… of these bodies.
-fn retry_event(bodies: &[String]) -> Value {
+pub(crate) fn retry_event(bodies: &[String]) -> Value {
     let records: Vec<Value> = bodies
         .iter()
         .enumerate()

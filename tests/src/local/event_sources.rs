@@ -60,7 +60,7 @@ pub(super) async fn poll(
 }
 
 /// The SQS event Lambda would give a function for `messages` from `queue_url`.
-fn sqs_event(queue_url: &str, messages: &[Message]) -> Value {
+pub fn sqs_event(queue_url: &str, messages: &[Message]) -> Value {
     let arn = format!(
         "arn:aws:sqs:us-east-1:123456789012:{}",
         queue_url.rsplit('/').next().unwrap_or_default()

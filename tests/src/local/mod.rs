@@ -12,7 +12,7 @@
 //! This module wires the parts: [`moto`] (the server), [`event_sources`] (the SQS pollers),
 //! [`stand_ins`] (API Gateway, the Graph API, the LLM) and [`simulator`] (the user's side).
 
-mod event_sources;
+pub mod event_sources;
 mod moto;
 mod simulator;
 mod stand_ins;
