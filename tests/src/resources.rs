@@ -213,6 +213,47 @@ impl Stack {
         self.resolver.refs.insert("AppSecret".to_owned(), arn);
     }
 
+    /// Starts `function`'s built binary under the local Lambda runtime, configured as the
+    /// template configures `logical_id` and then by `overrides`, reaching AWS at `aws_endpoint`
+    /// with the test's credentials (or dummy ones); its log goes to `log_file`.
+    pub async fn start_function(
+        &self,
+        function: &str,
+        logical_id: &str,
+        aws_endpoint: &str,
+        overrides: &[(&str, String)],
+        log_file: std::path::PathBuf,
+    ) -> crate::runtime::LambdaFunction {
+        let binary = crate::runtime::binaries_dir().join(function);
+        assert!(
+            binary.is_file(),
+            "{} is not built: run the tests with `cargo test --workspace` (or `make test`), which builds the functions",
+            binary.display()
+        );
+        let mut environment = self.environment(logical_id);
+        for (key, value) in overrides {
+            environment.insert((*key).to_owned(), value.clone());
+        }
+        for key in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            let value = std::env::var(key).unwrap_or_else(|_| "testing".to_owned());
+            environment.insert(key.to_owned(), value);
+        }
+        environment.insert("AWS_ENDPOINT_URL".to_owned(), aws_endpoint.to_owned());
+        environment.insert("AWS_REGION".to_owned(), "us-east-1".to_owned());
+        crate::runtime::LambdaFunction::start(crate::runtime::FunctionSpec {
+            name: function.to_owned(),
+            binary,
+            environment,
+            log_file: Some(log_file),
+        })
+        .await
+        .expect("the function's process starts")
+    }
+
     /// The environment the template gives a function, resolved.
     pub fn environment(&self, function: &str) -> BTreeMap<String, String> {
         self.template

@@ -95,37 +95,12 @@ async fn start(
     logical_id: &str,
     overrides: &[(&str, String)],
 ) -> LambdaFunction {
-    let binary = binaries_dir().join(function);
-    assert!(
-        binary.is_file(),
-        "{} is not built: run the tests with `cargo test --workspace` (or `make test`), which builds the functions",
-        binary.display()
-    );
-    let mut environment = stack.environment(logical_id);
-    for (key, value) in overrides {
-        environment.insert((*key).to_owned(), value.clone());
-    }
-    for key in [
-        "AWS_ENDPOINT_URL",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-    ] {
-        if let Ok(value) = std::env::var(key) {
-            environment.insert(key.to_owned(), value);
-        }
-    }
-    environment.insert("AWS_REGION".to_owned(), "us-east-1".to_owned());
+    let moto = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     let log_file =
         std::env::temp_dir().join(format!("{}-{function}.log", testkit::unique_name("events")));
-    LambdaFunction::start(FunctionSpec {
-        name: function.to_owned(),
-        binary,
-        environment,
-        log_file: Some(log_file),
-    })
-    .await
-    .expect("the function's process starts")
+    stack
+        .start_function(function, logical_id, &moto, overrides, log_file)
+        .await
 }
 
 fn check(sample: &str, expect: &Expect, answer: Result<Value, InvokeError>) {

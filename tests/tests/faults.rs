@@ -11,15 +11,12 @@
     reason = "a test: a panic is a failed test"
 )]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use local_stack::local::event_sources::sqs_event;
 use local_stack::resources::{LOCAL_SECRET, Stack};
-use local_stack::runtime::{
-    FunctionSpec, LambdaFunction, binaries_dir, http_answer, http_api_event,
-};
+use local_stack::runtime::{LambdaFunction, http_answer, http_api_event};
 use serde_json::{Value, json};
 use shared::inbound::{InboundMessage, MessageContent};
 use shared::meta::signature::sign;
@@ -192,34 +189,11 @@ async fn start(
     aws_endpoint: &str,
     overrides: &[(&str, String)],
 ) -> LambdaFunction {
-    let binary = binaries_dir().join(function);
-    assert!(
-        binary.is_file(),
-        "{} is not built: run the tests with `cargo test --workspace` (or `make test`), which builds the functions",
-        binary.display()
-    );
-    let mut environment: BTreeMap<String, String> = stack.environment(logical_id);
-    for (key, value) in overrides {
-        environment.insert((*key).to_owned(), value.clone());
-    }
-    for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-        environment.insert(
-            key.to_owned(),
-            std::env::var(key).unwrap_or("testing".into()),
-        );
-    }
-    environment.insert("AWS_ENDPOINT_URL".to_owned(), aws_endpoint.to_owned());
-    environment.insert("AWS_REGION".to_owned(), "us-east-1".to_owned());
     let log_file =
         std::env::temp_dir().join(format!("{}-{function}.log", testkit::unique_name("faults")));
-    LambdaFunction::start(FunctionSpec {
-        name: function.to_owned(),
-        binary,
-        environment,
-        log_file: Some(log_file),
-    })
-    .await
-    .expect("the function's process starts")
+    stack
+        .start_function(function, logical_id, aws_endpoint, overrides, log_file)
+        .await
 }
 
 fn now_seconds() -> String {
