@@ -20,6 +20,7 @@ pub mod metrics;
 mod outbound_http;
 pub mod privacy;
 pub mod queue;
+pub mod queue_body;
 pub mod retry;
 pub mod secrets;
 pub mod storm;

@@ -40,8 +40,15 @@ log_events! {
     MessageEnqueued = "message_enqueued",
     /// WARN: the queue refused an inbound message; Meta delivers it again.
     MessageNotEnqueued = "message_not_enqueued",
-    /// ERROR: Meta reports that a message the bot sent could not be delivered.
+    /// WARN or ERROR: Meta reports that a message the bot sent could not be delivered: WARN
+    /// when the cause is the user's (outside the 24-hour window, undeliverable to them), ERROR
+    /// otherwise.
     MessageFailed = "message_failed",
+    /// INFO: a failed status of a message to a user went to the queue, for the processor to
+    /// mark that reply undelivered.
+    DeliveryFailureEnqueued = "delivery_failure_enqueued",
+    /// WARN: the queue refused a failed status; Meta delivers it again.
+    DeliveryFailureNotEnqueued = "delivery_failure_not_enqueued",
     /// INFO: Meta reports a sent message's status (sent, delivered, read).
     MessageStatus = "message_status",
     /// ERROR: Meta reports an error in a webhook.
@@ -115,6 +122,14 @@ log_events! {
     MessagesTooOld = "messages_too_old",
     /// INFO: a user changed their user id; their conversation was moved to the new id.
     UserIdChanged = "user_id_changed",
+    /// WARN: Meta reported a reply failed after accepting it; the remembered turn is marked
+    /// undelivered, so that the model does not take it as read.
+    ReplyMarkedUndelivered = "reply_marked_undelivered",
+    /// ERROR: several replies in a row to one user failed after Meta accepted them.
+    RepliesRepeatedlyUndelivered = "replies_repeatedly_undelivered",
+    /// INFO: a failed status names no remembered reply (expired, or not the bot's); nothing
+    /// to mark.
+    DeliveryFailureUnmatched = "delivery_failure_unmatched",
 
     // The alerter.
     /// INFO: storm control held an alert back.
@@ -204,6 +219,8 @@ mod tests {
                 "message_enqueued",
                 "message_not_enqueued",
                 "message_failed",
+                "delivery_failure_enqueued",
+                "delivery_failure_not_enqueued",
                 "message_status",
                 "webhook_error",
                 "ignored",
@@ -235,6 +252,9 @@ mod tests {
                 "meta_account_blocked",
                 "messages_too_old",
                 "user_id_changed",
+                "reply_marked_undelivered",
+                "replies_repeatedly_undelivered",
+                "delivery_failure_unmatched",
                 "alert_held",
                 "alert_mailed",
                 "alert_mail_rejected",

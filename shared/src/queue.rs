@@ -8,6 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::inbound::InboundMessage;
+use crate::queue_body::{DeliveryFailure, tagged_failure};
 
 /// The most entries one `SendMessageBatch` call accepts.
 pub const MAX_BATCH: usize = 10;
@@ -34,6 +35,16 @@ impl QueueEntry {
             group_id: fifo_id(message.conversation().as_str()),
             deduplication_id: fifo_id(&message.id),
             body: ascii_json(message)?,
+        })
+    }
+
+    /// The entry for a late delivery failure: in its conversation's group, so that it is seen
+    /// in order with the user's messages, deduplicated by the failed message's id.
+    pub fn for_delivery_failure(failure: &DeliveryFailure) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            group_id: fifo_id(failure.conversation().as_str()),
+            deduplication_id: fifo_id(&format!("failed:{}", failure.message_id)),
+            body: ascii_json(&tagged_failure(failure))?,
         })
     }
 }

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use shared::conversation::dynamodb::DynamoDbConversationStore;
 use shared::conversation::{
-    Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, MoveRequest, Moved,
-    PendingAnswer, Role, StoreError, Turn,
+    Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, MarkOutcome,
+    MoveRequest, Moved, PendingAnswer, Role, StoreError, Turn, Undelivered, UndeliveredRequest,
 };
 use shared::inbound::ConversationKey;
 use testkit::CallCounter;
@@ -118,6 +118,12 @@ impl Fixture {
     }
 
     async fn raw_item(&self) -> HashMap<String, AttributeValue> {
+        self.raw_item_opt()
+            .await
+            .expect("the conversation's item exists")
+    }
+
+    async fn raw_item_opt(&self) -> Option<HashMap<String, AttributeValue>> {
         self.raw
             .get_item()
             .table_name(&self.table)
@@ -127,7 +133,6 @@ impl Fixture {
             .await
             .expect("read the item from moto")
             .item
-            .expect("the conversation's item exists")
     }
 
     async fn put_raw_item(&self, attributes: Vec<(String, AttributeValue)>) {
@@ -187,11 +192,7 @@ fn ids(values: &[&str]) -> Vec<String> {
 }
 
 fn turn(role: Role, text: &str, at: i64) -> Turn {
-    Turn {
-        role,
-        text: text.into(),
-        at,
-    }
+    Turn::new(role, text, at)
 }
 
 fn n(value: i64) -> AttributeValue {
@@ -800,4 +801,73 @@ async fn moving_from_a_conversation_that_does_not_exist_writes_nothing() {
         .await
         .unwrap();
     assert!(item.item.is_none());
+}
+
+#[tokio::test]
+async fn a_late_failure_marks_the_reply_it_names_and_only_once() {
+    let fx = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let burst = ids(&["wamid.in1"]);
+    let claim = fx.claim(&burst, "inv-1", NOW).await.unwrap();
+    let reply = Turn {
+        sent_as: ids(&["wamid.out1", "wamid.out2"]),
+        ..turn(Role::Assistant, "Here is the answer", NOW)
+    };
+    let new_turns = vec![turn(Role::User, "Question?", NOW - 1), reply.clone()];
+    fx.complete(&burst, "inv-1", &claim, new_turns, NOW)
+        .await
+        .unwrap();
+    let mark = |reply_id: &'static str| {
+        fx.store.mark_undelivered(UndeliveredRequest {
+            conversation: &fx.conversation,
+            reply_id,
+            error_code: Some(131_047),
+        })
+    };
+    let before = fx.calls.count();
+    assert_eq!(
+        mark("wamid.out2").await.unwrap(),
+        MarkOutcome::Marked { in_a_row: 1 }
+    );
+    assert_eq!(
+        fx.calls.count() - before,
+        2,
+        "a read and a conditional write"
+    );
+    assert_eq!(
+        mark("wamid.out1").await.unwrap(),
+        MarkOutcome::AlreadyMarked
+    );
+    assert_eq!(mark("wamid.unknown").await.unwrap(), MarkOutcome::NotFound);
+
+    let again = fx
+        .claim(&ids(&["wamid.in2"]), "inv-2", NOW + 5)
+        .await
+        .unwrap();
+    assert_eq!(again.history.len(), 2);
+    assert_eq!(again.history[0], turn(Role::User, "Question?", NOW - 1));
+    assert_eq!(
+        again.history[1],
+        Turn {
+            undelivered: Some(Undelivered {
+                error_code: Some(131_047)
+            }),
+            ..reply
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_late_failure_in_a_conversation_that_does_not_exist_writes_nothing() {
+    let fx = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let outcome = fx
+        .store
+        .mark_undelivered(UndeliveredRequest {
+            conversation: &fx.conversation,
+            reply_id: "wamid.out",
+            error_code: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, MarkOutcome::NotFound);
+    assert!(fx.raw_item_opt().await.is_none());
 }

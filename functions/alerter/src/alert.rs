@@ -342,7 +342,7 @@ fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
 const LLM_KEY_REFUSED: &str = "The LLM provider refused the API key: check LLM_API_KEY in the secret (and LLM_BASE_URL, LLM_MODEL).";
 
 /// What to do about the events whose cause is known, when no Meta code says more.
-pub const EVENT_ADVICE: [(LogEvent, &str); 11] = [
+pub const EVENT_ADVICE: [(LogEvent, &str); 12] = [
     (
         LogEvent::LlmFailedFinal,
         "The LLM stayed down through every retry and the user got \
@@ -382,6 +382,13 @@ pub const EVENT_ADVICE: [(LogEvent, &str); 11] = [
         "A reply to WhatsApp got no answer after Meta may have received it: it was not \
         resent (a duplicate is worse), so the user may have missed it. Check Meta's status page \
         and the Graph API latency; repeated, the network path to graph.facebook.com.",
+    ),
+    (
+        LogEvent::RepliesRepeatedlyUndelivered,
+        "Several replies in a row to one user were accepted by Meta and then failed (see \
+        error_code): 131047 means the bot answers after the user's 24-hour window closed (a \
+        backlog: check the queue's age); 131026 that the user cannot receive messages. The \
+        conversation remembers them as undelivered.",
     ),
     (LogEvent::StoreFailed, STORE_FAILED_AFTER_REPLY),
     (LogEvent::ClaimLost, STORE_FAILED_AFTER_REPLY),

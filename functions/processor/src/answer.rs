@@ -1,4 +1,4 @@
-//! Step 3, get the answer: after a best-effort "read + typing" signal, one LLM call for the user's
+//! Step 6, get the answer: after a best-effort "read + typing" signal, one LLM call for the user's
 //! turn, leaving [`REPLY_RESERVE`] of the invocation for the reply. A prompt too long for the
 //! model is sent once more at once, with the oldest half of the history dropped. When the LLM
 //! gives no answer, or stays down through the last delivery, the user gets the fallback message;
@@ -66,11 +66,7 @@ impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
                 .await;
             let (reply, remembered) = self.answer_or_fallback(result, claimed)?;
             replies.push(reply);
-            user_turn = remembered.then_some(Turn {
-                role: Role::User,
-                text: user_text,
-                at: claimed.claimed_at,
-            });
+            user_turn = remembered.then(|| Turn::new(Role::User, user_text, claimed.claimed_at));
         }
         if input.unsupported {
             replies.push(self.behaviour.unsupported_message.clone());
@@ -211,11 +207,10 @@ fn resumed_answer(claimed: &ClaimedBurst<'_>, input: &Input<'_>) -> Option<Answe
     tracing::info!(event = LogEvent::AnswerResumed.as_str(), user = %claimed.user, parts_sent = pending.parts_sent,
         "sending the answer an earlier invocation could not deliver; the LLM is not asked again");
     Some(Answer {
-        user_turn: input.user_text.clone().map(|text| Turn {
-            role: Role::User,
-            text,
-            at: claimed.claimed_at,
-        }),
+        user_turn: input
+            .user_text
+            .clone()
+            .map(|text| Turn::new(Role::User, text, claimed.claimed_at)),
         replies: pending.replies.clone(),
         parts_sent: pending.parts_sent,
     })

@@ -1,4 +1,4 @@
-//! Step 1, claim the burst: decide what each message gets, claim the message ids and read the
+//! Step 4, claim the burst: decide what each message gets, claim the message ids and read the
 //! conversation's history in one store call, and end the burst early when there is nothing to
 //! answer now.
 

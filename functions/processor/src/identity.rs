@@ -1,6 +1,6 @@
-//! Before the claim, follow a user's change of id: a `user_changed_user_id` system notice moves
-//! the conversation's memory and deduplication from the user's previous business-scoped id to
-//! the new one, so that the user's next message continues their conversation instead of
+//! Step 3, before the claim, follow a user's change of id: a `user_changed_user_id` system
+//! notice moves the conversation's memory and deduplication from the user's previous
+//! business-scoped id to the new one, so that the user's next message continues their conversation instead of
 //! starting a stranger's.
 
 use shared::clock::now_epoch_seconds;

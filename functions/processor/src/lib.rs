@@ -4,27 +4,32 @@
 //!
 //! Per SQS batch (`Processor::handle`, in this file):
 //! 1. Records are read and grouped by conversation (FIFO group) in queue order (`plan.rs`);
-//!    conversations run concurrently, each conversation's records in order. A conversation's
-//!    readable records, skipping unreadable ones, form one burst, which `Processor::handle_burst` takes through the steps
-//!    below, in order.
-//! 2. Follow id changes (`identity.rs`): a `user_changed_user_id` notice moves the memory and
-//!    the deduplication of the conversation under the user's previous id to the new one.
-//! 3. Claim the burst (`claim.rs`): what each message gets is decided (`plan.rs`: an answer;
+//!    conversations run concurrently, each conversation's records in order. A record that
+//!    cannot be read fails alone.
+//! 2. Late delivery failures first (`undelivered.rs`): a `failed` status of an earlier reply,
+//!    which the webhook queues in the conversation's group, marks the remembered reply
+//!    undelivered, so that the model is not told the user read it.
+//! 3. The conversation's messages form one burst, which `Processor::handle_burst` takes through
+//!    the steps below, in order. Follow id changes (`identity.rs`): a `user_changed_user_id`
+//!    notice moves the memory and the deduplication of the conversation under the user's
+//!    previous id to the new one.
+//! 4. Claim the burst (`claim.rs`): what each message gets is decided (`plan.rs`: an answer;
 //!    `UNSUPPORTED_MESSAGE` for media and other kinds the bot cannot read; nothing for
 //!    reactions, edits and system notices, which cost no store call; nothing for a message
 //!    older than `MAX_MESSAGE_AGE_HOURS`, which is claimed and marked done with no turn, so
-//!    that no redelivery answers it); the message ids are
-//!    claimed and the history read in one store call; ids already answered are skipped, ids
-//!    another invocation holds are retried later.
-//! 3. Turn the claimed messages into the model's input (`prompt.rs`): their texts become one
-//!    user turn after the history. A step that changes what a message gets by reading its media
-//!    (transcribing a voice note, downloading an image) goes between the claim and this one.
-//! 4. Get the answer (`answer.rs`): one LLM call, after a best-effort "read + typing" signal;
+//!    that no redelivery answers it); the message ids are claimed and the history read in one
+//!    store call; ids already answered are skipped, ids another invocation holds are retried
+//!    later.
+//! 5. Turn the claimed messages into the model's input (`prompt.rs`): their texts become one
+//!    user turn after the history; a reply remembered as undelivered is shown to the model as
+//!    such. A step that changes what a message gets by reading its media (transcribing a voice
+//!    note, downloading an image) goes between the claim and this one.
+//! 6. Get the answer (`answer.rs`): one LLM call, after a best-effort "read + typing" signal;
 //!    the fallback message when the LLM stays down on a message's last delivery.
-//! 5. Deliver it (`reply.rs`): the answer, then `UNSUPPORTED_MESSAGE` when due, each split into
+//! 7. Deliver it (`reply.rs`): the answer, then `UNSUPPORTED_MESSAGE` when due, each split into
 //!    several WhatsApp messages when over 4096 UTF-16 units.
-//! 6. Record the turns (`record.rs`): the new turns are stored and the ids marked done in a
-//!    second store call.
+//! 8. Record the turns (`record.rs`): the new turns, the answer with the ids of the WhatsApp
+//!    messages it went out as, are stored and the ids marked done in a second store call.
 //!
 //! Budgets: the LLM runs until [`REPLY_RESERVE`] before the deadline, each send until
 //! [`STORE_RESERVE`] before it (no send starts later), and each store write after the LLM
@@ -55,6 +60,7 @@ pub mod plan;
 mod prompt;
 mod record;
 mod reply;
+mod undelivered;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +74,7 @@ use shared::inbound::InboundMessage;
 use shared::llm::{ChatModel, Llm, LlmSettings};
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
+use shared::queue_body::{DeliveryFailure, QueueBody};
 use shared::retry::Backoff;
 use shared::secrets::Secrets;
 use shared::whatsapp::WhatsApp;
@@ -249,7 +256,8 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
 
     /// Handles one conversation's records; returns the SQS ids of the records to retry, in queue
     /// order. A record that cannot be read fails alone (it reaches the dead-letter queue after
-    /// the redrive count); the conversation's readable records are answered as one burst.
+    /// the redrive count); late delivery failures are taken in first, each on its own; the
+    /// conversation's messages are answered as one burst.
     async fn handle_conversation(
         &self,
         records: &[QueuedRecord],
@@ -257,16 +265,10 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
     ) -> (Vec<String>, Metrics) {
         let mut metrics = Metrics::default();
         let mut failed: Vec<&str> = Vec::new();
-        let mut burst: Vec<(&QueuedRecord, &InboundMessage)> = Vec::new();
-        for record in records {
-            match &record.message {
-                Ok(message) => burst.push((record, message)),
-                Err(error) => {
-                    tracing::error!(event = LogEvent::RecordUnreadable.as_str(), sqs_message_id = %record.sqs_message_id,
-                        receive_count = record.receive_count, error = %error,
-                        "queue record cannot be processed; it is retried alone and then dead-lettered");
-                    failed.push(&record.sqs_message_id);
-                }
+        let (burst, failures) = partition(records, &mut failed);
+        for (record, failure) in failures {
+            if self.mark_undelivered(failure, &mut metrics).await.is_err() {
+                failed.push(&record.sqs_message_id);
             }
         }
         if !burst.is_empty() {
@@ -350,6 +352,35 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
         .await;
         (BurstOutcome::Retry, claimed.claim.done)
     }
+}
+
+/// A conversation's readable records, in queue order: its messages (the burst) and its late
+/// delivery failures. The SQS ids of records that cannot be read go to `failed`, logged.
+#[allow(
+    clippy::type_complexity,
+    reason = "two lists of pairs, named at the call"
+)]
+fn partition<'a>(
+    records: &'a [QueuedRecord],
+    failed: &mut Vec<&'a str>,
+) -> (
+    Vec<(&'a QueuedRecord, &'a InboundMessage)>,
+    Vec<(&'a QueuedRecord, &'a DeliveryFailure)>,
+) {
+    let (mut burst, mut failures) = (Vec::new(), Vec::new());
+    for record in records {
+        match &record.body {
+            Ok(QueueBody::Message(message)) => burst.push((record, message)),
+            Ok(QueueBody::DeliveryFailure(failure)) => failures.push((record, failure)),
+            Err(error) => {
+                tracing::error!(event = LogEvent::RecordUnreadable.as_str(), sqs_message_id = %record.sqs_message_id,
+                    receive_count = record.receive_count, error = %error,
+                    "queue record cannot be processed; it is retried alone and then dead-lettered");
+                failed.push(&record.sqs_message_id);
+            }
+        }
+    }
+    (burst, failures)
 }
 
 /// How an answered burst ends: handled, unless some of its messages were deferred behind a

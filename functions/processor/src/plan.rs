@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use shared::inbound::{
-    ConversationKey, INBOUND_MESSAGE_VERSION, InboundMessage, MediaKind, MessageContent,
-};
+use shared::inbound::{ConversationKey, InboundMessage, MediaKind, MessageContent};
 use shared::queue::fifo_id;
+use shared::queue_body::{BodyError, QueueBody};
 
 /// One SQS record, read.
 #[derive(Debug, Clone)]
@@ -18,21 +17,16 @@ pub struct QueuedRecord {
     pub receive_count: u32,
     /// The FIFO group: records of one group must be handled in order.
     pub group: String,
-    /// The inbound message, or why the body could not be read.
-    pub message: Result<InboundMessage, RecordError>,
+    /// What the record carries, or why its body could not be read.
+    pub body: Result<QueueBody, RecordError>,
 }
 
 /// Why a record's body cannot be handled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
-    /// The body is not an inbound message.
-    #[error("the record body is not an inbound message: {0}")]
-    Body(String),
-    /// The body was written by a newer webhook than this processor understands.
-    #[error(
-        "the record body has version {0}, this processor reads version {INBOUND_MESSAGE_VERSION}"
-    )]
-    Version(u32),
+    /// The body is not of a kind and version this processor reads.
+    #[error(transparent)]
+    Body(#[from] BodyError),
     /// The body names another conversation than the record's FIFO group: answering it would
     /// write into a chat the queue did not put it in.
     #[error("the record body names a different conversation than its queue group")]
@@ -46,20 +40,20 @@ pub fn read_records(event: &SqsEvent) -> Vec<QueuedRecord> {
 
 fn read_record(record: &SqsMessage) -> QueuedRecord {
     let attribute = |name: &str| record.attributes.get(name).cloned();
-    let body = read_body(record.body.as_deref().unwrap_or_default());
+    let body =
+        QueueBody::read(record.body.as_deref().unwrap_or_default()).map_err(RecordError::from);
     let group = attribute("MessageGroupId");
-    let message = match (body, &group) {
-        (Ok(message), Some(group)) if fifo_id(message.conversation().as_str()) != *group => {
+    let body = match (body, &group) {
+        (Ok(body), Some(group)) if fifo_id(body.conversation().as_str()) != *group => {
             Err(RecordError::WrongGroup)
         }
         (body, _) => body,
     };
     let group = group
         .or_else(|| {
-            message
-                .as_ref()
+            body.as_ref()
                 .ok()
-                .map(|m| fifo_id(m.conversation().as_str()))
+                .map(|b| fifo_id(b.conversation().as_str()))
         })
         .unwrap_or_default();
     QueuedRecord {
@@ -68,16 +62,7 @@ fn read_record(record: &SqsMessage) -> QueuedRecord {
             .and_then(|c| c.parse().ok())
             .unwrap_or(1),
         group,
-        message,
-    }
-}
-
-/// Reads a record's body as an inbound message of the version this processor reads.
-fn read_body(body: &str) -> Result<InboundMessage, RecordError> {
-    match serde_json::from_str::<InboundMessage>(body) {
-        Ok(message) if message.v == INBOUND_MESSAGE_VERSION => Ok(message),
-        Ok(message) => Err(RecordError::Version(message.v)),
-        Err(error) => Err(RecordError::Body(error.to_string())),
+        body,
     }
 }
 
@@ -225,9 +210,19 @@ mod tests {
         let records = read_records(&event);
         assert_eq!(records[0].receive_count, 3);
         assert_eq!(records[0].group, "P:1555");
-        assert_eq!(records[0].message.as_ref().unwrap().id, "w1");
-        assert!(matches!(records[1].message, Err(RecordError::Body(_))));
-        assert_eq!(records[2].message, Err(RecordError::Version(9)));
+        assert!(
+            matches!(&records[0].body, Ok(QueueBody::Message(m)) if m.id == "w1"),
+            "{:?}",
+            records[0].body
+        );
+        assert!(matches!(
+            records[1].body,
+            Err(RecordError::Body(BodyError::Unreadable(_)))
+        ));
+        assert_eq!(
+            records[2].body,
+            Err(RecordError::Body(BodyError::Version { found: 9, reads: 1 }))
+        );
     }
 
     #[test]
@@ -241,13 +236,13 @@ mod tests {
         missing_group.attributes.remove("MessageGroupId");
         event.records.push(missing_group);
         let records = read_records(&event);
-        assert!(records[0].message.is_ok());
-        assert_eq!(records[1].message, Err(RecordError::WrongGroup));
+        assert!(records[0].body.is_ok());
+        assert_eq!(records[1].body, Err(RecordError::WrongGroup));
         assert_eq!(
             records[1].group, "P:1999",
             "it stays in the group SQS put it in"
         );
-        assert!(records[2].message.is_ok());
+        assert!(records[2].body.is_ok());
         assert_eq!(records[2].group, "P:1555");
     }
 

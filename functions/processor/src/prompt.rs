@@ -1,4 +1,4 @@
-//! Step 2, turn the claimed messages into the model's input: the texts that get an answer become
+//! Step 5, turn the claimed messages into the model's input: the texts that get an answer become
 //! one user turn, which follows the conversation's history in the prompt.
 
 use shared::conversation::{Role, Turn};
@@ -47,14 +47,22 @@ impl<'a> Input<'a> {
     }
 }
 
-/// The prompt for `user_text`: the persona `system`, the conversation's `history`, then the
-/// user's turn.
+/// Put before a remembered reply that Meta reported undelivered, so that the model knows the
+/// user never saw it.
+pub const UNDELIVERED_NOTE: &str =
+    "[Not delivered: WhatsApp could not deliver this reply, so the user never saw it.]";
+
+/// The prompt for `user_text`: the persona `system`, the conversation's `history` (a reply that
+/// was not delivered marked with [`UNDELIVERED_NOTE`]), then the user's turn.
 pub fn prompt(system: &str, history: &[Turn], user_text: &str) -> Prompt {
     let turns = history
         .iter()
         .map(|t| PromptTurn {
             role: t.role,
-            text: t.text.clone(),
+            text: match t.undelivered {
+                Some(_) => format!("{UNDELIVERED_NOTE}\n{}", t.text),
+                None => t.text.clone(),
+            },
         })
         .chain(std::iter::once(PromptTurn {
             role: Role::User,
@@ -76,6 +84,7 @@ pub(crate) fn roles_and_texts(prompt: &Prompt) -> Vec<(Role, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::conversation::Undelivered;
 
     fn message(id: &str) -> InboundMessage {
         serde_json::from_value(serde_json::json!({"v": 1, "phone_number_id": "P",
@@ -122,16 +131,8 @@ mod tests {
     #[test]
     fn the_prompt_is_the_history_then_the_users_turn() {
         let history = [
-            Turn {
-                role: Role::User,
-                text: "My name is Ana".into(),
-                at: 1,
-            },
-            Turn {
-                role: Role::Assistant,
-                text: "Hello Ana".into(),
-                at: 2,
-            },
+            Turn::new(Role::User, "My name is Ana", 1),
+            Turn::new(Role::Assistant, "Hello Ana", 2),
         ];
         let prompt = prompt("Be kind.", &history, "What is my name?");
         assert_eq!(prompt.system, "Be kind.");
@@ -142,6 +143,27 @@ mod tests {
                 (Role::Assistant, "Hello Ana"),
                 (Role::User, "What is my name?")
             ]
+        );
+    }
+
+    #[test]
+    fn a_reply_that_was_not_delivered_is_shown_as_such() {
+        let history = [
+            Turn::new(Role::User, "Price?", 1),
+            Turn {
+                undelivered: Some(Undelivered {
+                    error_code: Some(131_026),
+                }),
+                ..Turn::new(Role::Assistant, "It costs 5 euros.", 2)
+            },
+        ];
+        let prompt = prompt("Be kind.", &history, "Hello?");
+        assert_eq!(
+            roles_and_texts(&prompt)[1],
+            (
+                Role::Assistant,
+                format!("{UNDELIVERED_NOTE}\nIt costs 5 euros.").as_str()
+            )
         );
     }
 }

@@ -1,4 +1,4 @@
-//! Step 5, record the turns: the user's turn and what the user got of the answer are appended to
+//! Step 8, record the turns: the user's turn and what the user got of the answer are appended to
 //! the history, and the claimed ids marked done, in the burst's second store call.
 
 use shared::clock::now_epoch_seconds;
@@ -6,24 +6,25 @@ use shared::conversation::{CompleteRequest, ConversationStore, Role, StoreError,
 use shared::log_event::LogEvent;
 
 use crate::claim::ClaimedBurst;
+use crate::reply::SentReply;
 use crate::{Processor, STORE_RESERVE};
 
 impl<C: ConversationStore, L, W> Processor<C, L, W> {
-    /// Stores the burst's new turns, `user_turn` and `sent_answer` (the assistant's), and marks
-    /// the claimed messages done, within [`STORE_RESERVE`]. A failure is logged, not retried:
+    /// Stores the burst's new turns, `user_turn` and `sent_answer` (the assistant's, with the
+    /// ids of the messages it went out as, so that a late failure can mark it), and marks the
+    /// claimed messages done, within [`STORE_RESERVE`]. A failure is logged, not retried:
     /// the reply went out, and retrying the records would answer twice.
     pub(crate) async fn record(
         &self,
         claimed: &ClaimedBurst<'_>,
         user_turn: Option<Turn>,
-        sent_answer: Option<String>,
+        sent_answer: Option<SentReply>,
     ) {
         let mut new_turns: Vec<Turn> = user_turn.into_iter().collect();
         if let Some(answer) = sent_answer {
             new_turns.push(Turn {
-                role: Role::Assistant,
-                text: answer,
-                at: now_epoch_seconds(),
+                sent_as: answer.sent_as,
+                ..Turn::new(Role::Assistant, answer.text, now_epoch_seconds())
             });
         }
         let complete = CompleteRequest {

@@ -1,4 +1,4 @@
-//! Step 4, deliver the answer: each reply is split into parts WhatsApp accepts (at most 4096
+//! Step 7, deliver the answer: each reply is split into parts WhatsApp accepts (at most 4096
 //! UTF-16 units) and sent in order, each send ending [`STORE_RESERVE`] before the invocation's
 //! deadline so that what went out can be recorded. A refusal for good, or a reply cut short,
 //! still ends the burst (the messages are marked done, so that the user does not get a repeat).
@@ -37,11 +37,24 @@ pub struct Undelivered {
     pub parts_sent: usize,
 }
 
+/// What the user got (or may have got) of one reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentReply {
+    /// The reply's text, or the parts of it that went out.
+    pub text: String,
+    /// Meta's ids of the WhatsApp messages this invocation sent it as (parts sent by an earlier
+    /// invocation, or whose outcome is unknown, have none).
+    pub sent_as: Vec<String>,
+}
+
 /// How sending a burst's replies ended.
 #[derive(Debug)]
 pub enum SendOutcome {
     /// Every part of every reply was sent.
-    Sent,
+    Sent {
+        /// Each reply, in order.
+        delivered: Vec<SentReply>,
+    },
     /// Meta refused for good (outside the 24-hour window, undeliverable).
     Final(WhatsAppError),
     /// Nothing was sent and the error may pass: retry the records.
@@ -58,7 +71,7 @@ pub enum SendOutcome {
         /// The error that stopped the sending.
         error: WhatsAppError,
         /// What the user got of each reply, in order, up to the one that failed.
-        delivered: Vec<String>,
+        delivered: Vec<SentReply>,
     },
     /// A send got no answer after Meta may have received it: it is counted as delivered (in
     /// `delivered`) and nothing more is sent.
@@ -66,33 +79,36 @@ pub enum SendOutcome {
         /// The error that left the outcome unknown.
         error: WhatsAppError,
         /// What the user may have got of each reply, in order, up to that send.
-        delivered: Vec<String>,
+        delivered: Vec<SentReply>,
     },
 }
 
 impl<C, L, W: WhatsApp> Processor<C, L, W> {
     /// Sends the answer's replies to the claimed burst's user. Returns what the user got of the
-    /// answer to their turn, to remember as the assistant's turn; `Err(Undelivered)` when the
-    /// burst is to be retried with this answer.
+    /// answer to their turn, to remember as the assistant's turn, with the ids it went out as;
+    /// `Err(Undelivered)` when the burst is to be retried with this answer.
     pub(crate) async fn reply(
         &self,
         claimed: &ClaimedBurst<'_>,
         answer: &Answer,
         invocation: &Invocation,
         metrics: &mut Metrics,
-    ) -> Result<Option<String>, Undelivered> {
+    ) -> Result<Option<SentReply>, Undelivered> {
         let user = &claimed.user;
         let outcome = self.send_all(claimed, answer, invocation, metrics);
-        let answered = |delivered: &[String]| {
+        let answered = |delivered: &[SentReply]| {
             answer
                 .answer_index()
                 .and_then(|i| delivered.get(i).cloned())
-                .filter(|a| !a.is_empty())
+                .filter(|a| !a.text.is_empty())
         };
         match outcome.await {
-            SendOutcome::Sent => Ok(answer
-                .answer_index()
-                .and_then(|i| answer.replies.get(i).cloned())),
+            SendOutcome::Sent { delivered } => Ok(answer.answer_index().and_then(|i| {
+                Some(SentReply {
+                    text: answer.replies.get(i)?.clone(),
+                    sent_as: delivered.get(i)?.sent_as.clone(),
+                })
+            })),
             SendOutcome::Final(error) => {
                 tracing::error!(event = LogEvent::ReplyUndeliverable.as_str(), user = %user, error_code = error.code(), error = %error,
                     "Meta refused the reply for good; the messages are marked done");
@@ -145,10 +161,11 @@ impl<C, L, W: WhatsApp> Processor<C, L, W> {
             .deadline
             .checked_sub(STORE_RESERVE)
             .unwrap_or(invocation.deadline);
-        let mut delivered: Vec<String> = Vec::new();
+        let mut delivered: Vec<SentReply> = Vec::new();
         let mut index = 0;
         for reply in &answer.replies {
             let mut parts_sent: Vec<String> = Vec::new();
+            let mut sent_as: Vec<String> = Vec::new();
             for part in split_message(reply, MAX_TEXT_UTF16) {
                 index += 1;
                 if index <= answer.parts_sent {
@@ -160,20 +177,23 @@ impl<C, L, W: WhatsApp> Processor<C, L, W> {
                         parts_sent: index - 1,
                     };
                 }
-                let sent = self.send_part(claimed, &part, send_deadline, metrics);
-                if let Err(error) = sent.await {
-                    let nothing_sent = index == 1;
-                    if error.outcome_unknown() {
-                        parts_sent.push(part);
+                match self.send_part(claimed, &part, send_deadline, metrics).await {
+                    Ok(id) => sent_as.push(id),
+                    Err(error) => {
+                        if error.outcome_unknown() {
+                            parts_sent.push(part);
+                        }
+                        let text = parts_sent.join("\n\n");
+                        delivered.push(SentReply { text, sent_as });
+                        return unsent(error, index == 1, delivered);
                     }
-                    delivered.push(parts_sent.join("\n\n"));
-                    return unsent(error, nothing_sent, delivered);
                 }
                 parts_sent.push(part);
             }
-            delivered.push(parts_sent.join("\n\n"));
+            let text = parts_sent.join("\n\n");
+            delivered.push(SentReply { text, sent_as });
         }
-        SendOutcome::Sent
+        SendOutcome::Sent { delivered }
     }
 
     /// Sends one part, counting it or Meta's error code.
@@ -203,7 +223,7 @@ impl<C, L, W: WhatsApp> Processor<C, L, W> {
 
 /// How sending ended on `error`, with `delivered` what the user got (or may have got) of each
 /// reply so far.
-fn unsent(error: WhatsAppError, nothing_sent: bool, delivered: Vec<String>) -> SendOutcome {
+fn unsent(error: WhatsAppError, nothing_sent: bool, delivered: Vec<SentReply>) -> SendOutcome {
     if error.outcome_unknown() {
         return SendOutcome::Unknown { error, delivered };
     }

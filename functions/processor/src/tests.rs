@@ -7,7 +7,8 @@ use std::sync::Mutex;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use shared::conversation::{
-    Claim, ClaimRequest, CompleteRequest, HistoryPolicy, MoveRequest, Moved, PendingAnswer,
+    Claim, ClaimRequest, CompleteRequest, HistoryPolicy, MarkOutcome, MoveRequest, Moved,
+    PendingAnswer, UndeliveredRequest, mark_undelivered,
 };
 use shared::inbound::ConversationKey;
 use shared::llm::Completion;
@@ -121,6 +122,22 @@ impl ConversationStore for FakeStore {
             turns: moved.len(),
             message_ids: 0,
         })
+    }
+
+    async fn mark_undelivered(
+        &self,
+        request: UndeliveredRequest<'_>,
+    ) -> Result<MarkOutcome, StoreError> {
+        let mut state = self.0.lock().unwrap();
+        state.calls += 1;
+        let Some(turns) = state.turns.get_mut(request.conversation.as_str()) else {
+            return Ok(MarkOutcome::NotFound);
+        };
+        Ok(mark_undelivered(
+            turns,
+            request.reply_id,
+            request.error_code,
+        ))
     }
 
     async fn release(
@@ -1052,4 +1069,76 @@ async fn a_user_id_change_carries_the_conversation_over_to_the_new_id() {
         2,
         "the notice itself gets no reply"
     );
+}
+
+fn failure_record(sqs_id: &str, user: &str, reply_id: &str, code: i64) -> SqsMessage {
+    let failure = shared::queue_body::DeliveryFailure {
+        v: shared::queue_body::DELIVERY_FAILURE_VERSION,
+        phone_number_id: "PNID".into(),
+        recipient: user.into(),
+        message_id: reply_id.into(),
+        error_code: Some(code),
+        error_title: None,
+        timestamp: Some(now_epoch_seconds()),
+    };
+    let entry = shared::queue::QueueEntry::for_delivery_failure(&failure).unwrap();
+    let mut record = SqsMessage::default();
+    record.message_id = Some(sqs_id.into());
+    record.body = Some(entry.body);
+    record.attributes = HashMap::from([
+        ("MessageGroupId".to_owned(), entry.group_id),
+        ("ApproximateReceiveCount".to_owned(), "1".to_owned()),
+    ]);
+    record
+}
+
+#[tokio::test]
+async fn a_late_failure_marks_the_reply_and_the_model_is_told_the_user_never_saw_it() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    p.run(vec![text_record("s1", "1555", "m1", "Price?")]).await;
+    let turns = p.store.turns("PNID:1555");
+    assert_eq!(turns[1].sent_as, ["wamid.out1"], "the reply's id is kept");
+
+    let (response, metrics) = p
+        .run(vec![
+            failure_record("f1", "1555", "wamid.out1", 131_026),
+            text_record("s2", "1555", "m2", "Hello?"),
+        ])
+        .await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert_eq!(metrics.counter("RepliesUndelivered"), 1);
+    let turns = p.store.turns("PNID:1555");
+    assert_eq!(
+        turns[1].undelivered,
+        Some(shared::conversation::Undelivered {
+            error_code: Some(131_026)
+        })
+    );
+    assert_eq!(turns[3].sent_as, ["wamid.out2"]);
+    assert_eq!(turns[3].undelivered, None);
+    let prompts = p.llm.prompts();
+    let shown = &prompts[1].turns[1].text;
+    assert!(
+        shown.starts_with(prompt::UNDELIVERED_NOTE) && shown.ends_with("echo: Price?"),
+        "{shown}"
+    );
+    assert_eq!(p.whatsapp.texts().len(), 2, "a failure is never answered");
+}
+
+#[tokio::test]
+async fn a_failure_of_no_remembered_reply_or_told_twice_changes_nothing() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    p.run(vec![text_record("s1", "1555", "m1", "Hi")]).await;
+    let (response, metrics) = p
+        .run(vec![
+            failure_record("f1", "1555", "wamid.elsewhere", 131_047),
+            failure_record("f2", "1999", "wamid.out1", 131_047),
+            failure_record("f3", "1555", "wamid.out1", 131_047),
+            failure_record("f4", "1555", "wamid.out1", 131_047),
+        ])
+        .await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert_eq!(metrics.counter("RepliesUndelivered"), 1, "marked once");
+    assert!(p.store.turns("PNID:1999").is_empty());
+    assert!(p.llm.prompts().len() == 1 && p.whatsapp.texts().len() == 1);
 }

@@ -8,7 +8,7 @@
 //! | `POST` over 4 MiB | 413, before anything else (Meta sends at most 3 MB) |
 //! | `POST` with a missing, malformed or wrong signature | 401, nothing queued |
 //! | `POST` of signed bytes that are not JSON, even read leniently | 400 |
-//! | `POST` of signed JSON | 200 once every inbound message is queued; statuses and other shapes are logged |
+//! | `POST` of signed JSON | 200 once every inbound message, and every `failed` status of a message to a user, is queued; other statuses and shapes are logged |
 //! | the queue refuses any message, or the secret cannot be read | 500, so that Meta delivers again (the other messages are queued all the same) |
 //! | any other method | 405 |
 
@@ -22,7 +22,9 @@ use shared::meta::notification::{self, Delivery, ParseError, Skipped};
 use shared::meta::signature::{self, SIGNATURE_HEADER, SignatureError};
 use shared::privacy::mask;
 use shared::queue::{self as queue, MessageQueue, QueueEntry, QueueError};
+use shared::queue_body::DeliveryFailure;
 use shared::secrets::{DEFAULT_REFRESH, Secrets, SecretsError};
+use shared::whatsapp::MetaErrorClass;
 
 /// Bodies larger than this are refused with 413 before any hashing or parsing. Meta documents
 /// webhook payloads of up to 3 MB; API Gateway takes 10 MB and Lambda 6 MB, which holds 4 MiB
@@ -123,6 +125,8 @@ impl WebhookError {
 pub struct Receipt {
     /// Inbound messages put on the queue.
     pub enqueued: usize,
+    /// Failed statuses put on the queue, for the processor to mark those replies undelivered.
+    pub failures_enqueued: usize,
     /// Statuses logged.
     pub statuses: usize,
     /// Parts of the body logged and not acted on.
@@ -216,9 +220,15 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
         signature::verify(body, signature_header, &secrets.webhook_signing_keys()?)?;
         let delivery = notification::parse(body)?;
         log_delivery(&delivery);
-        self.enqueue(&delivery).await?;
+        let failures: Vec<DeliveryFailure> = delivery
+            .statuses
+            .iter()
+            .filter_map(DeliveryFailure::of)
+            .collect();
+        self.enqueue(&delivery, &failures).await?;
         let receipt = Receipt {
             enqueued: delivery.messages.len(),
+            failures_enqueued: failures.len(),
             statuses: delivery.statuses.len(),
             skipped: delivery.skipped.len(),
             malformed: delivery.malformed.len(),
@@ -226,6 +236,7 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
         tracing::info!(
             event = LogEvent::DeliveryAccepted.as_str(),
             enqueued = receipt.enqueued,
+            failures_enqueued = receipt.failures_enqueued,
             statuses = receipt.statuses,
             skipped = receipt.skipped,
             malformed = receipt.malformed,
@@ -234,19 +245,30 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
         Ok(receipt)
     }
 
-    /// Sends the delivery's messages in `SendMessageBatch` calls, in order, so that each
-    /// conversation's messages enter its FIFO group in the order Meta listed them. A failed call
-    /// does not stop the others: every conversation that can be queued is, and the error makes
-    /// Meta deliver again (deduplication drops what was queued).
-    async fn enqueue(&self, delivery: &Delivery) -> Result<(), WebhookError> {
-        let entries = delivery
+    /// Sends the delivery's messages, then its `failures`, in `SendMessageBatch` calls, in order,
+    /// so that each conversation's messages enter its FIFO group in the order Meta listed them.
+    /// A failed call does not stop the others: every conversation that can be queued is, and
+    /// the error makes Meta deliver again (deduplication drops what was queued).
+    async fn enqueue(
+        &self,
+        delivery: &Delivery,
+        failures: &[DeliveryFailure],
+    ) -> Result<(), WebhookError> {
+        let body_error = |e: serde_json::Error| QueueError::Body(e.to_string());
+        let mut entries = delivery
             .messages
             .iter()
             .map(QueueEntry::for_message)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| QueueError::Body(e.to_string()))?;
+            .map_err(body_error)?;
+        for failure in failures {
+            entries.push(QueueEntry::for_delivery_failure(failure).map_err(body_error)?);
+        }
         let report = queue::send_in_order(&self.queue, &entries).await;
-        for (message, accepted) in delivery.messages.iter().zip(&report.accepted) {
+        let (messages_accepted, failures_accepted) =
+            report.accepted.split_at(delivery.messages.len());
+        log_failures_enqueued(failures, failures_accepted);
+        for (message, accepted) in delivery.messages.iter().zip(messages_accepted) {
             let from = mask(message.sender.id());
             if *accepted {
                 tracing::info!(event = LogEvent::MessageEnqueued.as_str(), message_id = %message.id,
@@ -263,21 +285,57 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
     }
 }
 
+fn log_failures_enqueued(failures: &[DeliveryFailure], accepted: &[bool]) {
+    for (failure, accepted) in failures.iter().zip(accepted) {
+        let (message_id, recipient) = (&failure.message_id, mask(&failure.recipient));
+        if *accepted {
+            tracing::info!(event = LogEvent::DeliveryFailureEnqueued.as_str(), message_id = %message_id,
+                recipient = %recipient, "failed status queued for its conversation");
+        } else {
+            tracing::warn!(event = LogEvent::DeliveryFailureNotEnqueued.as_str(), message_id = %message_id,
+                recipient = %recipient, "failed status not queued; Meta will deliver it again");
+        }
+    }
+}
+
+/// Whether a failure with Meta's error `code` is about that one user (outside the 24-hour
+/// window, undeliverable to them, not allowed), not about the business: such failures are
+/// warnings, and on-call hears of them when they repeat for a user.
+fn is_users_failure(code: Option<i64>) -> bool {
+    code.and_then(MetaErrorClass::of_code).is_some_and(|class| {
+        matches!(
+            class,
+            MetaErrorClass::OutsideWindow
+                | MetaErrorClass::Undeliverable
+                | MetaErrorClass::RecipientNotAllowed
+        )
+    })
+}
+
+fn log_failed_status(status: &notification::StatusUpdate) {
+    let recipient = status.recipient().map(mask).unwrap_or_default();
+    let error = status.errors.first().cloned().unwrap_or_default();
+    let (message_id, title) = (
+        &status.message_id,
+        error.title.as_deref().unwrap_or("unknown"),
+    );
+    let details = error.details.as_deref();
+    if is_users_failure(error.code) {
+        tracing::warn!(event = LogEvent::MessageFailed.as_str(), message_id = %message_id, recipient = %recipient,
+            phone_number_id = %status.phone_number_id, error_code = error.code, error_title = title,
+            error_details = details, "Meta could not deliver a message to this user");
+    } else {
+        tracing::error!(event = LogEvent::MessageFailed.as_str(), message_id = %message_id, recipient = %recipient,
+            phone_number_id = %status.phone_number_id, error_code = error.code, error_title = title,
+            error_details = details, "Meta could not deliver a message");
+    }
+}
+
 fn log_delivery(delivery: &Delivery) {
     for status in &delivery.statuses {
-        let recipient = status.recipient_id.as_deref().map(mask).unwrap_or_default();
+        let recipient = status.recipient().map(mask).unwrap_or_default();
         if status.is_failed() {
-            let error = status.errors.first().cloned().unwrap_or_default();
-            tracing::error!(
-                event = LogEvent::MessageFailed.as_str(),
-                message_id = %status.message_id,
-                recipient = %recipient,
-                phone_number_id = %status.phone_number_id,
-                error_code = error.code,
-                error_title = error.title.as_deref().unwrap_or("unknown"),
-                error_details = error.details.as_deref(),
-                "Meta could not deliver a message"
-            );
+            log_failed_status(status);
         } else {
             tracing::info!(
                 event = LogEvent::MessageStatus.as_str(),

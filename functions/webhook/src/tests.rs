@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use lambda_http::Body;
 use shared::meta::signature::sign;
+use shared::queue_body::QueueBody;
 use shared::secrets::{AppSecrets, SecretString, StaticSecrets};
 
 use super::*;
@@ -307,9 +308,12 @@ async fn signed_json_of_other_shapes_is_a_200_and_queues_nothing() {
 }
 
 #[tokio::test]
-async fn statuses_are_logged_not_queued() {
+async fn statuses_are_logged_and_only_failures_of_a_users_message_queued() {
     let webhook = webhook();
-    let body = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P"},"statuses":[{"id":"wamid.s","status":"failed","recipient_id":"15551234567","errors":[{"code":131047,"title":"Re-engagement message"}]}]}}]}]}"#;
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P"},"statuses":[
+        {"id":"wamid.d","status":"delivered","recipient_id":"15551234567"},
+        {"id":"wamid.f","status":"failed","recipient_id":"15551234567","errors":[{"code":131047,"title":"Re-engagement message"}]},
+        {"id":"wamid.g","status":"failed","recipient_id":"120363","recipient_type":"group","errors":[{"code":131026}]}]}}]}]}"#;
     let receipt = webhook
         .receive(body, Some(&sign(body, APP_SECRET.as_bytes())))
         .await
@@ -318,12 +322,37 @@ async fn statuses_are_logged_not_queued() {
         receipt,
         Receipt {
             enqueued: 0,
-            statuses: 1,
+            failures_enqueued: 1,
+            statuses: 3,
             skipped: 0,
             malformed: 0
         }
     );
-    assert!(webhook.queue.batches.lock().unwrap().is_empty());
+    let batches = webhook.queue.batches.lock().unwrap();
+    assert_eq!(batches.len(), 1);
+    let [entry] = batches[0].as_slice() else {
+        panic!("one entry: {batches:?}");
+    };
+    assert_eq!(entry.group_id, "P:15551234567", "the conversation's group");
+    assert_eq!(entry.deduplication_id, "failed:wamid.f");
+    let Ok(QueueBody::DeliveryFailure(failure)) = QueueBody::read(&entry.body) else {
+        panic!("a delivery failure: {}", entry.body);
+    };
+    assert_eq!(
+        (failure.message_id.as_str(), failure.error_code),
+        ("wamid.f", Some(131_047))
+    );
+}
+
+#[test]
+fn only_failures_about_the_user_are_not_errors() {
+    assert!(is_users_failure(Some(131_047)));
+    assert!(is_users_failure(Some(131_026)));
+    assert!(is_users_failure(Some(131_030)));
+    assert!(!is_users_failure(Some(131_042)), "a payment problem");
+    assert!(!is_users_failure(Some(190)));
+    assert!(!is_users_failure(Some(1)));
+    assert!(!is_users_failure(None));
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! What the webhook writes to its logs, read back from the JSON log layer: numbers masked, no
-//! message text, no secrets, failed statuses at ERROR. Alone in its own test binary, because
+//! message text, no secrets, failed statuses at WARN when the cause is the user's and at
+//! ERROR otherwise. Alone in its own test binary, because
 //! tracing caches per call site whether a log line is enabled, and a test that captures logs
 //! races with other tests' threads reaching the same call sites first.
 #![allow(
@@ -21,7 +22,8 @@ async fn logs_mask_numbers_and_hold_no_bodies_or_secrets() {
     let body = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"P"},
         "contacts":[{"profile":{"name":"Ana"},"wa_id":"15551234567"}],
         "messages":[{"from":"15551234567","id":"wamid.m","type":"text","text":{"body":"my secret plans"}}],
-        "statuses":[{"id":"wamid.s","status":"failed","recipient_id":"15557654321","errors":[{"code":131047,"title":"Re-engagement message"}]}]}}]}]}"#;
+        "statuses":[{"id":"wamid.s","status":"failed","recipient_id":"15557654321","errors":[{"code":131047,"title":"Re-engagement message"}]},
+                     {"id":"wamid.p","status":"failed","recipient_id":"15557654321","errors":[{"code":131042,"title":"Payment problem"}]}]}}]}]}"#;
     assert_eq!(
         harness
             .webhook
@@ -38,7 +40,11 @@ async fn logs_mask_numbers_and_hold_no_bodies_or_secrets() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(harness.drain().await.len(), 1);
+    assert_eq!(
+        harness.drain().await.len(),
+        3,
+        "the message and both failures are queued"
+    );
 
     let text = logs.text();
     let lines = logs.lines();
@@ -58,12 +64,20 @@ async fn logs_mask_numbers_and_hold_no_bodies_or_secrets() {
             "the logs contain {forbidden:?}: {text}"
         );
     }
-    let failed = lines
-        .iter()
-        .find(|l| l["fields"]["event"] == "message_failed")
-        .expect("a message_failed line");
-    assert_eq!(failed["level"], "ERROR");
-    assert_eq!(failed["fields"]["error_code"], 131047);
+    let failed = |code: i64| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["event"] == "message_failed" && l["fields"]["error_code"] == code)
+            .unwrap_or_else(|| panic!("a message_failed line for {code}: {text}"))
+    };
+    assert_eq!(failed(131_047)["level"], "WARN", "the user's window closed");
+    assert_eq!(failed(131_042)["level"], "ERROR", "the business cannot pay");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["event"] == "delivery_failure_enqueued"),
+        "{text}"
+    );
     let refused = lines
         .iter()
         .find(|l| l["fields"]["status"] == 401)

@@ -1,7 +1,7 @@
 //! Every Meta-shaped webhook body in `../shared/fixtures/meta-webhooks/` (beside the checkout),
-//! signed here, must be accepted with 200: its inbound messages land on the queue (in moto's
-//! server), and statuses and other shapes do not. The folder is handed to CI; a clone without it
-//! skips this test and says so.
+//! signed here, must be accepted with 200: its inbound messages, and its failed statuses of
+//! messages to a user, land on the queue (in moto's server); other statuses and shapes do not.
+//! The folder is handed to CI; a clone without it skips this test and says so.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use common::{APP_SECRET, Harness, signed_post};
 use http::StatusCode;
 use serde_json::Value;
-use shared::inbound::InboundMessage;
+use shared::queue_body::QueueBody;
 
 fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/meta-webhooks")
@@ -44,8 +44,32 @@ fn expected_message_ids(body: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The ids of the fixture's failed statuses of messages to one user, which go to the queue for
+/// the processor to mark those replies undelivered.
+fn expected_failure_ids(body: &Value) -> Vec<String> {
+    let array = |v: &Value, key: &str| -> Vec<Value> {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    array(body, "entry")
+        .iter()
+        .flat_map(|entry| array(entry, "changes"))
+        .filter(|change| change.get("field").and_then(Value::as_str) == Some("messages"))
+        .flat_map(|change| array(&change["value"], "statuses"))
+        .filter(|status| {
+            let to_a_user = ["recipient_id", "recipient_user_id"]
+                .iter()
+                .any(|k| status[*k].as_str().is_some_and(|id| !id.is_empty()));
+            status["status"] == "failed" && to_a_user && status["recipient_type"] != "group"
+        })
+        .map(|status| status["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 #[tokio::test]
-async fn every_meta_fixture_is_accepted_and_only_messages_are_queued() {
+async fn every_meta_fixture_is_accepted_and_only_messages_and_failures_are_queued() {
     let dir = fixtures_dir();
     if !dir.is_dir() {
         eprintln!(
@@ -62,7 +86,7 @@ async fn every_meta_fixture_is_accepted_and_only_messages_are_queued() {
     files.sort();
     assert!(!files.is_empty(), "no fixtures in {}", dir.display());
 
-    let (mut cases, mut queued_total, mut quiet_cases) = (0, 0, 0);
+    let (mut cases, mut queued_total, mut quiet_cases, mut failures_total) = (0, 0, 0, 0);
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let cases_in_file: serde_json::Map<String, Value> =
@@ -74,21 +98,23 @@ async fn every_meta_fixture_is_accepted_and_only_messages_are_queued() {
             let response = harness.webhook.handle(signed_post(&raw, APP_SECRET)).await;
             assert_eq!(response.status(), StatusCode::OK, "{name} / {case}");
 
-            let queued: Vec<InboundMessage> = harness
-                .drain()
-                .await
-                .iter()
-                .map(|m| serde_json::from_str(&m.body).unwrap())
-                .collect();
-            let queued_ids: Vec<_> = queued.iter().map(|m| m.id.clone()).collect();
-            assert_eq!(queued_ids, expected_message_ids(&body), "{name} / {case}");
+            let (mut queued, mut failures) = (Vec::new(), Vec::new());
+            for record in harness.drain().await {
+                match QueueBody::read(&record.body).unwrap() {
+                    QueueBody::Message(message) => queued.push(message.id),
+                    QueueBody::DeliveryFailure(failure) => failures.push(failure.message_id),
+                }
+            }
+            assert_eq!(queued, expected_message_ids(&body), "{name} / {case}");
+            assert_eq!(failures, expected_failure_ids(&body), "{name} / {case}");
+            failures_total += failures.len();
             cases += 1;
             queued_total += queued.len();
             quiet_cases += usize::from(queued.is_empty());
         }
     }
     eprintln!(
-        "{cases} fixture cases accepted; {queued_total} messages queued; {quiet_cases} cases queued nothing"
+        "{cases} fixture cases accepted; {queued_total} messages and {failures_total} failed statuses queued; {quiet_cases} cases queued no message"
     );
     assert!(queued_total > 0 && quiet_cases > 0);
 }

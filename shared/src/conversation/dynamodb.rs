@@ -2,7 +2,9 @@
 //! TTL attribute is `expires_at` (seconds since the epoch).
 //!
 //! A conversation is one item, `pk = "conv#<conversation key>"`, holding:
-//! - `turns`: a list of maps `{r: "user" | "assistant", t: text, at: seconds}`;
+//! - `turns`: a list of maps `{r: "user" | "assistant", t: text, at: seconds}`, an assistant
+//!   turn also with `ids: [wamid]` (the WhatsApp messages it went out as) and, once Meta
+//!   reported it failed, `u: {c: error code}`;
 //! - `expires_at`: pushed forward on every claim and every completion;
 //! - one marker per message id, in the top-level attribute `"c#<message id>"`: a map
 //!   `{s: "p" | "d", k: token, u: lease until (for "p"), at: seconds}`, where `"p"` means an
@@ -26,8 +28,9 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{
-    Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, MoveRequest, Moved,
-    PendingAnswer, Role, StoreError, Turn,
+    Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, MarkOutcome,
+    MoveRequest, Moved, PendingAnswer, Role, StoreError, Turn, Undelivered, UndeliveredRequest,
+    mark_undelivered,
 };
 use crate::inbound::ConversationKey;
 
@@ -323,6 +326,35 @@ impl ConversationStore for DynamoDbConversationStore {
         })
     }
 
+    async fn mark_undelivered(
+        &self,
+        request: UndeliveredRequest<'_>,
+    ) -> Result<MarkOutcome, StoreError> {
+        let item = self.read(request.conversation).await?;
+        let Some(seen) = item.get("turns") else {
+            return Ok(MarkOutcome::NotFound);
+        };
+        let Some((list, outcome)) = marked_turns(seen, request.reply_id, request.error_code) else {
+            return Ok(MarkOutcome::NotFound);
+        };
+        if !matches!(outcome, MarkOutcome::Marked { .. }) {
+            return Ok(outcome);
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table_name)
+            .key("pk", item_key(request.conversation))
+            .update_expression("SET #turns = :turns")
+            .condition_expression("#turns = :seen")
+            .expression_attribute_names("#turns", "turns")
+            .expression_attribute_values(":turns", AttributeValue::L(list))
+            .expression_attribute_values(":seen", seen.clone())
+            .send()
+            .await
+            .map_err(changed_or_unavailable)?;
+        Ok(outcome)
+    }
+
     async fn release(
         &self,
         conversation: &ConversationKey,
@@ -370,10 +402,33 @@ fn unavailable(error: impl std::error::Error) -> StoreError {
 fn changed_or_unavailable<R: std::fmt::Debug>(error: SdkError<UpdateItemError, R>) -> StoreError {
     match error.as_service_error() {
         Some(UpdateItemError::ConditionalCheckFailedException(_)) => {
-            StoreError::Unavailable("the conversation changed while it was being moved".into())
+            StoreError::Unavailable("the conversation changed while it was being written".into())
         }
         _ => unavailable(error),
     }
+}
+
+/// The stored `turns` with the one that went out as `reply_id` marked undelivered, every other
+/// stored value kept as it is (even one that cannot be read); `None` when they are not a list.
+fn marked_turns(
+    turns: &AttributeValue,
+    reply_id: &str,
+    error_code: Option<i64>,
+) -> Option<(Vec<AttributeValue>, MarkOutcome)> {
+    let mut list = turns.as_l().ok()?.clone();
+    let mut decoded: Vec<(usize, Turn)> = list
+        .iter()
+        .enumerate()
+        .filter_map(|(index, value)| decode_turn(value).ok().map(|turn| (index, turn)))
+        .collect();
+    let mut readable: Vec<Turn> = decoded.iter().map(|(_, turn)| turn.clone()).collect();
+    let outcome = mark_undelivered(&mut readable, reply_id, error_code);
+    for ((index, before), after) in decoded.iter_mut().zip(&readable) {
+        if before != after {
+            list[*index] = encode_turn(after);
+        }
+    }
+    Some((list, outcome))
 }
 
 /// The previous conversation's answered-message markers that the new one lacks, newest first,
@@ -489,14 +544,25 @@ fn role_name(role: Role) -> &'static str {
 }
 
 fn encode_turn(turn: &Turn) -> AttributeValue {
-    AttributeValue::M(HashMap::from([
+    let mut map = HashMap::from([
         (
             "r".to_owned(),
             AttributeValue::S(role_name(turn.role).into()),
         ),
         ("t".to_owned(), AttributeValue::S(turn.text.clone())),
         ("at".to_owned(), number(turn.at)),
-    ]))
+    ]);
+    if !turn.sent_as.is_empty() {
+        map.insert("ids".to_owned(), string_list(&turn.sent_as));
+    }
+    if let Some(undelivered) = turn.undelivered {
+        let code = undelivered.error_code.map(|c| ("c".to_owned(), number(c)));
+        map.insert(
+            "u".to_owned(),
+            AttributeValue::M(code.into_iter().collect()),
+        );
+    }
+    AttributeValue::M(map)
 }
 
 fn encode_turns(turns: &[Turn]) -> AttributeValue {
@@ -518,7 +584,27 @@ fn decode_turn(value: &AttributeValue) -> Result<Turn, &'static str> {
         .ok_or("no text")?
         .clone();
     let at = map.get("at").and_then(parse_number).ok_or("no time")?;
-    Ok(Turn { role, text, at })
+    let sent_as = map
+        .get("ids")
+        .and_then(|ids| ids.as_l().ok())
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|id| id.as_s().ok().cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let undelivered = map.get("u").map(|u| Undelivered {
+        error_code: u
+            .as_m()
+            .ok()
+            .and_then(|u| u.get("c"))
+            .and_then(parse_number),
+    });
+    Ok(Turn {
+        sent_as,
+        undelivered,
+        ..Turn::new(role, text, at)
+    })
 }
 
 /// Reads the stored turns, skipping (with a warning) any that cannot be read.
@@ -838,15 +924,17 @@ mod tests {
     #[test]
     fn turns_round_trip() {
         let turns = vec![
+            Turn::new(Role::User, "Olá 👋", NOW),
             Turn {
-                role: Role::User,
-                text: "Olá 👋".into(),
-                at: NOW,
+                sent_as: vec!["wamid.1".into(), "wamid.2".into()],
+                undelivered: Some(Undelivered {
+                    error_code: Some(131_047),
+                }),
+                ..Turn::new(Role::Assistant, String::new(), NOW + 1)
             },
             Turn {
-                role: Role::Assistant,
-                text: String::new(),
-                at: NOW + 1,
+                undelivered: Some(Undelivered { error_code: None }),
+                ..Turn::new(Role::Assistant, "no code", NOW + 2)
             },
         ];
         let encoded = encode_turns(&turns);
@@ -863,12 +951,35 @@ mod tests {
     }
 
     #[test]
+    fn marking_a_reply_keeps_every_other_stored_value_as_it_was() {
+        let reply = Turn {
+            sent_as: vec!["wamid.r".into()],
+            ..Turn::new(Role::Assistant, "answer", NOW)
+        };
+        let unreadable = s("not a turn");
+        let stored = AttributeValue::L(vec![
+            unreadable.clone(),
+            encode_turn(&Turn::new(Role::User, "q", NOW - 1)),
+            encode_turn(&reply),
+        ]);
+        let (list, outcome) = marked_turns(&stored, "wamid.r", Some(131_026)).unwrap();
+        assert_eq!(outcome, MarkOutcome::Marked { in_a_row: 1 });
+        assert_eq!(list[0], unreadable);
+        assert_eq!(list[1], stored.as_l().unwrap()[1]);
+        assert_eq!(
+            decode_turn(&list[2]).unwrap().undelivered,
+            Some(Undelivered {
+                error_code: Some(131_026)
+            })
+        );
+        let (_, outcome) = marked_turns(&stored, "wamid.other", None).unwrap();
+        assert_eq!(outcome, MarkOutcome::NotFound);
+        assert!(marked_turns(&s("not a list"), "wamid.r", None).is_none());
+    }
+
+    #[test]
     fn unreadable_turns_are_skipped_and_nothing_panics() {
-        let good = encode_turn(&Turn {
-            role: Role::User,
-            text: "kept".into(),
-            at: 5,
-        });
+        let good = encode_turn(&Turn::new(Role::User, "kept", 5));
         let mut unknown_role = good.as_m().unwrap().clone();
         unknown_role.insert("r".into(), s("system"));
         let mut text_not_a_string = good.as_m().unwrap().clone();

@@ -34,6 +34,81 @@ pub struct Turn {
     pub text: String,
     /// When, in seconds since the Unix epoch.
     pub at: i64,
+    /// For an assistant turn, Meta's ids (`wamid…`) of the WhatsApp messages it went out as, so
+    /// that a late `failed` status can be traced back to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent_as: Vec<String>,
+    /// Set when Meta reported, after accepting the send, that the reply never reached the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undelivered: Option<Undelivered>,
+}
+
+impl Turn {
+    /// A turn that `role` said at `at`, with no delivery record.
+    pub fn new(role: Role, text: impl Into<String>, at: i64) -> Self {
+        Self {
+            role,
+            text: text.into(),
+            at,
+            sent_as: Vec::new(),
+            undelivered: None,
+        }
+    }
+}
+
+/// Why a reply that Meta accepted did not reach the user, from its late `failed` status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undelivered {
+    /// Meta's error code (131047: outside the 24-hour window; 131026: undeliverable), when
+    /// Meta gave one.
+    pub error_code: Option<i64>,
+}
+
+/// What marking a reply undelivered found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkOutcome {
+    /// The turn is now marked; `in_a_row` assistant turns, counted back from the newest, are
+    /// marked undelivered (this one included).
+    Marked {
+        /// Consecutive undelivered replies at the end of the conversation.
+        in_a_row: usize,
+    },
+    /// The turn was already marked (Meta reported more than one failure, or redelivered one).
+    AlreadyMarked,
+    /// No remembered turn went out as that message: it expired, or it was not the bot's reply.
+    NotFound,
+}
+
+/// Marks the assistant turn that went out as `reply_id` undelivered, in `turns`.
+pub fn mark_undelivered(
+    turns: &mut [Turn],
+    reply_id: &str,
+    error_code: Option<i64>,
+) -> MarkOutcome {
+    let Some(turn) = turns
+        .iter_mut()
+        .find(|t| t.role == Role::Assistant && t.sent_as.iter().any(|id| id == reply_id))
+    else {
+        return MarkOutcome::NotFound;
+    };
+    if turn.undelivered.is_some() {
+        return MarkOutcome::AlreadyMarked;
+    }
+    turn.undelivered = Some(Undelivered { error_code });
+    MarkOutcome::Marked {
+        in_a_row: undelivered_in_a_row(turns),
+    }
+}
+
+/// How many of the newest assistant turns, counted back until one that was delivered, are
+/// marked undelivered.
+pub fn undelivered_in_a_row(turns: &[Turn]) -> usize {
+    turns
+        .iter()
+        .rev()
+        .filter(|t| t.role == Role::Assistant)
+        .take_while(|t| t.undelivered.is_some())
+        .count()
 }
 
 /// Meta redelivers a webhook for up to 7 days: message ids are remembered at least that long.
@@ -207,6 +282,17 @@ pub struct CompleteRequest<'a> {
     pub now: i64,
 }
 
+/// A request to mark a remembered reply undelivered: Meta reported it `failed` after the send.
+#[derive(Debug, Clone, Copy)]
+pub struct UndeliveredRequest<'a> {
+    /// The conversation the reply went to.
+    pub conversation: &'a ConversationKey,
+    /// Meta's id of the message that failed.
+    pub reply_id: &'a str,
+    /// Meta's error code, when it gave one.
+    pub error_code: Option<i64>,
+}
+
 /// A request to move a conversation's memory to another key: the user's id changed.
 #[derive(Debug, Clone, Copy)]
 pub struct MoveRequest<'a> {
@@ -268,6 +354,13 @@ pub trait ConversationStore: Send + Sync {
         request: MoveRequest<'_>,
     ) -> impl Future<Output = Result<Moved, StoreError>> + Send;
 
+    /// Marks the assistant turn that went out as `request.reply_id` undelivered, so that the
+    /// model is not told the user read it. Marking twice changes nothing.
+    fn mark_undelivered(
+        &self,
+        request: UndeliveredRequest<'_>,
+    ) -> impl Future<Output = Result<MarkOutcome, StoreError>> + Send;
+
     /// Gives back claims on `message_ids` held with `token` that will not be completed (the LLM
     /// or Meta failed), so that a retry can take them at once instead of waiting for the lease.
     /// `pending`, the answer that could not be delivered, is kept in the same write, for the
@@ -286,11 +379,65 @@ mod tests {
     use super::*;
 
     fn turn(role: Role, text: &str, at: i64) -> Turn {
+        Turn::new(role, text, at)
+    }
+
+    fn reply(text: &str, at: i64, ids: &[&str]) -> Turn {
         Turn {
-            role,
-            text: text.into(),
-            at,
+            sent_as: ids.iter().map(|id| (*id).to_owned()).collect(),
+            ..Turn::new(Role::Assistant, text, at)
         }
+    }
+
+    #[test]
+    fn marks_the_reply_that_went_out_as_the_failed_message() {
+        let mut turns = vec![
+            turn(Role::User, "hi", 1),
+            reply("hello", 2, &["wamid.a"]),
+            turn(Role::User, "more", 3),
+            reply("long answer", 4, &["wamid.b", "wamid.c"]),
+        ];
+        assert_eq!(
+            mark_undelivered(&mut turns, "wamid.c", Some(131_026)),
+            MarkOutcome::Marked { in_a_row: 1 }
+        );
+        assert_eq!(
+            turns[3].undelivered,
+            Some(Undelivered {
+                error_code: Some(131_026)
+            })
+        );
+        assert_eq!(turns[1].undelivered, None);
+        assert_eq!(
+            mark_undelivered(&mut turns, "wamid.b", Some(131_026)),
+            MarkOutcome::AlreadyMarked
+        );
+        assert_eq!(
+            mark_undelivered(&mut turns, "wamid.a", None),
+            MarkOutcome::Marked { in_a_row: 2 }
+        );
+        assert_eq!(
+            mark_undelivered(&mut turns, "wamid.unknown", None),
+            MarkOutcome::NotFound
+        );
+    }
+
+    #[test]
+    fn counts_undelivered_replies_back_to_the_last_delivered_one() {
+        let failed = |text: &str, at| Turn {
+            undelivered: Some(Undelivered { error_code: None }),
+            ..reply(text, at, &[])
+        };
+        let turns = vec![
+            failed("old failure", 1),
+            reply("delivered", 2, &[]),
+            failed("a", 3),
+            turn(Role::User, "between", 4),
+            failed("b", 5),
+        ];
+        assert_eq!(undelivered_in_a_row(&turns), 2);
+        assert_eq!(undelivered_in_a_row(&turns[..2]), 0);
+        assert_eq!(undelivered_in_a_row(&[]), 0);
     }
 
     #[test]

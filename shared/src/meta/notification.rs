@@ -53,8 +53,12 @@ pub struct StatusUpdate {
     pub status: String,
     /// When the status changed, in seconds since the Unix epoch.
     pub timestamp: Option<i64>,
-    /// The recipient's phone number or user id.
+    /// The recipient's phone number (or, before 2026, their only id).
     pub recipient_id: Option<String>,
+    /// The recipient's business-scoped user id (`US.…`), when Meta sent one.
+    pub recipient_user_id: Option<String>,
+    /// `group` for a message sent to a group chat; absent or `individual` otherwise.
+    pub recipient_type: Option<String>,
     /// Why the message failed, for `failed`.
     pub errors: Vec<MetaError>,
 }
@@ -63,6 +67,18 @@ impl StatusUpdate {
     /// Whether Meta reports that the message could not be delivered.
     pub fn is_failed(&self) -> bool {
         self.status == "failed"
+    }
+
+    /// The user the message went to, as conversations are keyed: the phone number when Meta
+    /// sent it, else the business-scoped user id. `None` for a group message.
+    pub fn recipient(&self) -> Option<&str> {
+        if self.recipient_type.as_deref() == Some("group") {
+            return None;
+        }
+        self.recipient_id
+            .as_deref()
+            .or(self.recipient_user_id.as_deref())
+            .filter(|id| !id.is_empty())
     }
 }
 
@@ -401,6 +417,8 @@ fn read_status(raw: &Value, phone_number_id: &str) -> Option<StatusUpdate> {
         status: str_field(raw, "status")?,
         timestamp: raw.get("timestamp").and_then(epoch_seconds),
         recipient_id: str_field(raw, "recipient_id"),
+        recipient_user_id: str_field(raw, "recipient_user_id"),
+        recipient_type: str_field(raw, "recipient_type"),
         errors: list(raw, "errors").iter().map(read_error).collect(),
     })
 }
@@ -804,6 +822,27 @@ mod tests {
     }
 
     #[test]
+    fn a_status_names_its_recipient_by_phone_then_user_id_and_never_a_group() {
+        let delivery = parse(&body(json!({
+            "metadata": {"phone_number_id": "PNID"},
+            "statuses": [
+                {"id": "wamid.u", "status": "failed", "recipient_user_id": "US.1"},
+                {"id": "wamid.b", "status": "failed", "recipient_id": "15551234567", "recipient_user_id": "US.2"},
+                {"id": "wamid.g", "status": "failed", "recipient_id": "120363", "recipient_type": "group",
+                 "recipient_participant_id": "15551234567"},
+                {"id": "wamid.n", "status": "failed", "recipient_id": ""}
+            ]
+        })))
+        .unwrap();
+        let recipients: Vec<Option<&str>> = delivery
+            .statuses
+            .iter()
+            .map(StatusUpdate::recipient)
+            .collect();
+        assert_eq!(recipients, [Some("US.1"), Some("15551234567"), None, None]);
+    }
+
+    #[test]
     fn reads_statuses_with_their_errors() {
         let delivery = parse(&body(json!({
             "metadata": {"phone_number_id": "PNID"},
@@ -820,6 +859,7 @@ mod tests {
         assert!(!delivery.statuses[0].is_failed());
         let failed = &delivery.statuses[1];
         assert!(failed.is_failed());
+        assert_eq!(failed.recipient(), Some("15551234567"));
         assert_eq!(failed.timestamp, Some(1_700_000_001));
         assert_eq!(
             failed.errors,

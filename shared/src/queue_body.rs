@@ -1,0 +1,235 @@
+//! What a record on the FIFO queue carries, written by the webhook and read by the processor:
+//! an [`InboundMessage`] (a body without `kind`, as every body was before there were others), or
+//! a [`DeliveryFailure`] (`"kind": "delivery_failure"`), Meta's late word that one of the bot's
+//! replies did not reach its user. Both go to the group of the conversation they belong to, so
+//! that the processor sees a failure in order with the user's messages.
+
+use serde::{Deserialize, Serialize};
+
+use crate::inbound::{ConversationKey, INBOUND_MESSAGE_VERSION, InboundMessage};
+use crate::meta::notification::StatusUpdate;
+
+/// Version of [`DeliveryFailure`] written by this build.
+pub const DELIVERY_FAILURE_VERSION: u32 = 1;
+
+/// The `kind` of a [`DeliveryFailure`] body.
+const DELIVERY_FAILURE_KIND: &str = "delivery_failure";
+
+/// A `failed` status of a message the business sent: Meta accepted the send, then could not
+/// deliver it (131047 outside the 24-hour window, 131026 undeliverable, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryFailure {
+    /// Body version, [`DELIVERY_FAILURE_VERSION`] when written by this build.
+    pub v: u32,
+    /// The business phone number that sent the message.
+    pub phone_number_id: String,
+    /// The user it went to, as conversations are keyed (phone number, else user id).
+    pub recipient: String,
+    /// Meta's id of the message that failed (`wamid…`).
+    pub message_id: String,
+    /// Meta's error code, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i64>,
+    /// Meta's short error title, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_title: Option<String>,
+    /// When Meta reported it, in seconds since the Unix epoch, when Meta said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+}
+
+impl DeliveryFailure {
+    /// The failure a status reports: `None` unless the status is `failed` and names a user (not
+    /// a group) and a business number.
+    pub fn of(status: &StatusUpdate) -> Option<Self> {
+        if !status.is_failed() || status.phone_number_id.is_empty() {
+            return None;
+        }
+        let error = status.errors.first();
+        Some(Self {
+            v: DELIVERY_FAILURE_VERSION,
+            phone_number_id: status.phone_number_id.clone(),
+            recipient: status.recipient()?.to_owned(),
+            message_id: status.message_id.clone(),
+            error_code: error.and_then(|e| e.code),
+            error_title: error.and_then(|e| e.title.clone()),
+            timestamp: status.timestamp,
+        })
+    }
+
+    /// The conversation the failed message belongs to.
+    pub fn conversation(&self) -> ConversationKey {
+        ConversationKey::new(&self.phone_number_id, &self.recipient)
+    }
+}
+
+/// What one queue record carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueBody {
+    /// A message a user sent.
+    Message(InboundMessage),
+    /// One of the bot's replies was not delivered.
+    DeliveryFailure(DeliveryFailure),
+}
+
+/// Why a record's body cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// The body is not JSON of any known kind.
+    #[error("the record body cannot be read: {0}")]
+    Unreadable(String),
+    /// The body is of a kind this build does not know (written by a newer webhook).
+    #[error("the record body is of an unknown kind {0:?}")]
+    UnknownKind(String),
+    /// The body was written by a newer webhook than this build reads.
+    #[error("the record body has version {found}, this build reads version {reads}")]
+    Version {
+        /// The body's version.
+        found: u32,
+        /// The version this build reads.
+        reads: u32,
+    },
+}
+
+/// The kind of a body, read before the body itself.
+#[derive(Deserialize)]
+struct Kind {
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+/// The failure as written on the queue: the fields and its `kind`.
+#[derive(Serialize)]
+struct Tagged<'a> {
+    kind: &'static str,
+    #[serde(flatten)]
+    failure: &'a DeliveryFailure,
+}
+
+impl QueueBody {
+    /// Reads a record's body, of a kind and version this build knows.
+    pub fn read(body: &str) -> Result<Self, BodyError> {
+        let unreadable = |e: serde_json::Error| BodyError::Unreadable(e.to_string());
+        let kind = serde_json::from_str::<Kind>(body).map_err(unreadable)?;
+        match kind.kind.as_deref() {
+            None => {
+                let message: InboundMessage = serde_json::from_str(body).map_err(unreadable)?;
+                check_version(message.v, INBOUND_MESSAGE_VERSION)?;
+                Ok(Self::Message(message))
+            }
+            Some(DELIVERY_FAILURE_KIND) => {
+                let failure: DeliveryFailure = serde_json::from_str(body).map_err(unreadable)?;
+                check_version(failure.v, DELIVERY_FAILURE_VERSION)?;
+                Ok(Self::DeliveryFailure(failure))
+            }
+            Some(other) => Err(BodyError::UnknownKind(other.chars().take(40).collect())),
+        }
+    }
+
+    /// The conversation the record belongs to.
+    pub fn conversation(&self) -> ConversationKey {
+        match self {
+            Self::Message(message) => message.conversation(),
+            Self::DeliveryFailure(failure) => failure.conversation(),
+        }
+    }
+}
+
+/// The JSON value a [`DeliveryFailure`] is written as, with its `kind`.
+pub fn tagged_failure(failure: &DeliveryFailure) -> impl Serialize + '_ {
+    Tagged {
+        kind: DELIVERY_FAILURE_KIND,
+        failure,
+    }
+}
+
+fn check_version(found: u32, reads: u32) -> Result<(), BodyError> {
+    if found == reads {
+        Ok(())
+    } else {
+        Err(BodyError::Version { found, reads })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::notification::MetaError;
+    use crate::queue::QueueEntry;
+
+    fn failed_status() -> StatusUpdate {
+        StatusUpdate {
+            phone_number_id: "PNID".into(),
+            message_id: "wamid.out".into(),
+            status: "failed".into(),
+            timestamp: Some(1_700_000_000),
+            recipient_id: Some("15551234567".into()),
+            recipient_user_id: None,
+            recipient_type: None,
+            errors: vec![MetaError {
+                code: Some(131_047),
+                title: Some("Re-engagement message".into()),
+                details: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_failure_goes_to_its_conversations_group_and_reads_back() {
+        let failure = DeliveryFailure::of(&failed_status()).unwrap();
+        assert_eq!(failure.error_code, Some(131_047));
+        let entry = QueueEntry::for_delivery_failure(&failure).unwrap();
+        let key = ConversationKey::new("PNID", "15551234567");
+        assert_eq!(entry.group_id, crate::queue::fifo_id(key.as_str()));
+        assert_ne!(entry.deduplication_id, crate::queue::fifo_id("wamid.out"));
+        assert!(
+            entry.body.contains(r#""kind":"delivery_failure""#),
+            "{}",
+            entry.body
+        );
+        assert_eq!(
+            QueueBody::read(&entry.body),
+            Ok(QueueBody::DeliveryFailure(failure))
+        );
+    }
+
+    #[test]
+    fn only_failed_statuses_of_a_user_are_failures() {
+        let delivered = StatusUpdate {
+            status: "delivered".into(),
+            ..failed_status()
+        };
+        assert_eq!(DeliveryFailure::of(&delivered), None);
+        let group = StatusUpdate {
+            recipient_type: Some("group".into()),
+            ..failed_status()
+        };
+        assert_eq!(DeliveryFailure::of(&group), None);
+        let nobody = StatusUpdate {
+            recipient_id: None,
+            ..failed_status()
+        };
+        assert_eq!(DeliveryFailure::of(&nobody), None);
+    }
+
+    #[test]
+    fn unknown_kinds_newer_versions_and_garbage_are_errors() {
+        assert!(matches!(
+            QueueBody::read(r#"{"kind":"reaction_sync","v":1}"#),
+            Err(BodyError::UnknownKind(kind)) if kind == "reaction_sync"
+        ));
+        let newer = r#"{"kind":"delivery_failure","v":2,"phone_number_id":"P","recipient":"R","message_id":"M"}"#;
+        assert_eq!(
+            QueueBody::read(newer),
+            Err(BodyError::Version { found: 2, reads: 1 })
+        );
+        assert!(matches!(
+            QueueBody::read("not json"),
+            Err(BodyError::Unreadable(_))
+        ));
+        assert!(matches!(
+            QueueBody::read(r#"{"kind":7}"#),
+            Err(BodyError::Unreadable(_))
+        ));
+    }
+}
