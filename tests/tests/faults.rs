@@ -1,26 +1,37 @@
-//! Fault injection through the real binaries: the webhook and the processor run under the local
-//! Lambda Runtime API, configured as `template.yaml` configures them, against the template's
-//! resources in moto. SQS is reached through a proxy that enforces SQS's character rule (moto
-//! does not) and can fail sends on purpose; Meta's Graph API and the LLM are stand-ins that
-//! record what they receive and can answer with any status, header or delay. Each test is one
-//! class of hostile input or fault from a real deployment, and checks that nothing is lost and
-//! no user gets a broken answer.
+//! Fault injection through the real binaries: the webhook, the processor and the alerter run
+//! under the local Lambda Runtime API, configured as `template.yaml` configures them, against
+//! the template's resources in moto. SQS is reached through a proxy that enforces SQS's
+//! character rule (moto does not) and can fail sends on purpose; where a case needs AWS to hang,
+//! a function reaches moto through a proxy that holds chosen operations without answering and
+//! counts the calls. Meta's Graph API and the LLM are stand-ins that record what they receive
+//! and can answer with any status, header or delay, or drop the connection. Each test is one
+//! class of hostile input or fault from a real deployment, and checks what the stand-ins
+//! received, the batch response and the store: nothing is lost and no user gets a broken or a
+//! second answer.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "a test: a panic is a failed test"
 )]
 
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use local_stack::local::event_sources::sqs_event;
 use local_stack::resources::{LOCAL_SECRET, Stack};
 use local_stack::runtime::{LambdaFunction, http_answer, http_api_event};
 use serde_json::{Value, json};
+use shared::conversation::dynamodb::MARKER_PREFIX;
 use shared::inbound::{InboundMessage, MessageContent};
+use shared::log_event::LogEvent;
 use shared::meta::signature::sign;
 use shared::whatsapp::split::{MAX_TEXT_UTF16, utf16_len};
+use testkit::aws_proxy::AwsProxy;
 use testkit::http_recorder::{Canned, RecordedRequest, RecordingServer};
 use testkit::sqs_rules::SqsRules;
 
@@ -34,8 +45,18 @@ struct Rig {
     sqs: aws_sdk_sqs::Client,
     webhook: LambdaFunction,
     processor: LambdaFunction,
+    processor_log: PathBuf,
     llm: RecordingServer,
     meta: RecordingServer,
+}
+
+/// How the processor is started, beyond what the template configures.
+#[derive(Default)]
+struct ProcessorSetup {
+    /// Where it reaches AWS: moto itself when `None`.
+    aws_endpoint: Option<String>,
+    /// Variables set over the template's.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Rig {
@@ -47,6 +68,11 @@ impl Rig {
 
     /// A rig over these stand-ins for the LLM and the Graph API.
     async fn with(llm: RecordingServer, meta: RecordingServer) -> Self {
+        Self::set_up(llm, meta, ProcessorSetup::default()).await
+    }
+
+    /// A rig over these stand-ins, with the processor started as `setup` says.
+    async fn set_up(llm: RecordingServer, meta: RecordingServer, setup: ProcessorSetup) -> Self {
         let aws = testkit::moto_config().await;
         let stack = Stack::create(
             aws.clone(),
@@ -56,17 +82,19 @@ impl Rig {
         .await;
         let rules = testkit::sqs_rules::enforce_sqs_rules().await;
         // The webhook reaches SQS (and Secrets Manager) through the rules proxy.
-        let webhook = start(&stack, "webhook", "WebhookFunction", &rules.url, &[]).await;
+        let (webhook, _) = start(&stack, "webhook", "WebhookFunction", &rules.url, &[]).await;
         let moto = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-        let processor = start(
+        let mut env = vec![
+            ("LLM_BASE_URL", format!("{}/v1", llm.url)),
+            ("META_API_BASE_URL", meta.url.clone()),
+        ];
+        env.extend(setup.env);
+        let (processor, processor_log) = start(
             &stack,
             "processor",
             "ProcessorFunction",
-            &moto,
-            &[
-                ("LLM_BASE_URL", format!("{}/v1", llm.url)),
-                ("META_API_BASE_URL", meta.url.clone()),
-            ],
+            setup.aws_endpoint.as_deref().unwrap_or(&moto),
+            &env,
         )
         .await;
         Self {
@@ -75,6 +103,7 @@ impl Rig {
             rules,
             webhook,
             processor,
+            processor_log,
             llm,
             meta,
         }
@@ -82,22 +111,7 @@ impl Rig {
 
     /// Posts `body`, signed with the local app secret, to the webhook; returns its status.
     async fn deliver(&self, body: &[u8]) -> u16 {
-        let app_secret = LOCAL_SECRET
-            .iter()
-            .find(|(key, _)| *key == "META_APP_SECRET")
-            .map(|(_, value)| value.as_bytes())
-            .unwrap_or_default();
-        let headers = [
-            ("Content-Type".to_owned(), "application/json".to_owned()),
-            ("X-Hub-Signature-256".to_owned(), sign(body, app_secret)),
-        ];
-        let event = http_api_event("POST", "/webhook", "", &headers, body);
-        let answer = self
-            .webhook
-            .invoke(&event, TIMEOUT)
-            .await
-            .unwrap_or_else(|e| panic!("the webhook answers: {e}"));
-        http_answer(&answer).status
+        deliver_to(&self.webhook, body).await
     }
 
     /// Takes every message off the inbound queue, as Lambda's event source would.
@@ -149,13 +163,19 @@ impl Rig {
 
     /// Hands `messages` to the processor's binary as one SQS event; returns its answer.
     async fn process(&self, messages: &[Message]) -> Value {
+        self.process_within(messages, TIMEOUT).await
+    }
+
+    /// Hands `messages` to the processor's binary as one SQS event with `deadline` to run (the
+    /// invocation's deadline is that far off, as Lambda's is its timeout); returns its answer.
+    async fn process_within(&self, messages: &[Message], deadline: Duration) -> Value {
         self.processor
             .invoke(
                 &sqs_event(&self.stack.resolver.refs["InboundQueue"], messages),
-                TIMEOUT,
+                deadline,
             )
             .await
-            .unwrap_or_else(|e| panic!("the processor answers: {e}"))
+            .unwrap_or_else(|e| panic!("the processor answers before its deadline: {e}"))
     }
 
     /// The text messages the Graph API stand-in was asked to send, in order.
@@ -167,6 +187,137 @@ impl Rig {
             .filter(|body| body["type"] == "text")
             .collect()
     }
+
+    /// The processor's log lines of `event`.
+    fn logged(&self, event: LogEvent) -> Vec<Value> {
+        log_lines(&self.processor_log)
+            .into_iter()
+            .filter(|line| line["fields"]["event"] == event.as_str())
+            .collect()
+    }
+
+    /// The total of the processor's metric `name` over its Embedded Metric Format lines.
+    fn metric(&self, name: &str) -> f64 {
+        log_lines(&self.processor_log)
+            .iter()
+            .filter(|line| line.get("_aws").is_some())
+            .filter_map(|line| line[name].as_f64())
+            .sum()
+    }
+
+    /// The conversation items in the stack's table.
+    async fn stored(&self) -> Vec<HashMap<String, AttributeValue>> {
+        aws_sdk_dynamodb::Client::new(&self.stack.aws)
+            .scan()
+            .table_name(&self.stack.resolver.refs["Table"])
+            .send()
+            .await
+            .expect("scan the table in moto")
+            .items
+            .unwrap_or_default()
+    }
+
+    /// The state of `message_id`'s claim marker in the store: `"p"` while an invocation
+    /// holds it, `"d"` once it is done; `None` when there is none.
+    async fn marker(&self, message_id: &str) -> Option<String> {
+        let attribute = format!("{MARKER_PREFIX}{message_id}");
+        self.stored().await.iter().find_map(|item| {
+            let marker = item.get(&attribute)?.as_m().ok()?;
+            marker.get("s")?.as_s().ok().cloned()
+        })
+    }
+
+    /// Whether the store keeps an answer the LLM gave that is still to be delivered.
+    async fn keeps_an_answer(&self) -> bool {
+        self.stored()
+            .await
+            .iter()
+            .any(|item| item.contains_key("pending_answer"))
+    }
+}
+
+/// The JSON lines of a function's log file (its metrics lines included).
+fn log_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The ids a batch response reports as failed.
+fn failed_ids(answer: &Value) -> Vec<String> {
+    answer["batchItemFailures"]
+        .as_array()
+        .map(|failures| {
+            failures
+                .iter()
+                .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Meta's answer to a send it accepted.
+fn sent() -> Canned {
+    Canned::json(200, json!({"messages": [{"id": "wamid.reply"}]}))
+}
+
+/// Meta's error object with `code`, answered with `status`.
+fn meta_error(status: u16, code: i64, message: &str) -> Canned {
+    Canned::json(
+        status,
+        json!({"error": {"message": message, "type": "OAuthException", "code": code,
+            "fbtrace_id": "AbCdEf"}}),
+    )
+}
+
+/// How the Graph API stand-in of [`graph_answering`] answers sends: the scripted answers in
+/// order, then the standing one (success unless set).
+#[derive(Clone, Default)]
+struct SendAnswers(Arc<Mutex<(VecDeque<Canned>, Option<Canned>)>>);
+
+impl SendAnswers {
+    /// The next send is answered with `answer`.
+    fn then(&self, answer: Canned) -> &Self {
+        self.0.lock().unwrap().0.push_back(answer);
+        self
+    }
+
+    /// Once the scripted answers are used, every send is answered with `answer` (success when
+    /// `None`).
+    fn always(&self, answer: Option<Canned>) {
+        self.0.lock().unwrap().1 = answer;
+    }
+
+    fn next(&self) -> Canned {
+        let mut answers = self.0.lock().unwrap();
+        let standing = answers.1.clone();
+        answers.0.pop_front().or(standing).unwrap_or_else(sent)
+    }
+}
+
+/// A Graph API stand-in that accepts read receipts and answers sends as `sends` says.
+async fn graph_answering(sends: SendAnswers) -> RecordingServer {
+    RecordingServer::start(move |request: &RecordedRequest| {
+        if request.json()["status"] == "read" {
+            Canned::json(200, json!({"success": true}))
+        } else {
+            sends.next()
+        }
+    })
+    .await
+}
+
+/// An OpenAI-compatible stand-in that answers its n-th prompt with "answer number n", so that a
+/// reply tells which LLM call it came from.
+async fn llm_numbering() -> RecordingServer {
+    let calls = Arc::new(AtomicUsize::new(0));
+    RecordingServer::start(move |_: &RecordedRequest| {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        completion(&format!("answer number {n}"))
+    })
+    .await
 }
 
 /// An OpenAI-compatible stand-in that answers every prompt with `answer`.
@@ -182,18 +333,46 @@ fn completion(answer: &str) -> Canned {
     )
 }
 
+/// Starts `function`'s binary as the template configures `logical_id`, reaching AWS at
+/// `aws_endpoint`, with `overrides`; returns it and its log file.
 async fn start(
     stack: &Stack,
     function: &str,
     logical_id: &str,
     aws_endpoint: &str,
     overrides: &[(&str, String)],
-) -> LambdaFunction {
+) -> (LambdaFunction, PathBuf) {
     let log_file =
         std::env::temp_dir().join(format!("{}-{function}.log", testkit::unique_name("faults")));
-    stack
-        .start_function(function, logical_id, aws_endpoint, overrides, log_file)
+    let started = stack
+        .start_function(
+            function,
+            logical_id,
+            aws_endpoint,
+            overrides,
+            log_file.clone(),
+        )
+        .await;
+    (started, log_file)
+}
+
+/// Posts `body`, signed with the local app secret, to `webhook`; returns its status.
+async fn deliver_to(webhook: &LambdaFunction, body: &[u8]) -> u16 {
+    let app_secret = LOCAL_SECRET
+        .iter()
+        .find(|(key, _)| *key == "META_APP_SECRET")
+        .map(|(_, value)| value.as_bytes())
+        .unwrap_or_default();
+    let headers = [
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+        ("X-Hub-Signature-256".to_owned(), sign(body, app_secret)),
+    ];
+    let event = http_api_event("POST", "/webhook", "", &headers, body);
+    let answer = webhook
+        .invoke(&event, TIMEOUT)
         .await
+        .unwrap_or_else(|e| panic!("the webhook answers: {e}"));
+    http_answer(&answer).status
 }
 
 fn now_seconds() -> String {
@@ -202,7 +381,12 @@ fn now_seconds() -> String {
 
 /// A text message from `from` as Meta sends it.
 fn text(from: &str, id: &str, body: &str) -> Value {
-    json!({"from": from, "id": id, "timestamp": now_seconds(), "type": "text", "text": {"body": body}})
+    text_sent_at(from, id, body, &now_seconds())
+}
+
+/// A text message from `from` sent at `timestamp` (seconds since the epoch, as Meta writes it).
+fn text_sent_at(from: &str, id: &str, body: &str, timestamp: &str) -> Value {
+    json!({"from": from, "id": id, "timestamp": timestamp, "type": "text", "text": {"body": body}})
 }
 
 /// A webhook delivery of `messages` with `contacts`, to the business number.
@@ -392,8 +576,8 @@ async fn a_failed_send_batch_chunk_does_not_stop_the_others_and_meta_retries() {
     assert_eq!(ids, expected);
 }
 
-// Classes other changes are fixing; each test states ISSUE10's expected behaviour and fails on
-// the code before the fix. Un-ignore with the fix.
+// Classes the hardening fixed; each test states ISSUE10's expected behaviour and failed on the
+// code before the fix.
 
 #[tokio::test]
 async fn a_huge_retry_after_fails_no_other_conversation() {
@@ -456,8 +640,7 @@ async fn an_unknown_model_gets_the_fallback_text_at_once() {
 
 #[tokio::test]
 async fn a_send_retried_through_sqs_sends_the_same_answer() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicBool;
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
     let llm = RecordingServer::start(move |_: &RecordedRequest| {
@@ -557,4 +740,661 @@ async fn a_record_of_another_conversation_than_its_group_is_never_answered() {
     let _ = rig.process(&[mixed]).await;
     assert!(rig.llm.requests().is_empty(), "no answer was bought");
     assert!(rig.replies().is_empty(), "nothing was sent to either chat");
+}
+
+// Old messages (ISSUE10 item 7).
+
+#[tokio::test]
+async fn old_messages_are_marked_done_without_an_llm_call_or_a_reply() {
+    let rig = Rig::answering("About your new question.").await;
+    // 25 hours ago: past the template's MAX_MESSAGE_AGE_HOURS of 24.
+    let old = (shared::clock::now_epoch_ms() / 1000 - 25 * 3600).to_string();
+    let body = delivery(
+        json!([]),
+        json!([
+            text_sent_at(
+                "15551230060",
+                "wamid.old.alone",
+                "replayed after an outage",
+                &old
+            ),
+            text_sent_at("15551230061", "wamid.old.first", "a stale question", &old),
+            text("15551230061", "wamid.fresh.next", "a new question"),
+        ]),
+    );
+    assert_eq!(rig.deliver(&body).await, 200);
+    let queued = rig.take_queued().await;
+    assert_eq!(queued.len(), 3);
+    assert_no_batch_failures(&rig.process(&queued).await);
+
+    // Only the fresh message was put to the LLM and answered.
+    let prompts = rig.llm.requests();
+    assert_eq!(prompts.len(), 1, "one LLM call, for the fresh message");
+    let prompt = prompts[0].json().to_string();
+    assert!(prompt.contains("a new question"), "{prompt}");
+    assert!(!prompt.contains("a stale question"), "{prompt}");
+    assert!(!prompt.contains("replayed after an outage"), "{prompt}");
+    let replies = rig.replies();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["to"], "15551230061");
+    // The user with only an old message was sent nothing.
+    for request in rig.meta.requests() {
+        let request = request.json();
+        assert_ne!(request["to"], "15551230060", "{request}");
+    }
+    for id in ["wamid.old.alone", "wamid.old.first", "wamid.fresh.next"] {
+        assert_eq!(rig.marker(id).await.as_deref(), Some("d"), "{id} is done");
+    }
+    let logged: u64 = rig
+        .logged(LogEvent::MessagesTooOld)
+        .iter()
+        .map(|line| line["fields"]["count"].as_u64().unwrap_or_default())
+        .sum();
+    assert_eq!(logged, 2, "both old messages logged");
+    assert_eq!(rig.metric("MessagesTooOld"), 2.0, "and counted");
+
+    // Redelivered (an SQS retry, or Meta's replay again): still no answer, nothing failed.
+    assert_no_batch_failures(&rig.process(&queued).await);
+    assert_eq!(rig.llm.requests().len(), 1);
+    assert_eq!(rig.replies().len(), 1);
+}
+
+// Sends whose outcome is unknown (ISSUE10 item 2): never sent twice.
+
+/// The invocation's time in the cases where a send runs into its budget: the LLM's ends 6 s
+/// before the deadline (the stand-in answers at once), each send's 2 s before it.
+const SHORT_DEADLINE: Duration = Duration::from_secs(9);
+
+#[tokio::test]
+async fn a_send_answered_only_after_its_timeout_is_not_sent_again() {
+    let sends = SendAnswers::default();
+    // Meta takes the request and answers long after the send's budget.
+    sends.then(sent().after(Duration::from_secs(60)));
+    let rig = Rig::with(llm_numbering().await, graph_answering(sends).await).await;
+    let body = delivery(
+        json!([]),
+        json!([text("15551230070", "wamid.slow", "hello")]),
+    );
+    assert_eq!(rig.deliver(&body).await, 200);
+    let queued = rig.take_queued().await;
+    let answer = rig.process_within(&queued, SHORT_DEADLINE).await;
+    assert_no_batch_failures(&answer);
+    assert_eq!(rig.replies().len(), 1, "one send reached Meta");
+    let unknown = rig.logged(LogEvent::ReplyOutcomeUnknown);
+    assert_eq!(unknown.len(), 1, "on-call is told");
+    assert_eq!(unknown[0]["level"], "ERROR");
+    assert_eq!(rig.marker("wamid.slow").await.as_deref(), Some("d"));
+
+    // The same record again (a redelivery), with Meta quick now: nothing more goes out.
+    assert_no_batch_failures(&rig.process(&queued).await);
+    assert_eq!(rig.replies().len(), 1, "not sent again");
+    assert_eq!(rig.llm.requests().len(), 1, "not asked again");
+}
+
+/// A Graph API stand-in that reads each request whole and closes the connection without an
+/// answer, as when a connection is lost mid-call, except that it accepts read receipts. Returns
+/// its URL and the bodies it read.
+async fn graph_dropping_sends() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("a local address"));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&bodies);
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            tokio::spawn(drop_after_reading(connection, Arc::clone(&recorded)));
+        }
+    });
+    (url, bodies)
+}
+
+/// Reads one request from `connection`, records its JSON body, answers it if it is a read
+/// receipt, and closes the connection.
+async fn drop_after_reading(mut connection: tokio::net::TcpStream, bodies: Arc<Mutex<Vec<Value>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let body = loop {
+        let Ok(read) = connection.read(&mut buffer).await else {
+            return;
+        };
+        if read == 0 {
+            return;
+        }
+        request.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&request).into_owned();
+        let Some(head_end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text[..head_end]
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or_default();
+        if request.len() >= head_end + 4 + length {
+            break request[head_end + 4..head_end + 4 + length].to_vec();
+        }
+    };
+    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let receipt = body["status"] == "read";
+    bodies.lock().unwrap().push(body);
+    if receipt {
+        let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 16\r\nconnection: close\r\n\r\n{\"success\":true}";
+        let _ = connection.write_all(answer.as_bytes()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_send_whose_connection_is_lost_is_not_sent_again() {
+    let (graph_url, bodies) = graph_dropping_sends().await;
+    let setup = ProcessorSetup {
+        env: vec![("META_API_BASE_URL", graph_url)],
+        ..ProcessorSetup::default()
+    };
+    // The rig's own Graph stand-in is not used: the processor is pointed at the dropping one.
+    let unused = testkit::http_recorder::graph_api("wamid.unused").await;
+    let rig = Rig::set_up(llm_numbering().await, unused, setup).await;
+    let body = delivery(
+        json!([]),
+        json!([text("15551230071", "wamid.lost", "hello")]),
+    );
+    assert_eq!(rig.deliver(&body).await, 200);
+    let queued = rig.take_queued().await;
+    let sends = || {
+        bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .count()
+    };
+    assert_no_batch_failures(&rig.process(&queued).await);
+    assert_eq!(sends(), 1, "one send reached Meta, and was not tried again");
+    assert_eq!(rig.logged(LogEvent::ReplyOutcomeUnknown).len(), 1);
+    assert_eq!(rig.marker("wamid.lost").await.as_deref(), Some("d"));
+
+    assert_no_batch_failures(&rig.process(&queued).await);
+    assert_eq!(sends(), 1, "a redelivery sends nothing");
+    assert_eq!(rig.llm.requests().len(), 1);
+}
+
+// Meta's error codes (ISSUE10 item 3): final at once, retried, or alerted.
+
+#[tokio::test]
+async fn a_reply_outside_the_24_hour_window_is_final_and_the_next_message_is_answered() {
+    let sends = SendAnswers::default();
+    sends.then(meta_error(400, 131_047, "(#131047) Re-engagement message"));
+    let rig = Rig::with(llm_numbering().await, graph_answering(sends).await).await;
+    let first = delivery(
+        json!([]),
+        json!([text("15551230080", "wamid.window", "hello")]),
+    );
+    assert_eq!(rig.deliver(&first).await, 200);
+    let queued = rig.take_queued().await;
+    assert_no_batch_failures(&rig.process(&queued).await);
+    assert_eq!(rig.replies().len(), 1, "one send, not retried");
+    let refused = rig.logged(LogEvent::ReplyUndeliverable);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["fields"]["error_code"], 131_047);
+    assert_eq!(rig.marker("wamid.window").await.as_deref(), Some("d"));
+
+    // Redelivered: neither the LLM nor Meta is asked again.
+    assert_no_batch_failures(&rig.process(&queued).await);
+    assert_eq!(rig.llm.requests().len(), 1);
+    assert_eq!(rig.replies().len(), 1);
+
+    // The conversation is not wedged: the user's next message is answered, and the model is
+    // not told that the refused reply was read.
+    let next = delivery(
+        json!([]),
+        json!([text("15551230080", "wamid.window.next", "are you there?")]),
+    );
+    assert_eq!(rig.deliver(&next).await, 200);
+    assert_no_batch_failures(&rig.process(&rig.take_queued().await).await);
+    let replies = rig.replies();
+    assert_eq!(replies.len(), 2);
+    assert_eq!(replies[1]["text"]["body"], "answer number 2");
+    let prompt = rig.llm.requests()[1].json();
+    assert!(
+        !prompt.to_string().contains("answer number 1"),
+        "the refused reply is not in the history: {prompt}"
+    );
+}
+
+/// Meta's throughput limit, 130429.
+fn rate_limited() -> Canned {
+    meta_error(
+        400,
+        130_429,
+        "(#130429) Rate limit hit: Cloud API message throughput has been reached",
+    )
+}
+
+#[tokio::test]
+async fn a_rate_limited_send_is_retried_within_the_budget_then_through_sqs_with_the_same_answer() {
+    let sends = SendAnswers::default();
+    sends.then(rate_limited()).then(rate_limited());
+    let rig = Rig::with(llm_numbering().await, graph_answering(sends.clone()).await).await;
+    let first = delivery(
+        json!([]),
+        json!([text("15551230090", "wamid.busy", "hello")]),
+    );
+    assert_eq!(rig.deliver(&first).await, 200);
+    assert_no_batch_failures(&rig.process(&rig.take_queued().await).await);
+    let replies = rig.replies();
+    assert_eq!(replies.len(), 3, "two throttled tries, then the send");
+    assert!(
+        replies
+            .iter()
+            .all(|r| r["text"]["body"] == "answer number 1")
+    );
+    assert_eq!(rig.marker("wamid.busy").await.as_deref(), Some("d"));
+
+    // Meta asks for a wait longer than the invocation has left: the record is retried through
+    // SQS with the answer kept, and the retry sends that answer without a new LLM call.
+    sends.then(rate_limited().with_header("retry-after", "3600"));
+    let second = delivery(
+        json!([]),
+        json!([text("15551230090", "wamid.busier", "still there?")]),
+    );
+    assert_eq!(rig.deliver(&second).await, 200);
+    let queued = rig.take_queued().await;
+    let answer = rig.process(&queued).await;
+    assert_eq!(failed_ids(&answer).len(), 1, "retried: {answer}");
+    assert_eq!(rig.replies().len(), 4, "one try, no wait of an hour");
+    let failed = rig.logged(LogEvent::ReplyFailed);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["fields"]["error_code"], 130_429);
+    assert!(rig.keeps_an_answer().await, "the answer is kept");
+
+    assert_no_batch_failures(&rig.process(&queued).await);
+    assert_eq!(rig.llm.requests().len(), 2, "one LLM call per message");
+    let replies = rig.replies();
+    assert_eq!(replies.len(), 5);
+    assert_eq!(replies[4]["text"]["body"], "answer number 2");
+    assert!(!rig.keeps_an_answer().await, "the kept answer is cleared");
+    assert_eq!(rig.marker("wamid.busier").await.as_deref(), Some("d"));
+}
+
+#[tokio::test]
+async fn an_expired_token_fails_the_records_keeps_the_answer_and_alerts() {
+    let sends = SendAnswers::default();
+    sends.always(Some(meta_error(
+        401,
+        190,
+        "Error validating access token: Session has expired",
+    )));
+    let rig = Rig::with(llm_numbering().await, graph_answering(sends.clone()).await).await;
+    let body = delivery(
+        json!([]),
+        json!([text("15551230100", "wamid.token", "hello")]),
+    );
+    assert_eq!(rig.deliver(&body).await, 200);
+    let queued = rig.take_queued().await;
+    let sqs_id = queued[0].message_id().unwrap_or_default().to_owned();
+
+    let answer = rig.process(&queued).await;
+    assert_eq!(
+        failed_ids(&answer),
+        std::slice::from_ref(&sqs_id),
+        "{answer}"
+    );
+    assert_eq!(rig.replies().len(), 1, "not retried within the invocation");
+    let expired = rig.logged(LogEvent::MetaTokenExpired);
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0]["level"], "ERROR");
+    assert_eq!(expired[0]["fields"]["error_code"], 190);
+    assert!(rig.keeps_an_answer().await);
+    assert_eq!(
+        rig.marker("wamid.token").await,
+        None,
+        "the claim is released"
+    );
+
+    // Retried while the token is still expired: the same, without a new LLM call.
+    assert_eq!(failed_ids(&rig.process(&queued).await), [sqs_id]);
+    assert_eq!(rig.replies().len(), 2);
+
+    // The token rotated: the retry sends the kept answer.
+    sends.always(None);
+    assert_no_batch_failures(&rig.process(&queued).await);
+    assert_eq!(rig.llm.requests().len(), 1, "the answer was bought once");
+    let replies = rig.replies();
+    assert_eq!(replies.len(), 3);
+    assert!(
+        replies
+            .iter()
+            .all(|r| r["text"]["body"] == "answer number 1")
+    );
+    assert_eq!(rig.marker("wamid.token").await.as_deref(), Some("d"));
+    assert!(!rig.keeps_an_answer().await);
+}
+
+// AWS that hangs (ISSUE10 item 5): the processor reaches moto through a proxy that holds chosen
+// operations without answering; each call ends by the functions' own AWS timeouts (3 s for the
+// processor, 2 s for the webhook, `shared::aws_timeouts`).
+
+/// A rig whose processor reaches AWS through `proxy`, with `env` over the template's.
+async fn rig_through(proxy: &AwsProxy, env: Vec<(&'static str, String)>) -> Rig {
+    let setup = ProcessorSetup {
+        aws_endpoint: Some(proxy.url.clone()),
+        env,
+    };
+    Rig::set_up(
+        llm_numbering().await,
+        testkit::http_recorder::graph_api("wamid.reply").await,
+        setup,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_hanging_dynamodb_fails_the_batch_before_the_deadline_and_buys_nothing() {
+    let proxy = AwsProxy::start().await;
+    let rig = rig_through(&proxy, Vec::new()).await;
+    let body = delivery(
+        json!([]),
+        json!([
+            text("15551230110", "wamid.hang1", "one"),
+            text("15551230111", "wamid.hang2", "two")
+        ]),
+    );
+    assert_eq!(rig.deliver(&body).await, 200);
+    let queued = rig.take_queued().await;
+    assert_eq!(queued.len(), 2);
+    proxy.hang("DynamoDB", 0);
+    // An answer within the deadline (a hung invocation would fail `process_within`).
+    let answer = rig.process_within(&queued, Duration::from_secs(20)).await;
+    let mut failed = failed_ids(&answer);
+    failed.sort();
+    let mut expected: Vec<String> = queued
+        .iter()
+        .map(|m| m.message_id().unwrap_or_default().to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(failed, expected, "every record is retried: {answer}");
+    assert!(proxy.calls("UpdateItem") >= 2, "the claims were tried");
+    assert!(rig.llm.requests().is_empty(), "no answer was bought");
+    assert!(rig.meta.requests().is_empty(), "nothing was sent");
+    assert_eq!(rig.logged(LogEvent::StoreFailed).len(), 2);
+}
+
+#[tokio::test]
+async fn a_hanging_completing_write_ends_in_time_and_gives_no_second_answer() {
+    let proxy = AwsProxy::start().await;
+    let rig = rig_through(&proxy, Vec::new()).await;
+    let body = delivery(
+        json!([]),
+        json!([text("15551230120", "wamid.unrecorded", "hello")]),
+    );
+    assert_eq!(rig.deliver(&body).await, 200);
+    let queued = rig.take_queued().await;
+    // The claim goes through; the write after the reply hangs.
+    proxy.hang("UpdateItem", 1);
+    let answer = rig.process_within(&queued, Duration::from_secs(20)).await;
+    assert_no_batch_failures(&answer);
+    assert_eq!(rig.replies().len(), 1, "the reply went out");
+    let store_failed = rig.logged(LogEvent::StoreFailed);
+    assert_eq!(store_failed.len(), 1);
+    assert_eq!(store_failed[0]["level"], "ERROR");
+
+    // Redelivered at once, AWS well again: the claim is still held, so nothing is sent twice.
+    proxy.forward_all();
+    let again = rig.process(&queued).await;
+    assert_eq!(failed_ids(&again).len(), 1, "retried later: {again}");
+    assert_eq!(rig.logged(LogEvent::HeldElsewhere).len(), 1);
+    assert_eq!(rig.replies().len(), 1);
+    assert_eq!(rig.llm.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_hanging_secret_refresh_serves_the_cached_secret() {
+    let proxy = AwsProxy::start().await;
+    // Refreshed on every use, so that the second message has to try to read the secret again.
+    let rig = rig_through(&proxy, vec![("SECRETS_REFRESH_SECONDS", "0".to_owned())]).await;
+    let first = delivery(
+        json!([]),
+        json!([text("15551230130", "wamid.cached1", "one")]),
+    );
+    assert_eq!(rig.deliver(&first).await, 200);
+    assert_no_batch_failures(&rig.process(&rig.take_queued().await).await);
+    assert_eq!(rig.replies().len(), 1);
+
+    proxy.hang("secretsmanager.GetSecretValue", 0);
+    let reads = proxy.calls("GetSecretValue");
+    let second = delivery(
+        json!([]),
+        json!([text("15551230130", "wamid.cached2", "two")]),
+    );
+    assert_eq!(rig.deliver(&second).await, 200);
+    let answer = rig
+        .process_within(&rig.take_queued().await, Duration::from_secs(20))
+        .await;
+    assert_no_batch_failures(&answer);
+    assert!(proxy.calls("GetSecretValue") > reads, "a refresh was tried");
+    // The first use of the secret, which met the hanging refresh, was served from the cache
+    // too: the read receipt went out.
+    let receipt = rig
+        .meta
+        .requests()
+        .into_iter()
+        .find(|r| r.json()["message_id"] == "wamid.cached2")
+        .expect("the second message was marked read");
+    assert_eq!(
+        receipt.header("authorization"),
+        Some("Bearer local-access-token")
+    );
+    let sends: Vec<RecordedRequest> = rig
+        .meta
+        .requests()
+        .into_iter()
+        .filter(|r| r.json()["type"] == "text")
+        .collect();
+    assert_eq!(sends.len(), 2);
+    let last = &sends[1];
+    assert_eq!(last.json()["text"]["body"], "answer number 2");
+    assert_eq!(
+        last.header("authorization"),
+        Some("Bearer local-access-token"),
+        "sent with the cached token"
+    );
+    assert!(
+        log_lines(&rig.processor_log)
+            .iter()
+            .any(|l| l["level"] == "WARN"
+                && l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("serving the cached value"))),
+        "the failed refresh is logged"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_queue_makes_the_webhook_answer_500_in_time_and_meta_retry_is_queued() {
+    let aws = testkit::moto_config().await;
+    let stack = Stack::create(
+        aws.clone(),
+        &testkit::unique_name("wa-hang"),
+        "oncall@example.com",
+    )
+    .await;
+    let proxy = AwsProxy::start().await;
+    let (webhook, _) = start(&stack, "webhook", "WebhookFunction", &proxy.url, &[]).await;
+    let body = delivery(
+        json!([]),
+        json!([text("15551230140", "wamid.stuckqueue", "hello")]),
+    );
+    proxy.hang("AmazonSQS.SendMessage", 0);
+    assert_eq!(
+        deliver_to(&webhook, &body).await,
+        500,
+        "Meta must deliver again"
+    );
+    assert!(proxy.calls("AmazonSQS.SendMessage") >= 1);
+    let queue_url = &stack.resolver.refs["InboundQueue"];
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    assert!(testkit::drain(&sqs, queue_url).await.is_empty());
+
+    proxy.forward_all();
+    assert_eq!(deliver_to(&webhook, &body).await, 200);
+    let queued = testkit::drain(&sqs, queue_url).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].deduplication_id, "wamid.stuckqueue");
+}
+
+// The alerter through its binary (ISSUE10 item 8).
+
+#[tokio::test]
+async fn a_dead_letter_ses_refuses_is_archived_once_kept_and_tried_once_per_delivery() {
+    let aws = testkit::moto_config().await;
+    let oncall = format!("{}@example.com", testkit::unique_name("oncall"));
+    let stack = Stack::create(aws.clone(), &testkit::unique_name("wa-ses"), &oncall).await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    // The template's retry queue holds a kept alert back for 5 minutes; this one, created like
+    // it without the delay, hands it back at once.
+    let retry_url = sqs
+        .create_queue()
+        .queue_name(testkit::unique_name("alert-retry"))
+        .send()
+        .await
+        .expect("moto creates the queue")
+        .queue_url
+        .expect("a queue URL");
+    let retry_arn = format!(
+        "arn:aws:sqs:us-east-1:123456789012:{}",
+        retry_url.rsplit('/').next().unwrap_or_default()
+    );
+    // A sender SES has not verified: SES (in moto too) refuses with MessageRejected.
+    let sender = format!("{}@example.net", testkit::unique_name("unverified"));
+    let proxy = AwsProxy::start().await;
+    let (alerter, log) = start(
+        &stack,
+        "alerter",
+        "AlerterFunction",
+        &proxy.url,
+        &[
+            ("ERROR_FROM_EMAIL", sender.clone()),
+            ("ALERT_RETRY_QUEUE_URL", retry_url.clone()),
+            ("ALERT_RETRY_QUEUE_ARN", retry_arn),
+        ],
+    )
+    .await;
+
+    // A message that failed every retry, on the stack's dead-letter queue.
+    let dlq_url = &stack.resolver.refs["InboundDeadLetterQueue"];
+    let sample: Value =
+        serde_json::from_str(include_str!("../../events/alerter/dead-letter.json")).expect("JSON");
+    let record = &sample["Records"][0];
+    sqs.send_message()
+        .queue_url(dlq_url)
+        .message_body(record["body"].as_str().unwrap_or_default())
+        .message_group_id(
+            record["attributes"]["MessageGroupId"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .message_deduplication_id(
+            record["attributes"]["MessageDeduplicationId"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .send()
+        .await
+        .expect("moto takes the dead letter");
+    let dead_letters = receive(&sqs, dlq_url).await;
+    assert_eq!(dead_letters.len(), 1);
+
+    let answer = alerter
+        .invoke(&sqs_event(dlq_url, &dead_letters), TIMEOUT)
+        .await
+        .expect("the alerter answers");
+    assert_eq!(
+        answer["batchItemFailures"],
+        json!([]),
+        "archived and kept: {answer}"
+    );
+    assert_eq!(proxy.calls(SES_SEND), 1, "one mail tried");
+    let rejected: Vec<Value> = log_lines(&log)
+        .into_iter()
+        .filter(|l| l["fields"]["event"] == LogEvent::AlertMailRejected.as_str())
+        .collect();
+    assert_eq!(rejected.len(), 1, "its own error");
+    assert_eq!(rejected[0]["level"], "ERROR");
+    let error = rejected[0]["fields"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("MessageRejected"), "{error}");
+    assert!(
+        error.contains("Verify the sender ERROR_FROM_EMAIL"),
+        "{error}"
+    );
+
+    // The kept alert comes back while SES still refuses: one try per delivery, no loop, and it
+    // stays the one alert on the queue.
+    for delivery in 1..=2 {
+        let kept = receive(&sqs, &retry_url).await;
+        assert_eq!(kept.len(), 1, "delivery {delivery}: one kept alert");
+        let answer = alerter
+            .invoke(&sqs_event(&retry_url, &kept), TIMEOUT)
+            .await
+            .expect("the alerter answers");
+        assert_eq!(failed_ids(&answer).len(), 1, "kept for later: {answer}");
+        assert_eq!(proxy.calls(SES_SEND), 1 + delivery, "one mail tried");
+        make_visible(&sqs, &retry_url, &kept).await;
+    }
+    assert!(testkit::mail::sent_mails_to(&oncall).await.is_empty());
+
+    // The sender verified: the kept alert is mailed, once.
+    testkit::mail::verify_sender(&aws_sdk_sesv2::Client::new(&aws), &sender).await;
+    let kept = receive(&sqs, &retry_url).await;
+    let answer = alerter
+        .invoke(&sqs_event(&retry_url, &kept), TIMEOUT)
+        .await
+        .expect("the alerter answers");
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(proxy.calls(SES_SEND), 4);
+    assert_eq!(testkit::mail::sent_mails_to(&oncall).await.len(), 1);
+
+    // One copy in the archive, however often the mail was refused.
+    let archived = testkit::drain(&sqs, &stack.resolver.refs["DeadLetterArchiveQueue"]).await;
+    assert_eq!(archived.len(), 1);
+    assert_eq!(
+        archived[0].deduplication_id,
+        record["attributes"]["MessageDeduplicationId"]
+            .as_str()
+            .unwrap_or_default()
+    );
+}
+
+/// The SESv2 `SendEmail` request, as [`AwsProxy::calls`] names it.
+const SES_SEND: &str = "POST /v2/email/outbound-emails";
+
+/// Receives what `queue_url` holds (up to 10 messages), with their attributes, leaving them on
+/// the queue until their visibility timeout.
+async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<Message> {
+    sqs.receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receive from moto")
+        .messages
+        .unwrap_or_default()
+}
+
+/// Makes `messages` visible again at once (in AWS, after the queue's visibility timeout), as
+/// for batch item failures.
+async fn make_visible(sqs: &aws_sdk_sqs::Client, queue_url: &str, messages: &[Message]) {
+    for message in messages {
+        sqs.change_message_visibility()
+            .queue_url(queue_url)
+            .receipt_handle(message.receipt_handle().unwrap_or_default())
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("moto resets the visibility");
+    }
 }

@@ -9,6 +9,7 @@
     reason = "test infrastructure: a failed set-up is a failed test"
 )]
 
+pub mod aws_proxy;
 pub mod http_recorder;
 pub mod llm_provider;
 pub mod logs;
