@@ -1398,3 +1398,97 @@ async fn make_visible(sqs: &aws_sdk_sqs::Client, queue_url: &str, messages: &[Me
             .expect("moto resets the visibility");
     }
 }
+
+/// A delivery of one `failed` status of `message_id`, sent to `user`, with Meta's `code`, and a
+/// `delivered` status of another message, which is only logged.
+fn failed_status(user: &str, message_id: &str, code: i64) -> Vec<u8> {
+    serde_json::to_vec(
+        &json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{
+        "field": "messages",
+        "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001111", "phone_number_id": PHONE_NUMBER_ID},
+            "statuses": [
+                {"id": "wamid.other", "status": "delivered", "timestamp": now_seconds(), "recipient_id": user},
+                {"id": message_id, "status": "failed", "timestamp": now_seconds(), "recipient_id": user,
+                 "errors": [{"code": code, "title": "Message undeliverable",
+                             "error_data": {"details": "Message failed to send"}}]}]}}]}]}),
+    )
+    .expect("JSON")
+}
+
+#[tokio::test]
+async fn a_late_failed_status_marks_the_reply_undelivered_and_repeated_ones_alert() {
+    // Meta numbers the replies it accepts: wamid.reply1, wamid.reply2, …
+    let sends = Arc::new(AtomicUsize::new(0));
+    let meta = RecordingServer::start(move |request: &RecordedRequest| {
+        if request.json()["status"] == "read" {
+            return Canned::json(200, json!({"success": true}));
+        }
+        let n = sends.fetch_add(1, Ordering::SeqCst) + 1;
+        Canned::json(
+            200,
+            json!({"messages": [{"id": format!("wamid.reply{n}")}]}),
+        )
+    })
+    .await;
+    let rig = Rig::with(llm_numbering().await, meta).await;
+    let user = "15551230042";
+    for n in 1..=3 {
+        let question = delivery(
+            json!([{"profile": {"name": "Eve"}, "wa_id": user}]),
+            json!([text(user, &format!("wamid.q{n}"), "Is my order ready?")]),
+        );
+        assert_eq!(rig.deliver(&question).await, 200);
+        assert_no_batch_failures(&rig.process(&rig.take_queued().await).await);
+
+        // Meta accepted the reply, then reports it failed: the webhook queues that in the
+        // conversation's group, and the processor marks the turn.
+        assert_eq!(
+            rig.deliver(&failed_status(user, &format!("wamid.reply{n}"), 131_026))
+                .await,
+            200
+        );
+        let queued = rig.take_queued().await;
+        assert_eq!(queued.len(), 1, "only the failed status is queued");
+        let group = queued[0]
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId).cloned());
+        assert_eq!(group, Some(format!("{PHONE_NUMBER_ID}:{user}")));
+        assert_no_batch_failures(&rig.process(&queued).await);
+    }
+    assert_eq!(rig.replies().len(), 3, "a failed status is never answered");
+
+    // Each later prompt shows the model that the user never saw the earlier replies.
+    let prompts: Vec<Value> = rig
+        .llm
+        .requests()
+        .iter()
+        .map(RecordedRequest::json)
+        .collect();
+    assert_eq!(prompts.len(), 3);
+    let undelivered_replies = |prompt: &Value| -> Vec<String> {
+        prompt["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "assistant")
+            .filter_map(|m| m["content"].as_str())
+            .filter(|c| c.starts_with("[Not delivered"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(undelivered_replies(&prompts[0]).is_empty());
+    assert_eq!(undelivered_replies(&prompts[1]).len(), 1);
+    let third = undelivered_replies(&prompts[2]);
+    assert_eq!(third.len(), 2, "{third:?}");
+    assert!(third[1].ends_with("answer number 2"), "{third:?}");
+
+    let marked = rig.logged(LogEvent::ReplyMarkedUndelivered);
+    assert_eq!(marked.len(), 2, "{marked:?}");
+    assert!(marked.iter().all(|l| l["level"] == "WARN"));
+    let repeated = rig.logged(LogEvent::RepliesRepeatedlyUndelivered);
+    assert_eq!(repeated.len(), 1, "the third in a row alerts once");
+    assert_eq!(repeated[0]["level"], "ERROR");
+    assert_eq!(repeated[0]["fields"]["error_code"], 131_026);
+    assert_eq!(rig.metric("RepliesUndelivered"), 3.0);
+}
