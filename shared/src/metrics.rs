@@ -61,6 +61,12 @@ impl Metrics {
         );
     }
 
+    /// Adds `value`, a fractional amount such as DynamoDB's capacity units, to the counter
+    /// `name`.
+    pub fn add(&mut self, name: &'static str, value: f64) {
+        self.record(name, None, Unit::Count, value);
+    }
+
     /// Records one observation of a duration.
     pub fn duration_ms(&mut self, name: &'static str, millis: u64) {
         self.record(name, None, Unit::Milliseconds, millis as f64);

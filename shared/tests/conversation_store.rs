@@ -1,4 +1,6 @@
-//! The DynamoDB conversation store against moto's server (see tests/with-moto.sh).
+//! The DynamoDB conversation store against moto's server (see tests/with-moto.sh): claims of
+//! their own per message id, the history in a ring of exchange slots, and the first layout's
+//! items still honoured.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,7 +13,10 @@ use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use shared::conversation::dynamodb::DynamoDbConversationStore;
+use shared::conversation::dynamodb::history::HISTORY_KEY_PREFIX;
+use shared::conversation::dynamodb::{
+    CONVERSATION_KEY_PREFIX, DynamoDbConversationStore, claim_key,
+};
 use shared::conversation::{
     Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, MarkOutcome,
     MoveRequest, Moved, PendingAnswer, Role, StoreError, Turn, Undelivered, UndeliveredRequest,
@@ -106,28 +111,28 @@ impl Fixture {
                 token,
                 message_ids: ids,
                 history: claim.history.clone(),
+                history_seq: claim.history_seq,
                 new_turns,
-                stale_ids: claim.stale_ids.clone(),
                 now,
             })
             .await
     }
 
-    fn pk(&self) -> AttributeValue {
-        AttributeValue::S(format!("conv#{}", self.conversation.as_str()))
+    /// The first layout's item of the fixture's conversation.
+    fn legacy_pk(&self) -> String {
+        format!("{CONVERSATION_KEY_PREFIX}{}", self.conversation.as_str())
     }
 
-    async fn raw_item(&self) -> HashMap<String, AttributeValue> {
-        self.raw_item_opt()
-            .await
-            .expect("the conversation's item exists")
+    /// The history slot `slot` of the fixture's conversation.
+    fn slot_pk(&self, slot: usize) -> String {
+        format!("{HISTORY_KEY_PREFIX}{}#{slot}", self.conversation.as_str())
     }
 
-    async fn raw_item_opt(&self) -> Option<HashMap<String, AttributeValue>> {
+    async fn raw(&self, pk: &str) -> Option<HashMap<String, AttributeValue>> {
         self.raw
             .get_item()
             .table_name(&self.table)
-            .key("pk", self.pk())
+            .key("pk", AttributeValue::S(pk.to_owned()))
             .consistent_read(true)
             .send()
             .await
@@ -135,15 +140,27 @@ impl Fixture {
             .item
     }
 
-    async fn put_raw_item(&self, attributes: Vec<(String, AttributeValue)>) {
+    /// Every item of the table.
+    async fn all_items(&self) -> Vec<HashMap<String, AttributeValue>> {
+        self.raw
+            .scan()
+            .table_name(&self.table)
+            .send()
+            .await
+            .expect("scan moto")
+            .items
+            .unwrap_or_default()
+    }
+
+    async fn put_raw(&self, pk: &str, attributes: Vec<(&str, AttributeValue)>) {
         self.raw
             .put_item()
             .table_name(&self.table)
-            .item("pk", self.pk())
             .set_item(Some(
                 attributes
                     .into_iter()
-                    .chain([("pk".to_owned(), self.pk())])
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .chain([("pk".to_owned(), AttributeValue::S(pk.to_owned()))])
                     .collect(),
             ))
             .send()
@@ -216,8 +233,43 @@ fn stored_turn(role: &str, text: &str, at: i64) -> AttributeValue {
     map(&[("r", s(role)), ("t", s(text)), ("at", n(at))])
 }
 
-fn done(token: &str, at: i64) -> AttributeValue {
-    map(&[("s", s("d")), ("k", s(token)), ("at", n(at))])
+fn marker(state: &str, token: &str, lease: Option<i64>) -> AttributeValue {
+    let mut pairs = vec![("s", s(state)), ("k", s(token)), ("at", n(NOW - 100))];
+    if let Some(lease) = lease {
+        pairs.push(("u", n(lease)));
+    }
+    map(&pairs)
+}
+
+/// A claim item's state and token.
+fn state(item: &HashMap<String, AttributeValue>) -> (String, String) {
+    let text = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    (text("s"), text("k"))
+}
+
+/// DynamoDB's size of an item, as its billing counts it (names and values in bytes, numbers
+/// and containers approximated from above).
+fn item_bytes(item: &HashMap<String, AttributeValue>) -> usize {
+    fn value_bytes(value: &AttributeValue) -> usize {
+        match value {
+            AttributeValue::S(text) => text.len(),
+            AttributeValue::N(number) => number.len().div_ceil(2) + 1,
+            AttributeValue::L(list) => 3 + list.iter().map(|v| 1 + value_bytes(v)).sum::<usize>(),
+            AttributeValue::M(map) => {
+                3 + map
+                    .iter()
+                    .map(|(k, v)| 1 + k.len() + value_bytes(v))
+                    .sum::<usize>()
+            }
+            _ => 8,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value_bytes(v)).sum()
 }
 
 fn texts(turns: &[Turn]) -> Vec<&str> {
@@ -225,15 +277,21 @@ fn texts(turns: &[Turn]) -> Vec<&str> {
 }
 
 #[tokio::test]
-async fn a_new_burst_is_claimed_in_one_call_and_completed_in_one_more() {
+async fn a_new_burst_is_claimed_in_one_round_trip_and_completed_in_one_more() {
     let fx = Fixture::new(HistoryPolicy::new(20, 14)).await;
     let burst = ids(&["wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUZB=", "wamid.second=="]);
 
     let claim = fx.claim(&burst, "inv-1", NOW).await.unwrap();
     assert_eq!(claim.claimed, burst);
     assert!(claim.done.is_empty() && claim.held_elsewhere.is_empty());
-    assert!(claim.history.is_empty() && claim.stale_ids.is_empty());
-    assert_eq!(fx.calls.count(), 1, "the common path claims in one call");
+    assert!(claim.history.is_empty());
+    assert_eq!(claim.history_seq, 0);
+    assert_eq!(
+        fx.calls.count(),
+        3,
+        "one claiming write per id and one history read"
+    );
+    assert_eq!(fx.calls.round_trips(), 1, "made in parallel");
 
     let new_turns = vec![
         turn(Role::User, "Olá! 👋", NOW - 5),
@@ -243,20 +301,25 @@ async fn a_new_burst_is_claimed_in_one_call_and_completed_in_one_more() {
     fx.complete(&burst, "inv-1", &claim, new_turns.clone(), NOW)
         .await
         .unwrap();
-    assert_eq!(fx.calls.count(), 2, "completing is one call");
+    assert_eq!(fx.calls.count(), 6, "the exchange and a done mark per id");
+    assert_eq!(fx.calls.round_trips(), 2, "made in parallel");
 
-    let item = fx.raw_item().await;
+    let slot = fx.raw(&fx.slot_pk(1)).await.expect("exchange 1 in slot 1");
+    assert_eq!(slot["n"], n(1));
     assert_eq!(
-        item["turns"],
+        slot["turns"],
         AttributeValue::L(vec![
             stored_turn("user", "Olá! 👋", NOW - 5),
             stored_turn("user", "Are you there?", NOW - 1),
             stored_turn("assistant", "Yes, how can I help?", NOW),
         ])
     );
-    assert_eq!(item["expires_at"], n(NOW + 14 * 86_400));
+    assert_eq!(slot["expires_at"], n(NOW + 14 * 86_400));
     for id in &burst {
-        assert_eq!(item[&format!("c#{id}")], done("inv-1", NOW), "{item:?}");
+        let claim_item = fx.raw(&claim_key(id)).await.unwrap();
+        assert_eq!(state(&claim_item), ("d".into(), "inv-1".into()));
+        assert_eq!(claim_item["expires_at"], n(NOW + 8 * 86_400));
+        assert!(!claim_item.contains_key("u"), "no lease once done");
     }
 
     // A redelivery of the same burst is recognised as answered, and the history is there.
@@ -264,10 +327,11 @@ async fn a_new_burst_is_claimed_in_one_call_and_completed_in_one_more() {
     assert_eq!(again.done, burst);
     assert!(again.claimed.is_empty() && again.held_elsewhere.is_empty());
     assert_eq!(again.history, new_turns);
+    assert_eq!(again.history_seq, 1);
     assert_eq!(
         fx.calls.count(),
-        3,
-        "a refused claim returns the item: one call"
+        9,
+        "a refused claim returns the claim: one call per id, and the read"
     );
 }
 
@@ -285,7 +349,6 @@ async fn a_burst_mixing_answered_and_new_ids_claims_only_the_new_ones() {
     )
     .await
     .unwrap();
-    let before = fx.calls.count();
 
     let burst = ids(&["wamid.old", "wamid.new"]);
     let claim = fx.claim(&burst, "inv-2", NOW + 10).await.unwrap();
@@ -293,27 +356,19 @@ async fn a_burst_mixing_answered_and_new_ids_claims_only_the_new_ones() {
     assert_eq!(claim.done, ids(&["wamid.old"]));
     assert!(claim.held_elsewhere.is_empty());
     assert_eq!(texts(&claim.history), ["first"]);
+    let old_claim = fx.raw(&claim_key("wamid.old")).await.unwrap();
     assert_eq!(
-        fx.calls.count() - before,
-        2,
-        "refused write, then a write for the new id"
+        state(&old_claim),
+        ("d".into(), "inv-1".into()),
+        "left as answered"
     );
-
-    let item = fx.raw_item().await;
-    assert_eq!(item["c#wamid.old"], done("inv-1", NOW), "left as answered");
-    assert_eq!(
-        item["c#wamid.new"],
-        map(&[
-            ("s", s("p")),
-            ("k", s("inv-2")),
-            ("u", n(NOW + 10 + LEASE)),
-            ("at", n(NOW + 10)),
-        ])
-    );
+    let new_claim = fx.raw(&claim_key("wamid.new")).await.unwrap();
+    assert_eq!(state(&new_claim), ("p".into(), "inv-2".into()));
+    assert_eq!(new_claim["u"], n(NOW + 10 + LEASE));
 }
 
 #[tokio::test]
-async fn without_the_item_on_refusal_the_store_reads_it_consistently() {
+async fn without_the_claim_on_refusal_the_store_reads_it_consistently() {
     let fx = Fixture::without_item_on_refusal(HistoryPolicy::new(20, 14)).await;
     let old = ids(&["wamid.old"]);
     let claim = fx.claim(&old, "inv-1", NOW).await.unwrap();
@@ -326,22 +381,14 @@ async fn without_the_item_on_refusal_the_store_reads_it_consistently() {
     )
     .await
     .unwrap();
-    assert_eq!(fx.calls.count(), 2);
-
+    let before = fx.calls.count();
     let redelivery = fx.claim(&old, "inv-2", NOW + 1).await.unwrap();
     assert_eq!(redelivery.done, old);
     assert_eq!(texts(&redelivery.history), ["first"]);
-    assert_eq!(fx.calls.count(), 4, "refused write, then a read");
-
-    let burst = ids(&["wamid.old", "wamid.new"]);
-    let claim = fx.claim(&burst, "inv-3", NOW + 2).await.unwrap();
-    assert_eq!(claim.claimed, ids(&["wamid.new"]));
-    assert_eq!(claim.done, old);
-    assert_eq!(texts(&claim.history), ["first"]);
     assert_eq!(
-        fx.calls.count(),
-        7,
-        "refused write, read, write for the new id"
+        fx.calls.count() - before,
+        3,
+        "refused write, a read of the claim, the history"
     );
 }
 
@@ -384,20 +431,9 @@ async fn a_lapsed_lease_is_taken_over_and_the_first_claimant_loses_its_write() {
     assert_eq!(takeover.claimed, burst);
 
     let lost = fx
-        .complete(
-            &burst,
-            "inv-slow",
-            &first,
-            vec![turn(Role::Assistant, "late answer", NOW + LEASE + 3)],
-            NOW + LEASE + 3,
-        )
+        .complete(&burst, "inv-slow", &first, Vec::new(), NOW + LEASE + 3)
         .await;
     assert_eq!(lost, Err(StoreError::ClaimLost));
-    let item = fx.raw_item().await;
-    assert!(
-        !item.contains_key("turns"),
-        "the lost write stored nothing: {item:?}"
-    );
 
     fx.complete(
         &burst,
@@ -408,17 +444,18 @@ async fn a_lapsed_lease_is_taken_over_and_the_first_claimant_loses_its_write() {
     )
     .await
     .unwrap();
-    let item = fx.raw_item().await;
-    assert_eq!(item["c#wamid.slow"], done("inv-next", NOW + LEASE + 4));
+    let claim_item = fx.raw(&claim_key("wamid.slow")).await.unwrap();
+    assert_eq!(state(&claim_item), ("d".into(), "inv-next".into()));
 
     // An answered id stays answered, even for the token that answered it.
     let replay = fx.claim(&burst, "inv-next", NOW + LEASE + 5).await.unwrap();
     assert_eq!(replay.done, burst);
     assert!(replay.claimed.is_empty());
+    assert_eq!(texts(&replay.history), ["answer"]);
 }
 
 #[tokio::test]
-async fn the_history_is_bounded_and_expired_turns_are_left_out() {
+async fn the_history_wraps_around_its_slots_and_expired_turns_are_left_out() {
     let policy = HistoryPolicy::new(4, 1);
     let fx = Fixture::new(policy).await;
     for i in 0..5 {
@@ -426,6 +463,7 @@ async fn the_history_is_bounded_and_expired_turns_are_left_out() {
         let now = NOW + i * 100;
         let claim = fx.claim(&burst, &format!("inv-{i}"), now).await.unwrap();
         assert_eq!(claim.claimed, burst);
+        assert_eq!(claim.history_seq, i as u64);
         assert!(claim.history.len() <= 4);
         let new_turns = vec![
             turn(Role::User, &format!("q{i}"), now),
@@ -440,10 +478,15 @@ async fn the_history_is_bounded_and_expired_turns_are_left_out() {
         .await
         .unwrap();
     assert_eq!(texts(&claim.history), ["q3", "a3", "q4", "a4"]);
-    // The item lasts Meta's 7 days of redelivery although turns last one day.
-    assert_eq!(fx.raw_item().await["expires_at"], n(NOW + 500 + 7 * 86_400));
+    let history_items = fx
+        .all_items()
+        .await
+        .into_iter()
+        .filter(|item| item["pk"].as_s().unwrap().starts_with(HISTORY_KEY_PREFIX))
+        .count();
+    assert_eq!(history_items, 2, "4 turns: two exchange slots, reused");
 
-    // Turns older than the TTL are ignored when read, even though the item is still there.
+    // Turns older than the TTL are ignored when read, even though their item is still there.
     let later = fx
         .claim(&ids(&["wamid.m6"]), "inv-6", NOW + 350 + 86_400)
         .await
@@ -453,93 +496,70 @@ async fn the_history_is_bounded_and_expired_turns_are_left_out() {
 
 #[tokio::test]
 async fn stored_turns_that_expired_or_cannot_be_read_are_skipped() {
-    let policy = HistoryPolicy::new(20, 1);
-    let fx = Fixture::new(policy).await;
-    fx.put_raw_item(vec![
-        (
-            "turns".to_owned(),
-            AttributeValue::L(vec![
-                stored_turn("user", "expired", NOW - 86_400),
-                s("garbled"),
-                map(&[("r", s("robot")), ("t", s("who?")), ("at", n(NOW - 9))]),
-                stored_turn("user", "fresh", NOW - 10),
-            ]),
-        ),
-        ("expires_at".to_owned(), n(NOW + 5)),
-    ])
+    let fx = Fixture::new(HistoryPolicy::new(20, 1)).await;
+    let slot = fx.slot_pk(1);
+    fx.put_raw(
+        &slot,
+        vec![
+            ("n", n(1)),
+            (
+                "turns",
+                AttributeValue::L(vec![
+                    stored_turn("user", "expired", NOW - 86_400),
+                    s("garbled"),
+                    map(&[("r", s("robot")), ("t", s("who?")), ("at", n(NOW - 9))]),
+                    stored_turn("user", "fresh", NOW - 10),
+                ]),
+            ),
+        ],
+    )
     .await;
-
+    fx.put_raw(&fx.slot_pk(2), vec![("n", s("not a number"))])
+        .await;
     let burst = ids(&["wamid.next"]);
     let claim = fx.claim(&burst, "inv-1", NOW).await.unwrap();
     assert_eq!(claim.claimed, burst);
     assert_eq!(claim.history, vec![turn(Role::User, "fresh", NOW - 10)]);
     assert_eq!(
-        fx.raw_item().await["expires_at"],
-        n(NOW + 7 * 86_400),
-        "a claim pushes the expiry forward"
-    );
-
-    fx.complete(
-        &burst,
-        "inv-1",
-        &claim,
-        vec![turn(Role::Assistant, "reply", NOW)],
-        NOW,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        fx.raw_item().await["turns"],
-        AttributeValue::L(vec![
-            stored_turn("user", "fresh", NOW - 10),
-            stored_turn("assistant", "reply", NOW),
-        ])
+        claim.history_seq, 1,
+        "an exchange without a number is skipped"
     );
 }
 
 #[tokio::test]
-async fn forgotten_markers_are_removed_by_the_completing_write() {
-    let policy = HistoryPolicy::new(20, 1);
-    let fx = Fixture::new(policy).await;
-    let mut attributes = vec![
-        // Older than Meta's 7 days of redelivery (turns last 1 day, ids at least 7).
-        ("c#old".to_owned(), done("inv-0", NOW - 7 * 86_400 - 1)),
-        (
-            "c#live".to_owned(),
-            map(&[
-                ("s", s("p")),
-                ("k", s("inv-elsewhere")),
-                ("u", n(NOW + 100)),
-                ("at", n(NOW - 86_400 - 1)),
-            ]),
-        ),
-        ("expires_at".to_owned(), n(NOW + 10)),
-    ];
-    for i in 0..257 {
-        attributes.push((format!("c#recent{i:03}"), done("inv-0", NOW - 1000 + i)));
+async fn an_answered_message_writes_small_items_whatever_the_past() {
+    let fx = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let answer = "An answer of six hundred characters. ".repeat(16);
+    let mut sizes = Vec::new();
+    for i in 0..30 {
+        let burst = vec![format!("wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUZB{i:04}")];
+        let token = format!("inv-{i:02}");
+        let claim = fx.claim(&burst, &token, NOW + i).await.unwrap();
+        let new_turns = vec![
+            turn(
+                Role::User,
+                &"A question of about 120 characters. ".repeat(3),
+                NOW + i,
+            ),
+            Turn {
+                sent_as: ids(&["wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"]),
+                ..turn(Role::Assistant, &answer, NOW + i)
+            },
+        ];
+        fx.complete(&burst, &token, &claim, new_turns, NOW + i)
+            .await
+            .unwrap();
+        let slot = fx.raw(&fx.slot_pk((i as usize + 1) % 10)).await.unwrap();
+        let claim_item = fx.raw(&claim_key(&burst[0])).await.unwrap();
+        sizes.push((item_bytes(&slot), item_bytes(&claim_item)));
     }
-    fx.put_raw_item(attributes).await;
-
-    let burst = ids(&["wamid.new"]);
-    let claim = fx.claim(&burst, "inv-1", NOW).await.unwrap();
-    assert_eq!(claim.claimed, burst);
-    // 260 markers: the new one and 255 recent ones are the newest 256; `old` has expired;
-    // `live` is another invocation's live claim and is kept.
-    assert_eq!(claim.stale_ids, ids(&["old", "recent000", "recent001"]));
-
-    let before = fx.calls.count();
-    fx.complete(&burst, "inv-1", &claim, vec![], NOW)
-        .await
-        .unwrap();
-    assert_eq!(fx.calls.count() - before, 1);
-    let item = fx.raw_item().await;
-    for gone in ["c#old", "c#recent000", "c#recent001"] {
-        assert!(!item.contains_key(gone), "{gone} was kept");
+    // A write unit is 1 KB: an exchange of a ~120-character question and a ~600-character
+    // answer is one unit, a claim one unit, however many messages came before.
+    for (exchange, claim) in &sizes {
+        assert!(*exchange <= 1024, "{sizes:?}");
+        assert!(*claim <= 1024, "{sizes:?}");
     }
-    for kept in ["c#live", "c#recent002", "c#recent256"] {
-        assert!(item.contains_key(kept), "{kept} was removed");
-    }
-    assert_eq!(item["c#wamid.new"], done("inv-1", NOW));
+    assert_eq!(sizes[0], sizes[29], "the 30th costs what the first did");
 }
 
 #[tokio::test]
@@ -618,19 +638,23 @@ async fn a_released_pending_answer_comes_back_with_its_messages_until_they_are_c
         replies: vec!["the answer".to_owned()],
         parts_sent: 0,
     };
+    let kept = || async {
+        f.raw(&claim_key("wamid.p1"))
+            .await
+            .is_some_and(|item| item.contains_key("pending_answer"))
+    };
     // An intruder cannot leave an answer behind.
     f.store
         .release(&f.conversation, "intruder", &ids, Some(&pending))
         .await
         .unwrap();
-    assert!(!f.raw_item().await.contains_key("pending_answer"));
+    assert!(!kept().await);
 
-    let before = f.calls.count();
     f.store
         .release(&f.conversation, "first", &ids, Some(&pending))
         .await
         .unwrap();
-    assert_eq!(f.calls.count() - before, 1, "kept in the releasing write");
+    assert!(kept().await, "kept with the first message's claim");
 
     // A claim of only some of its messages does not get it.
     let partial = f.claim(&ids[..1], "second", NOW).await.unwrap();
@@ -651,9 +675,7 @@ async fn a_released_pending_answer_comes_back_with_its_messages_until_they_are_c
     f.complete(&ids, "third", &claim, Vec::new(), NOW)
         .await
         .unwrap();
-    assert!(!f.raw_item().await.contains_key("pending_answer"));
-    let released = f.claim(&with_newer, "fourth", NOW).await.unwrap();
-    assert_eq!(released.pending, None);
+    assert!(!kept().await);
 }
 
 /// Answers `text` in `conversation` as message `id` at `now`: a claim and a completion.
@@ -677,11 +699,11 @@ async fn answer_in(fx: &Fixture, conversation: &ConversationKey, id: &str, text:
             token: "inv",
             message_ids: &message_ids,
             history: claim.history.clone(),
+            history_seq: claim.history_seq,
             new_turns: vec![
                 turn(Role::User, text, now),
                 turn(Role::Assistant, "ok", now),
             ],
-            stale_ids: claim.stale_ids.clone(),
             now,
         })
         .await
@@ -702,7 +724,7 @@ async fn claim_in(fx: &Fixture, conversation: &ConversationKey, id: &str, now: i
 }
 
 #[tokio::test]
-async fn a_changed_user_id_takes_the_turns_and_the_answered_ids_along() {
+async fn a_changed_user_id_takes_the_turns_along_and_ids_stay_answered() {
     let fx = Fixture::new(HistoryPolicy::new(20, 14)).await;
     let old = ConversationKey::new("106540352242922", "US.old");
     let new = ConversationKey::new("106540352242922", "US.new");
@@ -718,18 +740,19 @@ async fn a_changed_user_id_takes_the_turns_and_the_answered_ids_along() {
         moved,
         Moved {
             turns: 2,
-            message_ids: 1
-        }
+            message_ids: 0
+        },
+        "message ids are claims of their own: nothing to copy"
     );
     let claim = claim_in(&fx, &new, "wamid.1", NOW).await;
-    assert_eq!(claim.done, ids(&["wamid.1"]), "deduplication moved along");
+    assert_eq!(
+        claim.done,
+        ids(&["wamid.1"]),
+        "deduplication holds under the new id"
+    );
     assert_eq!(texts(&claim.history), ["My name is Ana", "ok"]);
     let under_old = claim_in(&fx, &old, "wamid.1", NOW).await;
-    assert_eq!(
-        under_old.done,
-        ids(&["wamid.1"]),
-        "a redelivery under the old id stays answered"
-    );
+    assert_eq!(under_old.done, ids(&["wamid.1"]));
     assert!(
         under_old.history.is_empty(),
         "the old conversation's turns are gone"
@@ -760,13 +783,7 @@ async fn a_move_into_an_existing_conversation_merges_in_time_order() {
         })
         .await
         .unwrap();
-    assert_eq!(
-        moved,
-        Moved {
-            turns: 2,
-            message_ids: 1
-        }
-    );
+    assert_eq!(moved.turns, 2);
     let claim = claim_in(&fx, &new, "wamid.next", NOW).await;
     assert_eq!(
         texts(&claim.history),
@@ -792,15 +809,120 @@ async fn moving_from_a_conversation_that_does_not_exist_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(moved, Moved::default());
-    let item = fx
-        .raw
-        .get_item()
-        .table_name(&fx.table)
-        .key("pk", AttributeValue::S(format!("conv#{}", new.as_str())))
-        .send()
+    assert!(fx.all_items().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_item_of_the_first_layout_keeps_its_turns_answered_ids_and_live_claims() {
+    let fx = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    fx.put_raw(
+        &fx.legacy_pk(),
+        vec![
+            (
+                "turns",
+                AttributeValue::L(vec![
+                    stored_turn("user", "before the upgrade", NOW - 50),
+                    stored_turn("assistant", "old answer", NOW - 49),
+                ]),
+            ),
+            ("c#wamid.answered", marker("d", "inv-0", None)),
+            ("c#wamid.busy", marker("p", "inv-old", Some(NOW + 60))),
+            ("c#wamid.crashed", marker("p", "inv-old", Some(NOW - 1))),
+            ("expires_at", n(NOW + 86_400)),
+        ],
+    )
+    .await;
+
+    let burst = ids(&["wamid.answered", "wamid.busy", "wamid.crashed", "wamid.new"]);
+    let claim = fx.claim(&burst, "inv-1", NOW).await.unwrap();
+    assert_eq!(claim.done, ids(&["wamid.answered"]));
+    assert_eq!(claim.held_elsewhere, ids(&["wamid.busy"]));
+    assert_eq!(claim.claimed, ids(&["wamid.crashed", "wamid.new"]));
+    assert_eq!(texts(&claim.history), ["before the upgrade", "old answer"]);
+    let carried = fx.raw(&claim_key("wamid.answered")).await.unwrap();
+    assert_eq!(
+        state(&carried).0,
+        "d",
+        "the answered id has a claim of its own now"
+    );
+    let busy = fx.raw(&claim_key("wamid.busy")).await.unwrap();
+    assert_eq!(
+        state(&busy).0,
+        "r",
+        "the claim of an id held the old way is given back"
+    );
+
+    let claimed = claim.claimed.clone();
+    fx.complete(
+        &claimed,
+        "inv-1",
+        &claim,
+        vec![
+            turn(Role::User, "after", NOW),
+            turn(Role::Assistant, "new answer", NOW),
+        ],
+        NOW,
+    )
+    .await
+    .unwrap();
+    let next = fx
+        .claim(&ids(&["wamid.next"]), "inv-2", NOW + 1)
         .await
         .unwrap();
-    assert!(item.item.is_none());
+    assert_eq!(
+        texts(&next.history),
+        ["before the upgrade", "old answer", "after", "new answer"]
+    );
+    let legacy = fx.raw(&fx.legacy_pk()).await.unwrap();
+    assert_eq!(
+        legacy.len(),
+        6,
+        "the first layout's item is never written: {legacy:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_move_from_the_first_layout_carries_its_answered_ids_over() {
+    let fx = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let new = ConversationKey::new("106540352242922", "US.new");
+    fx.put_raw(
+        &fx.legacy_pk(),
+        vec![
+            (
+                "turns",
+                AttributeValue::L(vec![stored_turn("user", "hola", NOW - 5)]),
+            ),
+            ("c#wamid.a", marker("d", "inv-0", None)),
+        ],
+    )
+    .await;
+    let request = MoveRequest {
+        from: &fx.conversation,
+        to: &new,
+        now: NOW,
+    };
+    let moved = fx.store.move_conversation(request).await.unwrap();
+    assert_eq!(
+        moved,
+        Moved {
+            turns: 1,
+            message_ids: 1
+        }
+    );
+    assert_eq!(
+        claim_in(&fx, &new, "wamid.a", NOW).await.done,
+        ids(&["wamid.a"])
+    );
+    assert_eq!(
+        texts(&claim_in(&fx, &new, "wamid.b", NOW).await.history),
+        ["hola"]
+    );
+    let legacy = fx.raw(&fx.legacy_pk()).await.unwrap();
+    assert!(!legacy.contains_key("turns"), "its turns moved away");
+    assert!(
+        legacy.contains_key("c#wamid.a"),
+        "its markers stay until it expires"
+    );
 }
 
 #[tokio::test]
@@ -869,5 +991,5 @@ async fn a_late_failure_in_a_conversation_that_does_not_exist_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(outcome, MarkOutcome::NotFound);
-    assert!(fx.raw_item_opt().await.is_none());
+    assert!(fx.all_items().await.is_empty());
 }

@@ -26,7 +26,7 @@ use local_stack::local::event_sources::sqs_event;
 use local_stack::resources::{LOCAL_SECRET, Stack};
 use local_stack::runtime::{LambdaFunction, http_answer, http_api_event};
 use serde_json::{Value, json};
-use shared::conversation::dynamodb::MARKER_PREFIX;
+use shared::conversation::dynamodb::claim_key;
 use shared::inbound::{InboundMessage, MessageContent};
 use shared::log_event::LogEvent;
 use shared::meta::signature::sign;
@@ -217,13 +217,13 @@ impl Rig {
             .unwrap_or_default()
     }
 
-    /// The state of `message_id`'s claim marker in the store: `"p"` while an invocation
-    /// holds it, `"d"` once it is done; `None` when there is none.
+    /// The state of `message_id`'s claim in the store: `"p"` while an invocation holds it,
+    /// `"r"` once it gave it back, `"d"` once it is done; `None` when there is none.
     async fn marker(&self, message_id: &str) -> Option<String> {
-        let attribute = format!("{MARKER_PREFIX}{message_id}");
+        let key = claim_key(message_id);
         self.stored().await.iter().find_map(|item| {
-            let marker = item.get(&attribute)?.as_m().ok()?;
-            marker.get("s")?.as_s().ok().cloned()
+            (item.get("pk")?.as_s().ok()? == &key).then_some(())?;
+            item.get("s")?.as_s().ok().cloned()
         })
     }
 
@@ -1050,9 +1050,9 @@ async fn an_expired_token_fails_the_records_keeps_the_answer_and_alerts() {
     assert_eq!(expired[0]["fields"]["error_code"], 190);
     assert!(rig.keeps_an_answer().await);
     assert_eq!(
-        rig.marker("wamid.token").await,
-        None,
-        "the claim is released"
+        rig.marker("wamid.token").await.as_deref(),
+        Some("r"),
+        "the claim is given back"
     );
 
     // Retried while the token is still expired: the same, without a new LLM call.

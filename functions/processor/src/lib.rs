@@ -251,6 +251,9 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
                 }));
         }
         metrics.count("RecordsFailed", response.batch_item_failures.len() as u64);
+        let consumed = self.store.take_consumed();
+        metrics.add("DynamoDbReadUnits", consumed.read_units);
+        metrics.add("DynamoDbWriteUnits", consumed.write_units);
         (response, metrics)
     }
 

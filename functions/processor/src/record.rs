@@ -33,7 +33,7 @@ impl<C: ConversationStore, L, W> Processor<C, L, W> {
             message_ids: &claimed.claim.claimed,
             history: claimed.claim.history.clone(),
             new_turns,
-            stale_ids: claimed.claim.stale_ids.clone(),
+            history_seq: claimed.claim.history_seq,
             now: now_epoch_seconds(),
         };
         let write = tokio::time::timeout(STORE_RESERVE, self.store.complete(complete));

@@ -206,13 +206,13 @@ async fn a_burst_of_three_is_one_llm_call_one_reply_and_two_dynamodb_round_trips
     let burst: SqsEvent = sent_now(
         serde_json::from_str(include_str!("../../../events/processor/burst.json")).unwrap(),
     );
-    let before = h.dynamodb_calls.count();
+    let before = h.dynamodb_calls.round_trips();
     let response = h.handle(&burst).await;
     assert!(failures(&response).is_empty());
     assert_eq!(
-        h.dynamodb_calls.count() - before,
+        h.dynamodb_calls.round_trips() - before,
         2,
-        "claim + read, then write"
+        "claims + read, then the exchange + done marks"
     );
     assert_eq!(h.llm.requests().len(), 1);
     let last = h.llm.requests()[0].json()["messages"]
@@ -351,26 +351,34 @@ async fn history_is_bounded_carries_the_ttl_and_expired_history_is_ignored() {
         &[("HISTORY_MAX_MESSAGES", "4"), ("CONTEXT_TTL_DAYS", "2")],
     )
     .await;
-    for n in 0..3 {
+    let ids: Vec<String> = (0..3).map(|n| unique(&format!("b{n}"))).collect();
+    for (n, id) in ids.iter().enumerate() {
         h.handle(&event(vec![record(
             &format!("s{n}"),
             USER,
-            &unique(&format!("b{n}")),
+            id,
             &format!("message {n}"),
             1,
         )]))
         .await;
     }
-    let item = h.conversation_item(USER).await;
-    let turns = item["turns"].as_l().unwrap();
+    let exchanges = h.exchanges(USER).await;
+    let turns = h.turns(USER).await;
     assert_eq!(turns.len(), 4, "bounded to HISTORY_MAX_MESSAGES");
-    assert_eq!(turns[0].as_m().unwrap()["t"].as_s().unwrap(), "message 1");
-    let expires_at: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    assert_eq!(turns[0]["t"].as_s().unwrap(), "message 1");
     let now = (rand_suffix() / 1_000_000_000) as i64;
-    // Turns last CONTEXT_TTL_DAYS (2); the item, with its message ids, Meta's 7 days of redelivery.
+    // Turns last CONTEXT_TTL_DAYS (2); message ids Meta's 7 days of redelivery and a day.
+    for (expires_at, _) in &exchanges {
+        assert!(
+            (expires_at - (now + 2 * 86_400)).abs() < 120,
+            "the turns expire 2 days from now: {expires_at}"
+        );
+    }
+    let claim = h.claim_item(&ids[2]).await;
+    let claim_expiry: i64 = claim["expires_at"].as_n().unwrap().parse().unwrap();
     assert!(
-        (expires_at - (now + 7 * 86_400)).abs() < 120,
-        "the item expires 7 days from now: {expires_at}"
+        (claim_expiry - (now + 8 * 86_400)).abs() < 120,
+        "the message id is remembered 8 days: {claim_expiry}"
     );
 
     // A conversation whose turns are older than the TTL (DynamoDB has not deleted it yet).
@@ -614,11 +622,7 @@ async fn a_failed_send_is_retried_with_the_same_answer_and_one_llm_request() {
         .handle(&event(vec![record("s1", USER, &id, "hello once", 1)]))
         .await;
     assert_eq!(failures(&response), ["s1"]);
-    assert!(
-        h.conversation_item(USER)
-            .await
-            .contains_key("pending_answer")
-    );
+    assert!(h.claim_item(&id).await.contains_key("pending_answer"));
 
     // The LLM stand-in would answer again; the retry must send the kept answer instead.
     let response = h
@@ -643,7 +647,7 @@ async fn a_failed_send_is_retried_with_the_same_answer_and_one_llm_request() {
         delivered.iter().all(|text| text == "You said: hello once"),
         "{delivered:?}"
     );
-    let item = h.conversation_item(USER).await;
+    let item = h.claim_item(&id).await;
     assert!(
         !item.contains_key("pending_answer"),
         "cleared when completed"
@@ -671,9 +675,11 @@ async fn a_send_that_times_out_after_meta_received_it_is_not_resent() {
     assert!(failures(&response).is_empty());
     assert_eq!(h.sent_texts().len(), 1, "the user got one answer");
     assert_eq!(h.llm.requests().len(), 1);
-    let item = h.conversation_item(USER).await;
-    let turns = item["turns"].as_l().unwrap();
-    assert_eq!(turns.len(), 2, "the turn is remembered as sent");
+    assert_eq!(
+        h.turns(USER).await.len(),
+        2,
+        "the turn is remembered as sent"
+    );
 }
 
 /// What Meta answers to a sent text.
@@ -729,10 +735,9 @@ async fn a_message_older_than_max_message_age_is_marked_done_without_an_llm_call
     assert!(failures(&h.handle(&batch).await).is_empty());
     assert!(h.llm.requests().is_empty());
     assert!(h.meta.requests().is_empty(), "not even read + typing");
-    let item = h.conversation_item(&user).await;
-    let marker = item[&format!("c#{id}")].as_m().unwrap();
-    assert_eq!(marker["s"].as_s().unwrap(), "d", "marked done");
-    assert!(!item.contains_key("turns") || item["turns"].as_l().unwrap().is_empty());
+    let claim = h.claim_item(&id).await;
+    assert_eq!(claim["s"].as_s().unwrap(), "d", "marked done");
+    assert!(h.turns(&user).await.is_empty());
     assert!(failures(&h.handle(&batch).await).is_empty());
     assert!(h.llm.requests().is_empty() && h.meta.requests().is_empty());
 }

@@ -1,11 +1,13 @@
 //! A conversation's memory and the exactly-once claim of its messages: the
 //! [`ConversationStore`] port, the pure rules that bound what is kept, and the DynamoDB adapter.
 //!
-//! One store item per conversation holds its recent turns and a claim per message id. Claiming a
-//! burst of message ids and reading the history is one atomic conditional write that returns
-//! the item; storing the new turns and marking the ids done is a second. So an answered burst
-//! costs two round trips, and a message id that was claimed or answered is never answered again
-//! (until its claim lease expires, for a claim whose invocation crashed).
+//! Each message id has a claim of its own, and a conversation's history is kept apart from the
+//! claims, one exchange (a user's turn and the answer) per write. Claiming a burst of message ids
+//! and reading the history happen together (one round trip of parallel calls); storing the new
+//! exchange and marking the ids done is a second. So an answered burst costs two round trips and
+//! writes that do not grow with the conversation's past, and a message id that was claimed or
+//! answered is never answered again (until its claim lease expires, for a claim whose invocation
+//! crashed).
 
 use std::future::Future;
 
@@ -114,6 +116,10 @@ pub fn undelivered_in_a_row(turns: &[Turn]) -> usize {
 /// Meta redelivers a webhook for up to 7 days: message ids are remembered at least that long.
 pub const MIN_ID_MEMORY_SECONDS: i64 = 7 * 86_400;
 
+/// How long a message id's claim is kept: Meta's 7 days of redelivery and a day of margin,
+/// whatever the conversation's TTL.
+pub const CLAIM_MEMORY_SECONDS: i64 = MIN_ID_MEMORY_SECONDS + 86_400;
+
 /// What is kept of a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryPolicy {
@@ -186,18 +192,34 @@ impl HistoryPolicy {
         self.retain(turns, Vec::new(), now)
     }
 
-    /// How long a message id is remembered, so that a redelivery is not answered twice: the
-    /// conversation's TTL, and at least Meta's 7 days of redelivery
-    /// ([`MIN_ID_MEMORY_SECONDS`]) however short that TTL is.
-    pub fn id_memory_seconds(&self) -> i64 {
-        self.ttl_seconds.max(MIN_ID_MEMORY_SECONDS)
+    /// When turns written at `now` expire (the DynamoDB TTL attribute of history items).
+    pub fn turns_expire_at(&self, now: i64) -> i64 {
+        now.saturating_add(self.ttl_seconds)
     }
 
-    /// When an item last written at `now` expires (the DynamoDB TTL attribute): when neither its
-    /// turns nor its message ids are needed any more.
-    pub fn expires_at(&self, now: i64) -> i64 {
-        now + self.id_memory_seconds()
+    /// How many exchanges (a user's turn and the answer to it) the history keeps, each stored
+    /// on its own: enough for `max_turns` turns.
+    pub fn max_exchanges(&self) -> usize {
+        self.max_turns.div_ceil(2).max(1)
     }
+}
+
+/// `turns`, in order, cut into exchanges: each starts at a user's turn that follows an answer
+/// (or at the first turn), so that an exchange is the user's turns and the answers to them.
+pub fn exchanges(turns: Vec<Turn>) -> Vec<Vec<Turn>> {
+    let mut exchanges: Vec<Vec<Turn>> = Vec::new();
+    for turn in turns {
+        let starts = match exchanges.last().and_then(|e| e.last()) {
+            None => true,
+            Some(previous) => turn.role == Role::User && previous.role == Role::Assistant,
+        };
+        if starts {
+            exchanges.push(vec![turn]);
+        } else if let Some(current) = exchanges.last_mut() {
+            current.push(turn);
+        }
+    }
+    exchanges
 }
 
 /// Cuts `text` to at most `max` bytes at a character boundary, marking the cut with `…`.
@@ -240,9 +262,9 @@ pub struct Claim {
     pub held_elsewhere: Vec<String>,
     /// The conversation's live turns (expired ones already left out).
     pub history: Vec<Turn>,
-    /// Message ids whose dedup memory has expired and can be forgotten: pass them on to
-    /// [`CompleteRequest::stale_ids`] so that the completing write removes them.
-    pub stale_ids: Vec<String>,
+    /// How many exchanges the conversation has stored so far, as read with the history: pass it
+    /// on to [`CompleteRequest::history_seq`], so that the new exchange is stored after them.
+    pub history_seq: u64,
     /// The answer an earlier invocation got for some of the claimed messages and released
     /// undelivered, when every message it answers is among [`Claim::claimed`]: send it instead
     /// of asking the LLM again.
@@ -273,11 +295,10 @@ pub struct CompleteRequest<'a> {
     pub message_ids: &'a [String],
     /// The history returned by the claim.
     pub history: Vec<Turn>,
+    /// [`Claim::history_seq`], as the claim returned it.
+    pub history_seq: u64,
     /// The turns to append (none when nothing was answered).
     pub new_turns: Vec<Turn>,
-    /// Message ids whose dedup memory has expired and can be forgotten, as returned in
-    /// [`Claim::stale_ids`]; ids also in `message_ids` are kept.
-    pub stale_ids: Vec<String>,
     /// The current time, in seconds since the epoch.
     pub now: i64,
 }
@@ -313,6 +334,15 @@ pub struct Moved {
     pub message_ids: usize,
 }
 
+/// The capacity a store's calls consumed, as DynamoDB reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ConsumedCapacity {
+    /// Read units.
+    pub read_units: f64,
+    /// Write units.
+    pub write_units: f64,
+}
+
 /// Why the store could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -337,8 +367,9 @@ pub trait ConversationStore: Send + Sync {
         request: ClaimRequest<'_>,
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
 
-    /// Appends `new_turns` to `history` (bounded by the store's [`HistoryPolicy`]) and marks the
-    /// ids done, in one conditional write, which also clears the [`PendingAnswer`].
+    /// Appends `new_turns` to the history (bounded by the store's [`HistoryPolicy`]) and marks
+    /// the ids done, on condition that this invocation still holds them; marking them done also
+    /// clears the [`PendingAnswer`].
     fn complete(
         &self,
         request: CompleteRequest<'_>,
@@ -372,6 +403,12 @@ pub trait ConversationStore: Send + Sync {
         message_ids: &[String],
         pending: Option<&PendingAnswer>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The capacity consumed since the last call, for metrics; nothing for a store that does not
+    /// meter.
+    fn take_consumed(&self) -> ConsumedCapacity {
+        ConsumedCapacity::default()
+    }
 }
 
 #[cfg(test)]
@@ -466,12 +503,9 @@ mod tests {
             vec![turn(Role::User, "fresh", now - 86_399)]
         );
         assert_eq!(policy.retain(history, vec![], now).len(), 1);
-        // Turns last a day, but the item (and its message ids) Meta's 7 days of redelivery.
-        assert_eq!(policy.expires_at(now), now + 7 * 86_400);
-        assert_eq!(
-            HistoryPolicy::new(20, 30).expires_at(now),
-            now + 30 * 86_400
-        );
+        assert_eq!(policy.turns_expire_at(now), now + 86_400);
+        assert_eq!(HistoryPolicy::new(20, 1).max_exchanges(), 10);
+        assert_eq!(HistoryPolicy::new(3, 1).max_exchanges(), 2);
     }
 
     #[test]
@@ -514,6 +548,30 @@ mod tests {
         let texts: Vec<&str> = merged.iter().map(|t| t.text.as_str()).collect();
         assert_eq!(texts, ["c", "b", "d", "e"], "the newest 4, b once");
         assert_eq!(policy.merge(merged.clone(), old, now), merged);
+    }
+
+    #[test]
+    fn turns_are_cut_into_exchanges_at_each_new_question() {
+        let turns = vec![
+            turn(Role::Assistant, "a0", 0),
+            turn(Role::User, "q1", 1),
+            turn(Role::User, "q1b", 2),
+            turn(Role::Assistant, "a1", 3),
+            turn(Role::User, "q2", 4),
+            turn(Role::Assistant, "a2", 5),
+            turn(Role::Assistant, "a2b", 6),
+        ];
+        let cut = exchanges(turns.clone());
+        let texts: Vec<Vec<&str>> = cut
+            .iter()
+            .map(|e| e.iter().map(|t| t.text.as_str()).collect())
+            .collect();
+        assert_eq!(
+            texts,
+            [vec!["a0"], vec!["q1", "q1b", "a1"], vec!["q2", "a2", "a2b"]]
+        );
+        assert_eq!(exchanges(turns).concat().len(), 7);
+        assert!(exchanges(Vec::new()).is_empty());
     }
 
     #[test]

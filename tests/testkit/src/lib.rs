@@ -192,15 +192,28 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, prefix: &str) -> St
     name
 }
 
-/// Counts the HTTP requests an SDK client sends (each attempt, retries included), so that a
-/// test can assert how many round trips an operation costs.
+/// Counts the HTTP requests an SDK client sends (each attempt, retries included), and the round
+/// trips they took: a request sent while none of the client's is in flight starts a new round
+/// trip, one sent while others are (calls made in parallel) joins theirs.
 #[derive(Debug, Clone, Default)]
-pub struct CallCounter(Arc<AtomicUsize>);
+pub struct CallCounter(Arc<Calls>);
+
+#[derive(Debug, Default)]
+struct Calls {
+    sent: AtomicUsize,
+    in_flight: AtomicUsize,
+    round_trips: AtomicUsize,
+}
 
 impl CallCounter {
     /// The requests sent so far.
     pub fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.0.sent.load(Ordering::SeqCst)
+    }
+
+    /// The round trips so far.
+    pub fn round_trips(&self) -> usize {
+        self.0.round_trips.load(Ordering::SeqCst)
     }
 }
 
@@ -215,7 +228,23 @@ impl Intercept for CallCounter {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.0.sent.fetch_add(1, Ordering::SeqCst);
+        if self.0.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.0.round_trips.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        _context: &aws_sdk_dynamodb::config::interceptors::FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let _ = self
+            .0
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         Ok(())
     }
 }

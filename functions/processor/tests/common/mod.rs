@@ -183,6 +183,75 @@ impl Harness {
             .collect()
     }
 
+    /// The claim item of `message_id`.
+    pub async fn claim_item(&self, message_id: &str) -> HashMap<String, AttributeValue> {
+        self.item(&shared::conversation::dynamodb::claim_key(message_id))
+            .await
+    }
+
+    /// The stored exchanges of `user`'s conversation, oldest first: each `(expires_at, turns)`.
+    pub async fn exchanges(&self, user: &str) -> Vec<(i64, Vec<StoredTurn>)> {
+        let prefix = format!(
+            "{}{PHONE_NUMBER_ID}:{user}#",
+            shared::conversation::dynamodb::history::HISTORY_KEY_PREFIX
+        );
+        let items = self
+            .dynamodb
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("begins_with(pk, :prefix)")
+            .expression_attribute_values(":prefix", AttributeValue::S(prefix))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap_or_default();
+        let number = |item: &HashMap<String, AttributeValue>, key: &str| -> i64 {
+            item[key].as_n().unwrap().parse().unwrap()
+        };
+        let mut exchanges: Vec<(i64, i64, Vec<StoredTurn>)> = items
+            .iter()
+            .map(|item| {
+                let turns = item["turns"]
+                    .as_l()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_m().unwrap().clone())
+                    .collect();
+                (number(item, "n"), number(item, "expires_at"), turns)
+            })
+            .collect();
+        exchanges.sort_by_key(|(n, _, _)| *n);
+        exchanges
+            .into_iter()
+            .map(|(_, expires_at, turns)| (expires_at, turns))
+            .collect()
+    }
+
+    /// The stored turns of `user`'s conversation, oldest first.
+    pub async fn turns(&self, user: &str) -> Vec<StoredTurn> {
+        self.exchanges(user)
+            .await
+            .into_iter()
+            .flat_map(|(_, turns)| turns)
+            .collect()
+    }
+
+    async fn item(&self, pk: &str) -> HashMap<String, AttributeValue> {
+        self.dynamodb
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap_or_default()
+    }
+
+    /// The first layout's item of `user`'s conversation.
     pub async fn conversation_item(&self, user: &str) -> HashMap<String, AttributeValue> {
         self.dynamodb
             .get_item()
@@ -251,6 +320,9 @@ pub fn failures(response: &SqsBatchResponse) -> Vec<String> {
         .map(|f| f.item_identifier.clone())
         .collect()
 }
+
+/// A stored turn's attributes.
+pub type StoredTurn = HashMap<String, AttributeValue>;
 
 pub fn unique(prefix: &str) -> String {
     format!("wamid.{prefix}-{}", rand_suffix())
