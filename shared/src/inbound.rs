@@ -196,6 +196,10 @@ pub enum MessageContent {
     Contacts {
         /// The formatted names of the contacts.
         names: Vec<String>,
+        /// The cards with their phone numbers (bodies written before cards were kept have
+        /// none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cards: Vec<ContactCard>,
     },
     /// A reaction to an earlier message; no emoji means the reaction was removed.
     Reaction {
@@ -212,6 +216,9 @@ pub enum MessageContent {
         /// The note the user added.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
+        /// The ordered products (bodies written before items were kept have none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        items: Vec<OrderItem>,
     },
     /// The user edited an earlier message.
     Edit {
@@ -252,6 +259,32 @@ pub enum MessageContent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error_code: Option<i64>,
     },
+}
+
+/// A shared contact card: the name and the phone numbers on it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContactCard {
+    /// The contact's formatted name.
+    pub name: String,
+    /// The phone numbers on the card.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<String>,
+}
+
+/// One product of an order, its fields as Meta wrote them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OrderItem {
+    /// The product's id in the business's catalog.
+    pub product_retailer_id: String,
+    /// How many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<String>,
+    /// The unit price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_price: Option<String>,
+    /// The price's currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 impl MessageContent {

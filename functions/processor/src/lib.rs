@@ -53,6 +53,7 @@
 //! claims, so that the retry can take them at once.
 
 mod answer;
+pub mod as_text;
 mod claim;
 pub mod config;
 mod identity;

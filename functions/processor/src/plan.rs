@@ -8,6 +8,8 @@ use shared::inbound::{ConversationKey, InboundMessage, MediaKind, MessageContent
 use shared::queue::fifo_id;
 use shared::queue_body::{BodyError, QueueBody};
 
+use crate::as_text::as_text;
+
 /// One SQS record, read.
 #[derive(Debug, Clone)]
 pub struct QueuedRecord {
@@ -131,8 +133,10 @@ pub fn is_too_old(sent_at: i64, now: i64, max_age: Option<Duration>) -> bool {
 }
 
 /// Decides what a message gets: text is the user's turn; button, list and quick replies use their
-/// title or text; an image, video or document caption is used as text; reactions, edits,
-/// deletions and system notices get no reply; anything else gets the unsupported-message reply.
+/// title or text; an image, video or document caption is used as text; a location, contact
+/// cards, an order or a flow's answers are read as text (`as_text.rs`); reactions, stickers,
+/// edits, deletions and system notices get no reply; anything else gets the unsupported-message
+/// reply.
 pub fn treatment(content: &MessageContent) -> Treatment {
     let answer = |text: &str| {
         if text.trim().is_empty() {
@@ -156,16 +160,21 @@ pub fn treatment(content: &MessageContent) -> Treatment {
             caption: Some(caption),
             ..
         } if !caption.trim().is_empty() => answer(caption),
+        MessageContent::Location { .. }
+        | MessageContent::Contacts { .. }
+        | MessageContent::Order { .. }
+        | MessageContent::FlowReply { .. } => {
+            as_text(content).map_or(Treatment::Unsupported, Treatment::Answer)
+        }
         MessageContent::Reaction { .. }
+        | MessageContent::Media {
+            kind: MediaKind::Sticker,
+            ..
+        }
         | MessageContent::Edit { .. }
         | MessageContent::Revoke { .. }
         | MessageContent::System { .. } => Treatment::Silent,
-        MessageContent::Media { .. }
-        | MessageContent::Location { .. }
-        | MessageContent::Contacts { .. }
-        | MessageContent::Order { .. }
-        | MessageContent::FlowReply { .. }
-        | MessageContent::Unsupported { .. } => Treatment::Unsupported,
+        MessageContent::Media { .. } | MessageContent::Unsupported { .. } => Treatment::Unsupported,
     }
 }
 
@@ -381,20 +390,23 @@ mod tests {
         );
         assert_eq!(
             treatment(&media(MediaKind::Sticker, None)),
-            Treatment::Unsupported
+            Treatment::Silent
         );
         assert_eq!(
             treatment(&MessageContent::Location {
                 latitude: 0.0,
                 longitude: 0.0,
-                name: None,
+                name: Some("Home".into()),
                 address: None
             }),
-            Treatment::Unsupported
+            Treatment::Answer("[location] Home (latitude 0.000000, longitude 0.000000)".into())
         );
         assert_eq!(
-            treatment(&MessageContent::Contacts { names: vec![] }),
-            Treatment::Unsupported
+            treatment(&MessageContent::Contacts {
+                names: vec!["Ana".into()],
+                cards: vec![]
+            }),
+            Treatment::Answer("[contacts] Ana".into())
         );
         assert_eq!(
             treatment(&MessageContent::Unsupported {

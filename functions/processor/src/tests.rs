@@ -596,7 +596,7 @@ async fn one_conversations_llm_failure_does_not_fail_another() {
 #[tokio::test]
 async fn unsupported_messages_get_the_unsupported_reply_and_silent_ones_nothing() {
     let p = processor(FakeLlm::default(), FakeWhatsApp::default());
-    let location = serde_json::json!({"type": "location", "latitude": 1.0, "longitude": 2.0});
+    let location = serde_json::json!({"type": "media", "kind": "video"});
     let reaction = serde_json::json!({"type": "reaction", "message_id": "wamid.x", "emoji": "👍"});
     let (response, _) = p
         .run(vec![content_record("s1", "1555", "w1", location, 1)])
@@ -619,9 +619,9 @@ async fn unsupported_messages_get_the_unsupported_reply_and_silent_ones_nothing(
 async fn a_caption_is_answered_and_a_mixed_burst_gets_the_answer_first() {
     let p = processor(FakeLlm::default(), FakeWhatsApp::default());
     let image = serde_json::json!({"type": "media", "kind": "image", "caption": "what is this?"});
-    let sticker = serde_json::json!({"type": "media", "kind": "sticker"});
+    let video = serde_json::json!({"type": "media", "kind": "video"});
     let batch = event(vec![
-        content_record("s1", "1555", "w1", sticker, 1),
+        content_record("s1", "1555", "w1", video, 1),
         content_record("s2", "1555", "w2", image, 1),
     ]);
     p.handle(&batch, &invocation()).await;
@@ -629,6 +629,41 @@ async fn a_caption_is_answered_and_a_mixed_burst_gets_the_answer_first() {
         p.whatsapp.texts(),
         ["echo: what is this?", "I only read text."]
     );
+}
+
+#[tokio::test]
+async fn a_location_contacts_and_text_in_one_burst_are_one_turn_and_stickers_are_silent() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let location = serde_json::json!({"type": "location", "latitude": 38.7, "longitude": -9.1,
+        "name": "Shop"});
+    let contacts = serde_json::json!({"type": "contacts", "names": ["Ana"],
+        "cards": [{"name": "Ana", "phones": ["+34 600"]}]});
+    let sticker = serde_json::json!({"type": "media", "kind": "sticker"});
+    let (response, _) = p
+        .run(vec![
+            content_record("s1", "1555", "w1", location, 1),
+            content_record("s2", "1555", "w2", contacts, 1),
+            text_record("s3", "1555", "w3", "is this open?"),
+            content_record("s4", "1555", "w4", sticker, 1),
+        ])
+        .await;
+    assert!(failures(&response).is_empty());
+    let prompts = p.llm.prompts();
+    assert_eq!(prompts.len(), 1, "one LLM call for the burst");
+    let user_turn = &prompts[0].turns.last().unwrap().text;
+    assert_eq!(
+        user_turn,
+        "[location] Shop (latitude 38.700000, longitude -9.100000)\n[contacts] Ana: +34 600\nis this open?"
+    );
+    assert_eq!(
+        p.whatsapp.texts().len(),
+        1,
+        "one reply, no unsupported notice"
+    );
+    let silent = serde_json::json!({"type": "media", "kind": "sticker"});
+    p.run(vec![content_record("s5", "1555", "w5", silent, 1)])
+        .await;
+    assert_eq!(p.whatsapp.texts().len(), 1, "a sticker alone gets no reply");
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::inbound::{
-    INBOUND_MESSAGE_VERSION, InboundMessage, MediaKind, MessageContent, MessageContext, Sender,
+    ContactCard, INBOUND_MESSAGE_VERSION, InboundMessage, MediaKind, MessageContent,
+    MessageContext, OrderItem, Sender,
 };
 
 /// The `object` of WhatsApp Business Account webhooks.
@@ -312,17 +313,13 @@ fn read_content(message_type: &str, raw: &Value) -> MessageContent {
                 address: str_field(d, "address"),
             })
         }),
-        "contacts" => details
-            .and_then(Value::as_array)
-            .map(|cards| MessageContent::Contacts {
-                names: cards
-                    .iter()
-                    .filter_map(|card| {
-                        card.get("name")
-                            .and_then(|n| str_field(n, "formatted_name"))
-                    })
-                    .collect(),
-            }),
+        "contacts" => details.and_then(Value::as_array).map(|cards| {
+            let cards: Vec<ContactCard> = cards.iter().filter_map(read_contact_card).collect();
+            MessageContent::Contacts {
+                names: cards.iter().map(|card| card.name.clone()).collect(),
+                cards,
+            }
+        }),
         "reaction" => details.and_then(|d| {
             Some(MessageContent::Reaction {
                 message_id: str_field(d, "message_id")?,
@@ -332,6 +329,10 @@ fn read_content(message_type: &str, raw: &Value) -> MessageContent {
         "order" => details.map(|d| MessageContent::Order {
             item_count: list(d, "product_items").len(),
             text: str_field(d, "text").filter(|t| !t.is_empty()),
+            items: list(d, "product_items")
+                .iter()
+                .filter_map(read_order_item)
+                .collect(),
         }),
         "edit" => details.and_then(|d| {
             Some(MessageContent::Edit {
@@ -408,6 +409,35 @@ fn edited_text(message: &Value) -> Option<String> {
     let kind = str_field(message, "type")?;
     let details = message.get(kind.as_str())?;
     str_field(details, "body").or_else(|| str_field(details, "caption"))
+}
+
+/// A contact card with a formatted name; its phone numbers as written.
+fn read_contact_card(card: &Value) -> Option<ContactCard> {
+    let name = card
+        .get("name")
+        .and_then(|n| str_field(n, "formatted_name"))?;
+    let phones = list(card, "phones")
+        .iter()
+        .filter_map(|phone| str_field(phone, "phone").or_else(|| str_field(phone, "wa_id")))
+        .collect();
+    Some(ContactCard { name, phones })
+}
+
+/// An ordered product; numbers Meta may send as numbers or as text are kept as text.
+fn read_order_item(item: &Value) -> Option<OrderItem> {
+    let text = |key: &str| -> Option<String> {
+        match item.get(key)? {
+            Value::String(text) => Some(text.clone()),
+            Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        }
+    };
+    Some(OrderItem {
+        product_retailer_id: text("product_retailer_id")?,
+        quantity: text("quantity"),
+        item_price: text("item_price"),
+        currency: text("currency"),
+    })
 }
 
 fn read_status(raw: &Value, phone_number_id: &str) -> Option<StatusUpdate> {
@@ -616,20 +646,33 @@ mod tests {
             }
         );
         let contacts = content(json!({"from": "1", "id": "w", "type": "contacts",
-            "contacts": [{"name": {"formatted_name": "A B"}}, {"name": {"first_name": "C"}}]}));
+            "contacts": [{"name": {"formatted_name": "A B"},
+                          "phones": [{"phone": "+1 555 0100", "type": "CELL"}, {"wa_id": "15550101"}, {}]},
+                         {"name": {"first_name": "C"}}]}));
         assert_eq!(
             contacts,
             MessageContent::Contacts {
-                names: vec!["A B".into()]
+                names: vec!["A B".into()],
+                cards: vec![ContactCard {
+                    name: "A B".into(),
+                    phones: vec!["+1 555 0100".into(), "15550101".into()]
+                }]
             }
         );
         let order = content(json!({"from": "1", "id": "w", "type": "order",
-            "order": {"text": "", "product_items": [{}, {}]}}));
+            "order": {"text": "", "product_items": [{}, {"product_retailer_id": "SKU-1",
+                "quantity": 2, "item_price": "9.90", "currency": "EUR"}]}}));
         assert_eq!(
             order,
             MessageContent::Order {
                 item_count: 2,
-                text: None
+                text: None,
+                items: vec![OrderItem {
+                    product_retailer_id: "SKU-1".into(),
+                    quantity: Some("2".into()),
+                    item_price: Some("9.90".into()),
+                    currency: Some("EUR".into())
+                }]
             }
         );
         let edit = content(
