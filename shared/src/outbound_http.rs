@@ -89,7 +89,7 @@ pub(crate) async fn send(
 /// A failure described by its causes, without the URL: reqwest's own message is generic
 /// ("error sending request"), the cause is in the chain. Only a failure to connect (or to build
 /// the request) surely sent nothing; any other may have reached the API.
-fn call_error(error: reqwest::Error) -> CallError {
+pub(crate) fn call_error(error: reqwest::Error) -> CallError {
     let sent_nothing = error.is_connect() || error.is_builder();
     let timed_out = error.is_timeout();
     let detail = describe(error);

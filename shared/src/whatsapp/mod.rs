@@ -1,7 +1,9 @@
 //! The WhatsApp port (Meta's Graph API as the processor uses it) and its HTTP adapter
-//! ([`graph`]), plus the splitting of long answers into messages WhatsApp accepts.
+//! ([`graph`]), the downloading of the media users send ([`media`]), plus the splitting of long
+//! answers into messages WhatsApp accepts.
 
 pub mod graph;
+pub mod media;
 pub mod split;
 
 use std::future::Future;

@@ -48,6 +48,8 @@ pub struct Canned {
     pub headers: Vec<(String, String)>,
     /// The JSON body.
     pub body: serde_json::Value,
+    /// A body of raw bytes with its content type, sent instead of the JSON one when set.
+    pub raw: Option<(String, Vec<u8>)>,
     /// How long to wait before answering.
     pub delay: Duration,
 }
@@ -59,7 +61,16 @@ impl Canned {
             status,
             headers: Vec::new(),
             body,
+            raw: None,
             delay: Duration::ZERO,
+        }
+    }
+
+    /// An answer with `status` and `bytes` of `content_type` as its body (a file, say).
+    pub fn bytes(status: u16, content_type: &str, bytes: Vec<u8>) -> Self {
+        Self {
+            raw: Some((content_type.to_owned(), bytes)),
+            ..Self::json(status, serde_json::Value::Null)
         }
     }
 
@@ -175,11 +186,16 @@ async fn answer(
     if !canned.delay.is_zero() {
         tokio::time::sleep(canned.delay).await;
     }
-    let mut response = (
-        StatusCode::from_u16(canned.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        axum::Json(canned.body),
-    )
-        .into_response();
+    let status = StatusCode::from_u16(canned.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = match canned.raw {
+        Some((content_type, bytes)) => (
+            status,
+            [(axum::http::header::CONTENT_TYPE, content_type)],
+            bytes,
+        )
+            .into_response(),
+        None => (status, axum::Json(canned.body)).into_response(),
+    };
     for (name, value) in canned.headers {
         if let (Ok(name), Ok(value)) = (
             axum::http::HeaderName::from_bytes(name.as_bytes()),

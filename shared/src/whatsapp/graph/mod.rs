@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+mod media;
+
 use super::{Recipient, WhatsApp, WhatsAppError};
 use crate::outbound_http::{self, CallError};
 use crate::privacy::mask;
@@ -101,6 +103,11 @@ impl<S> GraphApi<S> {
     /// `{base_url}/{api_version}/{phone_number_id}/messages`, each segment percent-encoded so
     /// that an id cannot change the path.
     fn messages_url(&self, phone_number_id: &str) -> Result<Url, WhatsAppError> {
+        self.graph_url(&[phone_number_id, "messages"])
+    }
+
+    /// `{base_url}/{api_version}/{segments…}`, each segment percent-encoded.
+    fn graph_url(&self, segments: &[&str]) -> Result<Url, WhatsAppError> {
         let invalid = || {
             WhatsAppError::Transport(format!(
                 "the Graph API base URL {:?} is not a valid http(s) URL",
@@ -112,8 +119,7 @@ impl<S> GraphApi<S> {
             .map_err(|()| invalid())?
             .pop_if_empty()
             .push(self.settings.api_version.trim_matches('/'))
-            .push(phone_number_id)
-            .push("messages");
+            .extend(segments);
         Ok(url)
     }
 
