@@ -25,6 +25,7 @@ pub mod retry;
 pub mod secrets;
 pub mod storm;
 pub mod telemetry;
+pub mod transcription;
 pub mod whatsapp;
 
 /// Loads the AWS configuration from the environment, with `timeouts` for every client built

@@ -57,6 +57,9 @@ pub struct AppSecrets {
     /// `LLM_API_KEY`: the LLM provider's API key.
     #[serde(rename = "LLM_API_KEY", default)]
     pub llm_api_key: Option<SecretString>,
+    /// `TRANSCRIPTION_API_KEY`: the transcription provider's key, when it is not the LLM's.
+    #[serde(rename = "TRANSCRIPTION_API_KEY", default)]
+    pub transcription_api_key: Option<SecretString>,
 }
 
 impl AppSecrets {
@@ -79,6 +82,7 @@ impl AppSecrets {
             &mut secrets.meta_verify_token,
             &mut secrets.meta_access_token,
             &mut secrets.llm_api_key,
+            &mut secrets.transcription_api_key,
         ] {
             if field.as_ref().is_some_and(|s| s.expose().trim().is_empty()) {
                 *field = None;
