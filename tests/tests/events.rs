@@ -205,6 +205,22 @@ async fn every_sample_runs_through_its_functions_binary() {
     }
 }
 
+/// A signed delivery of one text message beyond ASCII, with id `id`.
+fn delivery(id: &str) -> Vec<u8> {
+    format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"changes":[{{"field":"messages","value":{{"metadata":{{"phone_number_id":"PNID"}},"messages":[{{"from":"15551234567","id":"{id}","timestamp":"1700000000","type":"text","text":{{"body":"Olá 👋"}}}}]}}}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+/// The signature header Meta would send with `body`, signed with the local app secret.
+fn signed(body: &[u8]) -> Vec<(String, String)> {
+    vec![(
+        "X-Hub-Signature-256".to_owned(),
+        shared::meta::signature::sign(body, b"local-app-secret"),
+    )]
+}
+
 /// The webhook's binary answers a Lambda function URL's events (the `FunctionUrl` front door)
 /// exactly as API Gateway's: the same signed bytes, as text or base64, reach the same queue, and
 /// the handshake and a bad signature get the same answers.
@@ -218,18 +234,6 @@ async fn the_webhook_binary_answers_a_function_url_as_it_answers_api_gateway() {
     )
     .await;
     let webhook = start(&stack, "webhook", "WebhookFunction", &[]).await;
-    let delivery = |id: &str| {
-        format!(
-            r#"{{"object":"whatsapp_business_account","entry":[{{"changes":[{{"field":"messages","value":{{"metadata":{{"phone_number_id":"PNID"}},"messages":[{{"from":"15551234567","id":"{id}","timestamp":"1700000000","type":"text","text":{{"body":"Olá 👋"}}}}]}}}}]}}]}}"#
-        )
-        .into_bytes()
-    };
-    let signed = |body: &[u8]| {
-        vec![(
-            "X-Hub-Signature-256".to_owned(),
-            shared::meta::signature::sign(body, b"local-app-secret"),
-        )]
-    };
     let mut sent = Vec::new();
     for (shape, base64) in [("api", false), ("url", false), ("url", true)] {
         let id = format!("wamid.{shape}.{base64}");

@@ -194,7 +194,7 @@ fn deployment(template: &Template, parameters: &[(&str, &str)]) -> Resolver {
 }
 
 /// What a deployment grants on the webhook function: (action, principal, the grant's limit).
-fn webhook_grants(template: &Template, resolver: &Resolver) -> BTreeSet<(String, String, String)> {
+fn webhook_grants(template: &Template, resolver: &Resolver) -> BTreeSet<Grant> {
     let existing = template.existing_resources(&resolver.conditions);
     template
         .resources_of_type("AWS::Lambda::Permission")
@@ -220,6 +220,44 @@ fn webhook_grants(template: &Template, resolver: &Resolver) -> BTreeSet<(String,
         .collect()
 }
 
+type Grant = (String, String, String);
+
+/// What a deployment with front door `door` must have: the front door's logical id, the
+/// `WebhookUrl` it gives under [`deployment`]'s made-up ids, and the grants on the webhook.
+fn expected_front_door(door: &str) -> (&'static str, &'static str, BTreeSet<Grant>) {
+    let grant = |action: &str, principal: &str, limit: &str| -> Grant {
+        (action.to_owned(), principal.to_owned(), limit.to_owned())
+    };
+    let api_arn = "SourceArn=arn:aws:execute-api:us-east-1:123456789012:abc123/*";
+    match door {
+        "ApiGateway" => (
+            "HttpApi",
+            "https://abc123.execute-api.us-east-1.amazonaws.com/webhook",
+            BTreeSet::from([
+                grant(
+                    "lambda:InvokeFunction",
+                    "apigateway.amazonaws.com",
+                    &format!("{api_arn}/GET/webhook"),
+                ),
+                grant(
+                    "lambda:InvokeFunction",
+                    "apigateway.amazonaws.com",
+                    &format!("{api_arn}/POST/webhook"),
+                ),
+            ]),
+        ),
+        _ => (
+            "WebhookFunctionUrl",
+            "https://xyz789.lambda-url.us-east-1.on.aws/webhook",
+            // Public, but only through the URL: "*" may never invoke the function directly.
+            BTreeSet::from([
+                grant("lambda:InvokeFunctionUrl", "*", "FunctionUrlAuthType=NONE"),
+                grant("lambda:InvokeFunction", "*", "InvokedViaFunctionUrl=true"),
+            ]),
+        ),
+    }
+}
+
 #[test]
 fn each_front_door_deploys_alone_and_the_webhook_url_points_at_it() {
     let template = Template::load();
@@ -230,10 +268,6 @@ fn each_front_door_deploys_alone_and_the_webhook_url_points_at_it() {
         Some("ApiGateway"),
         "API Gateway stays the default"
     );
-    let api_arn = "arn:aws:execute-api:us-east-1:123456789012:abc123/*";
-    let grant = |action: &str, principal: &str, limit: String| {
-        (action.to_owned(), principal.to_owned(), limit)
-    };
     for door in &doors {
         let resolver = deployment(&template, &[("WebhookFrontDoor", door)]);
         let existing = template.existing_resources(&resolver.conditions);
@@ -246,41 +280,7 @@ fn each_front_door_deploys_alone_and_the_webhook_url_points_at_it() {
             &resolver.conditions,
         )
         .and_then(|value| resolver.resolve(&value));
-        let (front_door, expected_url, expected_grants) = match door.as_str() {
-            "ApiGateway" => (
-                "HttpApi",
-                "https://abc123.execute-api.us-east-1.amazonaws.com/webhook",
-                BTreeSet::from([
-                    grant(
-                        "lambda:InvokeFunction",
-                        "apigateway.amazonaws.com",
-                        format!("SourceArn={api_arn}/GET/webhook"),
-                    ),
-                    grant(
-                        "lambda:InvokeFunction",
-                        "apigateway.amazonaws.com",
-                        format!("SourceArn={api_arn}/POST/webhook"),
-                    ),
-                ]),
-            ),
-            _ => (
-                "WebhookFunctionUrl",
-                "https://xyz789.lambda-url.us-east-1.on.aws/webhook",
-                // Public, but only through the URL: "*" may never invoke the function directly.
-                BTreeSet::from([
-                    grant(
-                        "lambda:InvokeFunctionUrl",
-                        "*",
-                        "FunctionUrlAuthType=NONE".into(),
-                    ),
-                    grant(
-                        "lambda:InvokeFunction",
-                        "*",
-                        "InvokedViaFunctionUrl=true".into(),
-                    ),
-                ]),
-            ),
-        };
+        let (front_door, expected_url, expected_grants) = expected_front_door(door);
         assert_eq!(front_doors, [front_door], "{door}");
         assert_eq!(url.as_deref(), Some(expected_url), "{door}");
         assert_eq!(
