@@ -301,6 +301,40 @@ fn each_front_door_deploys_alone_and_the_webhook_url_points_at_it() {
     );
 }
 
+/// The API's routes: GET and POST /webhook, proxied to the webhook as payload 2.0, which the
+/// webhook reads.
+#[test]
+fn the_api_routes_get_and_post_webhook_to_the_webhook() {
+    let template = Template::load();
+    let paths = template.properties("HttpApi")["DefinitionBody"]["paths"]
+        .as_mapping()
+        .unwrap();
+    assert_eq!(
+        paths.keys().filter_map(Value::as_str).collect::<Vec<_>>(),
+        ["/webhook"]
+    );
+    let methods = paths.values().next().unwrap().as_mapping().unwrap();
+    assert_eq!(
+        methods.keys().filter_map(Value::as_str).collect::<Vec<_>>(),
+        ["get", "post"]
+    );
+    for integration in methods
+        .values()
+        .map(|m| &m["x-amazon-apigateway-integration"])
+    {
+        assert_eq!(integration["type"].as_str(), Some("aws_proxy"));
+        assert_eq!(integration["payloadFormatVersion"].as_str(), Some("2.0"));
+        assert_eq!(
+            references(&integration["uri"]),
+            [
+                ("Sub".to_owned(), "AWS::Partition".to_owned()),
+                ("Sub".to_owned(), "AWS::Region".to_owned()),
+                ("Sub".to_owned(), "WebhookFunction".to_owned())
+            ]
+        );
+    }
+}
+
 #[test]
 fn under_each_front_door_every_reference_in_effect_points_at_a_resource_that_exists() {
     let template = Template::load();
