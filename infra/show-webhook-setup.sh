@@ -51,6 +51,13 @@ resolve_target 1
 url=$(stack_output WebhookUrl)
 secret_arn=$(stack_output SecretArn)
 
+# The template's WebhookFrontDoor parameter decides which of the two serves the URL.
+case "$url" in
+  *.lambda-url.*) front_door="a Lambda function URL (WebhookFrontDoor=FunctionUrl)" ;;
+  *.execute-api.*) front_door="API Gateway (WebhookFrontDoor=ApiGateway)" ;;
+  *) front_door="unknown (neither API Gateway nor a Lambda function URL)" ;;
+esac
+
 # The secret's JSON goes from the AWS CLI to python through a pipe; only the verify token
 # comes out.
 verify_token=$(
@@ -75,6 +82,9 @@ In Meta's App Dashboard, open WhatsApp > Configuration, and under Webhook press 
 
   Callback URL:  $url
   Verify token:  $verify_token
+
+The URL is served by $front_door. A deploy that changes WebhookFrontDoor
+changes the URL: enter the new one here again.
 
 Press "Verify and save": Meta calls the URL once with the token, and the webhook answers.
 Then, under "Webhook fields", subscribe to: messages

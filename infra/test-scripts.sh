@@ -323,6 +323,14 @@ expect "show-webhook-setup: exits 0" test "$status" = 0
 expect "show-webhook-setup: prints the callback URL and the verify token" \
   eval 'contains "$out" "Callback URL:  $FAKE_WEBHOOK_URL" && contains "$out" "Verify token:  $generated_token"'
 expect "show-webhook-setup: says to subscribe to messages" eval 'contains "$out" "subscribe to: messages"'
+expect "show-webhook-setup: names API Gateway as the front door" \
+  eval 'contains "$out" "served by API Gateway (WebhookFrontDoor=ApiGateway)"'
+
+reset
+export FAKE_WEBHOOK_URL="https://x7kq2m4pz5vbn3rj6ltc8dyh0wfs1aeu.lambda-url.us-east-1.on.aws/webhook"
+run "${show[@]}"
+expect "show-webhook-setup: with WebhookFrontDoor=FunctionUrl, prints the function URL's callback" \
+  eval 'test "$status" = 0 && contains "$out" "Callback URL:  $FAKE_WEBHOOK_URL" && contains "$out" "served by a Lambda function URL (WebhookFrontDoor=FunctionUrl)"'
 
 reset '{"META_APP_SECRET":"'"$app_secret"'","META_ACCESS_TOKEN":"'"$access_token"'","LLM_API_KEY":"'"$llm_key"'","META_VERIFY_TOKEN":"'"$verify_token"'"}'
 run "${show[@]}" --config-env prod

@@ -13,5 +13,5 @@ pub mod runtime;
 pub mod template;
 
 pub use template::{
-    PSEUDO_PARAMETERS, Resolver, Template, intrinsic, references, scalar, sub_variables,
+    PSEUDO_PARAMETERS, Resolver, Template, chosen, intrinsic, references, scalar, sub_variables,
 };

@@ -57,10 +57,7 @@ impl Stack {
         ] {
             resolver.refs.insert(name.to_owned(), value);
         }
-        resolver.conditions.insert(
-            "HasReplyTo".to_owned(),
-            !resolver.refs["AlertReplyToEmail"].is_empty(),
-        );
+        resolver.evaluate_conditions(&template);
 
         let mut stack = Self {
             template,

@@ -348,6 +348,43 @@ pub fn http_api_event(
     event
 }
 
+/// The id of the local stack's function URL, as Lambda would generate it.
+pub const LOCAL_FUNCTION_URL_ID: &str = "localfunctionurl0000000000000000";
+
+/// A Lambda function URL event for a request, as the webhook receives it behind the
+/// `FunctionUrl` front door: payload 2.0 like [`http_api_event`], with the function URL's
+/// sentinels (`routeKey` and `stage` `$default`, `accountId` `anonymous` under `AuthType` NONE),
+/// its host, and the fields Lambda sends as `null`. A body that is not UTF-8 is base64-encoded,
+/// and so is any body when `force_base64` is set.
+pub fn function_url_event(
+    method: &str,
+    path: &str,
+    raw_query: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    force_base64: bool,
+) -> Value {
+    let mut event = http_api_event(method, path, raw_query, headers, body);
+    if force_base64 && !body.is_empty() {
+        event["body"] = Value::from(base64::engine::general_purpose::STANDARD.encode(body));
+        event["isBase64Encoded"] = Value::from(true);
+    }
+    let host = format!("{LOCAL_FUNCTION_URL_ID}.lambda-url.us-east-1.on.aws");
+    event["routeKey"] = Value::from("$default");
+    event["headers"]["host"] = Value::from(host.clone());
+    event["headers"]["x-forwarded-proto"] = Value::from("https");
+    event["pathParameters"] = Value::Null;
+    event["stageVariables"] = Value::Null;
+    let context = &mut event["requestContext"];
+    context["accountId"] = Value::from("anonymous");
+    context["apiId"] = Value::from(LOCAL_FUNCTION_URL_ID);
+    context["authentication"] = Value::Null;
+    context["domainName"] = Value::from(host);
+    context["domainPrefix"] = Value::from(LOCAL_FUNCTION_URL_ID);
+    context["routeKey"] = Value::from("$default");
+    event
+}
+
 /// An HTTP answer read from an API Gateway (payload 2.0) response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpAnswer {
@@ -459,6 +496,24 @@ mod tests {
         assert_eq!(
             (answer.status, answer.body.as_slice()),
             (200, b"ok".as_slice())
+        );
+        let url = function_url_event("POST", "/webhook", "", &[], b"hi", true);
+        assert_eq!(
+            (&url["body"], &url["isBase64Encoded"]),
+            (&json!("aGk="), &json!(true))
+        );
+        assert_eq!(url["routeKey"], "$default");
+        assert_eq!(url["requestContext"]["routeKey"], "$default");
+        assert_eq!(url["requestContext"]["http"]["method"], "POST");
+        assert!(
+            url["headers"]["host"]
+                .as_str()
+                .unwrap()
+                .ends_with(".lambda-url.us-east-1.on.aws")
+        );
+        assert_eq!(
+            function_url_event("POST", "/webhook", "", &[], b"hi", false)["body"],
+            "hi"
         );
         let encoded =
             http_answer(&json!({"statusCode": 401, "body": "aGk=", "isBase64Encoded": true}));

@@ -89,6 +89,72 @@ impl Template {
     pub fn parameter_default(&self, name: &str) -> Option<String> {
         scalar(self.root["Parameters"].get(name)?.get("Default")?)
     }
+
+    /// A parameter's allowed values, as text (empty when it lists none).
+    pub fn allowed_values(&self, name: &str) -> Vec<String> {
+        self.root["Parameters"]
+            .get(name)
+            .and_then(|p| p.get("AllowedValues"))
+            .and_then(Value::as_sequence)
+            .map(|values| values.iter().filter_map(scalar).collect())
+            .unwrap_or_default()
+    }
+
+    /// The logical ids of the resources CloudFormation creates under `conditions`: those without
+    /// a `Condition`, and those whose condition is true. A condition missing from `conditions`
+    /// counts as false.
+    pub fn existing_resources(&self, conditions: &BTreeMap<String, bool>) -> BTreeSet<String> {
+        self.root["Resources"]
+            .as_mapping()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, r)| {
+                        r.get("Condition")
+                            .and_then(Value::as_str)
+                            .is_none_or(|c| conditions.get(c).copied().unwrap_or(false))
+                    })
+                    .filter_map(|(k, _)| k.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// `value` as CloudFormation deploys it under `conditions`: every `Fn::If` replaced by the
+/// branch its condition chooses, and every `Ref AWS::NoValue` left out (`None` when `value`
+/// itself is left out). Other intrinsic functions are kept, their arguments chosen likewise.
+pub fn chosen(value: &Value, conditions: &BTreeMap<String, bool>) -> Option<Value> {
+    if let Some((function, argument)) = intrinsic(value) {
+        match function.as_str() {
+            "If" => {
+                let parts = argument.as_sequence()?;
+                let condition = parts.first().and_then(Value::as_str)?;
+                let pick = if conditions.get(condition).copied()? {
+                    1
+                } else {
+                    2
+                };
+                return chosen(parts.get(pick)?, conditions);
+            }
+            "Ref" if argument.as_str() == Some("AWS::NoValue") => return None,
+            _ => {}
+        }
+    }
+    match value {
+        Value::Mapping(map) => Some(Value::Mapping(
+            map.iter()
+                .filter_map(|(k, v)| Some((k.clone(), chosen(v, conditions)?)))
+                .collect(),
+        )),
+        Value::Sequence(items) => Some(Value::Sequence(
+            items.iter().filter_map(|v| chosen(v, conditions)).collect(),
+        )),
+        Value::Tagged(tagged) => Some(Value::Tagged(Box::new(serde_norway::value::TaggedValue {
+            tag: tagged.tag.clone(),
+            value: chosen(&tagged.value, conditions)?,
+        }))),
+        other => Some(other.clone()),
+    }
 }
 
 /// The intrinsic function a value calls, as (name, argument), for both the short (`!Ref x`) and
@@ -280,6 +346,55 @@ impl Resolver {
         }
     }
 
+    /// Evaluates every condition of `template`'s `Conditions` section against the parameters
+    /// and pseudo parameters in [`Resolver::refs`], into [`Resolver::conditions`]. A condition
+    /// that cannot be evaluated (an unknown function or value) is left out.
+    pub fn evaluate_conditions(&mut self, template: &Template) {
+        let Some(definitions) = template.root["Conditions"].as_mapping() else {
+            return;
+        };
+        // Conditions may name one another in any order: evaluate until nothing more can be.
+        loop {
+            let mut progress = false;
+            for (name, definition) in definitions {
+                let Some(name) = name.as_str() else { continue };
+                if self.conditions.contains_key(name) {
+                    continue;
+                }
+                if let Some(value) = self.condition(definition) {
+                    self.conditions.insert(name.to_owned(), value);
+                    progress = true;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    /// The value of a condition function (`Equals`, `Not`, `And`, `Or`, `Condition`).
+    pub fn condition(&self, value: &Value) -> Option<bool> {
+        let (function, argument) = intrinsic(value)?;
+        let all = |items: &Value| -> Option<Vec<bool>> {
+            items
+                .as_sequence()?
+                .iter()
+                .map(|c| self.condition(c))
+                .collect()
+        };
+        match function.as_str() {
+            "Equals" => {
+                let parts = argument.as_sequence()?;
+                Some(self.resolve(parts.first()?)? == self.resolve(parts.get(1)?)?)
+            }
+            "Not" => Some(!self.condition(argument.as_sequence()?.first()?)?),
+            "And" => Some(all(argument)?.into_iter().all(|c| c)),
+            "Or" => Some(all(argument)?.into_iter().any(|c| c)),
+            "Condition" => self.conditions.get(argument.as_str()?).copied(),
+            _ => None,
+        }
+    }
+
     fn resolve_list(&self, value: &Value) -> Option<Vec<String>> {
         match intrinsic(value) {
             Some((function, argument)) if function == "Split" => {
@@ -365,5 +480,53 @@ mod tests {
         assert_eq!(resolver.resolve(&items[1]).as_deref(), Some("arn:q"));
         assert_eq!(resolver.resolve(&items[2]), None);
         assert_eq!(resolver.resolve(&items[3]).as_deref(), Some("25"));
+    }
+
+    #[test]
+    fn evaluates_conditions_and_chooses_branches() {
+        let template = Template {
+            root: serde_norway::from_str(
+                r#"
+                Conditions:
+                  Both: !And [!Condition IsA, !Not [!Equals [!Ref Count, "0"]]]
+                  IsA: !Equals [!Ref Door, A]
+                  Either: {"Fn::Or": [{"Condition": "IsA"}, {"Fn::Equals": [!Ref Door, B]}]}
+                  Unknown: !Equals [!Ref Missing, x]
+                Resources:
+                  Always: {Type: X}
+                  OnlyA: {Type: X, Condition: IsA}
+                  OnlyB: {Type: X, Condition: Unknown}
+                "#,
+            )
+            .unwrap(),
+        };
+        let mut resolver = Resolver::default();
+        resolver.refs.insert("Door".into(), "A".into());
+        resolver.refs.insert("Count".into(), "5".into());
+        resolver.evaluate_conditions(&template);
+        let expected = BTreeMap::from([
+            ("Both".to_owned(), true),
+            ("IsA".to_owned(), true),
+            ("Either".to_owned(), true),
+        ]);
+        assert_eq!(resolver.conditions, expected);
+        assert_eq!(
+            template.existing_resources(&resolver.conditions),
+            BTreeSet::from(["Always".to_owned(), "OnlyA".to_owned()])
+        );
+
+        let value: Value = serde_norway::from_str(
+            r#"
+            a: !If [IsA, !Ref Yes, !Ref No]
+            b: !If [Both, !Ref AWS::NoValue, kept]
+            c: [!Sub "${X}", !If [IsA, !Ref AWS::NoValue, dropped]]
+            "#,
+        )
+        .unwrap();
+        let chosen = chosen(&value, &resolver.conditions).unwrap();
+        let names: Vec<String> = references(&chosen).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(names, ["Yes", "X"]);
+        assert!(chosen.get("b").is_none());
+        assert_eq!(chosen["c"].as_sequence().map(Vec::len), Some(1));
     }
 }

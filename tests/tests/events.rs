@@ -13,7 +13,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use local_stack::resources::Stack;
-use local_stack::runtime::{FunctionSpec, InvokeError, LambdaFunction, binaries_dir, http_answer};
+use local_stack::runtime::{
+    FunctionSpec, InvokeError, LambdaFunction, binaries_dir, function_url_event, http_answer,
+    http_api_event,
+};
 use serde_json::{Value, json};
 use testkit::http_recorder;
 
@@ -45,6 +48,10 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
         ),
         ("webhook/text-message.json", Expect::Http(200, None)),
         ("webhook/text-message-base64.json", Expect::Http(200, None)),
+        (
+            "webhook/function-url-text-message.json",
+            Expect::Http(200, None),
+        ),
         (
             "webhook/bad-signature.json",
             Expect::Http(401, Some("invalid signature")),
@@ -163,7 +170,7 @@ async fn every_sample_runs_through_its_functions_binary() {
         check(sample, &expect, runner.invoke(&event, TIMEOUT).await);
         ran += 1;
     }
-    assert_eq!(ran, 10);
+    assert_eq!(ran, 11);
 
     // The processor's samples were answered through the stand-ins: one reply per burst.
     let replies: Vec<Value> = meta
@@ -183,7 +190,7 @@ async fn every_sample_runs_through_its_functions_binary() {
     assert_eq!(
         queued.len(),
         1,
-        "the base64 sample carries the same message id: deduplicated"
+        "the base64 and function URL samples carry the same message id: deduplicated"
     );
     // The alerter's samples were mailed, the failed invocation's alarm too.
     let mails = testkit::mail::sent_mails_to(&oncall).await;
@@ -196,6 +203,85 @@ async fn every_sample_runs_through_its_functions_binary() {
     for function in &functions {
         function.stop().await;
     }
+}
+
+/// A signed delivery of one text message beyond ASCII, with id `id`.
+fn delivery(id: &str) -> Vec<u8> {
+    format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"changes":[{{"field":"messages","value":{{"metadata":{{"phone_number_id":"PNID"}},"messages":[{{"from":"15551234567","id":"{id}","timestamp":"1700000000","type":"text","text":{{"body":"Olá 👋"}}}}]}}}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+/// The signature header Meta would send with `body`, signed with the local app secret.
+fn signed(body: &[u8]) -> Vec<(String, String)> {
+    vec![(
+        "X-Hub-Signature-256".to_owned(),
+        shared::meta::signature::sign(body, b"local-app-secret"),
+    )]
+}
+
+/// The webhook's binary answers a Lambda function URL's events (the `FunctionUrl` front door)
+/// exactly as API Gateway's: the same signed bytes, as text or base64, reach the same queue, and
+/// the handshake and a bad signature get the same answers.
+#[tokio::test]
+async fn the_webhook_binary_answers_a_function_url_as_it_answers_api_gateway() {
+    let aws = testkit::moto_config().await;
+    let stack = Stack::create(
+        aws.clone(),
+        &testkit::unique_name("wa-url"),
+        "o@example.com",
+    )
+    .await;
+    let webhook = start(&stack, "webhook", "WebhookFunction", &[]).await;
+    let mut sent = Vec::new();
+    for (shape, base64) in [("api", false), ("url", false), ("url", true)] {
+        let id = format!("wamid.{shape}.{base64}");
+        let body = delivery(&id);
+        let event = |headers: &[(String, String)]| match shape {
+            "api" => http_api_event("POST", "/webhook", "", headers, &body),
+            _ => function_url_event("POST", "/webhook", "", headers, &body, base64),
+        };
+        let answer = http_answer(
+            &webhook
+                .invoke(&event(&signed(&body)), TIMEOUT)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(answer.status, 200, "{id}: {answer:?}");
+        let refused = http_answer(&webhook.invoke(&event(&[]), TIMEOUT).await.unwrap());
+        assert_eq!(
+            (refused.status, refused.body.as_slice()),
+            (401, b"invalid signature".as_slice()),
+            "{id}"
+        );
+        sent.push(id);
+    }
+    let query = "hub.mode=subscribe&hub.verify_token=local-verify-token&hub.challenge=31415";
+    let handshake = function_url_event("GET", "/webhook", query, &[], b"", false);
+    let answer = http_answer(&webhook.invoke(&handshake, TIMEOUT).await.unwrap());
+    assert_eq!(
+        (answer.status, answer.body.as_slice()),
+        (200, b"31415".as_slice())
+    );
+
+    let queued = testkit::drain(
+        &aws_sdk_sqs::Client::new(&aws),
+        &stack.resolver.refs["InboundQueue"],
+    )
+    .await;
+    let mut ids: Vec<String> = queued
+        .iter()
+        .map(|m| {
+            let body: Value = serde_json::from_str(&m.body).unwrap();
+            assert_eq!(body["content"]["body"], "Olá 👋", "{body}");
+            body["id"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    ids.sort();
+    sent.sort();
+    assert_eq!(ids, sent);
+    webhook.stop().await;
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use local_stack::{PSEUDO_PARAMETERS, Template, intrinsic, references, scalar};
+use local_stack::{PSEUDO_PARAMETERS, Resolver, Template, chosen, intrinsic, references, scalar};
 use serde_norway::Value;
 
 /// Variables Lambda sets itself; a template must not set them.
@@ -153,6 +153,328 @@ fn every_parameter_is_used() {
             "the parameter {parameter} is never used"
         );
     }
+}
+
+/// The resource types that can receive Meta's webhooks.
+const FRONT_DOOR_TYPES: [&str; 3] = [
+    "AWS::Serverless::HttpApi",
+    "AWS::ApiGatewayV2::Api",
+    "AWS::Lambda::Url",
+];
+
+/// How the template resolves when deployed with its defaults and `parameters`, with made-up
+/// physical ids for the front doors and the webhook.
+fn deployment(template: &Template, parameters: &[(&str, &str)]) -> Resolver {
+    let mut resolver = Resolver::default();
+    for name in template.names("Parameters") {
+        if let Some(default) = template.parameter_default(&name) {
+            resolver.refs.insert(name, default);
+        }
+    }
+    for (name, value) in [
+        ("AWS::Region", "us-east-1"),
+        ("AWS::URLSuffix", "amazonaws.com"),
+        ("AWS::AccountId", "123456789012"),
+        ("AWS::Partition", "aws"),
+        ("AWS::StackName", "wa"),
+        ("HttpApi", "abc123"),
+        ("WebhookFunction", "wa-webhook"),
+    ]
+    .into_iter()
+    .chain(parameters.iter().copied())
+    {
+        resolver.refs.insert(name.to_owned(), value.to_owned());
+    }
+    resolver.attributes.insert(
+        "WebhookFunctionUrl.FunctionUrl".to_owned(),
+        "https://xyz789.lambda-url.us-east-1.on.aws/".to_owned(),
+    );
+    resolver.evaluate_conditions(template);
+    resolver
+}
+
+/// What a deployment grants on the webhook function: (action, principal, the grant's limit).
+fn webhook_grants(template: &Template, resolver: &Resolver) -> BTreeSet<Grant> {
+    let existing = template.existing_resources(&resolver.conditions);
+    template
+        .resources_of_type("AWS::Lambda::Permission")
+        .into_iter()
+        .filter(|p| existing.contains(p))
+        .filter_map(|permission| {
+            let properties =
+                chosen(template.properties(&permission), &resolver.conditions).unwrap();
+            let function = resolver.resolve(&properties["FunctionName"])?;
+            (function == "wa-webhook").then(|| {
+                let limit = ["SourceArn", "FunctionUrlAuthType", "InvokedViaFunctionUrl"]
+                    .iter()
+                    .filter_map(|key| {
+                        let value = resolver.resolve(properties.get(*key)?)?;
+                        Some(format!("{key}={value}"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let text = |key: &str| resolver.resolve(&properties[key]).unwrap_or_default();
+                (text("Action"), text("Principal"), limit)
+            })
+        })
+        .collect()
+}
+
+type Grant = (String, String, String);
+
+/// What a deployment with front door `door` must have: the front door's logical id, the
+/// `WebhookUrl` it gives under [`deployment`]'s made-up ids, and the grants on the webhook.
+fn expected_front_door(door: &str) -> (&'static str, &'static str, BTreeSet<Grant>) {
+    let grant = |action: &str, principal: &str, limit: &str| -> Grant {
+        (action.to_owned(), principal.to_owned(), limit.to_owned())
+    };
+    let api_arn = "SourceArn=arn:aws:execute-api:us-east-1:123456789012:abc123/*";
+    match door {
+        "ApiGateway" => (
+            "HttpApi",
+            "https://abc123.execute-api.us-east-1.amazonaws.com/webhook",
+            BTreeSet::from([
+                grant(
+                    "lambda:InvokeFunction",
+                    "apigateway.amazonaws.com",
+                    &format!("{api_arn}/GET/webhook"),
+                ),
+                grant(
+                    "lambda:InvokeFunction",
+                    "apigateway.amazonaws.com",
+                    &format!("{api_arn}/POST/webhook"),
+                ),
+            ]),
+        ),
+        _ => (
+            "WebhookFunctionUrl",
+            "https://xyz789.lambda-url.us-east-1.on.aws/webhook",
+            // Public, but only through the URL: "*" may never invoke the function directly.
+            BTreeSet::from([
+                grant("lambda:InvokeFunctionUrl", "*", "FunctionUrlAuthType=NONE"),
+                grant("lambda:InvokeFunction", "*", "InvokedViaFunctionUrl=true"),
+            ]),
+        ),
+    }
+}
+
+#[test]
+fn each_front_door_deploys_alone_and_the_webhook_url_points_at_it() {
+    let template = Template::load();
+    let doors = template.allowed_values("WebhookFrontDoor");
+    assert_eq!(doors, ["ApiGateway", "FunctionUrl"]);
+    assert_eq!(
+        template.parameter_default("WebhookFrontDoor").as_deref(),
+        Some("ApiGateway"),
+        "API Gateway stays the default"
+    );
+    for door in &doors {
+        let resolver = deployment(&template, &[("WebhookFrontDoor", door)]);
+        let existing = template.existing_resources(&resolver.conditions);
+        let front_doors: Vec<&String> = existing
+            .iter()
+            .filter(|r| FRONT_DOOR_TYPES.contains(&template.resource(r)["Type"].as_str().unwrap()))
+            .collect();
+        let url = chosen(
+            &template.root["Outputs"]["WebhookUrl"]["Value"],
+            &resolver.conditions,
+        )
+        .and_then(|value| resolver.resolve(&value));
+        let (front_door, expected_url, expected_grants) = expected_front_door(door);
+        assert_eq!(front_doors, [front_door], "{door}");
+        assert_eq!(url.as_deref(), Some(expected_url), "{door}");
+        assert_eq!(
+            webhook_grants(&template, &resolver),
+            expected_grants,
+            "{door}"
+        );
+    }
+    let url = template.properties("WebhookFunctionUrl");
+    assert_eq!(
+        url["AuthType"].as_str(),
+        Some("NONE"),
+        "Meta signs; the webhook checks"
+    );
+    assert_eq!(
+        references(&url["TargetFunctionArn"]),
+        [("GetAtt".to_owned(), "WebhookFunction".to_owned())]
+    );
+}
+
+/// The API's routes: GET and POST /webhook, proxied to the webhook as payload 2.0, which the
+/// webhook reads.
+#[test]
+fn the_api_routes_get_and_post_webhook_to_the_webhook() {
+    let template = Template::load();
+    let paths = template.properties("HttpApi")["DefinitionBody"]["paths"]
+        .as_mapping()
+        .unwrap();
+    assert_eq!(
+        paths.keys().filter_map(Value::as_str).collect::<Vec<_>>(),
+        ["/webhook"]
+    );
+    let methods = paths.values().next().unwrap().as_mapping().unwrap();
+    assert_eq!(
+        methods.keys().filter_map(Value::as_str).collect::<Vec<_>>(),
+        ["get", "post"]
+    );
+    for integration in methods
+        .values()
+        .map(|m| &m["x-amazon-apigateway-integration"])
+    {
+        assert_eq!(integration["type"].as_str(), Some("aws_proxy"));
+        assert_eq!(integration["payloadFormatVersion"].as_str(), Some("2.0"));
+        assert_eq!(
+            references(&integration["uri"]),
+            [
+                ("Sub".to_owned(), "AWS::Partition".to_owned()),
+                ("Sub".to_owned(), "AWS::Region".to_owned()),
+                ("Sub".to_owned(), "WebhookFunction".to_owned())
+            ]
+        );
+    }
+}
+
+#[test]
+fn under_each_front_door_every_reference_in_effect_points_at_a_resource_that_exists() {
+    let template = Template::load();
+    let resources = template.names("Resources");
+    for door in template.allowed_values("WebhookFrontDoor") {
+        for reserved in ["0", "50"] {
+            let resolver = deployment(
+                &template,
+                &[
+                    ("WebhookFrontDoor", &door),
+                    ("WebhookReservedConcurrency", reserved),
+                ],
+            );
+            let existing = template.existing_resources(&resolver.conditions);
+            let outputs = template.root["Outputs"].as_mapping().unwrap();
+            let in_effect = existing
+                .iter()
+                .map(|name| (name.clone(), template.resource(name)))
+                .chain(outputs.iter().map(|(k, v)| (format!("output {k:?}"), v)));
+            let mut checked = 0;
+            for (name, value) in in_effect {
+                let value = chosen(value, &resolver.conditions).unwrap();
+                for (_, target) in references(&value) {
+                    if resources.contains(&target) {
+                        assert!(
+                            existing.contains(&target),
+                            "{door}: {name} refers to {target}, which is not deployed"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+            assert!(checked > 40, "{door}: only {checked} references checked");
+        }
+    }
+}
+
+#[test]
+fn the_webhook_5xx_alarm_watches_the_front_door_that_exists() {
+    let template = Template::load();
+    for (door, expected) in [
+        (
+            "ApiGateway",
+            ("AWS/ApiGateway", "5xx", vec!["ApiId", "Stage"]),
+        ),
+        (
+            "FunctionUrl",
+            ("AWS/Lambda", "Url5xxCount", vec!["FunctionName"]),
+        ),
+    ] {
+        let resolver = deployment(&template, &[("WebhookFrontDoor", door)]);
+        assert!(
+            template
+                .existing_resources(&resolver.conditions)
+                .contains("WebhookServerErrorAlarm")
+        );
+        let alarm = chosen(
+            template.properties("WebhookServerErrorAlarm"),
+            &resolver.conditions,
+        )
+        .unwrap();
+        let text = |key: &str| resolver.resolve(&alarm[key]).unwrap_or_default();
+        let dimensions: Vec<&str> = alarm["Dimensions"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["Name"].as_str())
+            .collect();
+        assert_eq!(
+            (
+                text("Namespace").as_str(),
+                text("MetricName").as_str(),
+                dimensions
+            ),
+            expected,
+            "{door}"
+        );
+        // The same alarm whatever the door: a change of door updates it in place.
+        assert_eq!(text("AlarmName"), "wa-webhook-5xx");
+    }
+}
+
+#[test]
+fn a_function_url_webhook_has_reserved_concurrency_and_api_gateway_throttles() {
+    let template = Template::load();
+    let reserved = |parameters: &[(&str, &str)]| {
+        let resolver = deployment(&template, parameters);
+        chosen(template.properties("WebhookFunction"), &resolver.conditions)
+            .unwrap()
+            .get("ReservedConcurrentExecutions")
+            .and_then(|value| resolver.resolve(value))
+    };
+    let default = template
+        .parameter_default("WebhookReservedConcurrency")
+        .unwrap();
+    assert_eq!(
+        reserved(&[("WebhookFrontDoor", "FunctionUrl")]),
+        Some(default.clone())
+    );
+    assert_eq!(
+        reserved(&[
+            ("WebhookFrontDoor", "FunctionUrl"),
+            ("WebhookReservedConcurrency", "0")
+        ]),
+        None,
+        "0 reserves nothing (ReservedConcurrentExecutions 0 would stop the webhook)"
+    );
+    assert_eq!(reserved(&[("WebhookFrontDoor", "ApiGateway")]), None);
+    // Lambda keeps at least 100 of the account's default 1,000 unreserved.
+    let default: u32 = default.parse().unwrap();
+    assert!((1..=900).contains(&default), "{default}");
+
+    // Meta's default throughput is 80 messages/s per business number, and each answered message
+    // brings about four requests (the message, then sent, delivered and read): the webhook must
+    // not be the bottleneck, and must stay within API Gateway's account limits.
+    let number = |name: &str, key: &str| -> u32 {
+        scalar(&template.root["Parameters"][name][key])
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} has a {key}"))
+    };
+    let (rate, burst) = (
+        number("WebhookRateLimit", "Default"),
+        number("WebhookBurstLimit", "Default"),
+    );
+    assert!(
+        rate >= 4 * 80,
+        "{rate} requests/s throttles Meta's default throughput"
+    );
+    assert!(burst >= rate, "{burst} < {rate}");
+    assert!(number("WebhookRateLimit", "MaxValue") <= 10_000);
+    assert!(number("WebhookBurstLimit", "MaxValue") <= 5_000);
+    let api = template.properties("HttpApi");
+    assert_eq!(
+        references(&api["DefaultRouteSettings"]["ThrottlingRateLimit"]),
+        [("Ref".to_owned(), "WebhookRateLimit".to_owned())]
+    );
+    assert_eq!(
+        references(&api["DefaultRouteSettings"]["ThrottlingBurstLimit"]),
+        [("Ref".to_owned(), "WebhookBurstLimit".to_owned())]
+    );
 }
 
 /// The statements of the inline policies of a role, as (actions, resource references).

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use lambda_http::Body;
+use serde_json::Value;
 use shared::meta::signature::sign;
 use shared::queue_body::QueueBody;
 use shared::secrets::{AppSecrets, SecretString, StaticSecrets};
@@ -186,6 +187,125 @@ async fn a_base64_encoded_body_is_decoded_before_the_signature_check() {
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(queued_bodies(&webhook).len(), 1);
+}
+
+/// A request as a Lambda function URL (`AuthType` NONE) delivers it: payload 2.0 with the
+/// function URL's sentinels and `null` fields, lower-case headers, the body as text or base64.
+fn function_url_request(
+    method: &str,
+    raw_query: &str,
+    body: &[u8],
+    signature: Option<&str>,
+    base64: bool,
+) -> Request {
+    use base64::Engine as _;
+    let host = "abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws";
+    let mut headers = serde_json::json!({"host": host, "content-type": "application/json",
+        "user-agent": "facebookexternalua", "x-forwarded-proto": "https", "x-forwarded-for": "173.252.127.1"});
+    if let Some(signature) = signature {
+        headers["x-hub-signature-256"] = signature.into();
+    }
+    let text = if base64 {
+        base64::engine::general_purpose::STANDARD.encode(body)
+    } else {
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    let query: serde_json::Map<String, Value> = raw_query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), Value::from(v)))
+        .collect();
+    let event = serde_json::json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": "/webhook", "rawQueryString": raw_query,
+        "headers": headers,
+        "queryStringParameters": if query.is_empty() { Value::Null } else { Value::Object(query) },
+        "requestContext": {"accountId": "anonymous", "apiId": "abcdefghijklmnopqrstuvwxyz012345",
+            "authentication": null, "domainName": host, "domainPrefix": "abcdefghijklmnopqrstuvwxyz012345",
+            "http": {"method": method, "path": "/webhook", "protocol": "HTTP/1.1",
+                "sourceIp": "173.252.127.1", "userAgent": "facebookexternalua"},
+            "requestId": "9d5a4f6e-3c2b-4a1d-8e7f-6a5b4c3d2e1f", "routeKey": "$default", "stage": "$default",
+            "time": "21/Nov/2026:10:00:00 +0000", "timeEpoch": 1_795_255_200_000_i64},
+        "body": if body.is_empty() { Value::Null } else { Value::from(text) },
+        "pathParameters": null, "isBase64Encoded": base64, "stageVariables": null,
+    });
+    lambda_http::request::from_str(&event.to_string()).expect("a valid function URL event")
+}
+
+#[tokio::test]
+async fn the_function_url_sample_is_accepted_like_the_api_gateway_one() {
+    let (through_url, through_api) = (webhook(), webhook());
+    let response = through_url
+        .handle(event(include_str!(
+            "../../../events/webhook/function-url-text-message.json"
+        )))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    through_api
+        .handle(event(include_str!(
+            "../../../events/webhook/text-message.json"
+        )))
+        .await;
+    assert_eq!(queued_bodies(&through_url), queued_bodies(&through_api));
+    assert_eq!(queued_bodies(&through_url).len(), 1);
+}
+
+#[tokio::test]
+async fn a_function_url_delivers_the_same_bytes_and_signature_as_text_or_base64() {
+    // Raw UTF-8 beyond ASCII: the signature is over these exact bytes, whichever encoding
+    // carries them.
+    let body = r#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"PNID"},"messages":[{"from":"15551234567","id":"wamid.url","timestamp":"1700000000","type":"text","text":{"body":"Olá 👋 ção"}}]}}]}]}"#
+        .as_bytes();
+    let signature = sign(body, APP_SECRET.as_bytes());
+    for base64 in [false, true] {
+        let webhook = webhook();
+        let response = webhook
+            .handle(function_url_request(
+                "POST",
+                "",
+                body,
+                Some(&signature),
+                base64,
+            ))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "base64: {base64}");
+        let queued = queued_bodies(&webhook);
+        assert_eq!(queued.len(), 1);
+        assert_eq!(
+            queued[0].content,
+            shared::inbound::MessageContent::Text {
+                body: "Olá 👋 ção".into()
+            }
+        );
+        for wrong in [None, Some(sign(body, b"another-secret"))] {
+            let refused = webhook
+                .handle(function_url_request(
+                    "POST",
+                    "",
+                    body,
+                    wrong.as_deref(),
+                    base64,
+                ))
+                .await;
+            assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(queued_bodies(&webhook).len(), 1, "nothing more queued");
+    }
+}
+
+#[tokio::test]
+async fn the_handshake_works_through_a_function_url() {
+    let webhook = webhook();
+    let query = "hub.mode=subscribe&hub.verify_token=local-verify-token&hub.challenge=271828";
+    let response = webhook
+        .handle(function_url_request("GET", query, b"", None, false))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(text_of(&response), "271828");
+    let wrong = query.replace("local-verify-token", "guess");
+    let response = webhook
+        .handle(function_url_request("GET", &wrong, b"", None, false))
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
