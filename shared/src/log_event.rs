@@ -130,6 +130,12 @@ log_events! {
     /// INFO: a failed status names no remembered reply (expired, or not the bot's); nothing
     /// to mark.
     DeliveryFailureUnmatched = "delivery_failure_unmatched",
+    /// ERROR: a voice note can never be heard (too large, of a refused type, refused by the
+    /// transcription provider); the user is asked to type it.
+    VoiceNoteNotHeard = "voice_note_not_heard",
+    /// WARN: a voice note could not be downloaded or transcribed for now; the messages are
+    /// retried.
+    VoiceNoteFailed = "voice_note_failed",
 
     // The alerter.
     /// INFO: storm control held an alert back.
@@ -255,6 +261,8 @@ mod tests {
                 "reply_marked_undelivered",
                 "replies_repeatedly_undelivered",
                 "delivery_failure_unmatched",
+                "voice_note_not_heard",
+                "voice_note_failed",
                 "alert_held",
                 "alert_mailed",
                 "alert_mail_rejected",

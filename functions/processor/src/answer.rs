@@ -39,7 +39,7 @@ impl Answer {
     }
 }
 
-impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
+impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
     /// Answers the claimed burst's `input`. `Err(Retry)` when the LLM failed and the burst is
     /// to be retried.
     pub(crate) async fn answer(
@@ -70,6 +70,9 @@ impl<C, L: Llm, W: WhatsApp> Processor<C, L, W> {
         }
         if input.unsupported {
             replies.push(self.behaviour.unsupported_message.clone());
+        }
+        if input.not_heard {
+            replies.push(self.behaviour.voice_note_failed_message.clone());
         }
         Ok(Answer {
             user_turn,

@@ -60,7 +60,7 @@ pub enum Claimed<'a> {
     Ended(BurstOutcome, Vec<String>),
 }
 
-impl<C: ConversationStore, L, W> Processor<C, L, W> {
+impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
     /// Claims the burst's messages and reads the conversation's history, in one store call.
     /// A burst of silent messages costs no store call.
     pub(crate) async fn claim<'a>(

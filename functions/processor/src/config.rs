@@ -19,6 +19,13 @@ pub const DEFAULT_FALLBACK_MESSAGE: &str =
 pub const DEFAULT_UNSUPPORTED_MESSAGE: &str = "Sorry, I can only read text messages, button replies and the \
 captions of images, videos and documents.";
 
+/// Sent when a voice note cannot be heard, unless `VOICE_NOTE_FAILED_MESSAGE` says otherwise.
+pub const DEFAULT_VOICE_NOTE_FAILED_MESSAGE: &str =
+    "Sorry, I couldn't listen to that voice note. Could you type it?";
+/// The transcription model unless `TRANSCRIPTION_MODEL` says otherwise (OpenAI's; Groq's is
+/// `whisper-large-v3-turbo`).
+pub const DEFAULT_TRANSCRIPTION_MODEL: &str = "whisper-1";
+
 /// Every environment variable [`Config::from`] reads.
 pub const VARIABLES: &[&str] = &[
     "TABLE_NAME",
@@ -38,6 +45,9 @@ pub const VARIABLES: &[&str] = &[
     "MAX_RECEIVE_COUNT",
     "MAX_MESSAGE_AGE_HOURS",
     "METRICS_NAMESPACE",
+    "TRANSCRIPTION_BASE_URL",
+    "TRANSCRIPTION_MODEL",
+    "VOICE_NOTE_FAILED_MESSAGE",
 ];
 
 /// The processor's configuration.
@@ -79,6 +89,13 @@ pub struct Config {
     pub max_message_age: Option<Duration>,
     /// `METRICS_NAMESPACE` (default `WhatsAppAssistant`): the CloudWatch namespace of the metrics.
     pub metrics_namespace: String,
+    /// `TRANSCRIPTION_BASE_URL`: the OpenAI-compatible server voice notes are transcribed by
+    /// (default: `LLM_BASE_URL` with `LLM_PROVIDER=openai`, else OpenAI's).
+    pub transcription_base_url: String,
+    /// `TRANSCRIPTION_MODEL` (default [`DEFAULT_TRANSCRIPTION_MODEL`]).
+    pub transcription_model: String,
+    /// `VOICE_NOTE_FAILED_MESSAGE`: sent when a voice note cannot be heard.
+    pub voice_note_failed_message: String,
 }
 
 impl Config {
@@ -155,7 +172,30 @@ impl Config {
             metrics_namespace: env
                 .optional("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "WhatsAppAssistant".into()),
+            transcription_base_url: url(
+                env,
+                "TRANSCRIPTION_BASE_URL",
+                &transcription_default_url(env, llm_provider)?,
+            )?,
+            transcription_model: env
+                .optional("TRANSCRIPTION_MODEL")
+                .unwrap_or_else(|| DEFAULT_TRANSCRIPTION_MODEL.into()),
+            voice_note_failed_message: env
+                .optional("VOICE_NOTE_FAILED_MESSAGE")
+                .unwrap_or_else(|| DEFAULT_VOICE_NOTE_FAILED_MESSAGE.into()),
         })
+    }
+}
+
+/// Where voice notes go unless `TRANSCRIPTION_BASE_URL` says otherwise: the chat server when it
+/// speaks OpenAI's API (OpenAI, Groq, a local server), else OpenAI's.
+fn transcription_default_url<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    provider: Provider,
+) -> Result<String, ConfigError> {
+    match provider {
+        Provider::OpenAi => url(env, "LLM_BASE_URL", provider.default_base_url()),
+        Provider::Gemini => Ok(Provider::OpenAi.default_base_url().to_owned()),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::Processor;
 use crate::plan::{self, QueuedRecord};
 use crate::reply::Retry;
 
-impl<C: ConversationStore, L, W> Processor<C, L, W> {
+impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
     /// Moves the conversation of each id-change notice of the burst to the user's new id.
     /// Moving is idempotent, so a redelivered notice needs no claim. `Err(Retry)` when the
     /// store failed: the burst is retried.

@@ -20,6 +20,8 @@
 //!    that no redelivery answers it); the message ids are claimed and the history read in one
 //!    store call; ids already answered are skipped, ids another invocation holds are retried
 //!    later.
+//!    Then hear the claimed voice notes (`listen.rs`): each is downloaded from Meta and
+//!    transcribed, and its transcript (`[voice note] …`) is what the model and the memory see.
 //! 5. Turn the claimed messages into the model's input (`prompt.rs`): their texts become one
 //!    user turn after the history; a reply remembered as undelivered is shown to the model as
 //!    such. A step that changes what a message gets by reading its media (transcribing a voice
@@ -57,6 +59,7 @@ pub mod as_text;
 mod claim;
 pub mod config;
 mod identity;
+mod listen;
 pub mod plan;
 mod prompt;
 mod record;
@@ -78,8 +81,10 @@ use shared::metrics::Metrics;
 use shared::queue_body::{DeliveryFailure, QueueBody};
 use shared::retry::Backoff;
 use shared::secrets::Secrets;
+use shared::transcription::{OpenAiTranscriber, Transcriber, TranscriptionSettings};
 use shared::whatsapp::WhatsApp;
 use shared::whatsapp::graph::{GraphApi, GraphSettings};
+use shared::whatsapp::media::MediaSource;
 use tokio::time::Instant;
 
 use claim::{Claimed, ClaimedBurst};
@@ -119,6 +124,8 @@ pub struct Behaviour {
     pub fallback_message: String,
     /// Sent for messages the bot cannot read (`UNSUPPORTED_MESSAGE`).
     pub unsupported_message: String,
+    /// Sent when a voice note cannot be heard (`VOICE_NOTE_FAILED_MESSAGE`).
+    pub voice_note_failed_message: String,
     /// The queue's redrive maximum (`MAX_RECEIVE_COUNT`): a record received this many times is
     /// on its last delivery.
     pub max_receive_count: u32,
@@ -161,8 +168,10 @@ impl Invocation {
     }
 }
 
-/// The processor as deployed: DynamoDB, the configured LLM provider and Meta's Graph API.
-pub type DeployedProcessor<S> = Processor<DynamoDbConversationStore, ChatModel<S>, GraphApi<S>>;
+/// The processor as deployed: DynamoDB, the configured LLM provider, Meta's Graph API and an
+/// OpenAI-compatible transcription endpoint.
+pub type DeployedProcessor<S> =
+    Processor<DynamoDbConversationStore, ChatModel<S>, GraphApi<S>, OpenAiTranscriber<S>>;
 
 /// Builds the processor that `config` describes, over `dynamodb` and `secrets`. No network I/O:
 /// secrets are read on first use.
@@ -187,6 +196,16 @@ pub fn build<S: Secrets>(
         backoff: Backoff::default(),
     };
     let llm = ChatModel::new(config.llm_provider, http.clone(), settings, secrets.clone());
+    let transcriber = OpenAiTranscriber::new(
+        http.clone(),
+        TranscriptionSettings {
+            base_url: config.transcription_base_url.clone(),
+            model: config.transcription_model.clone(),
+            timeout: config.llm_timeout,
+            backoff: Backoff::default(),
+        },
+        secrets.clone(),
+    );
     let graph = GraphApi::new(
         http,
         GraphSettings {
@@ -201,27 +220,33 @@ pub fn build<S: Secrets>(
         system_prompt: config.system_prompt.clone(),
         fallback_message: config.fallback_message.clone(),
         unsupported_message: config.unsupported_message.clone(),
+        voice_note_failed_message: config.voice_note_failed_message.clone(),
         max_receive_count: config.max_receive_count,
         max_message_age: config.max_message_age,
     };
-    Ok(Processor::new(store, llm, graph, behaviour))
+    Ok(Processor::new(store, llm, graph, transcriber, behaviour))
 }
 
-/// The processor, over its four ports.
-pub struct Processor<C, L, W> {
+/// The processor, over its ports: the store, the model, WhatsApp (sending, and the media users
+/// send) and the transcriber.
+pub struct Processor<C, L, W, T> {
     store: C,
     llm: L,
     whatsapp: W,
+    transcriber: T,
     behaviour: Behaviour,
 }
 
-impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
-    /// A processor over the given store, model and WhatsApp client.
-    pub fn new(store: C, llm: L, whatsapp: W, behaviour: Behaviour) -> Self {
+impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
+    Processor<C, L, W, T>
+{
+    /// A processor over the given store, model, WhatsApp client and transcriber.
+    pub fn new(store: C, llm: L, whatsapp: W, transcriber: T, behaviour: Behaviour) -> Self {
         Self {
             store,
             llm,
             whatsapp,
+            transcriber,
             behaviour,
         }
     }
@@ -309,10 +334,17 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
         if self.follow_id_changes(burst, metrics).await.is_err() {
             return (BurstOutcome::Retry, Vec::new());
         }
-        let claimed = match self.claim(burst, invocation, metrics).await {
+        let mut claimed = match self.claim(burst, invocation, metrics).await {
             Claimed::Ready(claimed) => *claimed,
             Claimed::Ended(outcome, done) => return (outcome, done),
         };
+        if self
+            .listen(&mut claimed, invocation, metrics)
+            .await
+            .is_err()
+        {
+            return self.retry(claimed).await;
+        }
         let input = Input::of(&claimed.messages);
         let Ok(answer) = self.answer(&claimed, input, invocation, metrics).await else {
             return self.retry(claimed).await;

@@ -122,6 +122,17 @@ pub enum Treatment {
     /// No reply, but claimed and marked done: a message sent longer ago than the configured
     /// age (`MAX_MESSAGE_AGE_HOURS`), replayed after an outage. Meta would refuse the reply.
     TooOld,
+    /// A voice note or audio file, to be downloaded and transcribed (`listen.rs`): it becomes an
+    /// [`Treatment::Answer`] of its transcript, or [`Treatment::NotHeard`].
+    Listen {
+        /// Meta's media id.
+        media_id: String,
+        /// The MIME type Meta reported.
+        mime_type: String,
+    },
+    /// A voice note that could not be heard for good (too large, of a refused type, refused by
+    /// the transcription provider): the user is asked to type it (`VOICE_NOTE_FAILED_MESSAGE`).
+    NotHeard,
 }
 
 /// Whether a message sent at `sent_at` is older than `max_age` at `now` (seconds since the
@@ -160,6 +171,15 @@ pub fn treatment(content: &MessageContent) -> Treatment {
             caption: Some(caption),
             ..
         } if !caption.trim().is_empty() => answer(caption),
+        MessageContent::Media {
+            kind: MediaKind::Audio,
+            media_id: Some(media_id),
+            mime_type,
+            ..
+        } => Treatment::Listen {
+            media_id: media_id.clone(),
+            mime_type: mime_type.clone().unwrap_or_default(),
+        },
         MessageContent::Location { .. }
         | MessageContent::Contacts { .. }
         | MessageContent::Order { .. }
@@ -386,7 +406,23 @@ mod tests {
         );
         assert_eq!(
             treatment(&media(MediaKind::Audio, None)),
-            Treatment::Unsupported
+            Treatment::Unsupported,
+            "audio without a media id cannot be heard"
+        );
+        let voice_note = MessageContent::Media {
+            kind: MediaKind::Audio,
+            media_id: Some("1037".into()),
+            mime_type: Some("audio/ogg; codecs=opus".into()),
+            caption: None,
+            filename: None,
+            voice: true,
+        };
+        assert_eq!(
+            treatment(&voice_note),
+            Treatment::Listen {
+                media_id: "1037".into(),
+                mime_type: "audio/ogg; codecs=opus".into()
+            }
         );
         assert_eq!(
             treatment(&media(MediaKind::Sticker, None)),

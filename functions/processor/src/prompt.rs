@@ -20,6 +20,8 @@ pub struct Input<'a> {
     pub last_answered: Option<&'a InboundMessage>,
     /// Whether a message gets the unsupported-message reply.
     pub unsupported: bool,
+    /// Whether a voice note could not be heard, so that the user is asked to type it.
+    pub not_heard: bool,
 }
 
 impl<'a> Input<'a> {
@@ -43,6 +45,7 @@ impl<'a> Input<'a> {
             unsupported: messages
                 .iter()
                 .any(|m| m.treatment == Treatment::Unsupported),
+            not_heard: messages.iter().any(|m| m.treatment == Treatment::NotHeard),
         }
     }
 }
@@ -123,7 +126,8 @@ mod tests {
                 user_text: None,
                 coalesced: 0,
                 last_answered: None,
-                unsupported: true
+                unsupported: true,
+                not_heard: false
             }
         );
     }

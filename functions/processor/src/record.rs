@@ -9,7 +9,7 @@ use crate::claim::ClaimedBurst;
 use crate::reply::SentReply;
 use crate::{Processor, STORE_RESERVE};
 
-impl<C: ConversationStore, L, W> Processor<C, L, W> {
+impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
     /// Stores the burst's new turns, `user_turn` and `sent_answer` (the assistant's, with the
     /// ids of the messages it went out as, so that a late failure can mark it), and marks the
     /// claimed messages done, within [`STORE_RESERVE`]. A failure is logged, not retried:

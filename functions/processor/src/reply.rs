@@ -83,7 +83,7 @@ pub enum SendOutcome {
     },
 }
 
-impl<C, L, W: WhatsApp> Processor<C, L, W> {
+impl<C, L, W: WhatsApp, T> Processor<C, L, W, T> {
     /// Sends the answer's replies to the claimed burst's user. Returns what the user got of the
     /// answer to their turn, to remember as the assistant's turn, with the ids it went out as;
     /// `Err(Undelivered)` when the burst is to be retried with this answer.

@@ -12,10 +12,14 @@ use shared::conversation::{
 };
 use shared::inbound::ConversationKey;
 use shared::llm::Completion;
+use shared::transcription::{Audio, TranscriptionError};
+use shared::whatsapp::media::{Media, MediaError, MediaLimits};
 
 use super::*;
 
-impl<C: ConversationStore, L: Llm, W: WhatsApp> Processor<C, L, W> {
+impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
+    Processor<C, L, W, T>
+{
     /// Handles a batch of `records` in an invocation with a minute left.
     async fn run(&self, records: Vec<SqsMessage>) -> (SqsBatchResponse, Metrics) {
         self.handle(&event(records), &invocation()).await
@@ -212,6 +216,8 @@ struct FakeWhatsApp {
     failures: Mutex<VecDeque<Option<WhatsAppError>>>,
     sent: Mutex<Vec<(String, Recipient, String)>>,
     typing: Mutex<Vec<String>>,
+    downloads: Mutex<Vec<String>>,
+    media_failures: Mutex<VecDeque<MediaError>>,
 }
 
 impl FakeWhatsApp {
@@ -267,20 +273,70 @@ fn meta_error(code: i64) -> WhatsAppError {
     }
 }
 
+/// Serves every media id as a few bytes of OGG, unless scripted to fail.
+impl MediaSource for FakeWhatsApp {
+    async fn download(
+        &self,
+        media_id: &str,
+        _limits: &MediaLimits,
+        _deadline: Instant,
+    ) -> Result<Media, MediaError> {
+        self.downloads.lock().unwrap().push(media_id.to_owned());
+        if let Some(error) = self.media_failures.lock().unwrap().pop_front() {
+            return Err(error);
+        }
+        Ok(Media {
+            bytes: format!("OggS {media_id}").into_bytes(),
+            mime_type: "audio/ogg".into(),
+        })
+    }
+}
+
+/// Transcribes from a script, then says how many bytes it heard.
+#[derive(Default)]
+struct FakeTranscriber {
+    script: Mutex<VecDeque<Result<String, TranscriptionError>>>,
+    heard: Mutex<Vec<String>>,
+}
+
+impl Transcriber for FakeTranscriber {
+    async fn transcribe(
+        &self,
+        audio: Audio<'_>,
+        _deadline: Instant,
+    ) -> Result<String, TranscriptionError> {
+        self.heard
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(audio.bytes).into_owned());
+        if let Some(result) = self.script.lock().unwrap().pop_front() {
+            return result;
+        }
+        Ok(format!("a note of {} bytes", audio.bytes.len()))
+    }
+}
+
 fn behaviour() -> Behaviour {
     Behaviour {
         system_prompt: "You are kind.".into(),
         fallback_message: "Sorry, try later.".into(),
         unsupported_message: "I only read text.".into(),
+        voice_note_failed_message: "Please type it.".into(),
         max_receive_count: 5,
         max_message_age: Some(Duration::from_secs(24 * 3600)),
     }
 }
 
-type TestProcessor = Processor<FakeStore, FakeLlm, FakeWhatsApp>;
+type TestProcessor = Processor<FakeStore, FakeLlm, FakeWhatsApp, FakeTranscriber>;
 
 fn processor(llm: FakeLlm, whatsapp: FakeWhatsApp) -> TestProcessor {
-    Processor::new(FakeStore::default(), llm, whatsapp, behaviour())
+    Processor::new(
+        FakeStore::default(),
+        llm,
+        whatsapp,
+        FakeTranscriber::default(),
+        behaviour(),
+    )
 }
 
 fn invocation() -> Invocation {
@@ -1039,6 +1095,7 @@ async fn without_an_age_limit_an_old_message_is_answered() {
         FakeStore::default(),
         FakeLlm::default(),
         FakeWhatsApp::default(),
+        FakeTranscriber::default(),
         Behaviour {
             max_message_age: None,
             ..behaviour()
@@ -1176,4 +1233,86 @@ async fn a_failure_of_no_remembered_reply_or_told_twice_changes_nothing() {
     assert_eq!(metrics.counter("RepliesUndelivered"), 1, "marked once");
     assert!(p.store.turns("PNID:1999").is_empty());
     assert!(p.llm.prompts().len() == 1 && p.whatsapp.texts().len() == 1);
+}
+
+fn voice_note_record(sqs_id: &str, user: &str, message_id: &str, media_id: &str) -> SqsMessage {
+    content_record(
+        sqs_id,
+        user,
+        message_id,
+        serde_json::json!({"type": "media", "kind": "audio", "media_id": media_id,
+            "mime_type": "audio/ogg; codecs=opus", "voice": true}),
+        1,
+    )
+}
+
+#[tokio::test]
+async fn a_voice_note_and_two_texts_are_one_turn_with_the_transcript_in_its_place() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let (response, metrics) = p
+        .run(vec![
+            voice_note_record("s1", "1555", "w1", "media-1"),
+            text_record("s2", "1555", "w2", "and for 8pm"),
+            text_record("s3", "1555", "w3", "thanks"),
+        ])
+        .await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert_eq!(*p.whatsapp.downloads.lock().unwrap(), ["media-1"]);
+    assert_eq!(*p.transcriber.heard.lock().unwrap(), ["OggS media-1"]);
+    let prompts = p.llm.prompts();
+    assert_eq!(prompts.len(), 1);
+    assert_eq!(
+        prompts[0].turns.last().unwrap().text,
+        "[voice note] a note of 12 bytes\nand for 8pm\nthanks"
+    );
+    assert_eq!(metrics.counter("VoiceNotesHeard"), 1);
+    let turns = p.store.turns("PNID:1555");
+    assert!(
+        turns[0].text.starts_with("[voice note]"),
+        "the memory keeps the transcript"
+    );
+    assert_eq!(p.whatsapp.texts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_voice_note_that_can_never_be_heard_asks_the_user_to_type_it() {
+    let whatsapp = FakeWhatsApp::default();
+    whatsapp
+        .media_failures
+        .lock()
+        .unwrap()
+        .push_back(MediaError::TooLarge { max: 16 });
+    let p = processor(FakeLlm::default(), whatsapp);
+    let (response, metrics) = p
+        .run(vec![voice_note_record("s1", "1555", "w1", "media-big")])
+        .await;
+    assert!(failures(&response).is_empty(), "final: not retried");
+    assert_eq!(p.whatsapp.texts(), ["Please type it."]);
+    assert!(p.llm.prompts().is_empty());
+    assert_eq!(metrics.counter("VoiceNotesNotHeard"), 1);
+    let (again, _) = p
+        .run(vec![voice_note_record("s1", "1555", "w1", "media-big")])
+        .await;
+    assert!(failures(&again).is_empty());
+    assert_eq!(p.whatsapp.texts().len(), 1, "a redelivery is done");
+}
+
+#[tokio::test]
+async fn a_transcription_that_may_pass_retries_the_burst_and_is_heard_then() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    p.transcriber
+        .script
+        .lock()
+        .unwrap()
+        .push_back(Err(TranscriptionError::Timeout));
+    let record = voice_note_record("s1", "1555", "w1", "media-1");
+    let (response, _) = p.run(vec![record.clone()]).await;
+    assert_eq!(failures(&response), ["s1"]);
+    assert!(p.whatsapp.texts().is_empty() && p.llm.prompts().is_empty());
+    let (retried, _) = p.run(vec![record]).await;
+    assert!(failures(&retried).is_empty());
+    assert_eq!(
+        p.whatsapp.texts(),
+        ["echo: [voice note] a note of 12 bytes"]
+    );
 }

@@ -16,7 +16,7 @@ use crate::{Processor, STORE_RESERVE};
 /// next failures are logged as warnings until a reply is delivered again).
 pub const REPEATED_UNDELIVERED: usize = 3;
 
-impl<C: ConversationStore, L, W> Processor<C, L, W> {
+impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
     /// Marks the reply that `failure` names undelivered. `Err(Retry)` when the store failed:
     /// the record is retried (marking again changes nothing).
     pub(crate) async fn mark_undelivered(

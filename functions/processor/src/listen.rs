@@ -1,0 +1,136 @@
+//! Step 4b, hear the claimed voice notes: each is downloaded from Meta (`MediaSource`) and
+//! transcribed (`Transcriber`), and becomes an answer to its transcript, marked `[voice note]`,
+//! in its place among the burst's messages. A note that can never be heard (too large, of a
+//! refused type, refused by the provider) gets `VOICE_NOTE_FAILED_MESSAGE` and an ERROR; a
+//! failure that may pass retries the burst. Both calls end [`REPLY_RESERVE`] before the
+//! deadline, as the LLM's does.
+
+use shared::inbound::MediaKind;
+use shared::log_event::LogEvent;
+use shared::metrics::Metrics;
+use shared::transcription::{Audio, Transcriber};
+use shared::whatsapp::media::{MediaLimits, MediaSource, essence};
+use tokio::time::Instant;
+
+use crate::claim::ClaimedBurst;
+use crate::plan::Treatment;
+use crate::reply::Retry;
+use crate::{Invocation, Processor, REPLY_RESERVE};
+
+/// Why a voice note was not heard.
+enum NotHeard {
+    /// It never will be: the user is told.
+    Final(String),
+    /// It may be on a retry.
+    ForNow(String),
+}
+
+impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
+    /// Replaces each claimed voice note's [`Treatment::Listen`] by its transcript, or by
+    /// [`Treatment::NotHeard`]. `Err(Retry)` when one failed in a way that may pass. A burst
+    /// with an answer kept from an earlier invocation is not heard again.
+    pub(crate) async fn listen(
+        &self,
+        claimed: &mut ClaimedBurst<'_>,
+        invocation: &Invocation,
+        metrics: &mut Metrics,
+    ) -> Result<(), Retry> {
+        let deadline = invocation
+            .deadline
+            .checked_sub(REPLY_RESERVE)
+            .unwrap_or(invocation.deadline);
+        let user = claimed.user.clone();
+        let resumed = claimed.claim.pending.is_some();
+        for message in &mut claimed.messages {
+            let Treatment::Listen {
+                media_id,
+                mime_type,
+            } = &message.treatment
+            else {
+                continue;
+            };
+            if resumed {
+                message.treatment = Treatment::Silent;
+                continue;
+            }
+            let heard = self.hear(media_id, mime_type, deadline).await;
+            message.treatment = match heard {
+                Ok(transcript) => {
+                    metrics.count("VoiceNotesHeard", 1);
+                    Treatment::Answer(voice_note_turn(&transcript))
+                }
+                Err(NotHeard::Final(cause)) => {
+                    metrics.count("VoiceNotesNotHeard", 1);
+                    tracing::error!(event = LogEvent::VoiceNoteNotHeard.as_str(), user = %user, cause = %cause,
+                        "a voice note cannot be heard; the user is asked to type it");
+                    Treatment::NotHeard
+                }
+                Err(NotHeard::ForNow(cause)) => {
+                    tracing::warn!(event = LogEvent::VoiceNoteFailed.as_str(), user = %user, cause = %cause,
+                        "a voice note could not be heard for now; the messages are retried");
+                    return Err(Retry);
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Downloads and transcribes one voice note.
+    async fn hear(
+        &self,
+        media_id: &str,
+        mime_type: &str,
+        deadline: Instant,
+    ) -> Result<String, NotHeard> {
+        let limits = MediaLimits::for_kind(MediaKind::Audio);
+        let media = self
+            .whatsapp
+            .download(media_id, &limits, deadline)
+            .await
+            .map_err(|e| classify(e.is_final(), e.to_string()))?;
+        let mime_type = if media.mime_type.is_empty() {
+            essence(mime_type)
+        } else {
+            media.mime_type.clone()
+        };
+        let audio = Audio {
+            bytes: &media.bytes,
+            mime_type: &mime_type,
+        };
+        self.transcriber
+            .transcribe(audio, deadline)
+            .await
+            .map_err(|e| classify(e.is_final(), e.to_string()))
+    }
+}
+
+fn classify(is_final: bool, cause: String) -> NotHeard {
+    if is_final {
+        NotHeard::Final(cause)
+    } else {
+        NotHeard::ForNow(cause)
+    }
+}
+
+/// The user's turn a transcript becomes: marked as a voice note, so that the model and the
+/// memory know how it came.
+pub fn voice_note_turn(transcript: &str) -> String {
+    match transcript.trim() {
+        "" => "[voice note without words]".to_owned(),
+        text => format!("[voice note] {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transcript_is_marked_as_a_voice_note() {
+        assert_eq!(
+            voice_note_turn(" Hola, ¿abren hoy? "),
+            "[voice note] Hola, ¿abren hoy?"
+        );
+        assert_eq!(voice_note_turn("  "), "[voice note without words]");
+    }
+}
