@@ -741,3 +741,69 @@ async fn a_message_older_than_max_message_age_is_marked_done_without_an_llm_call
     assert!(failures(&h.handle(&batch).await).is_empty());
     assert!(h.llm.requests().is_empty() && h.meta.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_voice_note_is_downloaded_transcribed_and_answered_with_the_text_after_it() {
+    // The LLM stand-in speaks OpenAI's API, transcriptions included (TRANSCRIPTION_BASE_URL
+    // defaults to LLM_BASE_URL).
+    let h = Harness::with_llm("openai", &[], |request: &RecordedRequest| {
+        if request.path.ends_with("/audio/transcriptions") {
+            Canned::json(200, json!({"text": "Do you open on Sundays?"}))
+        } else {
+            openai_answer(request)
+        }
+    })
+    .await;
+    let mut voice = record("s1", USER, &unique("voice"), "", 1);
+    voice.body = voice.body.map(|b| {
+        let mut body: Value = serde_json::from_str(&b).unwrap();
+        body["content"] = json!({"type": "media", "kind": "audio", "media_id": "1037543291543636",
+            "mime_type": "audio/ogg; codecs=opus", "voice": true});
+        body.to_string()
+    });
+    let text = record("s2", USER, &unique("after"), "and on holidays?", 1);
+    let response = h.handle(&event(vec![voice, text])).await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+
+    let media: Vec<RecordedRequest> = h
+        .meta
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect();
+    assert_eq!(media.len(), 2, "the media id's details, then the file");
+    assert!(
+        media[0].path.ends_with("/1037543291543636"),
+        "{}",
+        media[0].path
+    );
+    assert!(media[1].path.starts_with("/lookaside/"));
+    let transcription = h.llm.requests_to("/audio/transcriptions");
+    assert_eq!(transcription.len(), 1);
+    let form = String::from_utf8_lossy(&transcription[0].body);
+    assert!(form.contains(r#"filename="voice-note.ogg""#), "{form}");
+    assert!(
+        form.contains("stand-in voice note"),
+        "the downloaded bytes are sent"
+    );
+    assert_eq!(
+        transcription[0].header("authorization"),
+        Some("Bearer llm-key-for-tests")
+    );
+    let chats = h.llm.requests_to("/chat/completions");
+    assert_eq!(chats.len(), 1, "one LLM call for the burst");
+    let last = chats[0].json()["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        last["content"],
+        "[voice note] Do you open on Sundays?\nand on holidays?"
+    );
+    assert_eq!(
+        h.sent_texts(),
+        ["You said: [voice note] Do you open on Sundays?\nand on holidays?"]
+    );
+}

@@ -61,8 +61,15 @@ pub fn gemini_answer(request: &RecordedRequest) -> Canned {
     )
 }
 
-/// A Graph API stand-in: accepts read receipts and sends.
+/// The bytes the Graph API stand-in serves for every media id: the start of an OGG file.
+pub const VOICE_NOTE_BYTES: &[u8] = b"OggS\x00\x02 stand-in voice note";
+
+/// A Graph API stand-in: accepts read receipts and sends, and serves media in Meta's two steps
+/// (the media id's details, then the file at the URL they give, both with the bearer token).
 pub fn meta_answer(request: &RecordedRequest) -> Canned {
+    if request.method == "GET" {
+        return media_answer(request);
+    }
     if request.json()["status"] == "read" {
         Canned::json(200, json!({"success": true}))
     } else {
@@ -72,6 +79,29 @@ pub fn meta_answer(request: &RecordedRequest) -> Canned {
             "messages": [{"id": format!("wamid.out-{}", rand_suffix())}]}),
         )
     }
+}
+
+fn media_answer(request: &RecordedRequest) -> Canned {
+    if request.header("authorization") != Some("Bearer meta-token-for-tests") {
+        return Canned::json(
+            401,
+            json!({"error": {"message": "Invalid OAuth access token", "code": 190}}),
+        );
+    }
+    if request.path.starts_with("/lookaside/") {
+        return Canned::bytes(200, "audio/ogg", VOICE_NOTE_BYTES.to_vec());
+    }
+    let host = request.header("host").unwrap_or_default();
+    let id = request.path.rsplit('/').next().unwrap_or_default();
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(VOICE_NOTE_BYTES))
+    };
+    Canned::json(
+        200,
+        json!({"messaging_product": "whatsapp", "url": format!("http://{host}/lookaside/{id}"),
+            "mime_type": "audio/ogg", "sha256": sha256, "file_size": VOICE_NOTE_BYTES.len(), "id": id}),
+    )
 }
 
 pub fn rand_suffix() -> u64 {
@@ -177,6 +207,7 @@ impl Harness {
         self.meta
             .requests()
             .iter()
+            .filter(|request| request.method == "POST")
             .map(RecordedRequest::json)
             .filter(|body| body["type"] == "text")
             .map(|body| body["text"]["body"].as_str().unwrap_or_default().to_owned())
