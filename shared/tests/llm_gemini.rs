@@ -7,7 +7,7 @@
 )]
 
 use serde_json::{Value, json};
-use shared::llm::{Completion, Llm, LlmError, LlmRefusal, Prompt, Provider};
+use shared::llm::{Completion, InlineFile, Llm, LlmError, LlmRefusal, Prompt, Provider};
 use shared::secrets::SecretsError;
 use testkit::http_recorder::{Canned, RecordingServer};
 use testkit::llm_provider::{
@@ -187,4 +187,27 @@ async fn a_missing_key_fails_without_a_request() {
         Err(LlmError::Secrets(SecretsError::MissingKey("LLM_API_KEY")))
     );
     assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn an_image_goes_with_the_last_user_turn_as_inline_data() {
+    let server = server::<Gemini>().await;
+    let file = InlineFile {
+        mime_type: "image/jpeg".into(),
+        bytes: b"\xff\xd8\xff".to_vec(),
+    };
+    chat::<Gemini>(&server, Some(KEY))
+        .complete(&prompt().with_files(vec![file]), in_seconds(10))
+        .await
+        .unwrap();
+    let body = server.requests()[0].json();
+    let contents = body["contents"].as_array().unwrap();
+    assert_eq!(contents[0]["parts"], json!([{"text": "Hi"}]));
+    assert_eq!(
+        contents.last().unwrap()["parts"],
+        json!([
+            {"text": "What is 2+2?"},
+            {"inline_data": {"mime_type": "image/jpeg", "data": "/9j/"}}
+        ])
+    );
 }

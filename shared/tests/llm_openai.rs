@@ -7,7 +7,7 @@
 )]
 
 use serde_json::{Value, json};
-use shared::llm::{Completion, Llm, LlmRefusal, Prompt, Provider};
+use shared::llm::{Completion, InlineFile, Llm, LlmRefusal, Prompt, Provider};
 use testkit::http_recorder::{Canned, RecordingServer};
 use testkit::llm_provider::{KEY, ProviderFixture, ask, chat, in_seconds, prompt, server};
 
@@ -170,5 +170,29 @@ async fn reads_an_answer_without_usage_and_trims_it() {
             input_tokens: None,
             output_tokens: None,
         }
+    );
+}
+
+#[tokio::test]
+async fn an_image_goes_with_the_last_user_turn_as_a_data_url() {
+    let server = server::<OpenAi>().await;
+    let file = InlineFile {
+        mime_type: "image/png".into(),
+        bytes: b"\x89PNG\r\n".to_vec(),
+    };
+    let with_image = prompt().with_files(vec![file]);
+    chat::<OpenAi>(&server, Some("sk-test-123"))
+        .complete(&with_image, in_seconds(10))
+        .await
+        .unwrap();
+    let body = server.requests()[0].json();
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages[1]["content"], "Hi", "earlier turns stay text");
+    assert_eq!(
+        messages.last().unwrap()["content"],
+        json!([
+            {"type": "text", "text": "What is 2+2?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}}
+        ])
     );
 }

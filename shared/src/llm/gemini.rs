@@ -83,31 +83,53 @@ struct GenerateRequest<'a> {
 struct Content<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'static str>,
-    parts: [Part<'a>; 1],
+    parts: Vec<Part<'a>>,
+}
+
+/// A part of a turn: text, or a file inline (Gemini's `inline_data`).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Part<'a> {
+    Text { text: &'a str },
+    InlineData { inline_data: InlineData<'a> },
 }
 
 #[derive(Debug, Serialize)]
-struct Part<'a> {
-    text: &'a str,
+struct InlineData<'a> {
+    mime_type: &'a str,
+    data: String,
 }
 
 impl<'a> GenerateRequest<'a> {
     fn new(prompt: &'a Prompt) -> Self {
         let system_instruction = (!prompt.system.trim().is_empty()).then(|| Content {
             role: None,
-            parts: [Part {
+            parts: vec![Part::Text {
                 text: &prompt.system,
             }],
         });
+        let last = prompt.turns.len().saturating_sub(1);
         let contents = prompt
             .turns
             .iter()
-            .map(|turn| Content {
-                role: Some(match turn.role {
-                    Role::User => "user",
-                    Role::Assistant => "model",
-                }),
-                parts: [Part { text: &turn.text }],
+            .enumerate()
+            .map(|(index, turn)| {
+                let mut parts = vec![Part::Text { text: &turn.text }];
+                if index == last {
+                    parts.extend(prompt.files.iter().map(|file| Part::InlineData {
+                        inline_data: InlineData {
+                            mime_type: &file.mime_type,
+                            data: super::base64_of(&file.bytes),
+                        },
+                    }));
+                }
+                Content {
+                    role: Some(match turn.role {
+                        Role::User => "user",
+                        Role::Assistant => "model",
+                    }),
+                    parts,
+                }
             })
             .collect();
         Self {

@@ -29,6 +29,25 @@ pub struct PromptTurn {
     pub text: String,
 }
 
+/// A file that goes to the model inline with the user's last turn: an image the user sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InlineFile {
+    /// Its MIME type, such as `image/jpeg`.
+    pub mime_type: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for InlineFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The bytes are the user's: their size only.
+        f.debug_struct("InlineFile")
+            .field("mime_type", &self.mime_type)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
 /// What is sent to the model: the persona and the conversation, ending with the user's turn.
 /// Consecutive turns of one role are already merged (see [`Prompt::new`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +56,8 @@ pub struct Prompt {
     pub system: String,
     /// The conversation, oldest first, alternating roles, the last one the user's.
     pub turns: Vec<PromptTurn>,
+    /// Files that go with the last (user's) turn, in order: only the newest burst carries any.
+    pub files: Vec<InlineFile>,
 }
 
 impl Prompt {
@@ -61,8 +82,29 @@ impl Prompt {
         Self {
             system: system.into(),
             turns: merged,
+            files: Vec::new(),
         }
     }
+
+    /// The same prompt with `files` going to the model with its last turn.
+    pub fn with_files(mut self, files: Vec<InlineFile>) -> Self {
+        self.files = files;
+        self
+    }
+
+    /// The files as `data:` URLs (base64), in order.
+    pub fn data_urls(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .map(|file| format!("data:{};base64,{}", file.mime_type, base64_of(&file.bytes)))
+            .collect()
+    }
+}
+
+/// `bytes` in standard base64, as both providers take inline files.
+pub fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The model's answer.

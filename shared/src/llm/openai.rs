@@ -78,22 +78,58 @@ struct ChatRequest<'a> {
 #[derive(Debug, Serialize)]
 struct ChatMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    content: MessageContent<'a>,
+}
+
+/// A message's content: its text, or (for a user turn with images) parts.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum MessageContent<'a> {
+    Text(&'a str),
+    Parts(Vec<ContentPart<'a>>),
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ContentPart<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: ImageUrl },
+}
+
+#[derive(Debug, Serialize)]
+struct ImageUrl {
+    url: String,
 }
 
 impl<'a> ChatRequest<'a> {
     fn new(model: &'a str, prompt: &'a Prompt) -> Self {
         let system = (!prompt.system.trim().is_empty()).then(|| ChatMessage {
             role: "system",
-            content: &prompt.system,
+            content: MessageContent::Text(&prompt.system),
         });
-        let turns = prompt.turns.iter().map(|turn| ChatMessage {
-            role: match turn.role {
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            },
-            content: &turn.text,
-        });
+        let last = prompt.turns.len().saturating_sub(1);
+        let turns = prompt
+            .turns
+            .iter()
+            .enumerate()
+            .map(|(index, turn)| ChatMessage {
+                role: match turn.role {
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                },
+                content: match index == last && !prompt.files.is_empty() {
+                    false => MessageContent::Text(&turn.text),
+                    true => MessageContent::Parts(
+                        std::iter::once(ContentPart::Text { text: &turn.text })
+                            .chain(prompt.data_urls().into_iter().map(|url| {
+                                ContentPart::ImageUrl {
+                                    image_url: ImageUrl { url },
+                                }
+                            }))
+                            .collect(),
+                    ),
+                },
+            });
         Self {
             model,
             messages: system.into_iter().chain(turns).collect(),
