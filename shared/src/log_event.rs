@@ -136,6 +136,11 @@ log_events! {
     /// WARN: a voice note could not be downloaded or transcribed for now; the messages are
     /// retried.
     VoiceNoteFailed = "voice_note_failed",
+    /// WARN: an image can never be had (too large, of a refused type); its caption alone is
+    /// answered.
+    ImageNotSeen = "image_not_seen",
+    /// WARN: an image could not be downloaded for now; the messages are retried.
+    ImageFailed = "image_failed",
 
     // The alerter.
     /// INFO: storm control held an alert back.
@@ -263,6 +268,8 @@ mod tests {
                 "delivery_failure_unmatched",
                 "voice_note_not_heard",
                 "voice_note_failed",
+                "image_not_seen",
+                "image_failed",
                 "alert_held",
                 "alert_mailed",
                 "alert_mail_rejected",

@@ -8,7 +8,7 @@
 
 use shared::conversation::{Role, Turn};
 use shared::inbound::InboundMessage;
-use shared::llm::{Llm, LlmError, LlmRefusal};
+use shared::llm::{InlineFile, Llm, LlmError, LlmRefusal};
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::whatsapp::WhatsApp;
@@ -62,7 +62,7 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
                 self.show_typing(message).await;
             }
             let result = self
-                .ask_within_context(&claimed.claim.history, &user_text, invocation, metrics)
+                .ask_within_context(claimed, &user_text, invocation, metrics)
                 .await;
             let (reply, remembered) = self.answer_or_fallback(result, claimed)?;
             replies.push(reply);
@@ -96,12 +96,15 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
     /// the oldest half of the history (at least one turn) dropped.
     async fn ask_within_context(
         &self,
-        history: &[Turn],
+        claimed: &ClaimedBurst<'_>,
         user_text: &str,
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Result<String, LlmError> {
-        let result = self.ask(history, user_text, invocation, metrics).await;
+        let (history, files) = (claimed.claim.history.as_slice(), claimed.files.as_slice());
+        let result = self
+            .ask(history, files, user_text, invocation, metrics)
+            .await;
         match result {
             Err(error)
                 if error.refusal() == Some(LlmRefusal::ContextTooLong) && !history.is_empty() =>
@@ -110,7 +113,8 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
                 tracing::warn!(event = LogEvent::LlmHistoryTrimmed.as_str(), error = %error,
                     turns_before = history.len(), turns_after = shorter.len(),
                     "the prompt is too long for the model; asking again with the oldest history dropped");
-                self.ask(shorter, user_text, invocation, metrics).await
+                self.ask(shorter, files, user_text, invocation, metrics)
+                    .await
             }
             result => result,
         }
@@ -120,11 +124,13 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
     async fn ask(
         &self,
         history: &[Turn],
+        files: &[InlineFile],
         user_text: &str,
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Result<String, LlmError> {
-        let prompt = prompt::prompt(&self.behaviour.system_prompt, history, user_text);
+        let prompt = prompt::prompt(&self.behaviour.system_prompt, history, user_text)
+            .with_files(files.to_vec());
         let started = Instant::now();
         let llm_deadline = invocation
             .deadline

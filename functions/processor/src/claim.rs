@@ -5,6 +5,7 @@
 use shared::clock::now_epoch_seconds;
 use shared::conversation::{Claim, ClaimRequest, ConversationStore, PendingAnswer};
 use shared::inbound::{ConversationKey, InboundMessage, Sender};
+use shared::llm::InlineFile;
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::privacy::mask;
@@ -49,6 +50,9 @@ pub struct ClaimedBurst<'a> {
     /// Messages claimed now but given back for a retry: newer than those of the pending answer
     /// this burst sends (see [`Claim::pending`]), they are answered after it, on their own.
     pub deferred: Vec<String>,
+    /// The images of the burst, in order, shown to the model with the user's turn (never
+    /// stored).
+    pub files: Vec<InlineFile>,
 }
 
 /// How claiming a burst ended.
@@ -107,6 +111,7 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
         self.note_too_old(&messages, &user, metrics);
         Claimed::Ready(Box::new(ClaimedBurst {
             deferred,
+            files: Vec::new(),
             messages,
             last_delivery: burst
                 .iter()
@@ -130,6 +135,9 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
             .map(|(_, m)| match plan::treatment(&m.content) {
                 Treatment::Silent => Treatment::Silent,
                 _ if plan::is_too_old(m.timestamp, now, max_age) => Treatment::TooOld,
+                Treatment::Look { caption, .. } if !self.behaviour.vision => {
+                    caption.map_or(Treatment::Unsupported, Treatment::Answer)
+                }
                 treatment => treatment,
             })
             .collect()

@@ -48,6 +48,7 @@ pub const VARIABLES: &[&str] = &[
     "TRANSCRIPTION_BASE_URL",
     "TRANSCRIPTION_MODEL",
     "VOICE_NOTE_FAILED_MESSAGE",
+    "VISION",
 ];
 
 /// The processor's configuration.
@@ -96,6 +97,8 @@ pub struct Config {
     pub transcription_model: String,
     /// `VOICE_NOTE_FAILED_MESSAGE`: sent when a voice note cannot be heard.
     pub voice_note_failed_message: String,
+    /// `VISION` (default `true`): whether the model sees the images users send.
+    pub vision: bool,
 }
 
 impl Config {
@@ -183,6 +186,7 @@ impl Config {
             voice_note_failed_message: env
                 .optional("VOICE_NOTE_FAILED_MESSAGE")
                 .unwrap_or_else(|| DEFAULT_VOICE_NOTE_FAILED_MESSAGE.into()),
+            vision: env.parsed_or("VISION", true)?,
         })
     }
 }

@@ -21,7 +21,9 @@
 //!    store call; ids already answered are skipped, ids another invocation holds are retried
 //!    later.
 //!    Then hear the claimed voice notes (`listen.rs`): each is downloaded from Meta and
-//!    transcribed, and its transcript (`[voice note] …`) is what the model and the memory see.
+//!    transcribed, and its transcript (`[voice note] …`) is what the model and the memory see;
+//!    and look at the images (`look.rs`): each is downloaded and goes to the model with the
+//!    user's turn, which (and the memory) holds `[image] caption` in its place.
 //! 5. Turn the claimed messages into the model's input (`prompt.rs`): their texts become one
 //!    user turn after the history; a reply remembered as undelivered is shown to the model as
 //!    such. A step that changes what a message gets by reading its media (transcribing a voice
@@ -60,6 +62,7 @@ mod claim;
 pub mod config;
 mod identity;
 mod listen;
+mod look;
 pub mod plan;
 mod prompt;
 mod record;
@@ -126,6 +129,9 @@ pub struct Behaviour {
     pub unsupported_message: String,
     /// Sent when a voice note cannot be heard (`VOICE_NOTE_FAILED_MESSAGE`).
     pub voice_note_failed_message: String,
+    /// Whether the model can see images (`VISION`): they go to it with their captions; without,
+    /// a caption alone is answered.
+    pub vision: bool,
     /// The queue's redrive maximum (`MAX_RECEIVE_COUNT`): a record received this many times is
     /// on its last delivery.
     pub max_receive_count: u32,
@@ -221,6 +227,7 @@ pub fn build<S: Secrets>(
         fallback_message: config.fallback_message.clone(),
         unsupported_message: config.unsupported_message.clone(),
         voice_note_failed_message: config.voice_note_failed_message.clone(),
+        vision: config.vision,
         max_receive_count: config.max_receive_count,
         max_message_age: config.max_message_age,
     };
@@ -338,11 +345,8 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
             Claimed::Ready(claimed) => *claimed,
             Claimed::Ended(outcome, done) => return (outcome, done),
         };
-        if self
-            .listen(&mut claimed, invocation, metrics)
-            .await
-            .is_err()
-        {
+        let heard = self.listen(&mut claimed, invocation, metrics).await;
+        if heard.is_err() || self.look(&mut claimed, invocation, metrics).await.is_err() {
             return self.retry(claimed).await;
         }
         let input = Input::of(&claimed.messages);

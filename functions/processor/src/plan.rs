@@ -133,6 +133,14 @@ pub enum Treatment {
     /// A voice note that could not be heard for good (too large, of a refused type, refused by
     /// the transcription provider): the user is asked to type it (`VOICE_NOTE_FAILED_MESSAGE`).
     NotHeard,
+    /// An image, to be downloaded and shown to the model with its caption (`look.rs`); with
+    /// `VISION=false` its caption alone is answered.
+    Look {
+        /// Meta's media id.
+        media_id: String,
+        /// The caption the user wrote, when there is one.
+        caption: Option<String>,
+    },
 }
 
 /// Whether a message sent at `sent_at` is older than `max_age` at `now` (seconds since the
@@ -144,7 +152,8 @@ pub fn is_too_old(sent_at: i64, now: i64, max_age: Option<Duration>) -> bool {
 }
 
 /// Decides what a message gets: text is the user's turn; button, list and quick replies use their
-/// title or text; an image, video or document caption is used as text; a location, contact
+/// title or text; an image is looked at with its caption; a video or document caption is used
+/// as text; a location, contact
 /// cards, an order or a flow's answers are read as text (`as_text.rs`); reactions, stickers,
 /// edits, deletions and system notices get no reply; anything else gets the unsupported-message
 /// reply.
@@ -166,6 +175,19 @@ pub fn treatment(content: &MessageContent) -> Treatment {
         } else {
             text
         }),
+        MessageContent::Media {
+            kind: MediaKind::Image,
+            media_id: Some(media_id),
+            caption,
+            ..
+        } => Treatment::Look {
+            media_id: media_id.clone(),
+            caption: caption
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
+        },
         MessageContent::Media {
             kind: MediaKind::Image | MediaKind::Video | MediaKind::Document,
             caption: Some(caption),
@@ -422,6 +444,21 @@ mod tests {
             Treatment::Listen {
                 media_id: "1037".into(),
                 mime_type: "audio/ogg; codecs=opus".into()
+            }
+        );
+        let photo = MessageContent::Media {
+            kind: MediaKind::Image,
+            media_id: Some("img-1".into()),
+            mime_type: Some("image/jpeg".into()),
+            caption: Some(" what is this? ".into()),
+            filename: None,
+            voice: false,
+        };
+        assert_eq!(
+            treatment(&photo),
+            Treatment::Look {
+                media_id: "img-1".into(),
+                caption: Some("what is this?".into())
             }
         );
         assert_eq!(

@@ -285,9 +285,14 @@ impl MediaSource for FakeWhatsApp {
         if let Some(error) = self.media_failures.lock().unwrap().pop_front() {
             return Err(error);
         }
+        let mime_type = if media_id.starts_with("img") {
+            "image/jpeg"
+        } else {
+            "audio/ogg"
+        };
         Ok(Media {
             bytes: format!("OggS {media_id}").into_bytes(),
-            mime_type: "audio/ogg".into(),
+            mime_type: mime_type.into(),
         })
     }
 }
@@ -322,6 +327,7 @@ fn behaviour() -> Behaviour {
         fallback_message: "Sorry, try later.".into(),
         unsupported_message: "I only read text.".into(),
         voice_note_failed_message: "Please type it.".into(),
+        vision: true,
         max_receive_count: 5,
         max_message_age: Some(Duration::from_secs(24 * 3600)),
     }
@@ -1315,4 +1321,96 @@ async fn a_transcription_that_may_pass_retries_the_burst_and_is_heard_then() {
         p.whatsapp.texts(),
         ["echo: [voice note] a note of 12 bytes"]
     );
+}
+
+fn photo_record(
+    sqs_id: &str,
+    message_id: &str,
+    media_id: &str,
+    caption: Option<&str>,
+) -> SqsMessage {
+    content_record(
+        sqs_id,
+        "1555",
+        message_id,
+        serde_json::json!({"type": "media", "kind": "image", "media_id": media_id,
+            "mime_type": "image/jpeg", "caption": caption}),
+        1,
+    )
+}
+
+#[tokio::test]
+async fn a_photo_goes_to_the_model_with_the_turn_and_the_memory_keeps_its_caption_only() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    let (response, metrics) = p
+        .run(vec![
+            photo_record("s1", "w1", "img-1", Some("is this ripe?")),
+            text_record("s2", "1555", "w2", "for tomorrow"),
+        ])
+        .await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    let prompts = p.llm.prompts();
+    assert_eq!(
+        prompts[0].turns.last().unwrap().text,
+        "[image] is this ripe?\nfor tomorrow"
+    );
+    assert_eq!(prompts[0].files.len(), 1);
+    assert_eq!(prompts[0].files[0].mime_type, "image/jpeg");
+    assert_eq!(prompts[0].files[0].bytes, b"OggS img-1");
+    assert_eq!(metrics.counter("ImagesSeen"), 1);
+    assert_eq!(
+        p.store.turns("PNID:1555")[0].text,
+        "[image] is this ripe?\nfor tomorrow"
+    );
+
+    p.run(vec![text_record("s3", "1555", "w3", "and the price?")])
+        .await;
+    assert!(
+        p.llm.prompts()[1].files.is_empty(),
+        "only the newest burst carries images"
+    );
+}
+
+#[tokio::test]
+async fn without_vision_a_photo_is_its_caption_and_without_one_unsupported() {
+    let p = Processor::new(
+        FakeStore::default(),
+        FakeLlm::default(),
+        FakeWhatsApp::default(),
+        FakeTranscriber::default(),
+        Behaviour {
+            vision: false,
+            ..behaviour()
+        },
+    );
+    p.run(vec![photo_record(
+        "s1",
+        "w1",
+        "img-1",
+        Some("what is this?"),
+    )])
+    .await;
+    p.run(vec![photo_record("s2", "w2", "img-2", None)]).await;
+    assert!(p.whatsapp.downloads.lock().unwrap().is_empty());
+    assert_eq!(
+        p.whatsapp.texts(),
+        ["echo: what is this?", "I only read text."]
+    );
+}
+
+#[tokio::test]
+async fn an_image_too_large_is_answered_by_its_caption() {
+    let whatsapp = FakeWhatsApp::default();
+    whatsapp
+        .media_failures
+        .lock()
+        .unwrap()
+        .push_back(MediaError::TooLarge { max: 5 });
+    let p = processor(FakeLlm::default(), whatsapp);
+    let (response, _) = p
+        .run(vec![photo_record("s1", "w1", "img-big", Some("and this?"))])
+        .await;
+    assert!(failures(&response).is_empty());
+    assert!(p.llm.prompts()[0].files.is_empty());
+    assert_eq!(p.whatsapp.texts(), ["echo: and this?"]);
 }

@@ -807,3 +807,42 @@ async fn a_voice_note_is_downloaded_transcribed_and_answered_with_the_text_after
         ["You said: [voice note] Do you open on Sundays?\nand on holidays?"]
     );
 }
+
+#[tokio::test]
+async fn a_photo_goes_to_the_model_as_a_data_url_with_its_caption() {
+    let h = Harness::new("openai", &[]).await;
+    let mut photo = record("s1", USER, &unique("photo"), "", 1);
+    photo.body = photo.body.map(|b| {
+        let mut body: Value = serde_json::from_str(&b).unwrap();
+        body["content"] = json!({"type": "media", "kind": "image", "media_id": "img-9",
+            "mime_type": "image/jpeg", "caption": "is this ripe?"});
+        body.to_string()
+    });
+    let response = h.handle(&event(vec![photo])).await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    let chats = h.llm.requests_to("/chat/completions");
+    assert_eq!(chats.len(), 1);
+    let last = chats[0].json()["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        last["content"][0],
+        json!({"type": "text", "text": "[image] is this ripe?"})
+    );
+    let url = last["content"][1]["image_url"]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    use base64::Engine;
+    let expected = base64::engine::general_purpose::STANDARD.encode(PHOTO_BYTES);
+    assert_eq!(url, format!("data:image/jpeg;base64,{expected}"));
+    let stored = h.turns(USER).await;
+    assert_eq!(
+        stored[0]["t"].as_s().unwrap(),
+        "[image] is this ripe?",
+        "no bytes stored"
+    );
+}

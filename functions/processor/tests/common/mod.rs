@@ -81,6 +81,18 @@ pub fn meta_answer(request: &RecordedRequest) -> Canned {
     }
 }
 
+/// The bytes of a tiny JPEG the Graph API stand-in serves for media ids starting with `img`.
+pub const PHOTO_BYTES: &[u8] = b"\xff\xd8\xff\xe0 stand-in photo";
+
+/// What the stand-in serves for media `id`: a photo for `img…` ids, else a voice note.
+fn media_file(id: &str) -> (&'static str, &'static [u8]) {
+    if id.starts_with("img") {
+        ("image/jpeg", PHOTO_BYTES)
+    } else {
+        ("audio/ogg", VOICE_NOTE_BYTES)
+    }
+}
+
 fn media_answer(request: &RecordedRequest) -> Canned {
     if request.header("authorization") != Some("Bearer meta-token-for-tests") {
         return Canned::json(
@@ -88,19 +100,20 @@ fn media_answer(request: &RecordedRequest) -> Canned {
             json!({"error": {"message": "Invalid OAuth access token", "code": 190}}),
         );
     }
+    let id = request.path.rsplit('/').next().unwrap_or_default();
+    let (mime_type, bytes) = media_file(id);
     if request.path.starts_with("/lookaside/") {
-        return Canned::bytes(200, "audio/ogg", VOICE_NOTE_BYTES.to_vec());
+        return Canned::bytes(200, mime_type, bytes.to_vec());
     }
     let host = request.header("host").unwrap_or_default();
-    let id = request.path.rsplit('/').next().unwrap_or_default();
     let sha256 = {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(VOICE_NOTE_BYTES))
+        hex::encode(sha2::Sha256::digest(bytes))
     };
     Canned::json(
         200,
         json!({"messaging_product": "whatsapp", "url": format!("http://{host}/lookaside/{id}"),
-            "mime_type": "audio/ogg", "sha256": sha256, "file_size": VOICE_NOTE_BYTES.len(), "id": id}),
+            "mime_type": mime_type, "sha256": sha256, "file_size": bytes.len(), "id": id}),
     )
 }
 
