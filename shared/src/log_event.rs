@@ -141,6 +141,11 @@ log_events! {
     ImageNotSeen = "image_not_seen",
     /// WARN: an image could not be downloaded for now; the messages are retried.
     ImageFailed = "image_failed",
+    /// WARN: a document can never be had (too large, of a refused type); its caption alone is
+    /// answered.
+    DocumentNotRead = "document_not_read",
+    /// WARN: a document could not be downloaded for now; the messages are retried.
+    DocumentFailed = "document_failed",
 
     // The alerter.
     /// INFO: storm control held an alert back.
@@ -270,6 +275,8 @@ mod tests {
                 "voice_note_failed",
                 "image_not_seen",
                 "image_failed",
+                "document_not_read",
+                "document_failed",
                 "alert_held",
                 "alert_mailed",
                 "alert_mail_rejected",

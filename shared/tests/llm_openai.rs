@@ -196,3 +196,23 @@ async fn an_image_goes_with_the_last_user_turn_as_a_data_url() {
         ])
     );
 }
+
+#[tokio::test]
+async fn a_pdf_goes_as_a_file_part() {
+    let server = server::<OpenAi>().await;
+    let file = InlineFile {
+        mime_type: "application/pdf".into(),
+        bytes: b"%PDF-1.4".to_vec(),
+    };
+    chat::<OpenAi>(&server, Some("sk-test-123"))
+        .complete(&prompt().with_files(vec![file]), in_seconds(10))
+        .await
+        .unwrap();
+    let body = server.requests()[0].json();
+    let last = body["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last["content"][1],
+        json!({"type": "file", "file": {"filename": "document-1.pdf",
+            "file_data": "data:application/pdf;base64,JVBERi0xLjQ="}})
+    );
+}

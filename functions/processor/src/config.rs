@@ -16,8 +16,8 @@ briefly and clearly, in plain text without Markdown tables or headings.";
 pub const DEFAULT_FALLBACK_MESSAGE: &str =
     "Sorry, I can't answer right now. Please try again in a little while.";
 /// Sent for messages the bot cannot read, unless `UNSUPPORTED_MESSAGE` says otherwise.
-pub const DEFAULT_UNSUPPORTED_MESSAGE: &str = "Sorry, I can only read text messages, button replies and the \
-captions of images, videos and documents.";
+pub const DEFAULT_UNSUPPORTED_MESSAGE: &str = "Sorry, I can't open that kind of message. I can read \
+text, voice notes, photos, PDF and text documents, locations and contacts.";
 
 /// Sent when a voice note cannot be heard, unless `VOICE_NOTE_FAILED_MESSAGE` says otherwise.
 pub const DEFAULT_VOICE_NOTE_FAILED_MESSAGE: &str =

@@ -22,8 +22,9 @@
 //!    later.
 //!    Then hear the claimed voice notes (`listen.rs`): each is downloaded from Meta and
 //!    transcribed, and its transcript (`[voice note] …`) is what the model and the memory see;
-//!    and look at the images (`look.rs`): each is downloaded and goes to the model with the
-//!    user's turn, which (and the memory) holds `[image] caption` in its place.
+//!    look at the images (`look.rs`): each is downloaded and goes to the model with the user's
+//!    turn, which (and the memory) holds `[image] caption` in its place; and read the
+//!    documents (`read.rs`): a PDF goes to the model the same way, plain text and CSV as text.
 //! 5. Turn the claimed messages into the model's input (`prompt.rs`): their texts become one
 //!    user turn after the history; a reply remembered as undelivered is shown to the model as
 //!    such. A step that changes what a message gets by reading its media (transcribing a voice
@@ -65,6 +66,7 @@ mod listen;
 mod look;
 pub mod plan;
 mod prompt;
+mod read;
 mod record;
 mod reply;
 mod undelivered;
@@ -345,8 +347,11 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
             Claimed::Ready(claimed) => *claimed,
             Claimed::Ended(outcome, done) => return (outcome, done),
         };
-        let heard = self.listen(&mut claimed, invocation, metrics).await;
-        if heard.is_err() || self.look(&mut claimed, invocation, metrics).await.is_err() {
+        if self
+            .take_in_media(&mut claimed, invocation, metrics)
+            .await
+            .is_err()
+        {
             return self.retry(claimed).await;
         }
         let input = Input::of(&claimed.messages);
@@ -421,6 +426,21 @@ fn partition<'a>(
         }
     }
     (burst, failures)
+}
+
+impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
+    /// The media steps, in order: voice notes, images, documents. `Err(Retry)` when one failed
+    /// in a way that may pass.
+    async fn take_in_media(
+        &self,
+        claimed: &mut ClaimedBurst<'_>,
+        invocation: &Invocation,
+        metrics: &mut Metrics,
+    ) -> Result<(), reply::Retry> {
+        self.listen(claimed, invocation, metrics).await?;
+        self.look(claimed, invocation, metrics).await?;
+        self.read(claimed, invocation, metrics).await
+    }
 }
 
 /// How an answered burst ends: handled, unless some of its messages were deferred behind a

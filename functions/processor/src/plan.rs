@@ -133,6 +133,16 @@ pub enum Treatment {
     /// A voice note that could not be heard for good (too large, of a refused type, refused by
     /// the transcription provider): the user is asked to type it (`VOICE_NOTE_FAILED_MESSAGE`).
     NotHeard,
+    /// A document, to be downloaded and read (`read.rs`): a PDF goes to the model, plain text
+    /// and CSV become text; other types, and PDFs with `VISION=false`, are their caption alone.
+    Read {
+        /// Meta's media id.
+        media_id: String,
+        /// The caption the user wrote, when there is one.
+        caption: Option<String>,
+        /// The document's file name, when Meta gave it.
+        filename: Option<String>,
+    },
     /// An image, to be downloaded and shown to the model with its caption (`look.rs`); with
     /// `VISION=false` its caption alone is answered.
     Look {
@@ -187,6 +197,21 @@ pub fn treatment(content: &MessageContent) -> Treatment {
                 .map(str::trim)
                 .filter(|c| !c.is_empty())
                 .map(str::to_owned),
+        },
+        MessageContent::Media {
+            kind: MediaKind::Document,
+            media_id: Some(media_id),
+            caption,
+            filename,
+            ..
+        } => Treatment::Read {
+            media_id: media_id.clone(),
+            caption: caption
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
+            filename: filename.clone(),
         },
         MessageContent::Media {
             kind: MediaKind::Image | MediaKind::Video | MediaKind::Document,

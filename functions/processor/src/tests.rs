@@ -285,10 +285,12 @@ impl MediaSource for FakeWhatsApp {
         if let Some(error) = self.media_failures.lock().unwrap().pop_front() {
             return Err(error);
         }
-        let mime_type = if media_id.starts_with("img") {
-            "image/jpeg"
-        } else {
-            "audio/ogg"
+        let mime_type = match media_id.split('-').next() {
+            Some("img") => "image/jpeg",
+            Some("pdf") => "application/pdf",
+            Some("txt") => "text/plain",
+            Some("zip") => "application/zip",
+            _ => "audio/ogg",
         };
         Ok(Media {
             bytes: format!("OggS {media_id}").into_bytes(),
@@ -1413,4 +1415,55 @@ async fn an_image_too_large_is_answered_by_its_caption() {
     assert!(failures(&response).is_empty());
     assert!(p.llm.prompts()[0].files.is_empty());
     assert_eq!(p.whatsapp.texts(), ["echo: and this?"]);
+}
+
+fn document_record(
+    sqs_id: &str,
+    message_id: &str,
+    media_id: &str,
+    caption: Option<&str>,
+) -> SqsMessage {
+    content_record(
+        sqs_id,
+        "1555",
+        message_id,
+        serde_json::json!({"type": "media", "kind": "document", "media_id": media_id,
+            "filename": "menu.pdf", "caption": caption}),
+        1,
+    )
+}
+
+#[tokio::test]
+async fn a_pdf_goes_to_the_model_and_a_text_file_joins_the_turn() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    p.run(vec![
+        document_record("s1", "w1", "pdf-1", Some("prices?")),
+        document_record("s2", "w2", "txt-1", None),
+    ])
+    .await;
+    let prompts = p.llm.prompts();
+    assert_eq!(
+        prompts[0].turns.last().unwrap().text,
+        "[document menu.pdf] prices?\n[document menu.pdf]\nOggS txt-1"
+    );
+    assert_eq!(prompts[0].files.len(), 1);
+    assert_eq!(prompts[0].files[0].mime_type, "application/pdf");
+}
+
+#[tokio::test]
+async fn a_document_of_another_type_is_its_caption_or_unsupported() {
+    let p = processor(FakeLlm::default(), FakeWhatsApp::default());
+    p.run(vec![document_record(
+        "s1",
+        "w1",
+        "zip-1",
+        Some("see attached"),
+    )])
+    .await;
+    p.run(vec![document_record("s2", "w2", "zip-2", None)])
+        .await;
+    assert_eq!(
+        p.whatsapp.texts(),
+        ["echo: see attached", "I only read text."]
+    );
 }

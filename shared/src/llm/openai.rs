@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::http;
-use super::{Completion, Llm, LlmError, LlmSettings, Prompt};
+use super::{Completion, InlineFile, Llm, LlmError, LlmSettings, Prompt};
 use crate::conversation::Role;
 use crate::outbound_http::Answer;
 use crate::secrets::{SecretString, Secrets};
@@ -94,11 +94,35 @@ enum MessageContent<'a> {
 enum ContentPart<'a> {
     Text { text: &'a str },
     ImageUrl { image_url: ImageUrl },
+    File { file: FileData },
 }
 
 #[derive(Debug, Serialize)]
 struct ImageUrl {
     url: String,
+}
+
+/// A file other than an image (a PDF), as OpenAI's `file` content part.
+#[derive(Debug, Serialize)]
+struct FileData {
+    filename: String,
+    file_data: String,
+}
+
+/// The part an inline file becomes: images as `image_url`, other files (PDFs) as `file`.
+fn file_part<'a>(file: &InlineFile, data_url: String, index: usize) -> ContentPart<'a> {
+    if file.mime_type.starts_with("image/") {
+        ContentPart::ImageUrl {
+            image_url: ImageUrl { url: data_url },
+        }
+    } else {
+        ContentPart::File {
+            file: FileData {
+                filename: format!("document-{}.pdf", index + 1),
+                file_data: data_url,
+            },
+        }
+    }
 }
 
 impl<'a> ChatRequest<'a> {
@@ -121,11 +145,14 @@ impl<'a> ChatRequest<'a> {
                     false => MessageContent::Text(&turn.text),
                     true => MessageContent::Parts(
                         std::iter::once(ContentPart::Text { text: &turn.text })
-                            .chain(prompt.data_urls().into_iter().map(|url| {
-                                ContentPart::ImageUrl {
-                                    image_url: ImageUrl { url },
-                                }
-                            }))
+                            .chain(
+                                prompt
+                                    .files
+                                    .iter()
+                                    .zip(prompt.data_urls())
+                                    .enumerate()
+                                    .map(|(i, (file, url))| file_part(file, url, i)),
+                            )
                             .collect(),
                     ),
                 },
