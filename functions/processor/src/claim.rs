@@ -4,7 +4,7 @@
 
 use shared::clock::now_epoch_seconds;
 use shared::conversation::{Claim, ClaimRequest, ConversationStore, PendingAnswer};
-use shared::inbound::{ConversationKey, InboundMessage, Sender};
+use shared::inbound::{ConversationKey, InboundMessage, MediaKind, Sender};
 use shared::llm::InlineFile;
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
@@ -135,12 +135,22 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
             .map(|(_, m)| match plan::treatment(&m.content) {
                 Treatment::Silent => Treatment::Silent,
                 _ if plan::is_too_old(m.timestamp, now, max_age) => Treatment::TooOld,
-                Treatment::Look { caption, .. } if !self.behaviour.vision => {
+                Treatment::Look { kind, caption, .. } if !self.sees(kind) => {
                     caption.map_or(Treatment::Unsupported, Treatment::Answer)
                 }
                 treatment => treatment,
             })
             .collect()
+    }
+
+    /// Whether the model is shown media of `kind`: images with `VISION`, videos with `VISION`
+    /// and a model that takes video (Gemini).
+    fn sees(&self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Image => self.behaviour.vision,
+            MediaKind::Video => self.behaviour.vision && self.behaviour.video,
+            _ => false,
+        }
     }
 
     /// Logs and counts the claimed messages that are marked done unanswered for their age.

@@ -134,6 +134,8 @@ pub struct Behaviour {
     /// Whether the model can see images (`VISION`): they go to it with their captions; without,
     /// a caption alone is answered.
     pub vision: bool,
+    /// Whether the model takes video inline (Gemini's do): videos then go to it as images do.
+    pub video: bool,
     /// The queue's redrive maximum (`MAX_RECEIVE_COUNT`): a record received this many times is
     /// on its last delivery.
     pub max_receive_count: u32,
@@ -230,6 +232,7 @@ pub fn build<S: Secrets>(
         unsupported_message: config.unsupported_message.clone(),
         voice_note_failed_message: config.voice_note_failed_message.clone(),
         vision: config.vision,
+        video: config.llm_provider == shared::llm::Provider::Gemini,
         max_receive_count: config.max_receive_count,
         max_message_age: config.max_message_age,
     };

@@ -1,6 +1,7 @@
-//! Step 4c, look at the claimed images: each is downloaded from Meta (`MediaSource`, JPEG, PNG
-//! or WebP up to 5 MiB) and goes to the model inline with the user's turn, in which it stands as
-//! `[image] <caption>`: that text is what the memory keeps, never the bytes, so only the newest
+//! Step 4c, look at the claimed images (and videos, for a model that takes them: Gemini's):
+//! each is downloaded from Meta (`MediaSource`; images JPEG, PNG or WebP up to 5 MiB, videos MP4
+//! or 3GPP up to 12 MiB) and goes to the model inline with the user's turn, in which it stands
+//! as `[image] <caption>` (`[video] …`): that text is what the memory keeps, never the bytes, so only the newest
 //! burst carries images. An image that can never be had (too large, a refused type) is answered
 //! by its caption, or gets `UNSUPPORTED_MESSAGE` without one; a failure that may pass retries
 //! the burst.
@@ -30,12 +31,17 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
             .deadline
             .checked_sub(REPLY_RESERVE)
             .unwrap_or(invocation.deadline);
-        let limits = MediaLimits::for_kind(MediaKind::Image);
         let resumed = claimed.claim.pending.is_some();
         for message in &mut claimed.messages {
-            let Treatment::Look { media_id, caption } = &message.treatment else {
+            let Treatment::Look {
+                kind,
+                media_id,
+                caption,
+            } = &message.treatment
+            else {
                 continue;
             };
+            let (kind, limits) = (*kind, limits_for(*kind));
             let caption = caption.clone();
             if resumed {
                 message.treatment = Treatment::Silent;
@@ -48,7 +54,7 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
                         mime_type: media.mime_type,
                         bytes: media.bytes,
                     });
-                    message.treatment = Treatment::Answer(image_turn(caption.as_deref()));
+                    message.treatment = Treatment::Answer(media_turn(kind, caption.as_deref()));
                 }
                 Err(error) if error.is_final() => {
                     tracing::warn!(event = LogEvent::ImageNotSeen.as_str(), user = %claimed.user, error = %error,
@@ -66,11 +72,31 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
     }
 }
 
-/// The text an image stands as in the user's turn and the memory.
-pub fn image_turn(caption: Option<&str>) -> String {
+/// The most bytes of a video sent inline: Gemini takes at most 20 MB of request, and base64
+/// makes a file a third larger.
+pub const MAX_INLINE_VIDEO_BYTES: u64 = 12 * 1024 * 1024;
+
+/// What media of `kind` is held to: images as Meta's defaults, videos to what goes inline.
+fn limits_for(kind: MediaKind) -> MediaLimits {
+    let limits = MediaLimits::for_kind(kind);
+    match kind {
+        MediaKind::Video => MediaLimits {
+            max_bytes: MAX_INLINE_VIDEO_BYTES,
+            ..limits
+        },
+        _ => limits,
+    }
+}
+
+/// The text an image (or a video) stands as in the user's turn and the memory.
+pub fn media_turn(kind: MediaKind, caption: Option<&str>) -> String {
+    let label = match kind {
+        MediaKind::Video => "[video]",
+        _ => "[image]",
+    };
     match caption.map(str::trim).filter(|c| !c.is_empty()) {
-        Some(caption) => format!("[image] {caption}"),
-        None => "[image]".to_owned(),
+        Some(caption) => format!("{label} {caption}"),
+        None => label.to_owned(),
     }
 }
 
@@ -80,8 +106,15 @@ mod tests {
 
     #[test]
     fn an_image_stands_as_its_caption() {
-        assert_eq!(image_turn(Some(" is this ripe? ")), "[image] is this ripe?");
-        assert_eq!(image_turn(Some("")), "[image]");
-        assert_eq!(image_turn(None), "[image]");
+        assert_eq!(
+            media_turn(MediaKind::Image, Some(" is this ripe? ")),
+            "[image] is this ripe?"
+        );
+        assert_eq!(media_turn(MediaKind::Image, Some("")), "[image]");
+        assert_eq!(media_turn(MediaKind::Video, None), "[video]");
+        assert_eq!(
+            limits_for(MediaKind::Video).max_bytes,
+            MAX_INLINE_VIDEO_BYTES
+        );
     }
 }

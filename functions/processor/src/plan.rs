@@ -143,9 +143,11 @@ pub enum Treatment {
         /// The document's file name, when Meta gave it.
         filename: Option<String>,
     },
-    /// An image, to be downloaded and shown to the model with its caption (`look.rs`); with
-    /// `VISION=false` its caption alone is answered.
+    /// An image (or a video, for Gemini), to be downloaded and shown to the model with its
+    /// caption (`look.rs`); when the model cannot see it, its caption alone is answered.
     Look {
+        /// An image or a video.
+        kind: MediaKind,
         /// Meta's media id.
         media_id: String,
         /// The caption the user wrote, when there is one.
@@ -186,11 +188,12 @@ pub fn treatment(content: &MessageContent) -> Treatment {
             text
         }),
         MessageContent::Media {
-            kind: MediaKind::Image,
+            kind: kind @ (MediaKind::Image | MediaKind::Video),
             media_id: Some(media_id),
             caption,
             ..
         } => Treatment::Look {
+            kind: *kind,
             media_id: media_id.clone(),
             caption: caption
                 .as_deref()
@@ -482,6 +485,7 @@ mod tests {
         assert_eq!(
             treatment(&photo),
             Treatment::Look {
+                kind: MediaKind::Image,
                 media_id: "img-1".into(),
                 caption: Some("what is this?".into())
             }

@@ -290,6 +290,7 @@ impl MediaSource for FakeWhatsApp {
             Some("pdf") => "application/pdf",
             Some("txt") => "text/plain",
             Some("zip") => "application/zip",
+            Some("vid") => "video/mp4",
             _ => "audio/ogg",
         };
         Ok(Media {
@@ -330,6 +331,7 @@ fn behaviour() -> Behaviour {
         unsupported_message: "I only read text.".into(),
         voice_note_failed_message: "Please type it.".into(),
         vision: true,
+        video: false,
         max_receive_count: 5,
         max_message_age: Some(Duration::from_secs(24 * 3600)),
     }
@@ -1466,4 +1468,40 @@ async fn a_document_of_another_type_is_its_caption_or_unsupported() {
         p.whatsapp.texts(),
         ["echo: see attached", "I only read text."]
     );
+}
+
+#[tokio::test]
+async fn a_video_goes_to_a_model_that_takes_video_and_is_its_caption_otherwise() {
+    let video = |id: &str, media: &str| {
+        content_record(
+            id,
+            "1555",
+            id,
+            serde_json::json!({"type": "media", "kind": "video", "media_id": media,
+                "caption": "what happens here?"}),
+            1,
+        )
+    };
+    let openai = processor(FakeLlm::default(), FakeWhatsApp::default());
+    openai.run(vec![video("w1", "vid-1")]).await;
+    assert!(openai.whatsapp.downloads.lock().unwrap().is_empty());
+    assert_eq!(openai.whatsapp.texts(), ["echo: what happens here?"]);
+
+    let gemini = Processor::new(
+        FakeStore::default(),
+        FakeLlm::default(),
+        FakeWhatsApp::default(),
+        FakeTranscriber::default(),
+        Behaviour {
+            video: true,
+            ..behaviour()
+        },
+    );
+    gemini.run(vec![video("w2", "vid-2")]).await;
+    let prompts = gemini.llm.prompts();
+    assert_eq!(
+        prompts[0].turns.last().unwrap().text,
+        "[video] what happens here?"
+    );
+    assert_eq!(prompts[0].files[0].mime_type, "video/mp4");
 }
