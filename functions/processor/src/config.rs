@@ -99,6 +99,9 @@ pub struct Config {
     pub voice_note_failed_message: String,
     /// `VISION` (default `true`): whether the model sees the images users send.
     pub vision: bool,
+    /// Whether voice notes go to the model as audio instead of being transcribed: with
+    /// `LLM_PROVIDER=gemini` (which hears audio natively) and no `TRANSCRIPTION_BASE_URL`.
+    pub audio_inline: bool,
 }
 
 impl Config {
@@ -187,6 +190,8 @@ impl Config {
                 .optional("VOICE_NOTE_FAILED_MESSAGE")
                 .unwrap_or_else(|| DEFAULT_VOICE_NOTE_FAILED_MESSAGE.into()),
             vision: env.parsed_or("VISION", true)?,
+            audio_inline: llm_provider == Provider::Gemini
+                && env.optional("TRANSCRIPTION_BASE_URL").is_none(),
         })
     }
 }
@@ -290,6 +295,32 @@ mod tests {
             config.llm_base_url,
             "https://generativelanguage.googleapis.com"
         );
+        assert!(config.audio_inline, "Gemini hears voice notes itself");
+        let whisper = super::Config::from(&Env::from_pairs(&[
+            REQUIRED[0],
+            REQUIRED[1],
+            ("LLM_PROVIDER", "gemini"),
+            ("TRANSCRIPTION_BASE_URL", "https://api.groq.com/openai/v1"),
+        ]))
+        .unwrap();
+        assert!(!whisper.audio_inline);
+        assert_eq!(
+            whisper.transcription_base_url,
+            "https://api.groq.com/openai/v1"
+        );
+    }
+
+    #[test]
+    fn voice_notes_go_to_the_chat_server_by_default() {
+        let local = config(&[
+            REQUIRED[0],
+            REQUIRED[1],
+            ("LLM_BASE_URL", "http://127.0.0.1:11434/v1"),
+        ])
+        .unwrap();
+        assert_eq!(local.transcription_base_url, "http://127.0.0.1:11434/v1");
+        assert_eq!(local.transcription_model, DEFAULT_TRANSCRIPTION_MODEL);
+        assert!(!local.audio_inline && local.vision);
     }
 
     #[test]

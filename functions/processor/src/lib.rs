@@ -136,6 +136,9 @@ pub struct Behaviour {
     pub vision: bool,
     /// Whether the model takes video inline (Gemini's do): videos then go to it as images do.
     pub video: bool,
+    /// Whether voice notes go to the model as audio (Gemini hears them) instead of being
+    /// transcribed.
+    pub audio_inline: bool,
     /// The queue's redrive maximum (`MAX_RECEIVE_COUNT`): a record received this many times is
     /// on its last delivery.
     pub max_receive_count: u32,
@@ -233,6 +236,7 @@ pub fn build<S: Secrets>(
         voice_note_failed_message: config.voice_note_failed_message.clone(),
         vision: config.vision,
         video: config.llm_provider == shared::llm::Provider::Gemini,
+        audio_inline: config.audio_inline,
         max_receive_count: config.max_receive_count,
         max_message_age: config.max_message_age,
     };

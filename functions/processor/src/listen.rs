@@ -3,9 +3,11 @@
 //! in its place among the burst's messages. A note that can never be heard (too large, of a
 //! refused type, refused by the provider) gets `VOICE_NOTE_FAILED_MESSAGE` and an ERROR; a
 //! failure that may pass retries the burst. Both calls end [`REPLY_RESERVE`] before the
-//! deadline, as the LLM's does.
+//! deadline, as the LLM's does. With Gemini and no transcription server of its own, a voice note
+//! goes to the model as audio instead (Gemini hears it), standing as `[voice note]`.
 
 use shared::inbound::MediaKind;
+use shared::llm::InlineFile;
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::transcription::{Audio, Transcriber};
@@ -53,7 +55,10 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
                 message.treatment = Treatment::Silent;
                 continue;
             }
-            let heard = self.hear(media_id, mime_type, deadline).await;
+            let heard = match self.behaviour.audio_inline {
+                true => self.hand_over(media_id, deadline, &mut claimed.files).await,
+                false => self.hear(media_id, mime_type, deadline).await,
+            };
             message.treatment = match heard {
                 Ok(transcript) => {
                     metrics.count("VoiceNotesHeard", 1);
@@ -73,6 +78,27 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
             };
         }
         Ok(())
+    }
+
+    /// Downloads one voice note and hands it to the model inline (Gemini hears audio): the
+    /// turn and the memory then hold `[voice note]` alone.
+    async fn hand_over(
+        &self,
+        media_id: &str,
+        deadline: Instant,
+        files: &mut Vec<InlineFile>,
+    ) -> Result<String, NotHeard> {
+        let limits = MediaLimits::for_kind(MediaKind::Audio);
+        let media = self
+            .whatsapp
+            .download(media_id, &limits, deadline)
+            .await
+            .map_err(|e| classify(e.is_final(), e.to_string()))?;
+        files.push(InlineFile {
+            mime_type: media.mime_type,
+            bytes: media.bytes,
+        });
+        Ok(String::new())
     }
 
     /// Downloads and transcribes one voice note.
@@ -113,10 +139,10 @@ fn classify(is_final: bool, cause: String) -> NotHeard {
 }
 
 /// The user's turn a transcript becomes: marked as a voice note, so that the model and the
-/// memory know how it came.
+/// memory know how it came; `[voice note]` alone when the model hears the audio itself.
 pub fn voice_note_turn(transcript: &str) -> String {
     match transcript.trim() {
-        "" => "[voice note without words]".to_owned(),
+        "" => "[voice note]".to_owned(),
         text => format!("[voice note] {text}"),
     }
 }
@@ -131,6 +157,6 @@ mod tests {
             voice_note_turn(" Hola, ¿abren hoy? "),
             "[voice note] Hola, ¿abren hoy?"
         );
-        assert_eq!(voice_note_turn("  "), "[voice note without words]");
+        assert_eq!(voice_note_turn("  "), "[voice note]");
     }
 }

@@ -332,6 +332,7 @@ fn behaviour() -> Behaviour {
         voice_note_failed_message: "Please type it.".into(),
         vision: true,
         video: false,
+        audio_inline: false,
         max_receive_count: 5,
         max_message_age: Some(Duration::from_secs(24 * 3600)),
     }
@@ -1504,4 +1505,27 @@ async fn a_video_goes_to_a_model_that_takes_video_and_is_its_caption_otherwise()
         "[video] what happens here?"
     );
     assert_eq!(prompts[0].files[0].mime_type, "video/mp4");
+}
+
+#[tokio::test]
+async fn with_gemini_a_voice_note_goes_to_the_model_as_audio_without_a_transcription() {
+    let p = Processor::new(
+        FakeStore::default(),
+        FakeLlm::default(),
+        FakeWhatsApp::default(),
+        FakeTranscriber::default(),
+        Behaviour {
+            audio_inline: true,
+            ..behaviour()
+        },
+    );
+    p.run(vec![voice_note_record("s1", "1555", "w1", "media-1")])
+        .await;
+    assert!(
+        p.transcriber.heard.lock().unwrap().is_empty(),
+        "no transcription call"
+    );
+    let prompts = p.llm.prompts();
+    assert_eq!(prompts[0].turns.last().unwrap().text, "[voice note]");
+    assert_eq!(prompts[0].files[0].mime_type, "audio/ogg");
 }
