@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::dynamodb_units::{Consistency, item_size, read_units, write_units};
-use crate::serial_proxy::{Upstream, send};
+use crate::serial_proxy::send;
 
 /// One AWS request, as the meter saw it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -63,7 +63,7 @@ struct State {
     http: reqwest::Client,
     calls: Mutex<Vec<Call>>,
     /// Held by each DynamoDB request from before its items are measured to after.
-    dynamodb_turn: tokio::sync::Mutex<()>,
+    dynamodb_turn: Arc<tokio::sync::Mutex<()>>,
     /// Each table's key attribute names, from `DescribeTable`.
     key_schemas: Mutex<HashMap<String, Vec<String>>>,
 }
@@ -84,7 +84,7 @@ impl AwsMeter {
                 upstream: upstream.trim_end_matches('/').to_owned(),
                 http: reqwest::Client::new(),
                 calls: Mutex::new(Vec::new()),
-                dynamodb_turn: tokio::sync::Mutex::new(()),
+                dynamodb_turn: Arc::new(tokio::sync::Mutex::new(())),
                 key_schemas: Mutex::new(HashMap::new()),
             }),
         }
@@ -110,15 +110,24 @@ impl AwsMeter {
         url
     }
 
-    /// Every request so far, in the order their answers came.
-    pub fn calls(&self) -> Vec<Call> {
+    /// Every request answered so far, once the DynamoDB units of the last ones are measured.
+    pub async fn calls(&self) -> Vec<Call> {
+        let _settled = self.state.dynamodb_turn.lock().await;
         self.state.calls.lock().expect("calls lock").clone()
     }
 }
 
+/// What a DynamoDB request holds while it is measured: its turn, and the items it writes with
+/// their sizes before.
+struct Measuring {
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+    writes: Option<(Vec<ItemKey>, bool)>,
+    sizes_before: Vec<u64>,
+}
+
 impl State {
     async fn handle(
-        &self,
+        self: Arc<Self>,
         caller: String,
         method: Method,
         uri: Uri,
@@ -134,71 +143,90 @@ impl State {
             request_bytes: body.len() as u64,
             ..Call::default()
         };
-        let answer = if call.service == "dynamodb" {
-            let _turn = self.dynamodb_turn.lock().await;
-            self.metered_dynamodb(&mut call, &request, &uri, headers, body)
-                .await
+        let measuring = if call.service == "dynamodb" {
+            Some(self.before_write(&call.operation, &request, &headers).await)
         } else {
-            send(&self.http, &self.upstream, method, &uri, headers, body).await
+            None
         };
-        let response = match answer {
-            Ok(answer) => {
-                call.status = answer.status.as_u16();
-                call.response_bytes = answer.body.len() as u64;
-                if call.operation == "ReceiveMessage" {
-                    call.messages_received = received_messages(&answer.body);
-                }
-                answer.into_response()
-            }
-            Err(error) => {
-                call.status = StatusCode::BAD_GATEWAY.as_u16();
-                (StatusCode::BAD_GATEWAY, error).into_response()
-            }
-        };
-        self.calls.lock().expect("calls lock").push(call);
-        response
-    }
-
-    /// Forwards a DynamoDB request, measuring the items it names before and after, and sets the
-    /// units AWS would bill for it on `call`.
-    async fn metered_dynamodb(
-        &self,
-        call: &mut Call,
-        request: &Value,
-        uri: &Uri,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<Upstream, String> {
-        for table in tables_named(&call.operation, request) {
-            self.load_key_schema(&headers, &table).await;
-        }
-        let schemas = self.key_schemas.lock().expect("schemas lock").clone();
-        let writes = written_items(&call.operation, request, &schemas);
-        let mut before = Vec::new();
-        for item in writes.iter().flat_map(|(items, _)| items) {
-            before.push(self.stored_size(&headers, item).await);
-        }
         let answer = send(
             &self.http,
             &self.upstream,
-            Method::POST,
-            uri,
+            method,
+            &uri,
             headers.clone(),
             body,
         )
-        .await?;
+        .await;
+        let Ok(answer) = answer else {
+            call.status = StatusCode::BAD_GATEWAY.as_u16();
+            self.calls.lock().expect("calls lock").push(call);
+            return (StatusCode::BAD_GATEWAY, "the AWS endpoint did not answer").into_response();
+        };
+        call.status = answer.status.as_u16();
+        call.response_bytes = answer.body.len() as u64;
         let response: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-        if !billed(answer.status, &response) {
-            return Ok(answer);
+        if call.operation == "ReceiveMessage" {
+            call.messages_received = response["Messages"].as_array().map_or(0, Vec::len);
         }
-        if let Some((items, transactional)) = &writes {
-            for (item, size_before) in items.iter().zip(before) {
-                let size_after = self.stored_size(&headers, item).await;
-                call.write_units += write_units(size_before, size_after, *transactional);
+        match measuring {
+            // The caller has its answer at once; the units are measured after, still in the
+            // request's turn, so that the caller's own time does not include the meter's.
+            Some(measuring) if billed(answer.status, &response) => {
+                let state = Arc::clone(&self);
+                tokio::spawn(async move {
+                    state
+                        .bill_dynamodb(&mut call, &measuring, &request, &response, &headers)
+                        .await;
+                    state.calls.lock().expect("calls lock").push(call);
+                    drop(measuring);
+                });
+            }
+            _ => self.calls.lock().expect("calls lock").push(call),
+        }
+        answer.into_response()
+    }
+
+    /// Takes a DynamoDB request's turn and measures the items it writes, before it is sent.
+    async fn before_write(
+        &self,
+        operation: &str,
+        request: &Value,
+        headers: &HeaderMap,
+    ) -> Measuring {
+        let turn = Arc::clone(&self.dynamodb_turn).lock_owned().await;
+        for table in tables_named(operation, request) {
+            self.load_key_schema(headers, &table).await;
+        }
+        let schemas = self.key_schemas.lock().expect("schemas lock").clone();
+        let writes = written_items(operation, request, &schemas);
+        let mut sizes_before = Vec::new();
+        for item in writes.iter().flat_map(|(items, _)| items) {
+            sizes_before.push(self.stored_size(headers, item).await);
+        }
+        Measuring {
+            _turn: turn,
+            writes,
+            sizes_before,
+        }
+    }
+
+    /// Sets on `call` the units AWS bills for a DynamoDB request that was answered `response`.
+    async fn bill_dynamodb(
+        &self,
+        call: &mut Call,
+        measuring: &Measuring,
+        request: &Value,
+        response: &Value,
+        headers: &HeaderMap,
+    ) {
+        if let Some((items, transactional)) = &measuring.writes {
+            for (item, size_before) in items.iter().zip(&measuring.sizes_before) {
+                let size_after = self.stored_size(headers, item).await;
+                call.write_units += write_units(*size_before, size_after, *transactional);
             }
         } else if let Some((items, consistency)) = read_items(&call.operation, request) {
             for item in &items {
-                call.read_units += read_units(self.stored_size(&headers, item).await, consistency);
+                call.read_units += read_units(self.stored_size(headers, item).await, consistency);
             }
         } else if matches!(call.operation.as_str(), "Query" | "Scan") {
             let returned: u64 = response["Items"]
@@ -213,7 +241,6 @@ impl State {
                 .unwrap_or_default();
             call.read_units += read_units(returned, consistency_of(request));
         }
-        Ok(answer)
     }
 
     /// The size of an item as stored now (0 when there is none), read from moto directly.
@@ -315,14 +342,6 @@ fn resource_of(request: &Value) -> String {
         .find_map(|key| request[key].as_str())
         .unwrap_or_default()
         .to_owned()
-}
-
-/// How many messages a `ReceiveMessage` answer holds.
-fn received_messages(body: &[u8]) -> usize {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|answer| answer["Messages"].as_array().map(Vec::len))
-        .unwrap_or_default()
 }
 
 /// Whether AWS bills a DynamoDB request with this answer: a success, or a write refused by its

@@ -19,9 +19,10 @@ async fn metered_client(meter: &AwsMeter, caller: &str) -> aws_sdk_dynamodb::Cli
     aws_sdk_dynamodb::Client::new(&config)
 }
 
-fn last(meter: &AwsMeter, operation: &str) -> Call {
+async fn last(meter: &AwsMeter, operation: &str) -> Call {
     meter
         .calls()
+        .await
         .into_iter()
         .rev()
         .find(|call| call.operation == operation)
@@ -45,7 +46,7 @@ async fn dynamodb_writes_are_billed_by_the_larger_item_size_and_reads_by_4_kb() 
         .send()
         .await
         .unwrap();
-    assert_eq!(last(&meter, "PutItem").write_units, 2.0);
+    assert_eq!(last(&meter, "PutItem").await.write_units, 2.0);
 
     // Shrinking it to 3 + 4 + 10 bytes is billed for the larger size before: two units.
     client
@@ -58,7 +59,7 @@ async fn dynamodb_writes_are_billed_by_the_larger_item_size_and_reads_by_4_kb() 
         .send()
         .await
         .unwrap();
-    assert_eq!(last(&meter, "UpdateItem").write_units, 2.0);
+    assert_eq!(last(&meter, "UpdateItem").await.write_units, 2.0);
 
     // A condition that fails is billed for the item as it is: one unit.
     let refused = client
@@ -71,7 +72,7 @@ async fn dynamodb_writes_are_billed_by_the_larger_item_size_and_reads_by_4_kb() 
         .send()
         .await;
     assert!(refused.is_err());
-    let failed = last(&meter, "UpdateItem");
+    let failed = last(&meter, "UpdateItem").await;
     assert_eq!((failed.status, failed.write_units), (400, 1.0));
 
     // Reads: half a unit eventually consistent, one strongly, also for an item not there.
@@ -82,7 +83,7 @@ async fn dynamodb_writes_are_billed_by_the_larger_item_size_and_reads_by_4_kb() 
         .send()
         .await
         .unwrap();
-    assert_eq!(last(&meter, "GetItem").read_units, 0.5);
+    assert_eq!(last(&meter, "GetItem").await.read_units, 0.5);
     client
         .get_item()
         .table_name(&table)
@@ -91,10 +92,10 @@ async fn dynamodb_writes_are_billed_by_the_larger_item_size_and_reads_by_4_kb() 
         .send()
         .await
         .unwrap();
-    assert_eq!(last(&meter, "GetItem").read_units, 1.0);
+    assert_eq!(last(&meter, "GetItem").await.read_units, 1.0);
 
     // Every request is recorded with its caller, service and table.
-    let calls = meter.calls();
+    let calls = meter.calls().await;
     assert_eq!(calls.len(), 5);
     assert!(
         calls.iter().all(|call| call.caller == "test"
@@ -132,7 +133,7 @@ async fn sqs_requests_are_counted_with_their_queue_and_the_messages_received() {
         .send()
         .await
         .unwrap();
-    let receive = last(&meter, "ReceiveMessage");
+    let receive = last(&meter, "ReceiveMessage").await;
     assert_eq!(
         (receive.service.as_str(), receive.messages_received),
         ("sqs", 2)
@@ -140,6 +141,7 @@ async fn sqs_requests_are_counted_with_their_queue_and_the_messages_received() {
     assert_eq!(receive.resource, queue);
     let sends = meter
         .calls()
+        .await
         .iter()
         .filter(|c| c.operation == "SendMessage")
         .count();
