@@ -307,6 +307,27 @@ fn notes(measurement: &Measurement) -> Vec<String> {
         measurement.llm_calls,
         workload.llm_wait.as_secs_f64(),
     )];
+    for function in measurement
+        .functions
+        .iter()
+        .filter(|f| !f.run_times.is_empty())
+    {
+        let invocations = function.run_times.len() as f64;
+        let own: f64 = function.run_times.iter().map(|d| d.as_secs_f64()).sum();
+        let waited: f64 = measurement
+            .aws_calls
+            .iter()
+            .filter(|call| call.caller == function.name)
+            .map(|call| call.waited.as_secs_f64())
+            .sum();
+        notes.push(format!(
+            "{}: {:.1} ms own time per invocation, of which {:.1} ms waiting on AWS requests \
+             (moto and the meter; summed over requests, which overlap within a batch)",
+            function.name,
+            own / invocations * 1000.0,
+            waited / invocations * 1000.0,
+        ));
+    }
     let errors: u64 = measurement.functions.iter().map(|f| f.error_lines).sum();
     if errors > 0 {
         notes.push(format!(

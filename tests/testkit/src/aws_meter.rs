@@ -6,10 +6,12 @@
 //! learns the sizes itself: around every DynamoDB write it reads each item the request names
 //! from moto directly (bypassing itself), before and after forwarding it, and bills the larger
 //! size per started KB; a read is billed by the size of the whole item (or, for `Query` and
-//! `Scan`, of the items returned) per started 4 KB. DynamoDB requests pass one at a time, so
-//! that the sizes read around a write are that write's (this also makes moto's conditional
-//! writes atomic, as DynamoDB's are). A conditional write whose condition fails is billed, as
-//! AWS bills it; any other refused request is not.
+//! `Scan`, of the items returned) per started 4 KB. Requests naming the same item pass one at a
+//! time, so that the sizes read around a write are that write's (this also makes moto's
+//! conditional writes atomic, as DynamoDB's are); requests on different items pass at once. The
+//! caller gets its answer before the sizes after are read, so that the meter adds one read of
+//! moto to a write's time, not two. A conditional write whose condition fails is billed, as AWS
+//! bills it; any other refused request is not.
 //!
 //! Not modelled: items that a `Query` or `Scan` filter drops (AWS bills them, the meter does not
 //! see them) and projections (AWS bills the whole items, the meter the projected ones). The
@@ -17,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -50,6 +53,9 @@ pub struct Call {
     pub read_units: f64,
     /// For DynamoDB: the write request units it is billed.
     pub write_units: f64,
+    /// How long the caller waited for the answer: moto's time, and the meter's (its read of
+    /// the items a write names, and the wait for another request on the same item).
+    pub waited: Duration,
 }
 
 /// The running meter. Its listeners stop when the runtime that started them ends.
@@ -62,8 +68,13 @@ struct State {
     upstream: String,
     http: reqwest::Client,
     calls: Mutex<Vec<Call>>,
-    /// Held by each DynamoDB request from before its items are measured to after.
-    dynamodb_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Each item's turn: held by a DynamoDB request naming the item from before the item is
+    /// measured to after, so that requests on one item pass one at a time and those on
+    /// different items at once, as on DynamoDB.
+    item_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Shared by every DynamoDB request until its units are measured; [`AwsMeter::calls`]
+    /// waits for them.
+    measuring: Arc<tokio::sync::RwLock<()>>,
     /// Each table's key attribute names, from `DescribeTable`.
     key_schemas: Mutex<HashMap<String, Vec<String>>>,
 }
@@ -75,6 +86,19 @@ struct ItemKey {
     key: Map<String, Value>,
 }
 
+impl ItemKey {
+    /// The item's table and key attributes, in a text unique to it.
+    fn name(&self) -> String {
+        let mut attributes: Vec<String> = self
+            .key
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        attributes.sort();
+        format!("{}\u{0}{}", self.table, attributes.join("\u{0}"))
+    }
+}
+
 impl AwsMeter {
     /// A meter in front of the AWS endpoint `upstream` (moto's URL). It listens nowhere until
     /// [`AwsMeter::endpoint`] is called.
@@ -84,7 +108,8 @@ impl AwsMeter {
                 upstream: upstream.trim_end_matches('/').to_owned(),
                 http: reqwest::Client::new(),
                 calls: Mutex::new(Vec::new()),
-                dynamodb_turn: Arc::new(tokio::sync::Mutex::new(())),
+                item_turns: Mutex::new(HashMap::new()),
+                measuring: Arc::new(tokio::sync::RwLock::new(())),
                 key_schemas: Mutex::new(HashMap::new()),
             }),
         }
@@ -112,15 +137,16 @@ impl AwsMeter {
 
     /// Every request answered so far, once the DynamoDB units of the last ones are measured.
     pub async fn calls(&self) -> Vec<Call> {
-        let _settled = self.state.dynamodb_turn.lock().await;
+        let _settled = self.state.measuring.write().await;
         self.state.calls.lock().expect("calls lock").clone()
     }
 }
 
-/// What a DynamoDB request holds while it is measured: its turn, and the items it writes with
-/// their sizes before.
+/// What a DynamoDB request holds while it is measured: its items' turns, and the items it
+/// writes with their sizes before.
 struct Measuring {
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    _turns: Vec<tokio::sync::OwnedMutexGuard<()>>,
+    _measuring: tokio::sync::OwnedRwLockReadGuard<()>,
     writes: Option<(Vec<ItemKey>, bool)>,
     sizes_before: Vec<u64>,
 }
@@ -134,6 +160,7 @@ impl State {
         headers: HeaderMap,
         body: Bytes,
     ) -> Response {
+        let started = Instant::now();
         let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let mut call = Call {
             caller,
@@ -157,6 +184,7 @@ impl State {
             body,
         )
         .await;
+        call.waited = started.elapsed();
         let Ok(answer) = answer else {
             call.status = StatusCode::BAD_GATEWAY.as_u16();
             self.calls.lock().expect("calls lock").push(call);
@@ -170,7 +198,7 @@ impl State {
         }
         match measuring {
             // The caller has its answer at once; the units are measured after, still in the
-            // request's turn, so that the caller's own time does not include the meter's.
+            // items' turns, so that the caller does not wait for that read.
             Some(measuring) if billed(answer.status, &response) => {
                 let state = Arc::clone(&self);
                 tokio::spawn(async move {
@@ -186,28 +214,50 @@ impl State {
         answer.into_response()
     }
 
-    /// Takes a DynamoDB request's turn and measures the items it writes, before it is sent.
+    /// Takes the turns of the items a DynamoDB request names and measures the items it writes,
+    /// before it is sent.
     async fn before_write(
         &self,
         operation: &str,
         request: &Value,
         headers: &HeaderMap,
     ) -> Measuring {
-        let turn = Arc::clone(&self.dynamodb_turn).lock_owned().await;
+        let measuring = Arc::clone(&self.measuring).read_owned().await;
         for table in tables_named(operation, request) {
             self.load_key_schema(headers, &table).await;
         }
         let schemas = self.key_schemas.lock().expect("schemas lock").clone();
         let writes = written_items(operation, request, &schemas);
+        let reads = read_items(operation, request).map(|(items, _)| items);
+        let named = writes.iter().map(|(items, _)| items).chain(reads.iter());
+        let mut turns = Vec::new();
+        for turn in self.turns_of(named.flatten()) {
+            turns.push(turn.lock_owned().await);
+        }
         let mut sizes_before = Vec::new();
         for item in writes.iter().flat_map(|(items, _)| items) {
             sizes_before.push(self.stored_size(headers, item).await);
         }
         Measuring {
-            _turn: turn,
+            _turns: turns,
+            _measuring: measuring,
             writes,
             sizes_before,
         }
+    }
+
+    /// The turns of `items`, each once, in one order for every request, so that two requests
+    /// naming the same items cannot each hold one the other waits for.
+    fn turns_of<'a>(
+        &self,
+        items: impl Iterator<Item = &'a ItemKey>,
+    ) -> Vec<Arc<tokio::sync::Mutex<()>>> {
+        let names: std::collections::BTreeSet<String> = items.map(ItemKey::name).collect();
+        let mut turns = self.item_turns.lock().expect("turns lock");
+        names
+            .into_iter()
+            .map(|name| Arc::clone(turns.entry(name).or_default()))
+            .collect()
     }
 
     /// Sets on `call` the units AWS bills for a DynamoDB request that was answered `response`.
