@@ -57,6 +57,12 @@ async fn a_small_workload_is_counted_and_priced_as_it_ran() {
         "{run:?}"
     );
     assert_eq!((run.dead_letters, run.functions[1].error_lines), (0, 0));
+    // Every prompt and reply left for the internet.
+    assert!(
+        run.outbound_bytes > run.messages * 600,
+        "{} bytes",
+        run.outbound_bytes
+    );
     // API Gateway: each message and the three statuses of each reply, each one webhook run.
     assert_eq!(run.api_requests, run.messages + 3 * run.replies);
     let [webhook, processor, alerter] = &run.functions[..] else {

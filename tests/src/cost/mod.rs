@@ -100,6 +100,9 @@ pub struct Measurement {
     pub aws_calls: Vec<Call>,
     /// Messages left on the dead-letter queue (none in a clean run).
     pub dead_letters: u64,
+    /// The request body bytes the processor sent to Meta and the LLM (data transfer out to the
+    /// internet).
+    pub outbound_bytes: u64,
 }
 
 /// Why a run could not be completed.

@@ -307,6 +307,11 @@ fn notes(measurement: &Measurement) -> Vec<String> {
         measurement.llm_calls,
         workload.llm_wait.as_secs_f64(),
     )];
+    notes.push(format!(
+        "{:.1} KB per message sent to Meta and the LLM (data transfer out to the internet: \
+         $0.09 per GB after 100 GB a month free; not priced)",
+        measurement.outbound_bytes as f64 / measurement.messages.max(1) as f64 / 1024.0
+    ));
     for function in measurement
         .functions
         .iter()
@@ -455,6 +460,7 @@ mod tests {
             ],
             aws_calls: calls,
             dead_letters: 0,
+            outbound_bytes: 0,
         }
     }
 

@@ -123,6 +123,7 @@ impl Rig {
             ],
             aws_calls: self.meter.calls().await,
             dead_letters,
+            outbound_bytes: count(&self.stand_ins.outbound_bytes),
         })
     }
 

@@ -25,6 +25,8 @@ pub(super) struct StandIns {
     pub(super) texts_sent: AtomicU64,
     /// Read receipts (with the typing indicator) received.
     pub(super) read_receipts: AtomicU64,
+    /// The body bytes of every request to Meta and the LLM: what leaves AWS for the internet.
+    pub(super) outbound_bytes: AtomicU64,
 }
 
 impl StandIns {
@@ -37,6 +39,7 @@ impl StandIns {
             llm_calls: AtomicU64::new(0),
             texts_sent: AtomicU64::new(0),
             read_receipts: AtomicU64::new(0),
+            outbound_bytes: AtomicU64::new(0),
         });
         let app = axum::Router::new()
             .route("/graph/{version}/{phone_number_id}/messages", post(graph))
@@ -68,6 +71,9 @@ async fn graph(
     UrlPath((_version, _phone_number_id)): UrlPath<(String, String)>,
     body: Bytes,
 ) -> Response {
+    state
+        .outbound_bytes
+        .fetch_add(body.len() as u64, Ordering::SeqCst);
     let request: Value = serde_json::from_slice(&body).unwrap_or_default();
     if request["status"] == "read" {
         state.read_receipts.fetch_add(1, Ordering::SeqCst);
@@ -88,8 +94,11 @@ async fn graph(
 }
 
 /// An OpenAI-compatible LLM that answers every prompt with the same text, at once.
-async fn llm(State(state): State<Arc<StandIns>>) -> Response {
+async fn llm(State(state): State<Arc<StandIns>>, body: Bytes) -> Response {
     state.llm_calls.fetch_add(1, Ordering::SeqCst);
+    state
+        .outbound_bytes
+        .fetch_add(body.len() as u64, Ordering::SeqCst);
     axum::Json(
         json!({"id": "cost-stand-in", "object": "chat.completion", "model": "stand-in",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": state.answer},
