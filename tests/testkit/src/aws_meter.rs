@@ -275,8 +275,18 @@ impl State {
                 call.write_units += write_units(*size_before, size_after, *transactional);
             }
         } else if let Some((items, consistency)) = read_items(&call.operation, request) {
-            for item in &items {
-                call.read_units += read_units(self.stored_size(headers, item).await, consistency);
+            let sizes = match answered_sizes(&call.operation, request, response) {
+                Some(sizes) => sizes,
+                None => {
+                    let mut sizes = Vec::new();
+                    for item in &items {
+                        sizes.push(self.stored_size(headers, item).await);
+                    }
+                    sizes
+                }
+            };
+            for size in sizes {
+                call.read_units += read_units(size, consistency);
             }
         } else if matches!(call.operation.as_str(), "Query" | "Scan") {
             let returned: u64 = response["Items"]
@@ -385,8 +395,11 @@ fn operation_of(method: &Method, uri: &Uri, headers: &HeaderMap) -> String {
     }
 }
 
-/// The queue, table or secret a JSON request names.
+/// The queue, table(s) or secret a JSON request names.
 fn resource_of(request: &Value) -> String {
+    if let Some(tables) = request["RequestItems"].as_object() {
+        return tables.keys().cloned().collect::<Vec<_>>().join(",");
+    }
     ["QueueUrl", "TableName", "SecretId"]
         .iter()
         .find_map(|key| request[key].as_str())
@@ -517,6 +530,46 @@ fn read_items(operation: &str, request: &Value) -> Option<(Vec<ItemKey>, Consist
     }
 }
 
+/// The sizes of the items a read by key read, one per key read (0 for a key with no item),
+/// taken from the answer; `None` when the request projects attributes, so that the answer does
+/// not hold whole items (AWS bills whole items: the meter then reads them from moto). Keys a
+/// batch left unprocessed were not read and are not billed.
+fn answered_sizes(operation: &str, request: &Value, response: &Value) -> Option<Vec<u64>> {
+    let projects = |read: &Value| {
+        read.get("ProjectionExpression").is_some() || read.get("AttributesToGet").is_some()
+    };
+    let size = |item: &Value| item.as_object().map_or(0, item_size);
+    match operation {
+        "GetItem" => (!projects(request)).then(|| vec![size(&response["Item"])]),
+        "BatchGetItem" => {
+            let mut sizes = Vec::new();
+            for (table, read) in request["RequestItems"].as_object()? {
+                if projects(read) {
+                    return None;
+                }
+                let count = |keys: &Value| keys.as_array().map_or(0, Vec::len);
+                let unprocessed = count(&response["UnprocessedKeys"][table]["Keys"]);
+                let found = response["Responses"][table]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let missing = count(&read["Keys"]).saturating_sub(unprocessed + found.len());
+                sizes.extend(found.iter().map(size));
+                sizes.extend(std::iter::repeat_n(0, missing));
+            }
+            Some(sizes)
+        }
+        "TransactGetItems" => {
+            if transact_actions(request).any(|(_, get)| projects(get)) {
+                return None;
+            }
+            let answers = response["Responses"].as_array()?;
+            Some(answers.iter().map(|answer| size(&answer["Item"])).collect())
+        }
+        _ => None,
+    }
+}
+
 /// Strong when the request says `ConsistentRead: true`, else eventual.
 fn consistency_of(request: &Value) -> Consistency {
     if request["ConsistentRead"].as_bool() == Some(true) {
@@ -604,6 +657,30 @@ mod tests {
         let (items, consistency) = read_items("BatchGetItem", &batch).unwrap();
         assert_eq!((items.len(), consistency), (2, Consistency::Eventual));
         assert!(read_items("Query", &get).is_none());
+    }
+
+    #[test]
+    fn takes_read_sizes_from_the_answer_unless_it_is_projected() {
+        let item = json!({"pk": {"S": "a"}, "body": {"S": "xyz"}});
+        let get = json!({"TableName": "t", "Key": {"pk": {"S": "a"}}});
+        let sizes = answered_sizes("GetItem", &get, &json!({"Item": item}));
+        assert_eq!(sizes, Some(vec![3 + 7]));
+        assert_eq!(answered_sizes("GetItem", &get, &json!({})), Some(vec![0]));
+        let projected = json!({"TableName": "t", "Key": {}, "ProjectionExpression": "body"});
+        assert_eq!(
+            answered_sizes("GetItem", &projected, &json!({"Item": item})),
+            None
+        );
+        // A batch of four keys: one found, one left unprocessed, two with no item.
+        let keys =
+            json!([{"pk": {"S": "a"}}, {"pk": {"S": "b"}}, {"pk": {"S": "c"}}, {"pk": {"S": "d"}}]);
+        let batch = json!({"RequestItems": {"t": {"Keys": keys, "ConsistentRead": true}}});
+        let answer = json!({"Responses": {"t": [item]},
+            "UnprocessedKeys": {"t": {"Keys": [{"pk": {"S": "d"}}]}}});
+        assert_eq!(
+            answered_sizes("BatchGetItem", &batch, &answer),
+            Some(vec![10, 0, 0])
+        );
     }
 
     #[test]

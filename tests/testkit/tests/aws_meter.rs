@@ -6,7 +6,9 @@
     reason = "a test: a panic is a failed test"
 )]
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use testkit::aws_meter::{AwsMeter, Call};
 
 /// A DynamoDB client that reaches moto through `meter`, as `caller`.
@@ -94,9 +96,27 @@ async fn dynamodb_writes_are_billed_by_the_larger_item_size_and_reads_by_4_kb() 
         .unwrap();
     assert_eq!(last(&meter, "GetItem").await.read_units, 1.0);
 
+    // A batch: each key a read of its own, found or not.
+    let keys = KeysAndAttributes::builder()
+        .keys(HashMap::from([("pk".to_owned(), key.clone())]))
+        .keys(HashMap::from([(
+            "pk".to_owned(),
+            AttributeValue::S("absent".into()),
+        )]))
+        .consistent_read(true)
+        .build()
+        .unwrap();
+    client
+        .batch_get_item()
+        .request_items(&table, keys)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last(&meter, "BatchGetItem").await.read_units, 2.0);
+
     // Every request is recorded with its caller, service and table.
     let calls = meter.calls().await;
-    assert_eq!(calls.len(), 5);
+    assert_eq!(calls.len(), 6);
     assert!(
         calls.iter().all(|call| call.caller == "test"
             && call.service == "dynamodb"
