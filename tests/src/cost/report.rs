@@ -336,17 +336,19 @@ fn notes(measurement: &Measurement) -> Vec<String> {
     let errors: u64 = measurement.functions.iter().map(|f| f.error_lines).sum();
     if errors > 0 {
         notes.push(format!(
-            "{errors} ERROR log lines: each would invoke the alerter (not priced)"
+            "NOT CLEAN: {errors} ERROR log lines (each would invoke the alerter, not priced); \
+             the functions' logs say why (under too much load, moto answers slower than the \
+             functions' AWS time limits)"
         ));
     }
     if measurement.dead_letters > 0 {
         notes.push(format!(
-            "{} messages reached the dead-letter queue",
+            "NOT CLEAN: {} messages reached the dead-letter queue",
             measurement.dead_letters
         ));
     }
     if measurement.replies < measurement.messages {
-        notes.push("fewer replies than messages: some messages were not answered".into());
+        notes.push("NOT CLEAN: fewer replies than messages: some were not answered".into());
     }
     notes
 }
