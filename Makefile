@@ -1,5 +1,6 @@
 # The two commands a newcomer needs are `make local` and `make test`; see README.md.
-.PHONY: test cargo-test browser-test infra-test lint-template sam-build lambda-build local
+# `make cost` is an extra: what the stack costs per million messages (README "Cost").
+.PHONY: test cargo-test browser-test infra-test lint-template sam-build lambda-build local cost
 
 # Every test: the deploy scripts offline, the template lint, unit and integration tests against a
 # moto server started and stopped for them, the simulator page in headless Chromium, and the
@@ -37,3 +38,11 @@ lambda-build:
 local:
 	cargo build --workspace --bins
 	MOTO_SERVER="$$(tests/python-env.sh)/bin/moto_server" cargo run -q -p local-stack --bin local-stack -- $(ARGS)
+
+# The cost report: 50 users x 20 turns through the functions' release binaries against a moto
+# server, every AWS request metered, priced per million inbound messages at the list prices in
+# tests/src/cost/prices.rs. ARGS="--users 5 --turns 3" for a quick run; ARGS=--help for the rest.
+cost:
+	cargo build --release -p webhook -p processor -p alerter --bins
+	cargo build -p local-stack --bin cost
+	tests/with-moto.sh cargo run -q -p local-stack --bin cost -- --binaries release $(ARGS)

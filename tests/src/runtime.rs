@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
@@ -67,6 +67,10 @@ struct Shared {
     queued: tokio::sync::Mutex<mpsc::Receiver<Pending>>,
     in_flight: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     init_error: Mutex<Option<String>>,
+    /// When each invocation in flight was handed to the function.
+    started: Mutex<HashMap<String, Instant>>,
+    /// How long each finished invocation ran in the function, in the order they finished.
+    run_times: Mutex<Vec<Duration>>,
 }
 
 /// A function's process under the emulator. The process is killed when this is dropped.
@@ -103,6 +107,8 @@ impl LambdaFunction {
             queued: tokio::sync::Mutex::new(queued),
             in_flight: Mutex::new(HashMap::new()),
             init_error: Mutex::new(None),
+            started: Mutex::new(HashMap::new()),
+            run_times: Mutex::new(Vec::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
@@ -202,6 +208,16 @@ impl LambdaFunction {
         }
     }
 
+    /// How long each finished invocation ran in the function, in the order they finished: from
+    /// the event handed to it to its answer (or error), which is what Lambda bills as duration.
+    pub fn run_times(&self) -> Vec<Duration> {
+        self.shared
+            .run_times
+            .lock()
+            .expect("run times lock")
+            .clone()
+    }
+
     /// The initialisation error the function reported, if it did.
     fn init_error(&self) -> Option<String> {
         self.shared
@@ -218,6 +234,17 @@ impl LambdaFunction {
     }
 }
 
+impl Shared {
+    /// Records how long invocation `id` ran, now that the function answered it.
+    fn finished(&self, id: &str) {
+        let started = self.started.lock().expect("started lock").remove(id);
+        if let Some(started) = started {
+            let ran = started.elapsed();
+            self.run_times.lock().expect("run times lock").push(ran);
+        }
+    }
+}
+
 async fn next(State(shared): State<Arc<Shared>>) -> Response {
     let pending = { shared.queued.lock().await.recv().await };
     let Some(pending) = pending else {
@@ -228,6 +255,11 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
         .lock()
         .expect("in-flight lock")
         .insert(pending.request_id.clone(), pending.reply);
+    shared
+        .started
+        .lock()
+        .expect("started lock")
+        .insert(pending.request_id.clone(), Instant::now());
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -256,6 +288,7 @@ async fn respond(
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> StatusCode {
+    shared.finished(&id);
     match shared.in_flight.lock().expect("in-flight lock").remove(&id) {
         Some(reply) => {
             let _ = reply.send(Outcome::Response(body));
@@ -278,6 +311,7 @@ async fn fail(
             .unwrap_or_default()
             .to_owned()
     };
+    shared.finished(&id);
     match shared.in_flight.lock().expect("in-flight lock").remove(&id) {
         Some(reply) => {
             let _ = reply.send(Outcome::Error {

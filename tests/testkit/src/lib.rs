@@ -9,7 +9,9 @@
     reason = "test infrastructure: a failed set-up is a failed test"
 )]
 
+pub mod aws_meter;
 pub mod aws_proxy;
+pub mod dynamodb_units;
 pub mod http_recorder;
 pub mod llm_provider;
 pub mod logs;

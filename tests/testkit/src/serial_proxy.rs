@@ -44,14 +44,42 @@ pub async fn one_at_a_time(upstream: String) -> String {
     url
 }
 
+/// An upstream answer, read whole.
+pub(crate) struct Upstream {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl IntoResponse for Upstream {
+    fn into_response(self) -> Response {
+        (self.status, self.headers, self.body).into_response()
+    }
+}
+
 pub(crate) async fn forward(
+    http: &reqwest::Client,
+    upstream: &str,
+    method: Method,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match send(http, upstream, method, uri, headers, body).await {
+        Ok(answer) => answer.into_response(),
+        Err(error) => (StatusCode::BAD_GATEWAY, error).into_response(),
+    }
+}
+
+/// Sends a request on to `upstream` and reads its whole answer.
+pub(crate) async fn send(
     http: &reqwest::Client,
     upstream: &str,
     method: Method,
     uri: &Uri,
     mut headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Upstream, String> {
     headers.remove("host");
     headers.remove("content-length");
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -60,18 +88,17 @@ pub(crate) async fn forward(
         .headers(headers)
         .body(body)
         .send()
-        .await;
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(error) => return (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
-    };
+        .await
+        .map_err(|error| error.to_string())?;
     let status = answer.status();
     let mut headers = answer.headers().clone();
     headers.remove("content-length");
     headers.remove("transfer-encoding");
     headers.remove("connection");
-    match answer.bytes().await {
-        Ok(bytes) => (status, headers, bytes).into_response(),
-        Err(error) => (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
-    }
+    let body = answer.bytes().await.map_err(|error| error.to_string())?;
+    Ok(Upstream {
+        status,
+        headers,
+        body,
+    })
 }
