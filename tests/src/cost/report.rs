@@ -32,6 +32,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// The sum of the rows.
     pub total_usd_per_million: f64,
+    /// The total with the Lambda function URL front door (`WebhookFrontDoor=FunctionUrl`), which
+    /// has no per-request charge: the API Gateway row left out.
+    pub total_with_function_url: f64,
     /// DynamoDB write request units per inbound message that got a reply.
     pub write_units_per_answered: f64,
     /// DynamoDB read request units per inbound message that got a reply.
@@ -107,8 +110,11 @@ pub fn price(measurement: &Measurement, prices: &Prices) -> Report {
     let answered = measurement.replies.min(measurement.messages).max(1) as f64;
     let units =
         |pick: fn(&Call) -> f64| calls.iter().map(pick).fold(0.0, |sum, n| sum + n) / answered;
+    let total_usd_per_million = rows.iter().fold(0.0, |sum, row| sum + row.usd_per_million);
+    let api_gateway = rows.first().map_or(0.0, |row| row.usd_per_million);
     Report {
-        total_usd_per_million: rows.iter().fold(0.0, |sum, row| sum + row.usd_per_million),
+        total_usd_per_million,
+        total_with_function_url: total_usd_per_million - api_gateway,
         rows,
         write_units_per_answered: units(|c| c.write_units),
         read_units_per_answered: units(|c| c.read_units),
@@ -368,6 +374,11 @@ impl fmt::Display for Report {
             )?;
         }
         writeln!(f, "| **total** | | **{:.2}** |", self.total_usd_per_million)?;
+        writeln!(
+            f,
+            "| total with the function URL front door (no API Gateway) | | {:.2} |",
+            self.total_with_function_url
+        )?;
         writeln!(f)?;
         writeln!(
             f,
@@ -517,6 +528,8 @@ mod tests {
             .map(|row| row.usd_per_million)
             .sum::<f64>();
         assert!(close(report.total_usd_per_million, sum));
+        let api_gateway = row(&report, "API Gateway").usd_per_million;
+        assert!(close(report.total_with_function_url, sum - api_gateway));
     }
 
     #[test]
