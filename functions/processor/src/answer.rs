@@ -132,10 +132,7 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
         let prompt = prompt::prompt(&self.behaviour.system_prompt, history, user_text)
             .with_files(files.to_vec());
         let started = Instant::now();
-        let llm_deadline = invocation
-            .deadline
-            .checked_sub(REPLY_RESERVE)
-            .unwrap_or(invocation.deadline);
+        let llm_deadline = invocation.deadline_before(REPLY_RESERVE);
         let result = self.llm.complete(&prompt, llm_deadline).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         metrics.duration_ms("LlmLatency", latency_ms);

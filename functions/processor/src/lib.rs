@@ -159,6 +159,12 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// The deadline with `reserve` kept back from it: when a step that must leave `reserve` for
+    /// the steps after it has to end.
+    pub fn deadline_before(&self, reserve: Duration) -> Instant {
+        self.deadline.checked_sub(reserve).unwrap_or(self.deadline)
+    }
+
     /// The invocation described by Lambda's context.
     pub fn from_context(context: &lambda_runtime::Context) -> Self {
         let deadline_ms = i64::try_from(context.deadline).unwrap_or(i64::MAX);

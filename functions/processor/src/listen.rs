@@ -37,10 +37,7 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Result<(), Retry> {
-        let deadline = invocation
-            .deadline
-            .checked_sub(REPLY_RESERVE)
-            .unwrap_or(invocation.deadline);
+        let deadline = invocation.deadline_before(REPLY_RESERVE);
         let user = claimed.user.clone();
         let resumed = claimed.claim.pending.is_some();
         for message in &mut claimed.messages {

@@ -30,10 +30,7 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Result<(), Retry> {
-        let deadline = invocation
-            .deadline
-            .checked_sub(REPLY_RESERVE)
-            .unwrap_or(invocation.deadline);
+        let deadline = invocation.deadline_before(REPLY_RESERVE);
         let limits = MediaLimits::for_kind(MediaKind::Document);
         let resumed = claimed.claim.pending.is_some();
         for message in &mut claimed.messages {

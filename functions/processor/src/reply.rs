@@ -157,10 +157,7 @@ impl<C, L, W: WhatsApp, T> Processor<C, L, W, T> {
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> SendOutcome {
-        let send_deadline = invocation
-            .deadline
-            .checked_sub(STORE_RESERVE)
-            .unwrap_or(invocation.deadline);
+        let send_deadline = invocation.deadline_before(STORE_RESERVE);
         let mut delivered: Vec<SentReply> = Vec::new();
         let mut index = 0;
         for reply in &answer.replies {

@@ -194,10 +194,8 @@ impl DynamoDbConversationStore {
                 self.meter(output.consumed_capacity(), true);
                 Ok(())
             }
-            Err(error) => match error.as_service_error() {
-                Some(UpdateError::ConditionalCheckFailedException(_)) => Err(StoreError::ClaimLost),
-                _ => Err(unavailable(error)),
-            },
+            Err(error) if is_refused(&error) => Err(StoreError::ClaimLost),
+            Err(error) => Err(unavailable(error)),
         }
     }
 
