@@ -25,6 +25,7 @@
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 
 /// The first pause between two tries of a call; it doubles, with full jitter, up to
@@ -74,11 +75,15 @@ impl AwsTimeouts {
         max_attempts: 3,
     };
 
-    /// `loader` with these limits and tries for every client built from its configuration.
+    /// `loader` with these limits and tries for every client built from its configuration, and
+    /// without the SDK's stalled-stream protection: its 20 s grace period can never end a call
+    /// that [`AwsTimeouts::attempt`] has not ended long before, and the throughput timers it
+    /// keeps on every request body cost CPU on every call.
     pub fn apply_to(&self, loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
         loader
             .timeout_config(self.timeout_config())
             .retry_config(self.retry_config())
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
     }
 
     /// The SDK's timeout configuration for these limits.

@@ -10,7 +10,7 @@ use shared::queue::SqsQueue;
 use shared::secrets::SecretsManagerSecrets;
 use webhook::{Config, Webhook};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let config =
