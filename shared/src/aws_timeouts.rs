@@ -140,4 +140,15 @@ mod tests {
         assert_eq!(retry.initial_backoff(), INITIAL_BACKOFF);
         assert_eq!(retry.max_backoff(), MAX_BACKOFF);
     }
+
+    #[tokio::test]
+    async fn clients_get_the_limits_and_no_stalled_stream_protection() {
+        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"));
+        let config = AwsTimeouts::WEBHOOK.apply_to(loader).load().await;
+        let protection = config.stalled_stream_protection().map(|p| p.is_enabled());
+        assert_eq!(protection, Some(false));
+        let operation = config.timeout_config().and_then(|t| t.operation_timeout());
+        assert_eq!(operation, Some(AwsTimeouts::WEBHOOK.operation));
+    }
 }

@@ -13,6 +13,11 @@ use crate::stats::Percentiles;
 
 const NEXT: &[u8] = b"GET /2018-06-01/runtime/invocation/next";
 
+/// This program's variables a function is started with: the system's, and where TLS roots are
+/// (`SSL_CERT_FILE`, `SSL_CERT_DIR`: the processor's HTTP client reads the system's roots at
+/// start, and their number weighs in its start-up).
+const PASSED_THROUGH: [&str; 5] = ["PATH", "HOME", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR"];
+
 /// Starts each function `runs` times (after one start that is not counted, to warm the page
 /// cache) and prints the median, 99th percentile and largest start-up time.
 pub async fn run(setup: &Setup, runs: usize) {
@@ -64,7 +69,7 @@ async fn start_once(
     let started = Instant::now();
     let mut child = tokio::process::Command::new(binary)
         .env_clear()
-        .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME" || k == "TMPDIR"))
+        .envs(std::env::vars().filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str())))
         .envs(environment)
         .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", "speed")

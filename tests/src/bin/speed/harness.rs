@@ -50,12 +50,22 @@ pub async fn aws() -> aws_config::SdkConfig {
 /// function would otherwise open a TCP connection per AWS call, which it does not do against
 /// AWS (the SDK keeps its connections), and its CPU figures would count that. Returns the URL to
 /// give the functions as `AWS_ENDPOINT_URL`.
-pub async fn keep_alive_front(moto: String) -> String {
+///
+/// With `answer_sends`, it answers `SendMessageBatch` itself at once (every entry accepted)
+/// instead of forwarding it: moto takes tens of milliseconds per call as its queue fills, SQS a
+/// few, and this shows whether the wait costs the function CPU.
+pub async fn keep_alive_front(moto: String, answer_sends: bool) -> String {
     let http = reqwest::Client::new();
     let app = axum::Router::new().fallback(
         move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let (http, moto) = (http.clone(), moto.clone());
-            async move { forward(&http, &moto, method, uri, headers, body).await }
+            async move {
+                let target = headers.get("x-amz-target").and_then(|t| t.to_str().ok());
+                if answer_sends && target == Some("AmazonSQS.SendMessageBatch") {
+                    return accept_batch(&body);
+                }
+                forward(&http, &moto, method, uri, headers, body).await
+            }
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -66,6 +76,28 @@ pub async fn keep_alive_front(moto: String) -> String {
         let _ = axum::serve(listener, app).await;
     });
     url
+}
+
+/// SQS's answer to a `SendMessageBatch` of `body` that accepts every entry.
+fn accept_batch(body: &[u8]) -> Response {
+    let request: Value = serde_json::from_slice(body).unwrap_or_default();
+    let accepted: Vec<Value> = request["Entries"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| {
+                    json!({"Id": e["Id"], "MessageId": "00000000-0000-0000-0000-000000000000",
+                    "MD5OfMessageBody": "00000000000000000000000000000000", "SequenceNumber": "1"})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "application/x-amz-json-1.0")],
+        json!({"Successful": accepted, "Failed": []}).to_string(),
+    )
+        .into_response()
 }
 
 async fn forward(
@@ -244,10 +276,7 @@ pub struct StandIns {
 
 impl StandIns {
     /// Serves the stand-ins; the replies sent through the Graph API come out of the receiver.
-    pub async fn start(
-        answer: Answer,
-        latency: Latency,
-    ) -> (Self, mpsc::UnboundedReceiver<Reply>) {
+    pub async fn start(answer: Answer, latency: Latency) -> (Self, mpsc::UnboundedReceiver<Reply>) {
         let (replies, received) = mpsc::unbounded_channel();
         let state = Arc::new(StandInState {
             answer,
@@ -302,8 +331,10 @@ async fn graph(State(state): State<Arc<StandInState>>, body: Bytes) -> Response 
         *sent
     };
     let _ = state.replies.send(Reply { at, text });
-    axum::Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
-        "messages": [{"id": format!("wamid.OUT{number:010}")}]}))
+    axum::Json(
+        json!({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
+        "messages": [{"id": format!("wamid.OUT{number:010}")}]}),
+    )
     .into_response()
 }
 

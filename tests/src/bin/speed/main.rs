@@ -24,7 +24,7 @@ use std::time::Duration;
 use harness::Setup;
 use local_stack::runtime::binaries_dir;
 
-const USAGE: &str = "usage: speed [--binaries DIR] COMMAND [OPTIONS]
+const USAGE: &str = "usage: speed [--binaries DIR] [--instant-sqs] COMMAND [OPTIONS]
 commands:
   webhook-cpu [--invocations N] [--warmup N] [--perf FILE]
                  the webhook's CPU time per invocation (default 1000 invocations per case, 100 warm-up)
@@ -37,6 +37,8 @@ commands:
   all            each of the above with its defaults
 --binaries DIR   the functions' binaries: DIR/<name>/bootstrap or DIR/<name>
                  (default: the `lambda` folder of this program's target folder, cargo lambda's output)
+--instant-sqs    SendMessageBatch is answered at once (every entry accepted) instead of by moto,
+                 which takes tens of milliseconds per call: the webhook's CPU without that wait
 Needs AWS_ENDPOINT_URL pointing at a local moto server (tests/with-moto.sh).";
 
 #[tokio::main]
@@ -45,10 +47,11 @@ async fn main() {
     let binaries = take_value(&mut args, "--binaries")
         .map(PathBuf::from)
         .unwrap_or_else(default_binaries);
+    let answer_sends = take_flag(&mut args, "--instant-sqs");
     let setup = Setup {
         log_dir: std::env::temp_dir().join(format!("speed-logs-{}", std::process::id())),
         binaries,
-        aws_endpoint: harness::keep_alive_front(harness::moto_url()).await,
+        aws_endpoint: harness::keep_alive_front(harness::moto_url(), answer_sends).await,
     };
     let command = if args.is_empty() {
         String::new()
@@ -95,6 +98,13 @@ async fn main() {
         exit(&format!("unknown arguments: {args:?}\n{USAGE}"));
     }
     let _ = std::fs::remove_dir_all(&setup.log_dir);
+}
+
+/// Removes `--name` from `args` and says whether it was there.
+fn take_flag(args: &mut Vec<String>, name: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != name);
+    args.len() < before
 }
 
 /// Removes `--name VALUE` from `args` and returns the value.

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::fixtures;
-use crate::procfs;
 use crate::harness::{self, Answer, INVOKE_TIMEOUT, Latency, Reply, Setup, StandIns, marker};
+use crate::procfs;
 use crate::stats::Percentiles;
 
 /// How to measure.
@@ -48,10 +48,9 @@ pub async fn run(setup: &Setup, options: &Options) {
     let stack = harness::stack("speed-pipeline").await;
     // About 600 characters, a typical answer.
     let padding = fixtures::user_text(590);
-    let (stand_ins, mut replies) = StandIns::start(Answer::EchoMarker(padding), options.latency).await;
-    let webhook = setup
-        .start(&stack, "webhook", "WebhookFunction", &[])
-        .await;
+    let (stand_ins, mut replies) =
+        StandIns::start(Answer::EchoMarker(padding), options.latency).await;
+    let webhook = setup.start(&stack, "webhook", "WebhookFunction", &[]).await;
     let processor = Arc::new(
         setup
             .start(
@@ -186,7 +185,11 @@ async fn poll(
             .invoke(&sqs_event(&queue_url, &messages), INVOKE_TIMEOUT)
             .await
             .expect("the processor answers");
-        assert_eq!(answer["batchItemFailures"].as_array().map_or(0, Vec::len), 0, "{answer}");
+        assert_eq!(
+            answer["batchItemFailures"].as_array().map_or(0, Vec::len),
+            0,
+            "{answer}"
+        );
         for message in &messages {
             if let Some(handle) = message.receipt_handle() {
                 let _ = sqs
@@ -215,10 +218,16 @@ fn print(legs: &Legs, options: &Options) {
         "leg (ms)", "p50", "p90", "p99", "max"
     );
     let rows = [
-        ("overhead: webhook in → reply out, less the LLM", &legs.total),
+        (
+            "overhead: webhook in → reply out, less the LLM",
+            &legs.total,
+        ),
         ("  webhook invocation (signature, queue)", &legs.webhook),
         ("  queue: webhook answered → processor invoked", &legs.queue),
-        ("  processor invoked → reply out, less the LLM", &legs.processor),
+        (
+            "  processor invoked → reply out, less the LLM",
+            &legs.processor,
+        ),
         ("the LLM stand-in itself (subtracted)", &legs.llm),
     ];
     for (name, sample) in rows {

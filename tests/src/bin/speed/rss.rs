@@ -20,7 +20,10 @@ const ROUNDS: usize = 11;
 pub async fn run(setup: &Setup) {
     let stack = harness::stack("speed-rss").await;
     println!("peak RSS (VmHWM) of each function's release binary, a fresh process per function");
-    println!("{:<10} {:<62} {:>9} {:>10}", "function", "after", "event KB", "VmHWM MiB");
+    println!(
+        "{:<10} {:<62} {:>9} {:>10}",
+        "function", "after", "event KB", "VmHWM MiB"
+    );
     webhook(setup, &stack).await;
     processor(setup, &stack).await;
     alerter(setup, &stack).await;
@@ -44,12 +47,13 @@ async fn invoke(function: &LambdaFunction, event: &Value) -> Value {
 }
 
 async fn webhook(setup: &Setup, stack: &Stack) {
-    let webhook = setup
-        .start(stack, "webhook", "WebhookFunction", &[])
-        .await;
+    let webhook = setup.start(stack, "webhook", "WebhookFunction", &[]).await;
     let pid = harness::pid(&webhook).await;
     let cases = [
-        ("start and the handshake (reads the secret)", fixtures::handshake()),
+        (
+            "start and the handshake (reads the secret)",
+            fixtures::handshake(),
+        ),
         (
             "a 2 KB text delivery",
             fixtures::signed_post(&fixtures::two_kb_delivery("RSS00000001")),
@@ -73,7 +77,8 @@ fn long_answer() -> String {
 }
 
 async fn processor(setup: &Setup, stack: &Stack) {
-    let (stand_ins, mut replies) = StandIns::start(Answer::Fixed(long_answer()), Latency::default()).await;
+    let (stand_ins, mut replies) =
+        StandIns::start(Answer::Fixed(long_answer()), Latency::default()).await;
     let processor = setup
         .start(
             stack,
@@ -99,12 +104,25 @@ async fn processor(setup: &Setup, stack: &Stack) {
         let answer = invoke(&processor, &event).await;
         let failures = answer["batchItemFailures"].as_array().map_or(0, Vec::len);
         assert_eq!(failures, 0, "round {round}: {answer}");
-        assert!(drain(&mut replies).len() >= CONVERSATIONS, "every conversation got its reply");
+        assert!(
+            drain(&mut replies).len() >= CONVERSATIONS,
+            "every conversation got its reply"
+        );
         if round == 0 {
-            row("processor", "10 conversations' first messages (12 KiB texts)", &event, pid);
+            row(
+                "processor",
+                "10 conversations' first messages (12 KiB texts)",
+                &event,
+                pid,
+            );
         }
         if round == ROUNDS - 1 {
-            row("processor", "10 conversations with 20 turns of 12-16 KiB (192 KiB cap)", &event, pid);
+            row(
+                "processor",
+                "10 conversations with 20 turns of 12-16 KiB (192 KiB cap)",
+                &event,
+                pid,
+            );
         }
     }
     processor.stop().await;
@@ -119,9 +137,7 @@ fn drain(replies: &mut mpsc::UnboundedReceiver<Reply>) -> Vec<Reply> {
 }
 
 async fn alerter(setup: &Setup, stack: &Stack) {
-    let alerter = setup
-        .start(stack, "alerter", "AlerterFunction", &[])
-        .await;
+    let alerter = setup.start(stack, "alerter", "AlerterFunction", &[]).await;
     let pid = harness::pid(&alerter).await;
     let dead_letter_arn = queue_arn(stack, "InboundDeadLetterQueue");
     let records: Vec<Value> = (0..10)
@@ -140,7 +156,10 @@ async fn alerter(setup: &Setup, stack: &Stack) {
     let (repeated, repeated_lines, repeated_inflated) =
         fixtures::repeated_logs_event(16 * 1024 * 1024 - 64 * 1024);
     let cases = [
-        ("10 dead letters of 4,096 CJK characters".to_owned(), json!({ "Records": records })),
+        (
+            "10 dead letters of 4,096 CJK characters".to_owned(),
+            json!({ "Records": records }),
+        ),
         (
             format!(
                 "a 1 MB CloudWatch Logs event: {lines} ERROR lines, {:.1} MB inflated",

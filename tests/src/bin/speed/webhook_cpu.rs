@@ -25,6 +25,9 @@ pub struct Options {
     pub perf: Option<PathBuf>,
 }
 
+/// Makes the `i`-th event of a case.
+type EventMaker = Box<dyn Fn(usize) -> Value>;
+
 /// One case's figures.
 struct Figures {
     cpu: CpuTime,
@@ -36,9 +39,7 @@ struct Figures {
 /// and the 2 KB text delivery.
 pub async fn run(setup: &Setup, options: &Options) {
     let stack = harness::stack("speed-cpu").await;
-    let webhook = setup
-        .start(&stack, "webhook", "WebhookFunction", &[])
-        .await;
+    let webhook = setup.start(&stack, "webhook", "WebhookFunction", &[]).await;
     let pid = harness::pid(&webhook).await;
     let text = |tag: &'static str| {
         move |i: usize| fixtures::signed_post(&fixtures::two_kb_delivery(&format!("{tag}{i:08}")))
@@ -49,8 +50,11 @@ pub async fn run(setup: &Setup, options: &Options) {
         let id = format!("wamid.OUT{i:010}");
         fixtures::signed_post(&fixtures::status_delivery(&id, "delivered", "15551234567"))
     };
-    let cases: [(&str, Box<dyn Fn(usize) -> Value>); 3] = [
-        ("GET handshake (no AWS call)", Box::new(|_| fixtures::handshake())),
+    let cases: [(&str, EventMaker); 3] = [
+        (
+            "GET handshake (no AWS call)",
+            Box::new(|_| fixtures::handshake()),
+        ),
         ("status webhook (no AWS call)", Box::new(status)),
         ("2 KB text (one SendMessageBatch)", Box::new(text("M"))),
     ];
@@ -71,7 +75,11 @@ pub async fn run(setup: &Setup, options: &Options) {
     );
     let last = cases.len() - 1;
     for (index, (name, event)) in cases.iter().enumerate() {
-        let perf = if index == last { options.perf.as_ref() } else { None };
+        let perf = if index == last {
+            options.perf.as_ref()
+        } else {
+            None
+        };
         let figures = measure(&webhook, options.invocations, event, setup, perf).await;
         let per = |d: Duration| d.as_secs_f64() * 1e6 / options.invocations as f64;
         println!(
