@@ -25,6 +25,7 @@
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 
 /// The first pause between two tries of a call; it doubles, with full jitter, up to
@@ -74,11 +75,15 @@ impl AwsTimeouts {
         max_attempts: 3,
     };
 
-    /// `loader` with these limits and tries for every client built from its configuration.
+    /// `loader` with these limits and tries for every client built from its configuration, and
+    /// without the SDK's stalled-stream protection: its 20 s grace period can never end a call
+    /// that [`AwsTimeouts::attempt`] has not ended long before, and the throughput timers it
+    /// keeps on every request body cost CPU on every call.
     pub fn apply_to(&self, loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
         loader
             .timeout_config(self.timeout_config())
             .retry_config(self.retry_config())
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
     }
 
     /// The SDK's timeout configuration for these limits.
@@ -134,5 +139,16 @@ mod tests {
         assert_eq!(retry.max_attempts(), timeouts.max_attempts);
         assert_eq!(retry.initial_backoff(), INITIAL_BACKOFF);
         assert_eq!(retry.max_backoff(), MAX_BACKOFF);
+    }
+
+    #[tokio::test]
+    async fn clients_get_the_limits_and_no_stalled_stream_protection() {
+        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"));
+        let config = AwsTimeouts::WEBHOOK.apply_to(loader).load().await;
+        let protection = config.stalled_stream_protection().map(|p| p.is_enabled());
+        assert_eq!(protection, Some(false));
+        let operation = config.timeout_config().and_then(|t| t.operation_timeout());
+        assert_eq!(operation, Some(AwsTimeouts::WEBHOOK.operation));
     }
 }

@@ -227,6 +227,11 @@ impl LambdaFunction {
             .clone()
     }
 
+    /// The process id of the function's process, while it runs (for reading `/proc`).
+    pub async fn pid(&self) -> Option<u32> {
+        self.child.lock().await.id()
+    }
+
     /// Stops the function's process.
     pub async fn stop(&self) {
         let mut child = self.child.lock().await;

@@ -15,7 +15,10 @@ use shared::mail::SesMailer;
 use shared::queue::SqsQueue;
 use shared::storm::dynamodb::DynamoDbStormControl;
 
-#[tokio::main]
+// One thread: an instance serves one invocation at a time, whose work is waiting on the network,
+// and Lambda gives small functions a fraction of one vCPU. A multi-threaded runtime spent a third
+// of the webhook's CPU handing tasks between its threads (README "Speed and size").
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let config =

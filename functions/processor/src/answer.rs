@@ -1,10 +1,13 @@
-//! Step 6, get the answer: after a best-effort "read + typing" signal, one LLM call for the user's
-//! turn, leaving [`REPLY_RESERVE`] of the invocation for the reply. A prompt too long for the
+//! Step 6, get the answer: one LLM call for the user's turn, leaving [`REPLY_RESERVE`] of the
+//! invocation for the reply, with a best-effort "read + typing" signal sent at the same time (it
+//! never holds the answer back: see [`TYPING_GRACE`]). A prompt too long for the
 //! model is sent once more at once, with the oldest half of the history dropped. When the LLM
 //! gives no answer, or stays down through the last delivery, the user gets the fallback message;
 //! when the provider refuses the request for good (400/404/413/422: too long, filtered, unknown
 //! model), the user gets it at once and the refused turn is not remembered, so that it is not
 //! sent again with the next message; otherwise an LLM failure retries the burst.
+
+use std::time::Duration;
 
 use shared::conversation::{Role, Turn};
 use shared::inbound::InboundMessage;
@@ -18,6 +21,11 @@ use crate::claim::ClaimedBurst;
 use crate::prompt::{self, Input};
 use crate::reply::Retry;
 use crate::{Invocation, Processor, REPLY_RESERVE};
+
+/// How long the reply waits, once the LLM has answered, for a "read + typing" call still under
+/// way: long enough for a call that is about to end (so that the indicator does not arrive
+/// after the reply), too short for the user to notice. A slower call is abandoned with a WARN.
+pub const TYPING_GRACE: Duration = Duration::from_millis(100);
 
 /// The model's side of a burst: the user's turn to remember and the replies to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,12 +66,11 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
             if input.coalesced > 0 {
                 metrics.count("MessagesCoalesced", input.coalesced);
             }
-            if let Some(message) = input.last_answered {
-                self.show_typing(message).await;
-            }
-            let result = self
-                .ask_within_context(claimed, &user_text, invocation, metrics)
-                .await;
+            let ask = self.ask_within_context(claimed, &user_text, invocation, metrics);
+            let result = match input.last_answered {
+                Some(message) => self.with_typing(ask, message, invocation).await,
+                None => ask.await,
+            };
             let (reply, remembered) = self.answer_or_fallback(result, claimed)?;
             replies.push(reply);
             user_turn = remembered.then(|| Turn::new(Role::User, user_text, claimed.claimed_at));
@@ -81,15 +88,41 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
         })
     }
 
-    /// Marks `message` read and shows the typing indicator. Best effort.
-    async fn show_typing(&self, message: &InboundMessage) {
-        if let Err(error) = self
-            .whatsapp
-            .mark_read_and_typing(&message.phone_number_id, &message.id)
-            .await
-        {
-            tracing::warn!(event = LogEvent::TypingFailed.as_str(), error = %error, "could not mark read / show typing");
+    /// Runs `ask` (the LLM call) and, at the same time, marks `message` read with the typing
+    /// indicator, so that the user waits for one round trip fewer. The typing call is best
+    /// effort: its failure is a WARN, it ends by the LLM's deadline, and once the LLM has
+    /// answered it gets at most [`TYPING_GRACE`] more.
+    async fn with_typing<R>(
+        &self,
+        ask: impl Future<Output = R>,
+        message: &InboundMessage,
+        invocation: &Invocation,
+    ) -> R {
+        let typing = self.show_typing(message, invocation.deadline_before(REPLY_RESERVE));
+        tokio::pin!(ask, typing);
+        tokio::select! {
+            answer = &mut ask => {
+                if tokio::time::timeout(TYPING_GRACE, typing).await.is_err() {
+                    tracing::warn!(event = LogEvent::TypingFailed.as_str(), error = "still under way when the LLM answered",
+                        "could not mark read / show typing");
+                }
+                answer
+            }
+            () = &mut typing => ask.await,
         }
+    }
+
+    /// Marks `message` read and shows the typing indicator, giving up at `deadline`. Best effort.
+    async fn show_typing(&self, message: &InboundMessage, deadline: Instant) {
+        let call = self
+            .whatsapp
+            .mark_read_and_typing(&message.phone_number_id, &message.id);
+        let error = match tokio::time::timeout_at(deadline, call).await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "the LLM's deadline passed".to_owned(),
+        };
+        tracing::warn!(event = LogEvent::TypingFailed.as_str(), error = %error, "could not mark read / show typing");
     }
 
     /// Asks the LLM; when the provider says the prompt is too long, asks once more at once with

@@ -29,7 +29,7 @@
 //!    user turn after the history; a reply remembered as undelivered is shown to the model as
 //!    such. A step that changes what a message gets by reading its media (transcribing a voice
 //!    note, downloading an image) goes between the claim and this one.
-//! 6. Get the answer (`answer.rs`): one LLM call, after a best-effort "read + typing" signal;
+//! 6. Get the answer (`answer.rs`): one LLM call, with a best-effort "read + typing" signal beside it;
 //!    the fallback message when the LLM stays down on a message's last delivery.
 //! 7. Deliver it (`reply.rs`): the answer, then `UNSUPPORTED_MESSAGE` when due, each split into
 //!    several WhatsApp messages when over 4096 UTF-16 units.
@@ -192,6 +192,19 @@ impl Invocation {
 pub type DeployedProcessor<S> =
     Processor<DynamoDbConversationStore, ChatModel<S>, GraphApi<S>, OpenAiTranscriber<S>>;
 
+/// Trusts Mozilla's root certificates, compiled in (`webpki-root-certs`): reading the system's
+/// store at every cold start cost milliseconds (README "Cold start"). With `SSL_CERT_FILE` set,
+/// the system's store instead, for a model server behind a private certificate authority.
+fn with_root_certificates(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    if std::env::var_os("SSL_CERT_FILE").is_some() {
+        return builder;
+    }
+    let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .filter_map(|der| reqwest::Certificate::from_der(der).ok());
+    builder.tls_certs_only(roots)
+}
+
 /// Builds the processor that `config` describes, over `dynamodb` and `secrets`. No network I/O:
 /// secrets are read on first use.
 pub fn build<S: Secrets>(
@@ -200,7 +213,7 @@ pub fn build<S: Secrets>(
     secrets: Arc<S>,
 ) -> Result<DeployedProcessor<S>, reqwest::Error> {
     // One HTTP client, reused by both APIs and across invocations; timeouts are set per request.
-    let http = reqwest::Client::builder()
+    let http = with_root_certificates(reqwest::Client::builder())
         .connect_timeout(Duration::from_secs(5))
         .build()?;
     let store = DynamoDbConversationStore::new(

@@ -9,7 +9,10 @@ use processor::{Config, Invocation};
 use shared::aws_timeouts::AwsTimeouts;
 use shared::secrets::SecretsManagerSecrets;
 
-#[tokio::main]
+// One thread: an instance serves one invocation at a time, whose work is waiting on the network,
+// and Lambda gives small functions a fraction of one vCPU. A multi-threaded runtime spent a third
+// of the webhook's CPU handing tasks between its threads (README "Speed and size").
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let config =

@@ -1529,3 +1529,122 @@ async fn with_gemini_a_voice_note_goes_to_the_model_as_audio_without_a_transcrip
     assert_eq!(prompts[0].turns.last().unwrap().text, "[voice note]");
     assert_eq!(prompts[0].files[0].mime_type, "audio/ogg");
 }
+
+/// The LLM's side of a gate: records that it was called, then answers at once.
+struct GatedLlm(tokio::sync::watch::Sender<bool>);
+
+impl Llm for GatedLlm {
+    async fn complete(&self, _: &Prompt, _: Instant) -> Result<Completion, LlmError> {
+        self.0.send_replace(true);
+        Ok(completion("the answer"))
+    }
+}
+
+/// A "read + typing" call that ends only once the LLM has been called (or after a minute of the
+/// paused test clock, reporting a timeout); records whether it saw the LLM called.
+struct GatedWhatsApp {
+    llm_called: tokio::sync::watch::Receiver<bool>,
+    typing_saw_llm: Mutex<Vec<bool>>,
+    sent: Mutex<Vec<String>>,
+}
+
+impl WhatsApp for GatedWhatsApp {
+    async fn mark_read_and_typing(&self, _: &str, _: &str) -> Result<(), WhatsAppError> {
+        let mut called = self.llm_called.clone();
+        let wait = called.wait_for(|called| *called);
+        let saw = matches!(
+            tokio::time::timeout(Duration::from_secs(60), wait).await,
+            Ok(Ok(_))
+        );
+        self.typing_saw_llm.lock().unwrap().push(saw);
+        if saw {
+            Ok(())
+        } else {
+            Err(WhatsAppError::Timeout)
+        }
+    }
+
+    async fn send_text(
+        &self,
+        _: &str,
+        _: &Recipient,
+        body: &str,
+        _: Instant,
+    ) -> Result<String, WhatsAppError> {
+        self.sent.lock().unwrap().push(body.to_owned());
+        Ok("wamid.out1".into())
+    }
+}
+
+/// These tests send text only: a download is a test error.
+impl MediaSource for GatedWhatsApp {
+    async fn download(&self, _: &str, _: &MediaLimits, _: Instant) -> Result<Media, MediaError> {
+        Err(MediaError::ChecksumMismatch)
+    }
+}
+
+// The clock is paused so that an implementation that waits for the typing call before calling
+// the LLM fails at once (the gate's minute passes instantly) instead of hanging.
+#[tokio::test(start_paused = true)]
+async fn the_typing_call_runs_while_the_llm_is_asked() {
+    let (gate, llm_called) = tokio::sync::watch::channel(false);
+    let whatsapp = GatedWhatsApp {
+        llm_called,
+        typing_saw_llm: Mutex::default(),
+        sent: Mutex::default(),
+    };
+    let p = Processor::new(
+        FakeStore::default(),
+        GatedLlm(gate),
+        whatsapp,
+        FakeTranscriber::default(),
+        behaviour(),
+    );
+    let (response, _) = p.run(vec![text_record("s1", "1555", "w1", "Hello")]).await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert_eq!(
+        *p.whatsapp.typing_saw_llm.lock().unwrap(),
+        [true],
+        "the typing call was under way when the LLM was called"
+    );
+    assert_eq!(*p.whatsapp.sent.lock().unwrap(), ["the answer"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_typing_call_that_hangs_holds_the_answer_back_no_longer_than_the_grace() {
+    let (gate, _) = tokio::sync::watch::channel(false);
+    // This gate never opens: the typing call would wait a minute.
+    let (_never, llm_called) = tokio::sync::watch::channel(false);
+    let whatsapp = GatedWhatsApp {
+        llm_called,
+        typing_saw_llm: Mutex::default(),
+        sent: Mutex::default(),
+    };
+    let p = Processor::new(
+        FakeStore::default(),
+        GatedLlm(gate),
+        whatsapp,
+        FakeTranscriber::default(),
+        behaviour(),
+    );
+    let started = Instant::now();
+    let (response, _) = p.run(vec![text_record("s1", "1555", "w1", "Hello")]).await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert_eq!(*p.whatsapp.sent.lock().unwrap(), ["the answer"]);
+    assert!(
+        p.whatsapp.typing_saw_llm.lock().unwrap().is_empty(),
+        "the typing call was abandoned, not awaited"
+    );
+    assert_eq!(
+        started.elapsed(),
+        crate::answer::TYPING_GRACE,
+        "on the paused clock, the answer waited exactly the grace"
+    );
+}
+
+#[test]
+fn the_http_client_trusts_the_compiled_in_roots() {
+    assert!(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() > 100);
+    let client = crate::with_root_certificates(reqwest::Client::builder()).build();
+    assert!(client.is_ok(), "every compiled-in root parses: {client:?}");
+}
