@@ -133,6 +133,9 @@ log_events! {
     /// ERROR: a voice note can never be heard (too large, of a refused type, refused by the
     /// transcription provider); the user is asked to type it.
     VoiceNoteNotHeard = "voice_note_not_heard",
+    /// WARN: a burst with media found no free media lane (the processor's bound on media in
+    /// memory) before its deadline; the messages are retried.
+    MediaLaneBusy = "media_lane_busy",
     /// WARN: a voice note could not be downloaded or transcribed for now; the messages are
     /// retried.
     VoiceNoteFailed = "voice_note_failed",
@@ -272,6 +275,7 @@ mod tests {
                 "replies_repeatedly_undelivered",
                 "delivery_failure_unmatched",
                 "voice_note_not_heard",
+                "media_lane_busy",
                 "voice_note_failed",
                 "image_not_seen",
                 "image_failed",

@@ -13,7 +13,7 @@ use local_stack::{PSEUDO_PARAMETERS, Resolver, Template, chosen, intrinsic, refe
 use serde_norway::Value;
 
 /// Variables Lambda sets itself; a template must not set them.
-const SET_BY_LAMBDA: [&str; 1] = ["AWS_REGION"];
+const SET_BY_LAMBDA: [&str; 2] = ["AWS_REGION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"];
 
 struct Function {
     logical_id: &'static str,

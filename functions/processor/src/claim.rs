@@ -53,6 +53,8 @@ pub struct ClaimedBurst<'a> {
     /// The images of the burst, in order, shown to the model with the user's turn (never
     /// stored).
     pub files: Vec<InlineFile>,
+    /// The media lane the burst holds while its media are in memory (`media_lane.rs`).
+    pub media_lane: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// How claiming a burst ended.
@@ -112,6 +114,7 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
         Claimed::Ready(Box::new(ClaimedBurst {
             deferred,
             files: Vec::new(),
+            media_lane: None,
             messages,
             last_delivery: burst
                 .iter()

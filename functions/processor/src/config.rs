@@ -49,6 +49,7 @@ pub const VARIABLES: &[&str] = &[
     "TRANSCRIPTION_MODEL",
     "VOICE_NOTE_FAILED_MESSAGE",
     "VISION",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
 ];
 
 /// The processor's configuration.
@@ -102,6 +103,9 @@ pub struct Config {
     /// Whether voice notes go to the model as audio instead of being transcribed: with
     /// `LLM_PROVIDER=gemini` (which hears audio natively) and no `TRANSCRIPTION_BASE_URL`.
     pub audio_inline: bool,
+    /// Lambda's `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` in MB (128 when unset): how many bursts may
+    /// hold media at once (`media_lane.rs`).
+    pub memory_mb: u32,
 }
 
 impl Config {
@@ -192,6 +196,7 @@ impl Config {
             vision: env.parsed_or("VISION", true)?,
             audio_inline: llm_provider == Provider::Gemini
                 && env.optional("TRANSCRIPTION_BASE_URL").is_none(),
+            memory_mb: env.parsed_or("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 128)?,
         })
     }
 }

@@ -64,6 +64,7 @@ pub mod config;
 mod identity;
 mod listen;
 mod look;
+pub mod media_lane;
 pub mod plan;
 mod prompt;
 mod read;
@@ -94,6 +95,7 @@ use tokio::time::Instant;
 
 use claim::{Claimed, ClaimedBurst};
 pub use config::Config;
+use media_lane::MediaLanes;
 use plan::QueuedRecord;
 use prompt::Input;
 use reply::BurstOutcome;
@@ -145,6 +147,8 @@ pub struct Behaviour {
     /// Messages sent longer ago than this are marked done unanswered (`MAX_MESSAGE_AGE_HOURS`);
     /// `None` for no limit.
     pub max_message_age: Option<Duration>,
+    /// How many bursts may hold media at once (`media_lane.rs`).
+    pub media_lanes: usize,
 }
 
 /// The invocation being served.
@@ -258,6 +262,7 @@ pub fn build<S: Secrets>(
         audio_inline: config.audio_inline,
         max_receive_count: config.max_receive_count,
         max_message_age: config.max_message_age,
+        media_lanes: media_lane::lanes_for_memory(config.memory_mb),
     };
     Ok(Processor::new(store, llm, graph, transcriber, behaviour))
 }
@@ -270,6 +275,7 @@ pub struct Processor<C, L, W, T> {
     whatsapp: W,
     transcriber: T,
     behaviour: Behaviour,
+    media_lanes: MediaLanes,
 }
 
 impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
@@ -282,6 +288,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
             llm,
             whatsapp,
             transcriber,
+            media_lanes: MediaLanes::new(behaviour.media_lanes),
             behaviour,
         }
     }
@@ -455,17 +462,20 @@ fn partition<'a>(
 }
 
 impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
-    /// The media steps, in order: voice notes, images, documents. `Err(Retry)` when one failed
-    /// in a way that may pass.
+    /// The media steps, in order: a media lane, voice notes, images, documents. `Err(Retry)`
+    /// when one failed in a way that may pass.
     async fn take_in_media(
         &self,
         claimed: &mut ClaimedBurst<'_>,
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Result<(), reply::Retry> {
+        self.take_media_lane(claimed, invocation).await?;
         self.listen(claimed, invocation, metrics).await?;
         self.look(claimed, invocation, metrics).await?;
-        self.read(claimed, invocation, metrics).await
+        self.read(claimed, invocation, metrics).await?;
+        media_lane::release_unless_inline(claimed);
+        Ok(())
     }
 }
 

@@ -15,6 +15,7 @@ use shared::whatsapp::media::{MediaLimits, MediaSource, essence};
 use tokio::time::Instant;
 
 use crate::claim::ClaimedBurst;
+use crate::media_lane::within_inline_allowance;
 use crate::plan::Treatment;
 use crate::reply::Retry;
 use crate::{Invocation, Processor, REPLY_RESERVE};
@@ -85,7 +86,7 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
         deadline: Instant,
         files: &mut Vec<InlineFile>,
     ) -> Result<String, NotHeard> {
-        let limits = MediaLimits::for_kind(MediaKind::Audio);
+        let limits = within_inline_allowance(MediaLimits::for_kind(MediaKind::Audio), files);
         let media = self
             .whatsapp
             .download(media_id, &limits, deadline)

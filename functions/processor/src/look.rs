@@ -13,6 +13,7 @@ use shared::metrics::Metrics;
 use shared::whatsapp::media::{MediaLimits, MediaSource};
 
 use crate::claim::ClaimedBurst;
+use crate::media_lane::within_inline_allowance;
 use crate::plan::Treatment;
 use crate::reply::Retry;
 use crate::{Invocation, Processor, REPLY_RESERVE};
@@ -38,7 +39,8 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
             else {
                 continue;
             };
-            let (kind, limits) = (*kind, limits_for(*kind));
+            let kind = *kind;
+            let limits = within_inline_allowance(limits_for(kind), &claimed.files);
             let caption = caption.clone();
             if resumed {
                 message.treatment = Treatment::Silent;

@@ -13,6 +13,7 @@ use shared::metrics::Metrics;
 use shared::whatsapp::media::{Media, MediaLimits, MediaSource};
 
 use crate::claim::ClaimedBurst;
+use crate::media_lane::within_inline_allowance;
 use crate::plan::Treatment;
 use crate::reply::Retry;
 use crate::{Invocation, Processor, REPLY_RESERVE};
@@ -31,7 +32,6 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
         metrics: &mut Metrics,
     ) -> Result<(), Retry> {
         let deadline = invocation.deadline_before(REPLY_RESERVE);
-        let limits = MediaLimits::for_kind(MediaKind::Document);
         let resumed = claimed.claim.pending.is_some();
         for message in &mut claimed.messages {
             let Treatment::Read {
@@ -48,6 +48,8 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
                 continue;
             }
             let heading = document_heading(filename.as_deref(), caption.as_deref());
+            let limits =
+                within_inline_allowance(MediaLimits::for_kind(MediaKind::Document), &claimed.files);
             message.treatment = match self.whatsapp.download(media_id, &limits, deadline).await {
                 Ok(media) => {
                     metrics.count("DocumentsRead", 1);

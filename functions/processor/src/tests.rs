@@ -335,6 +335,7 @@ fn behaviour() -> Behaviour {
         audio_inline: false,
         max_receive_count: 5,
         max_message_age: Some(Duration::from_secs(24 * 3600)),
+        media_lanes: 1,
     }
 }
 
@@ -1647,4 +1648,102 @@ fn the_http_client_trusts_the_compiled_in_roots() {
     assert!(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() > 100);
     let client = crate::with_root_certificates(reqwest::Client::builder()).build();
     assert!(client.is_ok(), "every compiled-in root parses: {client:?}");
+}
+
+/// An LLM that takes a second to answer and records how many calls carrying files were under
+/// way at once.
+#[derive(Default)]
+struct SlowLlm {
+    with_files_now: std::sync::atomic::AtomicUsize,
+    most_with_files: std::sync::atomic::AtomicUsize,
+}
+
+impl Llm for SlowLlm {
+    async fn complete(&self, prompt: &Prompt, _: Instant) -> Result<Completion, LlmError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let with_files = !prompt.files.is_empty();
+        if with_files {
+            let now = self.with_files_now.fetch_add(1, SeqCst) + 1;
+            self.most_with_files.fetch_max(now, SeqCst);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if with_files {
+            self.with_files_now.fetch_sub(1, SeqCst);
+        }
+        Ok(completion("seen"))
+    }
+}
+
+async fn most_bursts_with_media_at_once(lanes: usize) -> usize {
+    let p = Processor::new(
+        FakeStore::default(),
+        SlowLlm::default(),
+        FakeWhatsApp::default(),
+        FakeTranscriber::default(),
+        Behaviour {
+            media_lanes: lanes,
+            ..behaviour()
+        },
+    );
+    let photo = |n: usize| {
+        let content = serde_json::json!({"type": "media", "kind": "image",
+            "media_id": format!("img-{n}"), "mime_type": "image/jpeg", "caption": "what is it?"});
+        content_record(
+            &format!("s{n}"),
+            &format!("1555{n}"),
+            &format!("w{n}"),
+            content,
+            1,
+        )
+    };
+    let texts = (3..5).map(|n| {
+        text_record(
+            &format!("s{n}"),
+            &format!("1555{n}"),
+            &format!("w{n}"),
+            "hi",
+        )
+    });
+    let records = vec![photo(1), photo(2)].into_iter().chain(texts).collect();
+    let (response, _) = p.run(records).await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert_eq!(p.whatsapp.texts().len(), 4, "every conversation answered");
+    p.llm
+        .most_with_files
+        .load(std::sync::atomic::Ordering::SeqCst)
+}
+
+// On the paused clock the slow LLM's second passes at once; a burst waiting for the lane waits
+// for the other's answer.
+#[tokio::test(start_paused = true)]
+async fn bursts_with_media_take_turns_for_the_lanes_while_texts_go_on() {
+    assert_eq!(most_bursts_with_media_at_once(1).await, 1);
+    assert_eq!(most_bursts_with_media_at_once(2).await, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_that_gets_no_media_lane_before_its_deadline_is_retried_and_downloads_nothing() {
+    let p = Processor::new(
+        FakeStore::default(),
+        SlowLlm::default(),
+        FakeWhatsApp::default(),
+        FakeTranscriber::default(),
+        behaviour(),
+    );
+    let photo = |n: usize| {
+        let content = serde_json::json!({"type": "media", "kind": "image",
+            "media_id": format!("img-{n}"), "mime_type": "image/jpeg"});
+        content_record(
+            &format!("s{n}"),
+            &format!("1555{n}"),
+            &format!("w{n}"),
+            content,
+            1,
+        )
+    };
+    // The LLM's one second is more than the invocation has before the reply reserve.
+    let short = Invocation::new("req-1", crate::REPLY_RESERVE + Duration::from_millis(500));
+    let (response, _) = p.handle(&event(vec![photo(1), photo(2)]), &short).await;
+    assert_eq!(failures(&response).len(), 1, "{response:?}");
+    assert_eq!(*p.whatsapp.downloads.lock().unwrap(), ["img-1"]);
 }
