@@ -8,7 +8,7 @@ use local_stack::local::PHONE_NUMBER_ID;
 use local_stack::resources::LOCAL_SECRET;
 use local_stack::runtime::http_api_event;
 use serde_json::{Value, json};
-use shared::inbound::{INBOUND_MESSAGE_VERSION, InboundMessage, MessageContent, Sender};
+use shared::inbound::{INBOUND_MESSAGE_VERSION, InboundMessage, MediaKind, MessageContent, Sender};
 use shared::meta::signature::sign;
 use shared::queue::QueueEntry;
 
@@ -123,6 +123,27 @@ pub fn handshake() -> Value {
         LOCAL_SECRET[1].1
     );
     http_api_event("GET", "/webhook", &query, &[], b"")
+}
+
+/// An inbound media message from `user` (a voice note for audio), as the webhook queues it.
+pub fn inbound_media(
+    user: &str,
+    id: &str,
+    kind: MediaKind,
+    media_id: &str,
+    mime_type: &str,
+) -> InboundMessage {
+    InboundMessage {
+        content: MessageContent::Media {
+            kind,
+            media_id: Some(media_id.into()),
+            mime_type: Some(mime_type.into()),
+            caption: Some("what is this?".into()),
+            filename: None,
+            voice: kind == MediaKind::Audio,
+        },
+        ..inbound(user, id, "")
+    }
 }
 
 /// An inbound text message from `user`, as the webhook queues it.

@@ -2,19 +2,20 @@
 //! binaries under the local Lambda runtime, and stand-ins for Meta's Graph API and the LLM that
 //! note when they were called.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use local_stack::resources::Stack;
 use local_stack::runtime::{FunctionSpec, LambdaFunction};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -260,6 +261,9 @@ pub struct Latency {
 }
 
 struct StandInState {
+    base_url: String,
+    /// The media the Graph stand-in serves, by media id: MIME type and bytes.
+    media: Mutex<HashMap<String, (String, Bytes)>>,
     answer: Answer,
     latency: Latency,
     replies: mpsc::UnboundedSender<Reply>,
@@ -278,7 +282,13 @@ impl StandIns {
     /// Serves the stand-ins; the replies sent through the Graph API come out of the receiver.
     pub async fn start(answer: Answer, latency: Latency) -> (Self, mpsc::UnboundedReceiver<Reply>) {
         let (replies, received) = mpsc::unbounded_channel();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let base_url = format!("http://{}", listener.local_addr().expect("its address"));
         let state = Arc::new(StandInState {
+            base_url: base_url.clone(),
+            media: Mutex::default(),
             answer,
             latency,
             replies,
@@ -288,11 +298,10 @@ impl StandIns {
         let app = axum::Router::new()
             .route("/graph/{version}/{phone_number_id}/messages", post(graph))
             .route("/llm/v1/chat/completions", post(llm))
+            .route("/graph/{version}/{media_id}", get(media_info))
+            .route("/media/{media_id}", get(media_bytes))
+            .route("/transcription/v1/audio/transcriptions", post(transcribe))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let base_url = format!("http://{}", listener.local_addr().expect("its address"));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -304,7 +313,17 @@ impl StandIns {
         vec![
             ("META_API_BASE_URL", format!("{}/graph", self.base_url)),
             ("LLM_BASE_URL", format!("{}/llm/v1", self.base_url)),
+            (
+                "TRANSCRIPTION_BASE_URL",
+                format!("{}/transcription/v1", self.base_url),
+            ),
         ]
+    }
+
+    /// Serves `bytes` of `mime_type` as media `media_id`, through Meta's two steps.
+    pub fn put_media(&self, media_id: &str, mime_type: &str, bytes: Vec<u8>) {
+        let mut media = self.state.media.lock().expect("media");
+        media.insert(media_id.to_owned(), (mime_type.to_owned(), bytes.into()));
     }
 
     /// The LLM calls answered so far, taken out.
@@ -336,6 +355,41 @@ async fn graph(State(state): State<Arc<StandInState>>, body: Bytes) -> Response 
         "messages": [{"id": format!("wamid.OUT{number:010}")}]}),
     )
     .into_response()
+}
+
+/// Meta's first step: the media's URL, type, size and SHA-256.
+async fn media_info(
+    State(state): State<Arc<StandInState>>,
+    UrlPath((_version, media_id)): UrlPath<(String, String)>,
+) -> Response {
+    let media = state.media.lock().expect("media");
+    let Some((mime_type, bytes)) = media.get(&media_id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    axum::Json(json!({"messaging_product": "whatsapp", "id": media_id, "mime_type": mime_type,
+        "sha256": sha256, "file_size": bytes.len(), "url": format!("{}/media/{media_id}", state.base_url)}))
+    .into_response()
+}
+
+/// Meta's second step: the bytes.
+async fn media_bytes(
+    State(state): State<Arc<StandInState>>,
+    UrlPath(media_id): UrlPath<String>,
+) -> Response {
+    let media = state.media.lock().expect("media");
+    match media.get(&media_id) {
+        Some((mime_type, bytes)) => {
+            ([(header::CONTENT_TYPE, mime_type.clone())], bytes.clone()).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// An OpenAI-compatible transcription server: reads the upload whole, answers a fixed text.
+async fn transcribe(body: Bytes) -> Response {
+    axum::Json(json!({"text": format!("a voice note of {} bytes uploaded", body.len())}))
+        .into_response()
 }
 
 async fn llm(State(state): State<Arc<StandInState>>, body: Bytes) -> Response {

@@ -4,6 +4,7 @@
 use local_stack::resources::Stack;
 use local_stack::runtime::{LambdaFunction, http_answer};
 use serde_json::{Value, json};
+use shared::inbound::MediaKind;
 use tokio::sync::mpsc;
 
 use crate::fixtures;
@@ -125,7 +126,96 @@ async fn processor(setup: &Setup, stack: &Stack) {
             );
         }
     }
+    let media = MediaRound {
+        processor: &processor,
+        stand_ins: &stand_ins,
+        queue_arn: &queue_arn,
+        pid,
+    };
+    for (case, files) in MEDIA_CASES {
+        media.run(case, files, &mut replies).await;
+    }
     processor.stop().await;
+}
+
+/// A file of a media case: its kind, MIME type and size in MiB.
+type MediaFile = (MediaKind, &'static str, usize);
+
+/// The media cases, after the histories are full: what each of the ten conversations sends in
+/// one batch.
+const MEDIA_CASES: [(&str, &[MediaFile]); 3] = [
+    (
+        "10 conversations, a 5 MiB photo each (Meta's image limit)",
+        &[(MediaKind::Image, "image/jpeg", 5)],
+    ),
+    (
+        "10 conversations, an album of three 5 MiB photos each",
+        &[
+            (MediaKind::Image, "image/jpeg", 5),
+            (MediaKind::Image, "image/png", 5),
+            (MediaKind::Image, "image/webp", 5),
+        ],
+    ),
+    (
+        "10 conversations, a 16 MiB voice note each, transcribed",
+        &[(MediaKind::Audio, "audio/ogg", 16)],
+    ),
+];
+
+/// One batch of media messages through the processor, then its row.
+struct MediaRound<'a> {
+    processor: &'a LambdaFunction,
+    stand_ins: &'a StandIns,
+    queue_arn: &'a str,
+    pid: u32,
+}
+
+impl MediaRound<'_> {
+    async fn run(
+        &self,
+        case: &str,
+        files: &[MediaFile],
+        replies: &mut mpsc::UnboundedReceiver<Reply>,
+    ) {
+        let mut records = Vec::new();
+        for c in 0..CONVERSATIONS {
+            for (n, (kind, mime_type, mib)) in files.iter().enumerate() {
+                let id = format!("media-{}-{c}-{n}", case.len());
+                self.stand_ins
+                    .put_media(&id, mime_type, noise_bytes(mib << 20, c + n));
+                let message = fixtures::inbound_media(
+                    &format!("1555{c:07}"),
+                    &format!("wamid.{id}"),
+                    *kind,
+                    &id,
+                    mime_type,
+                );
+                records.push(fixtures::sqs_record(self.queue_arn, &message, 1));
+            }
+        }
+        let event = json!({ "Records": records });
+        let answer = invoke(self.processor, &event).await;
+        let failures = answer["batchItemFailures"].as_array().map_or(0, Vec::len);
+        assert_eq!(failures, 0, "{case}: {answer}");
+        assert!(
+            drain(replies).len() >= CONVERSATIONS,
+            "{case}: every conversation got its reply"
+        );
+        row("processor", case, &event, self.pid);
+    }
+}
+
+/// `len` bytes that do not compress, different for each `seed`.
+fn noise_bytes(len: usize, seed: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ seed as u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
 }
 
 fn drain(replies: &mut mpsc::UnboundedReceiver<Reply>) -> Vec<Reply> {
