@@ -145,10 +145,10 @@ impl Simulator {
             MediaKind::Document => details["filename"] = json!(upload.filename),
             _ => {}
         }
-        if let Some(caption) = upload.caption.as_deref().filter(|c| !c.trim().is_empty()) {
-            if kind != MediaKind::Audio {
-                details["caption"] = json!(caption);
-            }
+        // Meta's audio messages carry no caption.
+        let caption = upload.caption.as_deref().filter(|c| !c.trim().is_empty());
+        if let Some(caption) = caption.filter(|_| kind != MediaKind::Audio) {
+            details["caption"] = json!(caption);
         }
         let type_name = kind.as_str();
         let message = json!({"type": type_name, type_name: details});
