@@ -1,5 +1,6 @@
 // The WhatsApp simulator page of the local stack, in Debian's headless Chromium: a person types
-// a message, and sees the bot's reply bubble and its ticks. Run by tests/browser/run.sh, which
+// a message, and sees the bot's reply bubble and its ticks; then attaches a photo (made by the
+// page's canvas) with a caption, and sees the offline stand-in's answer naming it. Run by tests/browser/run.sh, which
 // provides the local stack's binary, a moto server and Chromium. A screenshot is written to
 // target/simulator.png.
 
@@ -35,7 +36,7 @@ async function startLocalStack() {
   return { stack, url };
 }
 
-test("a message typed in the simulator gets a reply bubble with read ticks", async () => {
+test("a message typed in the simulator gets a reply bubble with read ticks; an attached photo is seen", async () => {
   const { stack, url } = await startLocalStack();
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -56,6 +57,21 @@ test("a message typed in the simulator gets a reply bubble with read ticks", asy
     // Meta's status webhooks arrive: sent, delivered, read.
     await page.waitForSelector(".bubble.bot .ticks.read", { timeout: 30_000 });
     assert.equal((await page.textContent(".bubble.bot .ticks")).trim(), "✓✓ read");
+
+    // A photo, attached with a caption: the local stack keeps it, the processor downloads it
+    // through the Graph stand-in's media flow, and the offline stand-in says what it received.
+    const png = Buffer.from(await page.evaluate(() => {
+      const canvas = Object.assign(document.createElement("canvas"), { width: 8, height: 8 });
+      const context = canvas.getContext("2d");
+      context.fillStyle = "#c0392b"; context.fillRect(0, 0, 8, 8);
+      return canvas.toDataURL("image/png").split(",")[1];
+    }), "base64");
+    await page.fill("#text", "what colour is this?");
+    await page.setInputFiles("#file", { name: "red.png", mimeType: "image/png", buffer: png });
+    await page.waitForSelector(`.bubble.user:has-text('image red.png (${png.length} bytes)')`, { timeout: 30_000 });
+    const answer = await page.waitForSelector(".bubble.bot:has-text('[image]')", { timeout: 60_000 });
+    assert.match(await answer.textContent(),
+      new RegExp(`You said: "\\[image\\] what colour is this\\?"\\. I received an image \\(image/png, ${png.length} bytes\\)\\.`));
 
     await page.screenshot({ path: path.join(root, "target", "simulator.png") });
   } finally {

@@ -11,12 +11,16 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use local_stack::local::{LlmMode, LocalStack, Options};
+use local_stack::local::{LlmMode, LocalStack, Location, Options, Upload};
 use local_stack::runtime::binaries_dir;
 use tokio::io::AsyncBufReadExt;
 
 const USAGE: &str = "usage: local-stack [--terminal] [--port N] [--moto-port N] [--aws-endpoint URL] [--stack-name NAME]
-  --terminal          read messages from standard input, print the replies (/resend re-delivers the last one)
+  --terminal          read messages from standard input, print the replies; also:
+                        /send PATH [caption]   send a file (a photo, a PDF, a text or CSV file, an
+                                               .ogg/.opus voice note), its kind from its extension
+                        /location LAT LON [name]  share a location
+                        /resend                re-deliver the last message
   --port N            the simulator's port (default 8787; 0 for any)
   --moto-port N       the port of the moto server it starts (default 5005)
   --aws-endpoint URL  use this running moto server instead of starting one
@@ -98,13 +102,12 @@ async fn run_terminal(stack: &LocalStack) {
         if text.is_empty() {
             continue;
         }
-        let (status, wait) = if text == "/resend" {
-            (stack.resend().await.unwrap_or(0), Duration::from_secs(3))
-        } else {
-            (
-                stack.send(USER, "Terminal user", text).await,
-                Duration::from_secs(90),
-            )
+        let (status, wait) = match command(stack, USER, text).await {
+            Ok(sent) => sent,
+            Err(error) => {
+                println!("! {error}");
+                continue;
+            }
         };
         if status != 200 {
             println!("! the webhook answered {status}");
@@ -130,6 +133,98 @@ async fn run_terminal(stack: &LocalStack) {
         }
         let _ = std::io::stdout().flush();
     }
+}
+
+/// Does what one line of input says; returns the webhook's status and how long to wait for
+/// a reply, or what is wrong with the line.
+async fn command(stack: &LocalStack, user: &str, line: &str) -> Result<(u16, Duration), String> {
+    const NAME: &str = "Terminal user";
+    let reply_wait = Duration::from_secs(90);
+    if line == "/resend" {
+        return Ok((stack.resend().await.unwrap_or(0), Duration::from_secs(3)));
+    }
+    if let Some(rest) = line.strip_prefix("/send ") {
+        let upload = upload(rest)?;
+        let status = stack
+            .send_file(user, NAME, upload)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok((status, reply_wait));
+    }
+    if let Some(rest) = line.strip_prefix("/location ") {
+        let status = stack.send_location(user, NAME, location(rest)?).await;
+        return Ok((status, reply_wait));
+    }
+    Ok((stack.send(user, NAME, line).await, reply_wait))
+}
+
+/// The file `/send PATH [caption]` names, read.
+fn upload(arguments: &str) -> Result<Upload, String> {
+    let (path, caption) = match arguments.trim().split_once(char::is_whitespace) {
+        Some((path, caption)) => (path, Some(caption.trim().to_owned())),
+        None => (arguments.trim(), None),
+    };
+    let path = PathBuf::from(path);
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let mime_type = mime_type(&extension).ok_or_else(|| {
+        format!(
+            "{}: unknown kind of file (.png .jpg .webp .pdf .txt .csv .ogg .opus .mp3 .m4a .mp4)",
+            path.display()
+        )
+    })?;
+    Ok(Upload {
+        bytes: bytes.into(),
+        mime_type: mime_type.to_owned(),
+        filename: path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file")
+            .to_owned(),
+        caption: caption.filter(|c| !c.is_empty()),
+        voice: matches!(extension.as_str(), "ogg" | "opus"),
+    })
+}
+
+/// The MIME type WhatsApp gives a file with this extension.
+fn mime_type(extension: &str) -> Option<&'static str> {
+    Some(match extension {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        "csv" => "text/csv",
+        "ogg" | "opus" => "audio/ogg; codecs=opus",
+        "mp3" => "audio/mpeg",
+        "m4a" => "audio/mp4",
+        "mp4" => "video/mp4",
+        _ => return None,
+    })
+}
+
+/// The location `/location LAT LON [name]` names.
+fn location(arguments: &str) -> Result<Location, String> {
+    let mut words = arguments.split_whitespace();
+    let mut degrees = |what: &str, limit: f64| {
+        words
+            .next()
+            .and_then(|w| w.parse::<f64>().ok())
+            .filter(|d| d.abs() <= limit)
+            .ok_or_else(|| format!("/location needs a {what} in degrees: /location LAT LON [name]"))
+    };
+    let latitude = degrees("latitude", 90.0)?;
+    let longitude = degrees("longitude", 180.0)?;
+    let name = words.collect::<Vec<_>>().join(" ");
+    Ok(Location {
+        latitude,
+        longitude,
+        name: (!name.is_empty()).then_some(name),
+    })
 }
 
 fn exit(message: &str) -> ! {

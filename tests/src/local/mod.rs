@@ -5,15 +5,20 @@
 //! One HTTP server carries it all:
 //! - `GET|POST /webhook`: API Gateway in front of the webhook function;
 //! - `POST /graph/{version}/{phone_number_id}/messages`: Meta's Graph API, as the processor uses it;
-//! - `POST /llm/v1/chat/completions`: the offline LLM stand-in (OpenAI-compatible);
-//! - `POST /api/send`, `GET /api/events`: what a WhatsApp user does and sees, for the simulator
-//!   page and the terminal mode.
+//! - `GET /graph/{version}/{media-id}`, `GET /graph-media/{token}`: its media, in two steps;
+//! - `POST /llm/v1/chat/completions`, `POST /transcription/v1/audio/transcriptions`: the
+//!   offline LLM and transcription stand-ins (OpenAI-compatible), when no real model is set;
+//! - `POST /api/send`, `POST /api/media`, `GET /api/events`: what a WhatsApp user does and sees,
+//!   for the simulator page and the terminal mode.
 //!
 //! This module wires the parts: [`moto`] (the server), [`event_sources`] (the SQS pollers),
-//! [`stand_ins`] (API Gateway, the Graph API, the LLM) and [`simulator`] (the user's side).
+//! [`stand_ins`] (API Gateway, the Graph API's messages), [`media`] (the files users send),
+//! [`offline`] (the model stand-ins) and [`simulator`] (the user's side).
 
 pub mod event_sources;
+pub mod media;
 mod moto;
+mod offline;
 mod simulator;
 mod stand_ins;
 
@@ -26,8 +31,8 @@ use serde_json::{Value, json};
 
 use crate::resources::{LOCAL_SECRET, Stack};
 use crate::runtime::{FunctionSpec, LambdaFunction};
-pub use simulator::Event;
 use simulator::Simulator;
+pub use simulator::{Event, Location, Upload};
 pub use stand_ins::LlmMode;
 
 /// The business phone number the simulator's users write to.
@@ -106,7 +111,9 @@ impl LocalStack {
         ));
         let app = simulator::routes()
             .merge(stand_ins::routes())
-            .with_state(simulator.clone());
+            .merge(offline::routes())
+            .with_state(simulator.clone())
+            .merge(media::routes().with_state(simulator.media.clone()));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -146,6 +153,24 @@ impl LocalStack {
     /// Sends `text` as `user` (named `name`) would from WhatsApp; returns the webhook's status.
     pub async fn send(&self, user: &str, name: &str, text: &str) -> u16 {
         self.simulator.send_as_user(user, name, text).await
+    }
+
+    /// Sends a file as `user` (named `name`) would; returns the webhook's status, or why the
+    /// file was not taken.
+    pub async fn send_file(
+        &self,
+        user: &str,
+        name: &str,
+        upload: Upload,
+    ) -> Result<u16, media::UploadError> {
+        self.simulator.send_file_as_user(user, name, upload).await
+    }
+
+    /// Shares a location as `user` (named `name`) would; returns the webhook's status.
+    pub async fn send_location(&self, user: &str, name: &str, location: Location) -> u16 {
+        self.simulator
+            .send_location_as_user(user, name, location)
+            .await
     }
 
     /// Delivers the last webhook body again, as Meta does when it misses an answer.
@@ -236,11 +261,17 @@ async fn start_functions(
 }
 
 /// The processor's environment beyond the template's: the Graph API stand-in, and either the
-/// offline LLM stand-in or the real LLM's settings.
+/// offline LLM and transcription stand-ins or the real LLM's settings.
 fn processor_overrides(llm: &LlmMode, base_url: &str) -> Vec<(&'static str, String)> {
     let mut overrides = vec![("META_API_BASE_URL", format!("{base_url}/graph"))];
     match llm {
-        LlmMode::StandIn => overrides.push(("LLM_BASE_URL", format!("{base_url}/llm/v1"))),
+        LlmMode::StandIn => {
+            overrides.push(("LLM_BASE_URL", format!("{base_url}/llm/v1")));
+            overrides.push((
+                "TRANSCRIPTION_BASE_URL",
+                format!("{base_url}/transcription/v1"),
+            ));
+        }
         LlmMode::Real {
             provider,
             model,

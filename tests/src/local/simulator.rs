@@ -5,14 +5,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use shared::inbound::MediaKind;
 use shared::meta::signature::sign;
 
+use super::media::{MediaStore, URL_LIFETIME, UploadError, kind_of, max_file_bytes};
 use super::stand_ins::LlmMode;
 use super::{INVOKE_TIMEOUT, PHONE_NUMBER_ID};
 use crate::resources::LOCAL_SECRET;
@@ -42,11 +45,14 @@ pub(super) struct Simulator {
     base_url: String,
     last_delivery: Mutex<Option<Vec<u8>>>,
     llm: LlmMode,
+    /// The files users sent, served through the Graph API's media flow.
+    pub(super) media: Arc<MediaStore>,
 }
 
 impl Simulator {
     /// The state of a simulator served at `base_url`, delivering to `webhook`.
     pub(super) fn new(webhook: LambdaFunction, base_url: String, llm: LlmMode) -> Self {
+        let base_url_for_media = base_url.clone();
         Self {
             webhook,
             events: Mutex::new(Vec::new()),
@@ -55,6 +61,7 @@ impl Simulator {
             base_url,
             last_delivery: Mutex::new(None),
             llm,
+            media: Arc::new(MediaStore::new(base_url_for_media, URL_LIFETIME)),
         }
     }
 
@@ -114,22 +121,121 @@ impl Simulator {
 
     /// Sends `text` as `user` (named `name`) would from WhatsApp; returns the webhook's status.
     pub(super) async fn send_as_user(&self, user: &str, name: &str, text: &str) -> u16 {
+        let message = json!({"type": "text", "text": {"body": text}});
+        self.send_message(user, name, message, json!({"text": text}))
+            .await
+    }
+
+    /// Sends a file as `user` would: it is kept in the media store, and the webhook gets an
+    /// `image`, `audio` (a voice note when `upload.voice`) or `document` message naming it.
+    /// Returns the webhook's status, or why the file was not taken.
+    pub(super) async fn send_file_as_user(
+        &self,
+        user: &str,
+        name: &str,
+        upload: Upload,
+    ) -> Result<u16, UploadError> {
+        let kind = kind_of(&upload.mime_type);
+        let size = upload.bytes.len();
+        let stored = self.media.store(upload.bytes.clone(), &upload.mime_type)?;
+        let mut details = json!({"id": stored.id, "mime_type": upload.mime_type,
+            "sha256": stored.sha256_base64});
+        match kind {
+            MediaKind::Audio => details["voice"] = json!(upload.voice),
+            MediaKind::Document => details["filename"] = json!(upload.filename),
+            _ => {}
+        }
+        // Meta's audio messages carry no caption.
+        let caption = upload.caption.as_deref().filter(|c| !c.trim().is_empty());
+        if let Some(caption) = caption.filter(|_| kind != MediaKind::Audio) {
+            details["caption"] = json!(caption);
+        }
+        let type_name = kind.as_str();
+        let message = json!({"type": type_name, type_name: details});
+        let shown = json!({"text": describe_upload(kind, &upload, size),
+            "media": {"kind": type_name, "id": stored.id, "mime_type": upload.mime_type, "bytes": size}});
+        Ok(self.send_message(user, name, message, shown).await)
+    }
+
+    /// Sends a shared location as `user` would; returns the webhook's status.
+    pub(super) async fn send_location_as_user(
+        &self,
+        user: &str,
+        name: &str,
+        location: Location,
+    ) -> u16 {
+        let shown = format!(
+            "📍 {} ({}, {})",
+            location.name.as_deref().unwrap_or("a location"),
+            location.latitude,
+            location.longitude
+        );
+        let mut details = json!({"latitude": location.latitude, "longitude": location.longitude});
+        if let Some(place) = location.name {
+            details["name"] = json!(place);
+        }
+        let message = json!({"type": "location", "location": details});
+        self.send_message(user, name, message, json!({"text": shown}))
+            .await
+    }
+
+    /// Sends one message from `user` (named `name`) in Meta's webhook shape: `message` holds its
+    /// `type` and details; `shown` is what the feed shows of it.
+    async fn send_message(&self, user: &str, name: &str, message: Value, shown: Value) -> u16 {
         let now = shared::clock::now_epoch_seconds();
         let id = format!("wamid.LOCAL{now}{:06}", self.last_seq());
+        let mut message = message;
+        message["from"] = json!(user);
+        message["id"] = json!(id);
+        message["timestamp"] = json!(now.to_string());
         let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "LOCAL-WABA", "changes": [{"field": "messages",
             "value": {"messaging_product": "whatsapp",
                 "metadata": {"display_phone_number": "15550000000", "phone_number_id": PHONE_NUMBER_ID},
                 "contacts": [{"profile": {"name": name}, "wa_id": user}],
-                "messages": [{"from": user, "id": id, "timestamp": now.to_string(), "type": "text", "text": {"body": text}}]}}]}]});
+                "messages": [message]}}]}]});
         // Meta escapes non-ASCII characters in the bodies it signs.
         let body = escape_non_ascii(&body.to_string()).into_bytes();
         *self.last_delivery.lock().expect("delivery lock") = Some(body.clone());
-        self.push(
-            "sent",
-            Some(user.to_owned()),
-            json!({"id": id, "text": text}),
-        );
+        let mut shown = shown;
+        shown["id"] = json!(id);
+        self.push("sent", Some(user.to_owned()), shown);
         self.deliver(body).await
+    }
+}
+
+/// A file a user sends.
+pub struct Upload {
+    /// Its bytes.
+    pub bytes: Bytes,
+    /// Its MIME type.
+    pub mime_type: String,
+    /// Its name (documents carry it).
+    pub filename: String,
+    /// The caption written under it (images and documents).
+    pub caption: Option<String>,
+    /// Whether audio is a voice note recorded in WhatsApp.
+    pub voice: bool,
+}
+
+/// A location a user shares.
+pub struct Location {
+    /// Latitude in degrees.
+    pub latitude: f64,
+    /// Longitude in degrees.
+    pub longitude: f64,
+    /// The place's name, for a chosen place.
+    pub name: Option<String>,
+}
+
+/// What the feed shows of a file sent: `📎 image photo.png (68 bytes) — caption`.
+fn describe_upload(kind: MediaKind, upload: &Upload, size: usize) -> String {
+    let what = match (kind, upload.voice) {
+        (MediaKind::Audio, true) => "🎤 voice note".to_owned(),
+        _ => format!("📎 {} {}", kind.as_str(), upload.filename),
+    };
+    match upload.caption.as_deref().filter(|c| !c.trim().is_empty()) {
+        Some(caption) if kind != MediaKind::Audio => format!("{what} ({size} bytes) — {caption}"),
+        _ => format!("{what} ({size} bytes)"),
     }
 }
 
@@ -153,6 +259,10 @@ pub(super) fn routes() -> axum::Router<Arc<Simulator>> {
     axum::Router::new()
         .route("/", get(page))
         .route("/api/send", post(api_send))
+        .route(
+            "/api/media",
+            post(api_media).layer(DefaultBodyLimit::max(body_limit())),
+        )
         .route("/api/resend", post(api_resend))
         .route("/api/events", get(api_events))
         .route("/api/info", get(api_info))
@@ -234,13 +344,74 @@ async fn api_send(
         )
             .into_response();
     }
-    let name = if request.name.trim().is_empty() {
-        "Local user"
-    } else {
-        request.name.trim()
-    };
+    let name = user_name(&request.name);
     let status = simulator.send_as_user(&digits, name, &request.text).await;
     axum::Json(json!({"webhook_status": status})).into_response()
+}
+
+/// The most bytes `/api/media` reads: a file one byte over the cap still gets its plain refusal.
+fn body_limit() -> usize {
+    usize::try_from(max_file_bytes() + 1).unwrap_or(usize::MAX)
+}
+
+#[derive(Deserialize)]
+struct MediaRequest {
+    user: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    filename: String,
+    #[serde(default)]
+    caption: Option<String>,
+    #[serde(default)]
+    voice: bool,
+}
+
+/// A file sent from the page: its bytes are the body, its type the `content-type`, the rest in
+/// the query (`user`, `name`, `filename`, `caption`, `voice`).
+async fn api_media(
+    State(simulator): State<Arc<Simulator>>,
+    Query(request): Query<MediaRequest>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let digits: String = request.user.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() < 6 {
+        return bad_request("a phone number of 6 or more digits is needed");
+    }
+    let mime_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let upload = Upload {
+        bytes: body,
+        mime_type,
+        filename: request.filename,
+        caption: request.caption,
+        voice: request.voice,
+    };
+    let name = user_name(&request.name);
+    match simulator.send_file_as_user(&digits, name, upload).await {
+        Ok(status) => axum::Json(json!({"webhook_status": status})).into_response(),
+        Err(error) => bad_request(&error.to_string()),
+    }
+}
+
+fn bad_request(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": message})),
+    )
+        .into_response()
+}
+
+/// The name a user goes by: the one given, else "Local user".
+fn user_name(name: &str) -> &str {
+    match name.trim() {
+        "" => "Local user",
+        name => name,
+    }
 }
 
 async fn api_resend(State(simulator): State<Arc<Simulator>>) -> Response {

@@ -1,5 +1,5 @@
 //! What stands in for the cloud around the functions: API Gateway in front of the webhook,
-//! Meta's Graph API as the processor uses it, and (without an `LLM_API_KEY`) an offline LLM.
+//! Meta's Graph API as the processor sends through it. Which LLM answers is [`LlmMode`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,16 +70,12 @@ impl LlmMode {
     }
 }
 
-/// The stand-ins' routes: `/webhook` (API Gateway), `/graph/…` (the Graph API) and
-/// `/llm/v1/chat/completions` (the offline LLM).
+/// The stand-ins' routes: `/webhook` (API Gateway) and `/graph/…/messages` (the Graph API's
+/// messages; its media are in [`super::media`], the offline models in [`super::offline`]).
 pub(super) fn routes() -> axum::Router<Arc<Simulator>> {
     axum::Router::new()
         .route("/webhook", get(webhook_route).post(webhook_route))
-        .route(
-            "/graph/{version}/{phone_number_id}/messages",
-            post(graph_messages),
-        )
-        .route("/llm/v1/chat/completions", post(llm_stand_in))
+        .route("/graph/{version}/{node_id}/messages", post(graph_messages))
 }
 
 /// API Gateway's HTTP API in front of the webhook function.
@@ -173,29 +169,4 @@ async fn post_statuses(
             json!({"id": id, "status": status, "webhook": code}),
         );
     }
-}
-
-/// The offline LLM stand-in: a deterministic answer that shows what the model was given, so
-/// that memory and bursts can be seen without an account.
-async fn llm_stand_in(body: Bytes) -> Response {
-    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let messages = request["messages"].as_array().cloned().unwrap_or_default();
-    let user_turns: Vec<&str> = messages
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .filter_map(|m| m["content"].as_str())
-        .collect();
-    let last = user_turns.last().copied().unwrap_or_default();
-    let mut answer = format!("[offline stand-in] You said: \"{last}\".");
-    if user_turns.len() > 1 {
-        answer.push_str(&format!(
-            " I remember {} earlier message(s); your first was: \"{}\".",
-            user_turns.len() - 1,
-            user_turns[0]
-        ));
-    }
-    axum::Json(json!({"id": "local-stand-in", "object": "chat.completion", "model": request["model"],
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0}}))
-    .into_response()
 }
