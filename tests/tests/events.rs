@@ -338,6 +338,10 @@ async fn env_json_configures_each_function_as_the_local_stack_does() {
             vec![
                 ("LLM_BASE_URL", format!("{host}:8787/llm/v1")),
                 ("META_API_BASE_URL", format!("{host}:8787/graph")),
+                (
+                    "TRANSCRIPTION_BASE_URL",
+                    format!("{host}:8787/transcription/v1"),
+                ),
             ],
         ),
         ("AlerterFunction", vec![]),

@@ -846,3 +846,117 @@ async fn a_photo_goes_to_the_model_as_a_data_url_with_its_caption() {
         "no bytes stored"
     );
 }
+
+/// A burst of everything a user sends besides text: a voice note, a captioned photo, a PDF, a
+/// location, then a question about them all.
+fn mixed_burst(user: &str) -> SqsEvent {
+    let contents = [
+        json!({"type": "media", "kind": "audio", "media_id": "voice-1",
+            "mime_type": "audio/ogg; codecs=opus", "voice": true}),
+        json!({"type": "media", "kind": "image", "media_id": "img-2",
+            "mime_type": "image/jpeg", "caption": "and this one?"}),
+        json!({"type": "media", "kind": "document", "media_id": "pdf-3",
+            "mime_type": "application/pdf", "filename": "menu.pdf"}),
+        json!({"type": "location", "latitude": 38.7223, "longitude": -9.1393,
+            "name": "Cais do Sodré"}),
+        json!({"type": "text", "body": "which is cheaper?"}),
+    ];
+    let records = contents
+        .into_iter()
+        .enumerate()
+        .map(|(n, content)| {
+            content_record(
+                &format!("s{n}"),
+                user,
+                &unique(&format!("mix{n}")),
+                content,
+                1,
+            )
+        })
+        .collect();
+    event(records)
+}
+
+/// The lines of the burst's user turn, as the model got them (`text`), and as the memory keeps
+/// them.
+fn assert_mixed_turn(text: &str, voice_note: &str, h_turn: &str) {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], voice_note, "{text}");
+    assert_eq!(lines[1], "[image] and this one?");
+    assert_eq!(lines[2], "[document menu.pdf]");
+    assert!(
+        lines[3].contains("Cais do Sodré") && lines[3].contains("38.7223"),
+        "{text}"
+    );
+    assert_eq!(lines[4], "which is cheaper?");
+    assert_eq!(h_turn, text, "the memory keeps the text, never the bytes");
+}
+
+#[tokio::test]
+async fn gemini_hears_sees_and_reads_a_mixed_burst_in_one_call() {
+    let h = Harness::new("gemini", &[]).await;
+    let response = h.handle(&mixed_burst(USER)).await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert!(
+        h.llm.requests_to("/audio/transcriptions").is_empty(),
+        "Gemini hears the voice note itself"
+    );
+    let calls = h.llm.requests();
+    assert_eq!(calls.len(), 1, "one LLM call for the burst");
+    let body = calls[0].json();
+    let parts = body["contents"].as_array().unwrap().last().unwrap()["parts"].clone();
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let inline: Vec<Value> = parts.as_array().unwrap()[1..].to_vec();
+    assert_eq!(
+        inline,
+        [
+            json!({"inline_data": {"mime_type": "audio/ogg", "data": b64(VOICE_NOTE_BYTES)}}),
+            json!({"inline_data": {"mime_type": "image/jpeg", "data": b64(PHOTO_BYTES)}}),
+            json!({"inline_data": {"mime_type": "application/pdf", "data": b64(PDF_BYTES)}}),
+        ]
+    );
+    let text = parts[0]["text"].as_str().unwrap();
+    let stored = h.turns(USER).await;
+    assert_mixed_turn(text, "[voice note]", stored[0]["t"].as_s().unwrap());
+    assert_eq!(h.sent_texts().len(), 1, "one answer");
+}
+
+#[tokio::test]
+async fn openai_gets_a_mixed_burst_as_a_transcript_a_data_url_and_a_file_in_one_call() {
+    let h = Harness::with_llm("openai", &[], |request: &RecordedRequest| {
+        if request.path.ends_with("/audio/transcriptions") {
+            Canned::json(200, json!({"text": "Is the fish fresh?"}))
+        } else {
+            openai_answer(request)
+        }
+    })
+    .await;
+    let response = h.handle(&mixed_burst(USER)).await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert_eq!(h.llm.requests_to("/audio/transcriptions").len(), 1);
+    let chats = h.llm.requests_to("/chat/completions");
+    assert_eq!(chats.len(), 1, "one LLM call for the burst");
+    let messages = chats[0].json()["messages"].clone();
+    let parts = messages.as_array().unwrap().last().unwrap()["content"].clone();
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    assert_eq!(
+        parts[1]["image_url"]["url"],
+        format!("data:image/jpeg;base64,{}", b64(PHOTO_BYTES))
+    );
+    assert_eq!(parts[2]["type"], "file");
+    assert_eq!(
+        parts[2]["file"]["file_data"],
+        format!("data:application/pdf;base64,{}", b64(PDF_BYTES))
+    );
+    assert_eq!(
+        parts.as_array().unwrap().len(),
+        3,
+        "no audio part: it was transcribed"
+    );
+    let text = parts[0]["text"].as_str().unwrap();
+    let stored = h.turns(USER).await;
+    let voice_note = "[voice note] Is the fish fresh?";
+    assert_mixed_turn(text, voice_note, stored[0]["t"].as_s().unwrap());
+}

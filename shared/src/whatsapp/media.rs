@@ -165,18 +165,34 @@ pub fn check_info(info: &MediaInfo, limits: &MediaLimits) -> Result<String, Medi
     Ok(mime_type)
 }
 
-/// Checks downloaded `bytes` against Meta's SHA-256 (hex, any case); a file Meta gave no hash
-/// for passes.
+/// Checks downloaded `bytes` against Meta's SHA-256, written in hex (any case) or base64 (Meta
+/// uses both: hex in the media's details, base64 in webhooks). A file Meta gave no hash for
+/// passes, and so does one whose hash is in neither form: the bytes came from Meta over TLS, and
+/// refusing them would only retry for a week.
 pub fn check_sha256(bytes: &[u8], expected: Option<&str>) -> Result<(), MediaError> {
-    let Some(expected) = expected.map(str::trim).filter(|e| !e.is_empty()) else {
+    let Some(expected) = expected.map(str::trim).and_then(sha256_digest) else {
         return Ok(());
     };
-    let actual = hex::encode(Sha256::digest(bytes));
-    if actual.eq_ignore_ascii_case(expected) {
+    if Sha256::digest(bytes).as_slice() == expected.as_slice() {
         Ok(())
     } else {
         Err(MediaError::ChecksumMismatch)
     }
+}
+
+/// The 32 bytes of a SHA-256 digest written in hex or base64 (standard or URL-safe alphabet).
+fn sha256_digest(written: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    let decoded = [
+        hex::decode(written).ok(),
+        STANDARD.decode(written).ok(),
+        URL_SAFE.decode(written).ok(),
+    ];
+    decoded
+        .into_iter()
+        .flatten()
+        .find(|digest| digest.len() == 32)
 }
 
 /// Downloading the media a user sent.
@@ -255,6 +271,24 @@ mod tests {
             Err(MediaError::ChecksumMismatch)
         );
         assert_eq!(check_sha256(bytes, None), Ok(()));
+    }
+
+    #[test]
+    fn the_checksum_may_be_base64_as_in_webhooks() {
+        use base64::Engine;
+        let bytes = b"a voice note";
+        let digest = Sha256::digest(bytes);
+        let standard = base64::engine::general_purpose::STANDARD.encode(digest);
+        assert_eq!(check_sha256(bytes, Some(&standard)), Ok(()));
+        assert_eq!(
+            check_sha256(b"another", Some(&standard)),
+            Err(MediaError::ChecksumMismatch)
+        );
+        let url_safe = base64::engine::general_purpose::URL_SAFE.encode(digest);
+        assert_eq!(check_sha256(bytes, Some(&url_safe)), Ok(()));
+        // Neither form of a digest (as in some samples): nothing to compare with.
+        assert_eq!(check_sha256(bytes, Some("4654+8g=")), Ok(()));
+        assert_eq!(check_sha256(bytes, Some("a1b2c3d4e5f6...")), Ok(()));
     }
 
     #[test]

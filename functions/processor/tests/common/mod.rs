@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_dynamodb::types::AttributeValue;
 use processor::{Config, DeployedProcessor, Invocation};
-use serde_json::json;
+use serde_json::{Value, json};
 use shared::env_config::Env;
 use shared::secrets::SecretsManagerSecrets;
 use testkit::CallCounter;
@@ -84,10 +84,16 @@ pub fn meta_answer(request: &RecordedRequest) -> Canned {
 /// The bytes of a tiny JPEG the Graph API stand-in serves for media ids starting with `img`.
 pub const PHOTO_BYTES: &[u8] = b"\xff\xd8\xff\xe0 stand-in photo";
 
-/// What the stand-in serves for media `id`: a photo for `img…` ids, else a voice note.
+/// The bytes of a tiny PDF the Graph API stand-in serves for media ids starting with `pdf`.
+pub const PDF_BYTES: &[u8] = b"%PDF-1.4 stand-in menu";
+
+/// What the stand-in serves for media `id`: a photo for `img…` ids, a PDF for `pdf…`, else a
+/// voice note.
 fn media_file(id: &str) -> (&'static str, &'static [u8]) {
     if id.starts_with("img") {
         ("image/jpeg", PHOTO_BYTES)
+    } else if id.starts_with("pdf") {
+        ("application/pdf", PDF_BYTES)
     } else {
         ("audio/ogg", VOICE_NOTE_BYTES)
     }
@@ -320,9 +326,20 @@ pub fn record(
     text: &str,
     receive_count: u32,
 ) -> SqsMessage {
+    let content = json!({"type": "text", "body": text});
+    content_record(sqs_id, user, message_id, content, receive_count)
+}
+
+/// A queued message of any `content` (the queue body's `content`) from `user`.
+pub fn content_record(
+    sqs_id: &str,
+    user: &str,
+    message_id: &str,
+    content: Value,
+    receive_count: u32,
+) -> SqsMessage {
     let body = json!({"v": 1, "phone_number_id": PHONE_NUMBER_ID, "sender": {"wa_id": user}, "name": "Tester",
-        "id": message_id, "timestamp": shared::clock::now_epoch_seconds() - 60,
-        "content": {"type": "text", "body": text}});
+        "id": message_id, "timestamp": shared::clock::now_epoch_seconds() - 60, "content": content});
     let mut record = SqsMessage::default();
     record.message_id = Some(sqs_id.into());
     record.body = Some(body.to_string());
