@@ -135,11 +135,12 @@ impl LambdaFunction {
         let child = tokio::process::Command::new(&spec.binary)
             .env_clear()
             .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME" || k == "TMPDIR"))
+            // The template's MemorySize of every function, unless the environment says otherwise.
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .envs(&spec.environment)
             .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use reqwest::header::CONTENT_TYPE;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -57,12 +58,13 @@ impl<S: Secrets> Llm for GeminiChat<S> {
         let key = secrets.require("LLM_API_KEY", &secrets.llm_api_key)?;
         let key_value = http::key_header("", key)?;
         let url = self.url();
-        let body = GenerateRequest::new(prompt);
+        let body = http::json_body(&GenerateRequest::new(prompt), prompt.json_size_hint())?;
         let request = || {
             self.http
                 .post(&url)
                 .header(KEY_HEADER, key_value.clone())
-                .json(&body)
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone())
         };
         http::call(PROVIDER, &self.settings, deadline, request, |answer| {
             interpret(answer, key)
@@ -97,7 +99,7 @@ enum Part<'a> {
 #[derive(Debug, Serialize)]
 struct InlineData<'a> {
     mime_type: &'a str,
-    data: String,
+    data: super::Base64Json<'a>,
 }
 
 impl<'a> GenerateRequest<'a> {
@@ -119,7 +121,7 @@ impl<'a> GenerateRequest<'a> {
                     parts.extend(prompt.files.iter().map(|file| Part::InlineData {
                         inline_data: InlineData {
                             mime_type: &file.mime_type,
-                            data: super::base64_of(&file.bytes),
+                            data: super::Base64Json(&file.bytes),
                         },
                     }));
                 }

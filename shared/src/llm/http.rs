@@ -65,6 +65,19 @@ pub(super) fn key_header(prefix: &str, key: &SecretString) -> Result<HeaderValue
     Ok(value)
 }
 
+/// `request` as a JSON body, serialized once for every attempt into a buffer sized by `hint`
+/// (a request with files is mostly their base64: growing a buffer by doubling would hold up to
+/// three times that at once).
+pub(super) fn json_body<T: serde::Serialize>(
+    request: &T,
+    hint: usize,
+) -> Result<bytes::Bytes, LlmError> {
+    let mut body = Vec::with_capacity(hint);
+    serde_json::to_writer(&mut body, request)
+        .map_err(|e| LlmError::Transport(format!("the request could not be written: {e}")))?;
+    Ok(body.into())
+}
+
 /// Calls `provider` as `settings` say, retrying transient failures, never past `deadline`: each
 /// attempt sends what `request` builds and reads the answer with `read`.
 pub(super) async fn call(

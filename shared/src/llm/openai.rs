@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::http;
-use super::{Completion, InlineFile, Llm, LlmError, LlmSettings, Prompt};
+use super::{Completion, DataUrlJson, InlineFile, Llm, LlmError, LlmSettings, Prompt};
 use crate::conversation::Role;
 use crate::outbound_http::Answer;
 use crate::secrets::{SecretString, Secrets};
@@ -55,8 +55,13 @@ impl<S: Secrets> Llm for OpenAiChat<S> {
         let authorization = key.map(|k| http::key_header("Bearer ", k)).transpose()?;
         let url = self.url();
         let body = ChatRequest::new(&self.settings.model, prompt);
+        let body = http::json_body(&body, prompt.json_size_hint())?;
         let request = || {
-            let request = self.http.post(&url).json(&body);
+            let request = self
+                .http
+                .post(&url)
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
             match &authorization {
                 Some(value) => request.header(AUTHORIZATION, value.clone()),
                 None => request,
@@ -93,24 +98,25 @@ enum MessageContent<'a> {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ContentPart<'a> {
     Text { text: &'a str },
-    ImageUrl { image_url: ImageUrl },
-    File { file: FileData },
+    ImageUrl { image_url: ImageUrl<'a> },
+    File { file: FileData<'a> },
 }
 
 #[derive(Debug, Serialize)]
-struct ImageUrl {
-    url: String,
+struct ImageUrl<'a> {
+    url: DataUrlJson<'a>,
 }
 
 /// A file other than an image (a PDF), as OpenAI's `file` content part.
 #[derive(Debug, Serialize)]
-struct FileData {
+struct FileData<'a> {
     filename: String,
-    file_data: String,
+    file_data: DataUrlJson<'a>,
 }
 
 /// The part an inline file becomes: images as `image_url`, other files (PDFs) as `file`.
-fn file_part<'a>(file: &InlineFile, data_url: String, index: usize) -> ContentPart<'a> {
+fn file_part(file: &InlineFile, index: usize) -> ContentPart<'_> {
+    let data_url = DataUrlJson(file);
     if file.mime_type.starts_with("image/") {
         ContentPart::ImageUrl {
             image_url: ImageUrl { url: data_url },
@@ -149,9 +155,8 @@ impl<'a> ChatRequest<'a> {
                                 prompt
                                     .files
                                     .iter()
-                                    .zip(prompt.data_urls())
                                     .enumerate()
-                                    .map(|(i, (file, url))| file_part(file, url, i)),
+                                    .map(|(i, file)| file_part(file, i)),
                             )
                             .collect(),
                     ),

@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 
 use crate::resources::{LOCAL_SECRET, Stack};
 use crate::runtime::{FunctionSpec, LambdaFunction};
+pub use offline::MODEL_REQUEST_LIMIT;
 use simulator::Simulator;
 pub use simulator::{Event, Location, Upload};
 pub use stand_ins::LlmMode;

@@ -4,12 +4,16 @@
 //! answers as a stand-in's.
 
 use axum::body::Bytes;
-use axum::extract::Multipart;
+use axum::extract::{DefaultBodyLimit, Multipart};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
 use serde_json::{Value, json};
+
+/// The largest request the stand-ins read, as the real services take them: a burst's 12 MiB of
+/// inline files in base64, or a 16 MiB voice note in a form (axum's default is 2 MB).
+pub const MODEL_REQUEST_LIMIT: usize = 32 * 1024 * 1024;
 
 /// The stand-ins' routes: `/llm/v1/chat/completions` and
 /// `/transcription/v1/audio/transcriptions`.
@@ -20,6 +24,7 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
             "/transcription/v1/audio/transcriptions",
             post(transcription_stand_in),
         )
+        .layer(DefaultBodyLimit::max(MODEL_REQUEST_LIMIT))
 }
 
 /// The offline LLM stand-in: a deterministic answer that shows what the model was given (the

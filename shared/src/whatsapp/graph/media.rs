@@ -122,13 +122,15 @@ impl<S> GraphApi<S> {
     }
 }
 
-/// The body of `response`, refused as too large once it passes `max_bytes`.
+/// The body of `response`, refused as too large once it passes `max_bytes`. Read into a buffer
+/// of the announced length (within the cap), so that a large file is not copied as it grows.
 async fn read_capped(
     response: &mut reqwest::Response,
     max_bytes: u64,
     token: &SecretString,
 ) -> Result<Vec<u8>, MediaError> {
-    let mut bytes = Vec::new();
+    let announced = response.content_length().unwrap_or(0).min(max_bytes);
+    let mut bytes = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
     loop {
         let chunk = response
             .chunk()

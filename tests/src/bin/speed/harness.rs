@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use local_stack::local::MODEL_REQUEST_LIMIT;
 use local_stack::resources::Stack;
 use local_stack::runtime::{FunctionSpec, LambdaFunction};
 use serde_json::{Value, json};
@@ -301,6 +302,7 @@ impl StandIns {
             .route("/graph/{version}/{media_id}", get(media_info))
             .route("/media/{media_id}", get(media_bytes))
             .route("/transcription/v1/audio/transcriptions", post(transcribe))
+            .layer(DefaultBodyLimit::max(MODEL_REQUEST_LIMIT))
             .with_state(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -149,16 +149,16 @@ const MEDIA_CASES: [(&str, &[MediaFile]); 3] = [
         &[(MediaKind::Image, "image/jpeg", 5)],
     ),
     (
+        "10 conversations, a 16 MiB voice note each, transcribed",
+        &[(MediaKind::Audio, "audio/ogg", 16)],
+    ),
+    (
         "10 conversations, an album of three 5 MiB photos each",
         &[
             (MediaKind::Image, "image/jpeg", 5),
             (MediaKind::Image, "image/png", 5),
             (MediaKind::Image, "image/webp", 5),
         ],
-    ),
-    (
-        "10 conversations, a 16 MiB voice note each, transcribed",
-        &[(MediaKind::Audio, "audio/ogg", 16)],
     ),
 ];
 
