@@ -10,29 +10,9 @@
 )]
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
-
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 mod samples;
-
-/// Reads lines until one that starts a reply, says there was none, or reports an error.
-async fn next_answer(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-) -> String {
-    let read = async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("bot> ") || line == "(no reply)" || line.starts_with("! ") {
-                return line;
-            }
-        }
-        "(the local stack stopped)".to_owned()
-    };
-    tokio::time::timeout(Duration::from_secs(120), read)
-        .await
-        .unwrap_or_else(|_| "(timed out)".to_owned())
-}
+mod terminal;
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let path = dir.join(name);
@@ -42,8 +22,6 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn a_photo_a_pdf_a_voice_note_and_a_location_each_get_an_answer_naming_them() {
-    let endpoint =
-        std::env::var("AWS_ENDPOINT_URL").expect("run under tests/with-moto.sh (make test)");
     let dir = std::env::temp_dir().join(testkit::unique_name("media-samples"));
     std::fs::create_dir_all(&dir).unwrap();
     let (png, pdf, ogg) = (samples::png(), samples::pdf(), samples::ogg_opus());
@@ -52,38 +30,14 @@ async fn a_photo_a_pdf_a_voice_note_and_a_location_each_get_an_answer_naming_the
     let voice = write(&dir, "voice.ogg", &ogg);
     let missing = dir.join("missing.png").display().to_string();
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_local-stack"))
-        .args(["--terminal", "--port", "0", "--aws-endpoint", &endpoint])
-        .args(["--stack-name", &testkit::unique_name("media")])
-        .env_remove("LLM_API_KEY")
-        .env_remove("LLM_BASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the local stack starts");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-
-    let mut answers = Vec::new();
-    for line in [
+    let lines = [
         format!("/send {photo} what is in this picture?"),
         format!("/send {menu} prices?"),
         format!("/send {voice}"),
         "/location 41.1496 -8.611 Livraria Lello".to_owned(),
         format!("/send {missing}"),
-    ] {
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
-        stdin.flush().await.unwrap();
-        answers.push(next_answer(&mut lines).await);
-    }
-    drop(stdin);
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-    assert!(matches!(status, Ok(Ok(s)) if s.success()), "{status:?}");
+    ];
+    let answers = terminal::converse("media", &lines).await;
     let _ = std::fs::remove_dir_all(&dir);
 
     assert!(

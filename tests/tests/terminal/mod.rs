@@ -1,0 +1,60 @@
+//! A conversation with the local stack in terminal mode (`local-stack --terminal`) against the
+//! moto server of `tests/with-moto.sh`, with the offline stand-ins: lines in, answers out.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// Starts the local stack in terminal mode on a stack named after `name`, writes each of `lines`
+/// after the answer to the one before, and returns the answers (`bot> …`, `(no reply)` or
+/// `! …`), once the stack has stopped cleanly at the end of its input.
+pub async fn converse(name: &str, lines: &[String]) -> Vec<String> {
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").expect("run under tests/with-moto.sh (make test)");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_local-stack"))
+        .args(["--terminal", "--port", "0", "--aws-endpoint", &endpoint])
+        .args(["--stack-name", &testkit::unique_name(name)])
+        .env_remove("LLM_API_KEY")
+        .env_remove("LLM_BASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the local stack starts");
+    let mut stdin = child.stdin.take().expect("its input");
+    let mut output = BufReader::new(child.stdout.take().expect("its output")).lines();
+    let mut answers = Vec::new();
+    for line in lines {
+        let written = stdin.write_all(format!("{line}\n").as_bytes()).await;
+        written
+            .and(stdin.flush().await)
+            .expect("the local stack reads");
+        answers.push(next_answer(&mut output).await);
+    }
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    assert!(
+        matches!(status, Ok(Ok(s)) if s.success()),
+        "the local stack stops at the end of its input: {status:?}"
+    );
+    answers
+}
+
+/// Reads lines until one that starts a reply, says there was none, or reports an error.
+async fn next_answer(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    let read = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("bot> ") || line == "(no reply)" || line.starts_with("! ") {
+                return line;
+            }
+        }
+        "(the local stack stopped)".to_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .unwrap_or_else(|_| "(timed out)".to_owned())
+}
