@@ -470,6 +470,7 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Result<(), reply::Retry> {
+        media_lane::silence_media_of_resumed(claimed);
         self.take_media_lane(claimed, invocation).await?;
         self.listen(claimed, invocation, metrics).await?;
         self.look(claimed, invocation, metrics).await?;

@@ -30,8 +30,7 @@ enum NotHeard {
 
 impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
     /// Replaces each claimed voice note's [`Treatment::Listen`] by its transcript, or by
-    /// [`Treatment::NotHeard`]. `Err(Retry)` when one failed in a way that may pass. A burst
-    /// with an answer kept from an earlier invocation is not heard again.
+    /// [`Treatment::NotHeard`]. `Err(Retry)` when one failed in a way that may pass.
     pub(crate) async fn listen(
         &self,
         claimed: &mut ClaimedBurst<'_>,
@@ -40,7 +39,6 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
     ) -> Result<(), Retry> {
         let deadline = invocation.deadline_before(REPLY_RESERVE);
         let user = claimed.user.clone();
-        let resumed = claimed.claim.pending.is_some();
         for message in &mut claimed.messages {
             let Treatment::Listen {
                 media_id,
@@ -49,10 +47,6 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
             else {
                 continue;
             };
-            if resumed {
-                message.treatment = Treatment::Silent;
-                continue;
-            }
             let heard = match self.behaviour.audio_inline {
                 true => self.hand_over(media_id, deadline, &mut claimed.files).await,
                 false => self.hear(media_id, mime_type, deadline).await,

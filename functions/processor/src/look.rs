@@ -21,7 +21,7 @@ use crate::{Invocation, Processor, REPLY_RESERVE};
 impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
     /// Replaces each claimed image's [`Treatment::Look`] by an answer to `[image] <caption>`,
     /// with the image among the burst's files. `Err(Retry)` when one failed in a way that may
-    /// pass. A burst with an answer kept from an earlier invocation is not looked at again.
+    /// pass.
     pub(crate) async fn look(
         &self,
         claimed: &mut ClaimedBurst<'_>,
@@ -29,7 +29,6 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
         metrics: &mut Metrics,
     ) -> Result<(), Retry> {
         let deadline = invocation.deadline_before(REPLY_RESERVE);
-        let resumed = claimed.claim.pending.is_some();
         for message in &mut claimed.messages {
             let Treatment::Look {
                 kind,
@@ -42,10 +41,6 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
             let kind = *kind;
             let limits = within_inline_allowance(limits_for(kind), &claimed.files);
             let caption = caption.clone();
-            if resumed {
-                message.treatment = Treatment::Silent;
-                continue;
-            }
             match self.whatsapp.download(media_id, &limits, deadline).await {
                 Ok(media) => {
                     metrics.count("ImagesSeen", 1);

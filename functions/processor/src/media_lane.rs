@@ -70,16 +70,14 @@ fn downloads(treatment: &Treatment) -> bool {
 }
 
 impl<C, L, W, T> Processor<C, L, W, T> {
-    /// Takes a media lane for `claimed` when it has media to download (a burst resumed with a
-    /// kept answer downloads nothing). `Err(Retry)` when no lane is free before the deadline.
+    /// Takes a media lane for `claimed` when it has media to download. `Err(Retry)` when no lane
+    /// is free before the deadline.
     pub(crate) async fn take_media_lane(
         &self,
         claimed: &mut ClaimedBurst<'_>,
         invocation: &Invocation,
     ) -> Result<(), Retry> {
-        let needed = claimed.claim.pending.is_none()
-            && claimed.messages.iter().any(|m| downloads(&m.treatment));
-        if !needed {
+        if !claimed.messages.iter().any(|m| downloads(&m.treatment)) {
             return Ok(());
         }
         let deadline = invocation.deadline_before(REPLY_RESERVE);
@@ -95,6 +93,19 @@ impl<C, L, W, T> Processor<C, L, W, T> {
                     "no media lane came free in time; the messages are retried");
                 Err(Retry)
             }
+        }
+    }
+}
+
+/// Silences the media of a burst resumed with an answer kept from an earlier invocation: that
+/// answer already took them in, so nothing is downloaded again.
+pub fn silence_media_of_resumed(claimed: &mut ClaimedBurst<'_>) {
+    if claimed.claim.pending.is_none() {
+        return;
+    }
+    for message in &mut claimed.messages {
+        if downloads(&message.treatment) {
+            message.treatment = Treatment::Silent;
         }
     }
 }

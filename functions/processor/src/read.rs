@@ -23,8 +23,7 @@ pub const MAX_DOCUMENT_CHARS: usize = 20_000;
 
 impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
     /// Replaces each claimed document's [`Treatment::Read`] by what the model reads of it.
-    /// `Err(Retry)` when one failed in a way that may pass. A burst with an answer kept from an
-    /// earlier invocation is not read again.
+    /// `Err(Retry)` when one failed in a way that may pass.
     pub(crate) async fn read(
         &self,
         claimed: &mut ClaimedBurst<'_>,
@@ -32,7 +31,6 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
         metrics: &mut Metrics,
     ) -> Result<(), Retry> {
         let deadline = invocation.deadline_before(REPLY_RESERVE);
-        let resumed = claimed.claim.pending.is_some();
         for message in &mut claimed.messages {
             let Treatment::Read {
                 media_id,
@@ -43,10 +41,6 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
                 continue;
             };
             let (caption, filename) = (caption.clone(), filename.clone());
-            if resumed {
-                message.treatment = Treatment::Silent;
-                continue;
-            }
             let heading = document_heading(filename.as_deref(), caption.as_deref());
             let limits =
                 within_inline_allowance(MediaLimits::for_kind(MediaKind::Document), &claimed.files);

@@ -1747,3 +1747,24 @@ async fn a_burst_that_gets_no_media_lane_before_its_deadline_is_retried_and_down
     assert_eq!(failures(&response).len(), 1, "{response:?}");
     assert_eq!(*p.whatsapp.downloads.lock().unwrap(), ["img-1"]);
 }
+
+#[tokio::test]
+async fn a_voice_note_whose_answer_is_kept_is_not_downloaded_or_heard_again_on_the_retry() {
+    let p = processor(
+        FakeLlm::default(),
+        FakeWhatsApp::failing(vec![Some(transient_error())]),
+    );
+    let voice = voice_note_record("s1", "1555", "w1", "media-1");
+    let (response, _) = p.run(vec![voice.clone()]).await;
+    assert_eq!(failures(&response), ["s1"], "the reply failed: retried");
+
+    let (retried, _) = p.run(vec![voice]).await;
+    assert!(failures(&retried).is_empty(), "{retried:?}");
+    assert_eq!(*p.whatsapp.downloads.lock().unwrap(), ["media-1"]);
+    assert_eq!(*p.transcriber.heard.lock().unwrap(), ["OggS media-1"]);
+    assert_eq!(p.llm.prompts().len(), 1, "the answer was bought once");
+    assert_eq!(
+        p.whatsapp.texts(),
+        ["echo: [voice note] a note of 12 bytes"]
+    );
+}
