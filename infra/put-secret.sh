@@ -11,8 +11,9 @@ prog=put-secret.sh
 # shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 
+# LLM_API_KEY is dropped from the required keys by --no-llm-key.
 required_keys=(META_APP_SECRET META_ACCESS_TOKEN LLM_API_KEY)
-optional_keys=(META_VERIFY_TOKEN META_APP_SECRET_PREVIOUS)
+optional_keys=(META_VERIFY_TOKEN META_APP_SECRET_PREVIOUS TRANSCRIPTION_API_KEY)
 placeholder=REPLACE_ME
 
 usage() {
@@ -24,17 +25,24 @@ into its current value: keys you do not give keep their value, so the META_VERIF
 the stack generated stays unless you set one. Values are read from environment variables and
 never printed.
 
-Required environment variables (all three, unless --only-given):
+Required environment variables (all three, unless --only-given or --no-llm-key):
   META_APP_SECRET           Meta app dashboard > App settings > Basic > App secret
   META_ACCESS_TOKEN         a permanent system-user token with whatsapp_business_messaging
-  LLM_API_KEY               the LLM provider's key (may be set to "" for a server without keys)
+  LLM_API_KEY               the LLM provider's key (may be set to "" for a server without keys);
+                            not with --no-llm-key
 Optional:
   META_VERIFY_TOKEN         replaces the generated verify token (then re-enter it in Meta)
   META_APP_SECRET_PREVIOUS  the old app secret, still accepted while you rotate it
+  TRANSCRIPTION_API_KEY     the key of the server that transcribes voice notes, when it is not
+                            LLM_API_KEY; with --no-llm-key, voice notes need it (or a keyless
+                            TranscriptionBaseUrl), else they get the could-not-listen reply
 
 Options:
   --secret-id ID       the secret's name or ARN, instead of the stack output SecretArn
   --only-given         set only the variables that are set (at least one), e.g. to rotate one
+  --no-llm-key         for LlmProvider=bedrock, which calls Amazon Bedrock with the
+                       processor's role and reads no LLM key: LLM_API_KEY is not asked for,
+                       and removed from the secret if it still holds the placeholder
   --rotate-app-secret  with a new META_APP_SECRET: keep the current one as
                        META_APP_SECRET_PREVIOUS, so both are accepted during the rotation
   --remove-previous    remove META_APP_SECRET_PREVIOUS (the end of an app secret rotation)
@@ -51,6 +59,7 @@ Examples:
   infra/put-secret.sh --dry-run             # which keys would be set in dev's secret
   infra/put-secret.sh                       # dev: the three required values
   infra/put-secret.sh --config-env prod     # the same for prod
+  infra/put-secret.sh --no-llm-key          # LlmProvider=bedrock: the two Meta values only
   infra/put-secret.sh --only-given          # only the variables that are exported
   infra/put-secret.sh --only-given --rotate-app-secret   # META_APP_SECRET is the new one
 
@@ -62,6 +71,7 @@ EOF
 secret_id=""
 dry_run=0
 only_given=0
+no_llm_key=0
 remove_previous=0
 rotate=0
 while [ $# -gt 0 ]; do
@@ -69,6 +79,7 @@ while [ $# -gt 0 ]; do
     -h | --help) usage; exit 0 ;;
     --dry-run) dry_run=1; shift ;;
     --only-given) only_given=1; shift ;;
+    --no-llm-key) no_llm_key=1; shift ;;
     --remove-previous) remove_previous=1; shift ;;
     --rotate-app-secret) rotate=1; shift ;;
     --secret-id)
@@ -85,6 +96,12 @@ while [ $# -gt 0 ]; do
 done
 
 # ------------------------------------------------------------------ which keys, and checks
+if [ "$no_llm_key" = 1 ]; then
+  if is_set LLM_API_KEY; then
+    die "--no-llm-key and LLM_API_KEY contradict each other: unset one (a transcription key goes in TRANSCRIPTION_API_KEY)"
+  fi
+  required_keys=(META_APP_SECRET META_ACCESS_TOKEN)
+fi
 to_set=()
 missing=()
 for key in "${required_keys[@]}"; do
@@ -101,7 +118,7 @@ for key in "${optional_keys[@]}"; do
 done
 
 if [ "$only_given" = 1 ]; then
-  if [ ${#to_set[@]} -eq 0 ] && [ "$remove_previous" = 0 ]; then
+  if [ ${#to_set[@]} -eq 0 ] && [ "$remove_previous" = 0 ] && [ "$no_llm_key" = 0 ]; then
     die "--only-given, but none of ${required_keys[*]} ${optional_keys[*]} is set"
   fi
 elif [ ${#missing[@]} -gt 0 ]; then
@@ -157,6 +174,9 @@ if [ "$dry_run" = 1 ]; then
   if [ "$remove_previous" = 1 ]; then
     echo "Would remove: META_APP_SECRET_PREVIOUS"
   fi
+  if [ "$no_llm_key" = 1 ]; then
+    echo "Would remove: LLM_API_KEY, if it still holds the placeholder $placeholder"
+  fi
   if [ "$rotate" = 1 ]; then
     echo "Would copy: the current META_APP_SECRET to META_APP_SECRET_PREVIOUS"
   fi
@@ -188,18 +208,20 @@ aws secretsmanager get-secret-value --secret-id "$secret_id" \
 
 # The merge reads the values from the environment, writes the new value to a file, and prints
 # only key names: those still holding the placeholder. With --rotate-app-secret it also leaves
-# a file named "rotated" when it kept the old app secret.
+# a file named "rotated" when it kept the old app secret; with --no-llm-key, "llm-key-removed"
+# when it removed the placeholder LLM_API_KEY, and "no-transcription-key" when the value holds
+# no key for transcribing voice notes.
 remove=""
 if [ "$remove_previous" = 1 ]; then
   remove=META_APP_SECRET_PREVIOUS
 fi
 still_placeholder=$(
-  python3 - "$workdir" "$placeholder" "$remove" "$rotate" ${to_set[@]+"${to_set[@]}"} <<'PY'
+  python3 - "$workdir" "$placeholder" "$remove" "$rotate" "$no_llm_key" ${to_set[@]+"${to_set[@]}"} <<'PY'
 import json
 import os
 import sys
 
-workdir, placeholder, remove, rotate, *keys = sys.argv[1:]
+workdir, placeholder, remove, rotate, no_llm_key, *keys = sys.argv[1:]
 current_path, new_path = os.path.join(workdir, "current"), os.path.join(workdir, "new")
 try:
     with open(current_path, encoding="utf-8") as f:
@@ -218,6 +240,14 @@ for key in keys:
     value[key] = os.environ[key]
 if remove:
     value.pop(remove, None)
+if no_llm_key == "1":
+    # LlmProvider=bedrock reads no LLM key; a placeholder left there would be sent to the
+    # transcription server as if it were a key.
+    if value.get("LLM_API_KEY") == placeholder:
+        del value["LLM_API_KEY"]
+        open(os.path.join(workdir, "llm-key-removed"), "w").close()
+    if not any(value.get(k) not in (None, "", placeholder) for k in ("TRANSCRIPTION_API_KEY", "LLM_API_KEY")):
+        open(os.path.join(workdir, "no-transcription-key"), "w").close()
 fd = os.open(new_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 with os.fdopen(fd, "w", encoding="utf-8") as f:
     json.dump(value, f, separators=(",", ":"))
@@ -234,6 +264,9 @@ echo "  set: ${to_set[*]:-(nothing)}"
 if [ "$remove_previous" = 1 ]; then
   echo "  removed: META_APP_SECRET_PREVIOUS"
 fi
+if [ -e "$workdir/llm-key-removed" ]; then
+  echo "  removed: LLM_API_KEY (it held the placeholder; LlmProvider=bedrock reads no LLM key)"
+fi
 if [ -e "$workdir/rotated" ]; then
   echo "  kept the former META_APP_SECRET as META_APP_SECRET_PREVIOUS (remove it later with"
   echo "  --only-given --remove-previous, once Meta signs with the new one only)"
@@ -243,4 +276,7 @@ fi
 echo "The functions read the new value within SECRETS_REFRESH_SECONDS (300 s)."
 if [ -n "$still_placeholder" ]; then
   warn "still set to the placeholder $placeholder: $still_placeholder"
+fi
+if [ -e "$workdir/no-transcription-key" ]; then
+  warn "no TRANSCRIPTION_API_KEY: voice notes get the could-not-listen reply unless TranscriptionBaseUrl is a server without keys (infra/README.md, Amazon Bedrock)"
 fi

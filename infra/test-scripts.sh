@@ -88,7 +88,7 @@ export PATH="$work/bin:$PATH"
 export AWS_ACCESS_KEY_ID=fake AWS_SECRET_ACCESS_KEY=fake AWS_ENDPOINT_URL=http://127.0.0.1:9
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 unset AWS_PROFILE AWS_REGION AWS_DEFAULT_REGION
-unset META_APP_SECRET META_ACCESS_TOKEN LLM_API_KEY META_VERIFY_TOKEN META_APP_SECRET_PREVIOUS
+unset META_APP_SECRET META_ACCESS_TOKEN LLM_API_KEY META_VERIFY_TOKEN META_APP_SECRET_PREVIOUS TRANSCRIPTION_API_KEY
 
 # Obviously fake values, distinct enough to be searched for in every output.
 app_secret="fake-app-secret-7f3a"
@@ -96,8 +96,9 @@ access_token="fake-access-token-91bc"
 llm_key="fake-llm-key-55d2"
 verify_token="fake-verify-token-c0de"
 previous_secret="fake-previous-secret-e4e4"
+transcription_key="fake-transcription-key-3a9f"
 generated_token="generatedVerifyToken0123456789ab"
-all_values=("$app_secret" "$access_token" "$llm_key" "$verify_token" "$previous_secret")
+all_values=("$app_secret" "$access_token" "$llm_key" "$verify_token" "$previous_secret" "$transcription_key")
 
 # reset [SECRET_JSON]: a fresh fake state; the secret's current value defaults to what the
 # template creates.
@@ -315,6 +316,55 @@ reset
 META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key \
   run bash -x "${put[@]}"
 expect "put-secret under bash -x: still traces no value" eval 'test "$status" = 0 && test -z "$(leaks)"'
+
+# ------------------------------------------------------------------ put-secret.sh: --no-llm-key
+reset
+run "${put[@]}" --help
+expect "put-secret --help: --no-llm-key is for LlmProvider=bedrock" \
+  eval 'contains "$out" "--no-llm-key" && contains "$out" "LlmProvider=bedrock"'
+
+reset
+run "${put[@]}" --no-llm-key
+expect "put-secret --no-llm-key: names the two missing Meta values, not LLM_API_KEY" \
+  eval 'test "$status" != 0 && contains "$err" META_APP_SECRET && contains "$err" META_ACCESS_TOKEN && ! contains "$err" LLM_API_KEY && test "$(ncalls)" = 0'
+
+reset
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token LLM_API_KEY=$llm_key run "${put[@]}" --no-llm-key
+expect "put-secret --no-llm-key with LLM_API_KEY set is refused, without showing it" \
+  eval 'test "$status" != 0 && contains "$err" "contradict" && test "$(ncalls)" = 0 && test -z "$(leaks)"'
+
+reset
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token run "${put[@]}" --no-llm-key --dry-run
+expect "put-secret --no-llm-key --dry-run: the two Meta keys, and the placeholder's removal" \
+  eval 'test "$status" = 0 && test "$(ncalls)" = 0 && contains "$out" "Would set: META_APP_SECRET META_ACCESS_TOKEN" &&
+        contains "$out" "Would remove: LLM_API_KEY, if it still holds the placeholder REPLACE_ME"'
+
+reset
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token run "${put[@]}" --no-llm-key
+expect "put-secret --no-llm-key: writes the two Meta values and keeps the verify token" \
+  eval 'test "$status" = 0 && test "$(written META_APP_SECRET)" = "$app_secret" && test "$(written META_ACCESS_TOKEN)" = "$access_token" &&
+        test "$(written META_VERIFY_TOKEN)" = "$generated_token"'
+expect "put-secret --no-llm-key: removes the placeholder LLM_API_KEY and says so" \
+  eval 'test "$(written LLM_API_KEY)" = "<absent>" && contains "$out" "removed: LLM_API_KEY" && ! contains "$err" "still set to the placeholder"'
+expect "put-secret --no-llm-key: warns that voice notes have no transcription key" \
+  eval 'contains "$err" "no TRANSCRIPTION_API_KEY"'
+expect "put-secret --no-llm-key: no value leaks" test -z "$(leaks)"
+
+reset
+META_APP_SECRET=$app_secret META_ACCESS_TOKEN=$access_token TRANSCRIPTION_API_KEY=$transcription_key \
+  run "${put[@]}" --no-llm-key
+expect "put-secret --no-llm-key: a TRANSCRIPTION_API_KEY is written, without a warning or a leak" \
+  eval 'test "$status" = 0 && test "$(written TRANSCRIPTION_API_KEY)" = "$transcription_key" && ! contains "$err" "no TRANSCRIPTION_API_KEY" && test -z "$(leaks)"'
+
+reset '{"META_APP_SECRET":"old","META_ACCESS_TOKEN":"tok","LLM_API_KEY":"'"$llm_key"'","META_VERIFY_TOKEN":"vt"}'
+META_ACCESS_TOKEN=$access_token run "${put[@]}" --only-given --no-llm-key
+expect "put-secret --no-llm-key: a real LLM_API_KEY (say, for transcription) is kept" \
+  eval 'test "$status" = 0 && test "$(written LLM_API_KEY)" = "$llm_key" && ! contains "$out" "removed: LLM_API_KEY" && ! contains "$err" "no TRANSCRIPTION_API_KEY"'
+
+reset
+run "${put[@]}" --only-given --no-llm-key
+expect "put-secret --only-given --no-llm-key: only removes the placeholder LLM_API_KEY" \
+  eval 'test "$status" = 0 && test "$(written LLM_API_KEY)" = "<absent>" && test "$(written META_APP_SECRET)" = REPLACE_ME'
 
 # ------------------------------------------------------------------ show-webhook-setup.sh
 reset

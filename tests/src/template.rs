@@ -285,6 +285,9 @@ pub struct Resolver {
     pub attributes: BTreeMap<String, String>,
     /// Conditions' values.
     pub conditions: BTreeMap<String, bool>,
+    /// The template's `Mappings` that `FindInMap` reads, keyed (map, top-level key, second-level
+    /// key).
+    pub mappings: BTreeMap<(String, String, String), String>,
 }
 
 impl Resolver {
@@ -336,6 +339,13 @@ impl Resolver {
                 let condition = *self.conditions.get(parts.first()?.as_str()?)?;
                 self.resolve(parts.get(if condition { 1 } else { 2 })?)
             }
+            "FindInMap" => {
+                let parts = argument.as_sequence()?;
+                let key: Option<Vec<String>> =
+                    parts.iter().map(|part| self.resolve(part)).collect();
+                let [map, top, second] = <[String; 3]>::try_from(key?).ok()?;
+                self.mappings.get(&(map, top, second)).cloned()
+            }
             "Select" => {
                 let parts = argument.as_sequence()?;
                 let index: usize = scalar(parts.first()?)?.parse().ok()?;
@@ -346,10 +356,12 @@ impl Resolver {
         }
     }
 
-    /// Evaluates every condition of `template`'s `Conditions` section against the parameters
-    /// and pseudo parameters in [`Resolver::refs`], into [`Resolver::conditions`]. A condition
-    /// that cannot be evaluated (an unknown function or value) is left out.
+    /// Takes `template`'s `Mappings` into [`Resolver::mappings`], then evaluates every condition
+    /// of its `Conditions` section against the parameters and pseudo parameters in
+    /// [`Resolver::refs`], into [`Resolver::conditions`]. A condition that cannot be evaluated
+    /// (an unknown function or value) is left out.
     pub fn evaluate_conditions(&mut self, template: &Template) {
+        self.read_mappings(template);
         let Some(definitions) = template.root["Conditions"].as_mapping() else {
             return;
         };
@@ -368,6 +380,24 @@ impl Resolver {
             }
             if !progress {
                 break;
+            }
+        }
+    }
+
+    /// Takes `template`'s `Mappings` (their scalar values) into [`Resolver::mappings`].
+    pub fn read_mappings(&mut self, template: &Template) {
+        let Some(maps) = template.root.get("Mappings").and_then(Value::as_mapping) else {
+            return;
+        };
+        for (map, tops) in maps {
+            for (top, seconds) in tops.as_mapping().into_iter().flatten() {
+                for (second, value) in seconds.as_mapping().into_iter().flatten() {
+                    if let (Some(map), Some(top), Some(second), Some(value)) =
+                        (scalar(map), scalar(top), scalar(second), scalar(value))
+                    {
+                        self.mappings.insert((map, top, second), value);
+                    }
+                }
             }
         }
     }
@@ -480,6 +510,46 @@ mod tests {
         assert_eq!(resolver.resolve(&items[1]).as_deref(), Some("arn:q"));
         assert_eq!(resolver.resolve(&items[2]), None);
         assert_eq!(resolver.resolve(&items[3]).as_deref(), Some("25"));
+    }
+
+    #[test]
+    fn finds_in_maps_read_from_the_template() {
+        let template = Template {
+            root: serde_norway::from_str(
+                r#"
+                Mappings:
+                  Models:
+                    Defaults: {Chat: "amazon.nova-lite-v1:0"}
+                    us-east-1: {Chat: east}
+                Conditions:
+                  HasModel: !Not [!Equals [!Ref Model, ""]]
+                "#,
+            )
+            .unwrap(),
+        };
+        let mut resolver = Resolver::default();
+        resolver.refs.insert("Model".into(), String::new());
+        resolver
+            .refs
+            .insert("AWS::Region".into(), "us-east-1".into());
+        resolver.evaluate_conditions(&template);
+        let value: Value = serde_norway::from_str(
+            r#"
+            - !Sub ["us.${M}", {M: !If [HasModel, !Ref Model, !FindInMap [Models, Defaults, Chat]]}]
+            - {"Fn::FindInMap": [Models, !Ref "AWS::Region", Chat]}
+            - !FindInMap [Models, Defaults, Missing]
+            - !FindInMap [Models, Defaults]
+            "#,
+        )
+        .unwrap();
+        let items = value.as_sequence().unwrap();
+        assert_eq!(
+            resolver.resolve(&items[0]).as_deref(),
+            Some("us.amazon.nova-lite-v1:0")
+        );
+        assert_eq!(resolver.resolve(&items[1]).as_deref(), Some("east"));
+        assert_eq!(resolver.resolve(&items[2]), None);
+        assert_eq!(resolver.resolve(&items[3]), None);
     }
 
     #[test]

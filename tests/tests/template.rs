@@ -477,9 +477,14 @@ fn a_function_url_webhook_has_reserved_concurrency_and_api_gateway_throttles() {
     );
 }
 
-/// The statements of the inline policies of a role, as (actions, resource references).
-fn statements(template: &Template, role: &str) -> Vec<(Vec<String>, Vec<Value>)> {
-    let properties = template.properties(role);
+/// The statements of the inline policies of a role as deployed under `conditions` (statements
+/// under a false condition left out), as (actions, resource references).
+fn statements(
+    template: &Template,
+    role: &str,
+    conditions: &BTreeMap<String, bool>,
+) -> Vec<(Vec<String>, Vec<Value>)> {
+    let properties = chosen(template.properties(role), conditions).expect("the role's properties");
     assert!(
         properties.get("ManagedPolicyArns").is_none(),
         "{role} must not attach managed policies"
@@ -533,8 +538,10 @@ fn each_role_grants_exactly_what_its_function_uses_on_its_own_resources() {
                 function.logical_id
             ),
         };
+        // With the defaults (LlmProvider=openai): the Bedrock grants have tests of their own.
+        let conditions = deployment(&template, &[]).conditions;
         let mut granted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (actions, resources) in statements(&template, &role) {
+        for (actions, resources) in statements(&template, &role, &conditions) {
             for resource in &resources {
                 assert!(
                     scalar(resource).as_deref() != Some("*"),
@@ -824,6 +831,14 @@ fn alerts_that_fail_are_kept_on_the_retry_queue_and_come_back_later() {
     );
 }
 
+/// The model each provider answers with when `LlmModel` is left empty, as the processor's
+/// configuration fills it in (bedrock's comes from the template, behind the inference profile).
+const DEFAULT_MODELS: [(&str, &str); 3] = [
+    ("openai", "gpt-4o-mini"),
+    ("gemini", "gemini-2.5-flash"),
+    ("bedrock", "us.amazon.nova-lite-v1:0"),
+];
+
 #[test]
 fn each_provider_gets_its_own_model_with_the_templates_defaults() {
     // A stack deployed with LlmProvider=gemini and the other defaults once sent gpt-4o-mini to
@@ -831,29 +846,343 @@ fn each_provider_gets_its_own_model_with_the_templates_defaults() {
     let template = Template::load();
     let model = template.parameter_default("LlmModel").unwrap_or_default();
     assert_eq!(model, "", "LlmModel must default to empty");
-    let provider = template.root["Parameters"]["LlmProvider"]["AllowedValues"].clone();
-    let providers: Vec<String> = provider
-        .as_sequence()
-        .expect("LlmProvider lists its allowed values")
-        .iter()
-        .filter_map(scalar)
-        .collect();
-    assert!(providers.len() >= 2, "{providers:?}");
-    for provider in providers {
-        let env = shared::env_config::Env::from_pairs(&[
-            ("TABLE_NAME", "t"),
-            ("SECRET_ID", "s"),
-            ("LLM_PROVIDER", provider.as_str()),
-            ("LLM_MODEL", model.as_str()),
-        ]);
-        let config =
-            processor::Config::from(&env).expect("the defaults make a valid configuration");
-        let default: shared::llm::Provider = provider.parse().unwrap();
-        let expected = match default {
-            shared::llm::Provider::OpenAi => "gpt-4o-mini",
-            shared::llm::Provider::Gemini => "gemini-2.5-flash",
-            shared::llm::Provider::Bedrock => shared::llm::bedrock::DEFAULT_MODEL,
-        };
+    let providers = template.allowed_values("LlmProvider");
+    assert_eq!(
+        providers,
+        DEFAULT_MODELS.map(|(provider, _)| provider),
+        "each provider has its expected default below"
+    );
+    for (provider, expected) in DEFAULT_MODELS {
+        let env = processor_environment(&template, &[("LlmProvider", provider)]);
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let config = processor::Config::from(&shared::env_config::Env::from_pairs(&pairs))
+            .unwrap_or_else(|e| {
+                panic!("{provider}: the defaults make no valid configuration: {e}")
+            });
         assert_eq!(config.llm_model, expected, "{provider}");
+    }
+}
+
+/// The processor's environment as deployed with the template's defaults and `parameters`: the
+/// variables that resolve, with made-up names for the table and the secret.
+fn processor_environment(
+    template: &Template,
+    parameters: &[(&str, &str)],
+) -> BTreeMap<String, String> {
+    let mut resolver = deployment(template, parameters);
+    resolver.refs.insert("Table".to_owned(), "t".to_owned());
+    resolver.refs.insert("AppSecret".to_owned(), "s".to_owned());
+    let variables = chosen(
+        &template.properties("ProcessorFunction")["Environment"]["Variables"],
+        &resolver.conditions,
+    )
+    .unwrap();
+    variables
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter_map(|(name, value)| Some((scalar(name)?, resolver.resolve(value)?)))
+        .collect()
+}
+
+#[test]
+fn bedrock_calls_the_default_model_through_the_profile_and_the_guardrail_is_passed_on() {
+    let template = Template::load();
+    assert_eq!(
+        template.parameter_default("LlmProvider").as_deref(),
+        Some("openai"),
+        "an upgraded stack keeps its provider; Bedrock needs model access enabled first"
+    );
+    assert_eq!(
+        template
+            .parameter_default("BedrockInferenceProfile")
+            .as_deref(),
+        Some("us")
+    );
+    let model = |parameters: &[(&str, &str)]| {
+        let env = processor_environment(&template, parameters);
+        env.get("LLM_MODEL").cloned().unwrap_or_default()
+    };
+    assert_eq!(
+        model(&[("LlmProvider", "bedrock")]),
+        "us.amazon.nova-lite-v1:0"
+    );
+    assert_eq!(
+        model(&[
+            ("LlmProvider", "bedrock"),
+            ("BedrockInferenceProfile", "none"),
+            ("LlmModel", "anthropic.claude-x")
+        ]),
+        "anthropic.claude-x"
+    );
+    assert_eq!(
+        model(&[
+            ("LlmProvider", "bedrock"),
+            ("BedrockInferenceProfile", "none")
+        ]),
+        "amazon.nova-lite-v1:0"
+    );
+    assert_eq!(
+        model(&[
+            ("LlmProvider", "bedrock"),
+            ("BedrockInferenceProfile", "eu"),
+            ("LlmModel", "anthropic.claude-x")
+        ]),
+        "eu.anthropic.claude-x"
+    );
+    // The profile is Bedrock's alone: the other providers get LlmModel as it is.
+    for provider in ["openai", "gemini"] {
+        assert_eq!(model(&[("LlmProvider", provider)]), "", "{provider}");
+        assert_eq!(
+            model(&[("LlmProvider", provider), ("LlmModel", "some-model")]),
+            "some-model",
+            "{provider}"
+        );
+    }
+
+    let guardrail = |parameters: &[(&str, &str)]| {
+        let env = processor_environment(&template, parameters);
+        (
+            env.get("GUARDRAIL_ID").cloned(),
+            env.get("GUARDRAIL_VERSION").cloned(),
+        )
+    };
+    assert_eq!(
+        guardrail(&[("LlmProvider", "bedrock")]),
+        (Some(String::new()), Some("DRAFT".to_owned()))
+    );
+    assert_eq!(
+        guardrail(&[
+            ("LlmProvider", "bedrock"),
+            ("GuardrailId", "a1b2c3d4e5f6"),
+            ("GuardrailVersion", "3")
+        ]),
+        (Some("a1b2c3d4e5f6".to_owned()), Some("3".to_owned()))
+    );
+}
+
+/// A Bedrock grant of the processor's role as deployed: its actions, its resources and its
+/// condition (`operator key=value`), resolved.
+type BedrockGrant = (Vec<String>, BTreeSet<String>, Option<String>);
+
+/// The statements of the processor's role that grant Bedrock actions, as deployed with the
+/// template's defaults and `parameters`.
+fn bedrock_grants(template: &Template, parameters: &[(&str, &str)]) -> BTreeSet<BedrockGrant> {
+    let resolver = deployment(template, parameters);
+    let role = chosen(template.properties("ProcessorRole"), &resolver.conditions).unwrap();
+    let mut grants = BTreeSet::new();
+    for policy in role["Policies"].as_sequence().unwrap() {
+        for statement in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+            let actions: Vec<String> = match &statement["Action"] {
+                Value::Sequence(list) => list.iter().filter_map(scalar).collect(),
+                other => scalar(other).into_iter().collect(),
+            };
+            if !actions.iter().any(|a| a.starts_with("bedrock:")) {
+                continue;
+            }
+            let resources: BTreeSet<String> = match &statement["Resource"] {
+                Value::Sequence(list) => list.iter().collect::<Vec<_>>(),
+                other => vec![other],
+            }
+            .into_iter()
+            .map(|r| {
+                resolver
+                    .resolve(r)
+                    .unwrap_or_else(|| panic!("{parameters:?}: {r:?} does not resolve"))
+            })
+            .collect();
+            let condition = statement.get("Condition").map(|condition| {
+                let mut parts = Vec::new();
+                for (operator, keys) in condition.as_mapping().unwrap() {
+                    for (key, value) in keys.as_mapping().unwrap() {
+                        let value = resolver.resolve(value).expect("the condition resolves");
+                        parts.push(format!(
+                            "{} {}={value}",
+                            scalar(operator).unwrap(),
+                            scalar(key).unwrap()
+                        ));
+                    }
+                }
+                parts.join(" ")
+            });
+            grants.insert((actions, resources, condition));
+        }
+    }
+    grants
+}
+
+fn grant(actions: &[&str], resources: &[&str], condition: Option<&str>) -> BedrockGrant {
+    (
+        actions.iter().map(|a| a.to_string()).collect(),
+        resources.iter().map(|r| r.to_string()).collect(),
+        condition.map(str::to_owned),
+    )
+}
+
+const PROFILE_ARN: &str =
+    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.amazon.nova-lite-v1:0";
+
+#[test]
+fn without_bedrock_the_processor_has_no_bedrock_grant() {
+    let template = Template::load();
+    for parameters in [
+        &[][..],
+        &[("LlmProvider", "gemini")],
+        &[("LlmProvider", "openai"), ("GuardrailId", "a1b2c3d4e5f6")],
+    ] {
+        assert_eq!(
+            bedrock_grants(&template, parameters),
+            BTreeSet::new(),
+            "{parameters:?}"
+        );
+    }
+}
+
+#[test]
+fn through_a_profile_the_processor_may_call_the_profile_and_its_model_only_through_it() {
+    let template = Template::load();
+    let invoke = ["bedrock:InvokeModel"];
+    assert_eq!(
+        bedrock_grants(&template, &[("LlmProvider", "bedrock")]),
+        BTreeSet::from([
+            grant(&invoke, &[PROFILE_ARN], None),
+            grant(
+                &invoke,
+                &["arn:aws:bedrock:*::foundation-model/amazon.nova-lite-v1:0"],
+                Some(&format!(
+                    "StringEquals bedrock:InferenceProfileArn={PROFILE_ARN}"
+                )),
+            ),
+        ])
+    );
+    // A global profile may route to any commercial region, whose model ARN has no region.
+    let global =
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/global.anthropic.claude-x";
+    assert_eq!(
+        bedrock_grants(
+            &template,
+            &[
+                ("LlmProvider", "bedrock"),
+                ("BedrockInferenceProfile", "global"),
+                ("LlmModel", "anthropic.claude-x")
+            ]
+        ),
+        BTreeSet::from([
+            grant(&invoke, &[global], None),
+            grant(
+                &invoke,
+                &[
+                    "arn:aws:bedrock:*::foundation-model/anthropic.claude-x",
+                    "arn:aws:bedrock:::foundation-model/anthropic.claude-x",
+                ],
+                Some(&format!(
+                    "StringEquals bedrock:InferenceProfileArn={global}"
+                )),
+            ),
+        ])
+    );
+}
+
+#[test]
+fn without_a_profile_the_processor_may_call_the_model_in_its_region_only() {
+    let template = Template::load();
+    let model = "anthropic.claude-haiku-4-5-20251001-v1:0";
+    assert_eq!(
+        bedrock_grants(
+            &template,
+            &[
+                ("LlmProvider", "bedrock"),
+                ("BedrockInferenceProfile", "none"),
+                ("LlmModel", model)
+            ]
+        ),
+        BTreeSet::from([grant(
+            &["bedrock:InvokeModel"],
+            &[format!("arn:aws:bedrock:us-east-1::foundation-model/{model}").as_str()],
+            None
+        )])
+    );
+}
+
+#[test]
+fn a_guardrail_is_granted_on_exactly_that_guardrail() {
+    let template = Template::load();
+    let without = bedrock_grants(&template, &[("LlmProvider", "bedrock")]);
+    let with = bedrock_grants(
+        &template,
+        &[
+            ("LlmProvider", "bedrock"),
+            ("GuardrailId", "a1b2c3d4e5f6"),
+            ("GuardrailVersion", "2"),
+        ],
+    );
+    let added: BTreeSet<BedrockGrant> = with.difference(&without).cloned().collect();
+    assert_eq!(
+        added,
+        BTreeSet::from([grant(
+            &["bedrock:ApplyGuardrail"],
+            &["arn:aws:bedrock:us-east-1:123456789012:guardrail/a1b2c3d4e5f6"],
+            None
+        )])
+    );
+    assert!(without.is_subset(&with));
+    assert!(
+        without
+            .iter()
+            .all(|(actions, _, _)| !actions.iter().any(|a| a == "bedrock:ApplyGuardrail"))
+    );
+}
+
+/// Under every profile, with the default model or another, the role grants what the processor
+/// calls (the model id in LLM_MODEL, a profile's or a model's), and nothing with a wildcard
+/// but the region of a model reached through a profile.
+#[test]
+fn under_every_profile_the_role_grants_what_the_processor_calls_and_no_wildcard() {
+    let template = Template::load();
+    let profiles = template.allowed_values("BedrockInferenceProfile");
+    for profile in ["none", "us", "eu", "apac", "global"] {
+        assert!(profiles.iter().any(|p| p == profile), "{profile}");
+    }
+    for profile in &profiles {
+        for model in ["", "anthropic.claude-haiku-4-5-20251001-v1:0"] {
+            let parameters = [
+                ("LlmProvider", "bedrock"),
+                ("BedrockInferenceProfile", profile.as_str()),
+                ("LlmModel", model),
+                ("GuardrailId", "a1b2c3d4e5f6"),
+            ];
+            let called = processor_environment(&template, &parameters)["LLM_MODEL"].clone();
+            let target = if profile == "none" {
+                format!("arn:aws:bedrock:us-east-1::foundation-model/{called}")
+            } else {
+                assert!(called.starts_with(&format!("{profile}.")), "{called}");
+                format!("arn:aws:bedrock:us-east-1:123456789012:inference-profile/{called}")
+            };
+            let grants = bedrock_grants(&template, &parameters);
+            assert!(
+                grants.iter().any(|(actions, resources, condition)| {
+                    actions == &["bedrock:InvokeModel"]
+                        && resources.contains(&target)
+                        && condition.is_none()
+                }),
+                "{parameters:?}: {target} is not granted in {grants:#?}"
+            );
+            for (actions, resources, condition) in &grants {
+                assert!(actions.iter().all(|a| !a.contains('*')), "{actions:?}");
+                for resource in resources {
+                    let (head, name) = resource.rsplit_once('/').expect("a resource name");
+                    assert!(!name.contains('*') && !name.is_empty(), "{resource}");
+                    if head.contains('*') {
+                        // Only a model's region, and only through the profile.
+                        assert_eq!(head, "arn:aws:bedrock:*::foundation-model", "{resource}");
+                        assert_eq!(
+                            condition.as_deref(),
+                            Some(format!("StringEquals bedrock:InferenceProfileArn={target}"))
+                                .as_deref()
+                        );
+                    }
+                }
+            }
+        }
     }
 }
