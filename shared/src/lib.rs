@@ -12,6 +12,7 @@ pub mod conversation;
 mod dynamodb_expression;
 pub mod env_config;
 pub mod inbound;
+pub mod knowledge;
 pub mod llm;
 pub mod log_event;
 pub mod mail;

@@ -175,6 +175,17 @@ log_events! {
     /// role lacks `bedrock:InvokeModel`); the user gets the fallback message and the turn is not
     /// remembered.
     LlmAccessDenied = "llm_access_denied",
+    /// INFO: the knowledge document was read (first use, or a new version).
+    KnowledgeLoaded = "knowledge_loaded",
+    /// WARN: the knowledge document is over its budget (`KNOWLEDGE_MAX_TOKENS`); its end is
+    /// left out of the prompt.
+    KnowledgeTruncated = "knowledge_truncated",
+    /// WARN: the knowledge document could not be checked for a change; the cached version is
+    /// used.
+    KnowledgeRefreshFailed = "knowledge_refresh_failed",
+    /// ERROR: the knowledge document could not be read (missing, denied, not text); the bot
+    /// answers without it.
+    KnowledgeUnavailable = "knowledge_unavailable",
 }
 
 impl LogEvent {
@@ -295,6 +306,10 @@ mod tests {
                 "failed_invocation_retried",
                 "retry_record_unreadable",
                 "llm_access_denied",
+                "knowledge_loaded",
+                "knowledge_truncated",
+                "knowledge_refresh_failed",
+                "knowledge_unavailable",
             ]
         );
     }

@@ -342,7 +342,7 @@ fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
 const LLM_KEY_REFUSED: &str = "The LLM provider refused the API key: check LLM_API_KEY in the secret (and LLM_BASE_URL, LLM_MODEL).";
 
 /// What to do about the events whose cause is known, when no Meta code says more.
-pub const EVENT_ADVICE: [(LogEvent, &str); 13] = [
+pub const EVENT_ADVICE: [(LogEvent, &str); 14] = [
     (
         LogEvent::LlmFailedFinal,
         "The LLM stayed down through every retry and the user got \
@@ -379,6 +379,12 @@ pub const EVENT_ADVICE: [(LogEvent, &str); 13] = [
         Anthropic use-case form, or access for an older model), and check that the processor's role grants \
         bedrock:InvokeModel on it (the template's LlmModel and BedrockInferenceProfile). Until then every user gets \
         FALLBACK_MESSAGE at once.",
+    ),
+    (
+        LogEvent::KnowledgeUnavailable,
+        "The knowledge document (KNOWLEDGE_URI, the template's KnowledgeUri) could not be read: \
+        the bot answers without it. Upload it with infra/knowledge.sh, check that the object exists and is UTF-8 \
+        text, and that the processor's role may read it.",
     ),
     (
         LogEvent::MetaAccountBlocked,
@@ -802,6 +808,7 @@ mod tests {
             (None, "llm_content_filtered", "content filter"),
             (None, "llm_request_refused", "LLM_BASE_URL"),
             (None, "llm_access_denied", "Bedrock console of that region"),
+            (None, "knowledge_unavailable", "infra/knowledge.sh"),
             (Some(368), "meta_account_blocked", "WhatsApp Manager"),
             (Some(131_051), "reply_undeliverable", "marked done"),
             (Some(131_030), "reply_undeliverable", "allowed list"),

@@ -162,10 +162,10 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Result<String, LlmError> {
-        let prompt = prompt::prompt(&self.behaviour.system_prompt, history, user_text)
-            .with_files(files.to_vec());
         let started = Instant::now();
         let llm_deadline = invocation.deadline_before(REPLY_RESERVE);
+        let system = self.system_prompt(llm_deadline).await;
+        let prompt = prompt::prompt(&system, history, user_text).with_files(files.to_vec());
         let result = self.llm.complete(&prompt, llm_deadline).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         metrics.duration_ms("LlmLatency", latency_ms);

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use shared::env_config::{ConfigError, Env};
+use shared::knowledge::DocumentUri;
 use shared::llm::{Guardrail, Provider};
 use shared::secrets::DEFAULT_REFRESH;
 use shared::whatsapp::graph::DEFAULT_BASE_URL as META_DEFAULT_BASE_URL;
@@ -53,6 +54,9 @@ pub const VARIABLES: &[&str] = &[
     "AWS_REGION",
     "GUARDRAIL_ID",
     "GUARDRAIL_VERSION",
+    "KNOWLEDGE_URI",
+    "KNOWLEDGE_MAX_TOKENS",
+    "KNOWLEDGE_REFRESH_SECONDS",
 ];
 
 /// The processor's configuration.
@@ -112,6 +116,15 @@ pub struct Config {
     /// Whether voice notes go to the model as audio instead of being transcribed: with
     /// `LLM_PROVIDER=gemini` (which hears audio natively) and no `TRANSCRIPTION_BASE_URL`.
     pub audio_inline: bool,
+    /// `KNOWLEDGE_URI` (`s3://bucket/key` or `file://path`; none by default): the business's
+    /// knowledge document, put in the system prompt.
+    pub knowledge_uri: Option<DocumentUri>,
+    /// `KNOWLEDGE_MAX_TOKENS` (default 8000, 100 to 200000): the knowledge's budget in the prompt,
+    /// at about 4 bytes a token; the document's end beyond it is left out.
+    pub knowledge_max_tokens: usize,
+    /// `KNOWLEDGE_REFRESH_SECONDS` (default 300): how long the knowledge is used before it is
+    /// checked for a new version.
+    pub knowledge_refresh: Duration,
     /// Lambda's `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` in MB (128 when unset): how many bursts may
     /// hold media at once (`media_lane.rs`).
     pub memory_mb: u32,
@@ -205,7 +218,30 @@ impl Config {
             audio_inline: llm_provider == Provider::Gemini
                 && env.optional("TRANSCRIPTION_BASE_URL").is_none(),
             memory_mb: env.parsed_or("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 128)?,
+            knowledge_uri: env
+                .optional("KNOWLEDGE_URI")
+                .map(|uri| uri.parse())
+                .transpose()
+                .map_err(|e: shared::knowledge::BadDocumentUri| {
+                    invalid("KNOWLEDGE_URI", &e.to_string())
+                })?,
+            knowledge_max_tokens: knowledge_max_tokens(env)?,
+            knowledge_refresh: env
+                .seconds_or("KNOWLEDGE_REFRESH_SECONDS", Duration::from_secs(300))?,
         })
+    }
+}
+
+/// `KNOWLEDGE_MAX_TOKENS`, within its bounds.
+fn knowledge_max_tokens<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<usize, ConfigError> {
+    let tokens: usize = env.parsed_or("KNOWLEDGE_MAX_TOKENS", 8000)?;
+    if (100..=200_000).contains(&tokens) {
+        Ok(tokens)
+    } else {
+        Err(invalid(
+            "KNOWLEDGE_MAX_TOKENS",
+            "it must be between 100 and 200000",
+        ))
     }
 }
 
@@ -444,6 +480,8 @@ mod tests {
             ("META_API_BASE_URL", "graph.facebook.com"),
             ("LLM_BASE_URL", "localhost:11434"),
             ("GUARDRAIL_VERSION", "latest"),
+            ("KNOWLEDGE_URI", "https://example.com/faq.md"),
+            ("KNOWLEDGE_MAX_TOKENS", "50"),
         ] {
             let result = config(&[REQUIRED[0], REQUIRED[1], (name, value)]);
             assert!(

@@ -29,7 +29,8 @@
 //!    user turn after the history; a reply remembered as undelivered is shown to the model as
 //!    such. A step that changes what a message gets by reading its media (transcribing a voice
 //!    note, downloading an image) goes between the claim and this one.
-//! 6. Get the answer (`answer.rs`): one LLM call, with a best-effort "read + typing" signal beside it;
+//! 6. Get the answer (`answer.rs`): the persona grounded in the business's knowledge document
+//!    when one is configured (`ground.rs`), then one LLM call, with a best-effort "read + typing" signal beside it;
 //!    the fallback message when the LLM stays down on a message's last delivery.
 //! 7. Deliver it (`reply.rs`): the answer, then `UNSUPPORTED_MESSAGE` when due, each split into
 //!    several WhatsApp messages when over 4096 UTF-16 units.
@@ -61,6 +62,7 @@ mod answer;
 pub mod as_text;
 mod claim;
 pub mod config;
+mod ground;
 mod identity;
 mod listen;
 mod look;
@@ -81,6 +83,7 @@ use shared::clock::now_epoch_ms;
 use shared::conversation::dynamodb::DynamoDbConversationStore;
 use shared::conversation::{ConversationStore, HistoryPolicy, PendingAnswer};
 use shared::inbound::InboundMessage;
+use shared::knowledge::{DocumentStore, Knowledge};
 use shared::llm::{ChatModel, Llm, LlmSettings};
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
@@ -108,6 +111,9 @@ use shared::{
     llm::{LlmError, Prompt},
     whatsapp::{Recipient, WhatsAppError},
 };
+
+/// About how many bytes of text make one token, for the knowledge's budget.
+const BYTES_PER_TOKEN: usize = 4;
 
 /// Time kept back from the invocation's deadline for sending the reply and storing the turns
 /// after the LLM answers.
@@ -272,11 +278,19 @@ pub fn build<S: Secrets>(
         max_message_age: config.max_message_age,
         media_lanes: media_lane::lanes_for_memory(config.memory_mb),
     };
-    Ok(Processor::new(store, llm, graph, transcriber, behaviour))
+    let processor = Processor::new(store, llm, graph, transcriber, behaviour);
+    Ok(match &config.knowledge_uri {
+        Some(uri) => processor.with_knowledge(Knowledge::new(
+            DocumentStore::new(uri, aws),
+            config.knowledge_refresh,
+            config.knowledge_max_tokens.saturating_mul(BYTES_PER_TOKEN),
+        )),
+        None => processor,
+    })
 }
 
 /// The processor, over its ports: the store, the model, WhatsApp (sending, and the media users
-/// send) and the transcriber.
+/// send) and the transcriber; and the business's knowledge, when there is some.
 pub struct Processor<C, L, W, T> {
     store: C,
     llm: L,
@@ -284,6 +298,7 @@ pub struct Processor<C, L, W, T> {
     transcriber: T,
     behaviour: Behaviour,
     media_lanes: MediaLanes,
+    knowledge: Option<Knowledge<DocumentStore>>,
 }
 
 impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
@@ -297,8 +312,15 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
             whatsapp,
             transcriber,
             media_lanes: MediaLanes::new(behaviour.media_lanes),
+            knowledge: None,
             behaviour,
         }
+    }
+
+    /// The same processor, grounding the model's answers in `knowledge` (`ground.rs`).
+    pub fn with_knowledge(mut self, knowledge: Knowledge<DocumentStore>) -> Self {
+        self.knowledge = Some(knowledge);
+        self
     }
 
     /// Handles one SQS batch. Returns the records to retry and the invocation's metrics.

@@ -1,0 +1,27 @@
+//! Step 6a, ground the persona: the system prompt of the model call, with the business's
+//! knowledge document (`KNOWLEDGE_URI`) after the persona when one is configured and readable
+//! (`shared::knowledge`: cached, checked for a change every `KNOWLEDGE_REFRESH_SECONDS`, cut to
+//! `KNOWLEDGE_MAX_TOKENS`). A document that cannot be read costs no retry: the model is asked
+//! with the persona alone, and an ERROR says why.
+
+use std::borrow::Cow;
+
+use shared::knowledge::grounded_system;
+use tokio::time::Instant;
+
+use crate::Processor;
+
+impl<C, L, W, T> Processor<C, L, W, T> {
+    /// The system prompt: the persona, grounded in the knowledge when there is some. Reading the
+    /// knowledge gives up at `deadline`.
+    pub(crate) async fn system_prompt(&self, deadline: Instant) -> Cow<'_, str> {
+        let persona = &self.behaviour.system_prompt;
+        let Some(knowledge) = &self.knowledge else {
+            return Cow::Borrowed(persona);
+        };
+        match knowledge.current(deadline).await {
+            Some(text) => Cow::Owned(grounded_system(persona, &text)),
+            None => Cow::Borrowed(persona),
+        }
+    }
+}
