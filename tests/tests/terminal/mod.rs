@@ -17,6 +17,7 @@ pub async fn converse(name: &str, lines: &[String]) -> Vec<String> {
         .args(["--stack-name", &testkit::unique_name(name)])
         .env_remove("LLM_API_KEY")
         .env_remove("LLM_BASE_URL")
+        .env_remove("LLM_PROVIDER")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
