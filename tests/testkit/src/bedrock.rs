@@ -247,6 +247,12 @@ impl ConverseStandIn {
         self.server.requests()
     }
 
+    /// The recording server underneath, for harnesses that hold a [`RecordingServer`] as their
+    /// LLM (script answers on the stand-in, not on it: its own script skips the signature check).
+    pub fn server(&self) -> &RecordingServer {
+        &self.server
+    }
+
     /// The model ids of the Converse requests received so far, percent-decoded.
     pub fn model_ids(&self) -> Vec<String> {
         self.requests()
