@@ -171,6 +171,10 @@ log_events! {
     FailedInvocationRetried = "failed_invocation_retried",
     /// ERROR: a record of the alert retry queue cannot be read; an alert about it is mailed.
     RetryRecordUnreadable = "retry_record_unreadable",
+    /// ERROR: the model may not be used (Bedrock's model access not enabled in the region, or the
+    /// role lacks `bedrock:InvokeModel`); the user gets the fallback message and the turn is not
+    /// remembered.
+    LlmAccessDenied = "llm_access_denied",
 }
 
 impl LogEvent {
@@ -290,6 +294,7 @@ mod tests {
                 "dead_letters_not_archived",
                 "failed_invocation_retried",
                 "retry_record_unreadable",
+                "llm_access_denied",
             ]
         );
     }
@@ -322,6 +327,7 @@ mod tests {
                 LogEvent::LlmContentFiltered,
                 LogEvent::LlmUnknownModel,
                 LogEvent::LlmRequestRefused,
+                LogEvent::LlmAccessDenied,
             ]
         );
     }

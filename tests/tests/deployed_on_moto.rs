@@ -103,6 +103,7 @@ async fn a_signed_delivery_goes_through_the_templates_resources_to_a_reply() {
         .expect("the template configures the processor");
     let processor = processor::build(
         &processor_config,
+        &stack.aws,
         aws_sdk_dynamodb::Client::new(&stack.aws),
         stack.secrets(&processor_config.secret_id),
     )

@@ -852,6 +852,7 @@ fn each_provider_gets_its_own_model_with_the_templates_defaults() {
         let expected = match default {
             shared::llm::Provider::OpenAi => "gpt-4o-mini",
             shared::llm::Provider::Gemini => "gemini-2.5-flash",
+            shared::llm::Provider::Bedrock => shared::llm::bedrock::DEFAULT_MODEL,
         };
         assert_eq!(config.llm_model, expected, "{provider}");
     }

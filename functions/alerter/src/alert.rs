@@ -342,7 +342,7 @@ fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
 const LLM_KEY_REFUSED: &str = "The LLM provider refused the API key: check LLM_API_KEY in the secret (and LLM_BASE_URL, LLM_MODEL).";
 
 /// What to do about the events whose cause is known, when no Meta code says more.
-pub const EVENT_ADVICE: [(LogEvent, &str); 12] = [
+pub const EVENT_ADVICE: [(LogEvent, &str); 13] = [
     (
         LogEvent::LlmFailedFinal,
         "The LLM stayed down through every retry and the user got \
@@ -371,6 +371,14 @@ pub const EVENT_ADVICE: [(LogEvent, &str); 12] = [
         LogEvent::LlmRequestRefused,
         "The LLM provider refused the request as invalid: the user got FALLBACK_MESSAGE. Read the \
         provider's message below and check LLM_PROVIDER, LLM_BASE_URL and LLM_MODEL.",
+    ),
+    (
+        LogEvent::LlmAccessDenied,
+        "Amazon Bedrock denied the model (LLM_MODEL, named in the error below with its region): \
+        in the Bedrock console of that region, open the model's page and complete what it asks before first use (the \
+        Anthropic use-case form, or access for an older model), and check that the processor's role grants \
+        bedrock:InvokeModel on it (the template's LlmModel and BedrockInferenceProfile). Until then every user gets \
+        FALLBACK_MESSAGE at once.",
     ),
     (
         LogEvent::MetaAccountBlocked,
@@ -793,6 +801,7 @@ mod tests {
             (None, "llm_context_too_long", "HISTORY_MAX_MESSAGES"),
             (None, "llm_content_filtered", "content filter"),
             (None, "llm_request_refused", "LLM_BASE_URL"),
+            (None, "llm_access_denied", "Bedrock console of that region"),
             (Some(368), "meta_account_blocked", "WhatsApp Manager"),
             (Some(131_051), "reply_undeliverable", "marked done"),
             (Some(131_030), "reply_undeliverable", "allowed list"),

@@ -4,7 +4,7 @@
 //! model is sent once more at once, with the oldest half of the history dropped. When the LLM
 //! gives no answer, or stays down through the last delivery, the user gets the fallback message;
 //! when the provider refuses the request for good (400/404/413/422: too long, filtered, unknown
-//! model), the user gets it at once and the refused turn is not remembered, so that it is not
+//! model; Bedrock's access denied), the user gets it at once and the refused turn is not remembered, so that it is not
 //! sent again with the next message; otherwise an LLM failure retries the burst.
 
 use std::time::Duration;
@@ -234,6 +234,10 @@ fn log_refusal(refusal: LlmRefusal, user: &str, error: &LlmError) {
         LlmRefusal::InvalidRequest => {
             tracing::error!(event = LogEvent::LlmRequestRefused.as_str(), user = %user, error = %error,
             "the provider refused the request as invalid: check the LLM settings (LLM_PROVIDER, LLM_BASE_URL, LLM_MODEL); the user gets the fallback message")
+        }
+        LlmRefusal::AccessDenied => {
+            tracing::error!(event = LogEvent::LlmAccessDenied.as_str(), user = %user, error = %error,
+            "the model may not be used: enable LLM_MODEL in the Bedrock console of the function's region and check the role's bedrock:InvokeModel grant; the user gets the fallback message")
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shared::env_config::{ConfigError, Env};
-use shared::llm::Provider;
+use shared::llm::{Guardrail, Provider};
 use shared::secrets::DEFAULT_REFRESH;
 use shared::whatsapp::graph::DEFAULT_BASE_URL as META_DEFAULT_BASE_URL;
 
@@ -50,6 +50,9 @@ pub const VARIABLES: &[&str] = &[
     "VOICE_NOTE_FAILED_MESSAGE",
     "VISION",
     "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_REGION",
+    "GUARDRAIL_ID",
+    "GUARDRAIL_VERSION",
 ];
 
 /// The processor's configuration.
@@ -61,12 +64,18 @@ pub struct Config {
     pub secret_id: String,
     /// `SECRETS_REFRESH_SECONDS` (default 300): how long secrets are cached.
     pub secrets_refresh: Duration,
-    /// `LLM_PROVIDER`: `openai` (any OpenAI-compatible server) or `gemini`.
+    /// `LLM_PROVIDER`: `openai` (any OpenAI-compatible server), `gemini` or `bedrock`.
     pub llm_provider: Provider,
-    /// `LLM_MODEL` (default `gpt-4o-mini` for openai, `gemini-2.5-flash` for gemini).
+    /// `LLM_MODEL` (default `gpt-4o-mini` for openai, `gemini-2.5-flash` for gemini, Amazon Nova
+    /// Lite through the region's inference profile for bedrock: see
+    /// [`shared::llm::bedrock::default_model`]).
     pub llm_model: String,
-    /// `LLM_BASE_URL` (default: the provider's public endpoint).
+    /// `LLM_BASE_URL` (default: the provider's public endpoint; for bedrock, empty: the AWS
+    /// SDK's endpoint for the region, or `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`).
     pub llm_base_url: String,
+    /// `GUARDRAIL_ID` and `GUARDRAIL_VERSION` (default `DRAFT`): the Bedrock guardrail every
+    /// request goes through; `None` without an id.
+    pub llm_guardrail: Option<Guardrail>,
     /// `LLM_TIMEOUT_SECONDS` (default 25): the limit of one LLM call.
     pub llm_timeout: Duration,
     /// `SYSTEM_PROMPT`: the persona.
@@ -117,10 +126,8 @@ impl Config {
     /// Reads the configuration from `env`.
     pub fn from<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let llm_provider: Provider = env.parsed_or("LLM_PROVIDER", Provider::OpenAi)?;
-        let default_model = match llm_provider {
-            Provider::OpenAi => "gpt-4o-mini",
-            Provider::Gemini => "gemini-2.5-flash",
-        };
+        // Lambda's region: Bedrock's default model goes through its geography's profile.
+        let region = env.optional("AWS_REGION");
         let history_max_messages: usize = env.parsed_or("HISTORY_MAX_MESSAGES", 20)?;
         if !(2..=200).contains(&history_max_messages) {
             return Err(invalid(
@@ -159,8 +166,9 @@ impl Config {
             secrets_refresh: env.seconds_or("SECRETS_REFRESH_SECONDS", DEFAULT_REFRESH)?,
             llm_model: env
                 .optional("LLM_MODEL")
-                .unwrap_or_else(|| default_model.into()),
-            llm_base_url: url(env, "LLM_BASE_URL", llm_provider.default_base_url())?,
+                .unwrap_or_else(|| default_model(llm_provider, region.as_deref())),
+            llm_base_url: llm_base_url(env, llm_provider)?,
+            llm_guardrail: guardrail(env)?,
             llm_provider,
             llm_timeout,
             system_prompt: env
@@ -201,6 +209,46 @@ impl Config {
     }
 }
 
+/// The model used unless `LLM_MODEL` says otherwise.
+fn default_model(provider: Provider, region: Option<&str>) -> String {
+    match provider {
+        Provider::OpenAi => "gpt-4o-mini".to_owned(),
+        Provider::Gemini => "gemini-2.5-flash".to_owned(),
+        Provider::Bedrock => shared::llm::bedrock::default_model(region),
+    }
+}
+
+/// `LLM_BASE_URL`, or the provider's public endpoint; empty for Bedrock without one.
+fn llm_base_url<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    provider: Provider,
+) -> Result<String, ConfigError> {
+    match provider.default_base_url() {
+        Some(default) => url(env, "LLM_BASE_URL", default),
+        None if env.optional("LLM_BASE_URL").is_some() => url(env, "LLM_BASE_URL", ""),
+        None => Ok(String::new()),
+    }
+}
+
+/// The Bedrock guardrail of `GUARDRAIL_ID` and `GUARDRAIL_VERSION` (`DRAFT` or a number).
+fn guardrail<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<Option<Guardrail>, ConfigError> {
+    let version = env
+        .optional("GUARDRAIL_VERSION")
+        .unwrap_or_else(|| "DRAFT".to_owned());
+    if version != "DRAFT" && !version.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(
+            "GUARDRAIL_VERSION",
+            "it must be DRAFT or a version number",
+        ));
+    }
+    Ok(env.optional("GUARDRAIL_ID").map(|id| Guardrail {
+        id: id.trim().to_owned(),
+        version,
+    }))
+}
+
 /// Where voice notes go unless `TRANSCRIPTION_BASE_URL` says otherwise: the chat server when it
 /// speaks OpenAI's API (OpenAI, Groq, a local server), else OpenAI's.
 fn transcription_default_url<F: Fn(&str) -> Option<String>>(
@@ -208,8 +256,10 @@ fn transcription_default_url<F: Fn(&str) -> Option<String>>(
     provider: Provider,
 ) -> Result<String, ConfigError> {
     match provider {
-        Provider::OpenAi => url(env, "LLM_BASE_URL", provider.default_base_url()),
-        Provider::Gemini => Ok(Provider::OpenAi.default_base_url().to_owned()),
+        Provider::OpenAi => llm_base_url(env, provider),
+        Provider::Gemini | Provider::Bedrock => {
+            Ok(shared::llm::openai::DEFAULT_BASE_URL.to_owned())
+        }
     }
 }
 
@@ -316,6 +366,49 @@ mod tests {
     }
 
     #[test]
+    fn bedrock_needs_no_url_and_takes_a_guardrail() {
+        let config = config(&[
+            REQUIRED[0],
+            REQUIRED[1],
+            ("LLM_PROVIDER", "bedrock"),
+            ("AWS_REGION", "eu-central-1"),
+            ("GUARDRAIL_ID", "gr123abc"),
+        ])
+        .unwrap();
+        assert_eq!(config.llm_provider, Provider::Bedrock);
+        assert_eq!(config.llm_model, "eu.amazon.nova-lite-v1:0");
+        assert_eq!(config.llm_base_url, "");
+        assert_eq!(
+            config.llm_guardrail,
+            Some(Guardrail {
+                id: "gr123abc".into(),
+                version: "DRAFT".into()
+            })
+        );
+        assert_eq!(config.transcription_base_url, "https://api.openai.com/v1");
+        assert!(!config.audio_inline);
+        let pinned = super::Config::from(&Env::from_pairs(&[
+            REQUIRED[0],
+            REQUIRED[1],
+            ("LLM_PROVIDER", "bedrock"),
+            ("LLM_MODEL", "anthropic.claude-haiku-4-5-20251001-v1:0"),
+            ("LLM_BASE_URL", "http://127.0.0.1:9000/"),
+            ("GUARDRAIL_ID", "g"),
+            ("GUARDRAIL_VERSION", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(pinned.llm_model, "anthropic.claude-haiku-4-5-20251001-v1:0");
+        assert_eq!(pinned.llm_base_url, "http://127.0.0.1:9000");
+        assert_eq!(pinned.llm_guardrail.map(|g| g.version), Some("3".into()));
+        assert_eq!(
+            super::Config::from(&Env::from_pairs(&REQUIRED))
+                .unwrap()
+                .llm_guardrail,
+            None
+        );
+    }
+
+    #[test]
     fn voice_notes_go_to_the_chat_server_by_default() {
         let local = config(&[
             REQUIRED[0],
@@ -350,6 +443,7 @@ mod tests {
             ("META_API_VERSION", "26"),
             ("META_API_BASE_URL", "graph.facebook.com"),
             ("LLM_BASE_URL", "localhost:11434"),
+            ("GUARDRAIL_VERSION", "latest"),
         ] {
             let result = config(&[REQUIRED[0], REQUIRED[1], (name, value)]);
             assert!(

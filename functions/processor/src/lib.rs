@@ -209,10 +209,11 @@ fn with_root_certificates(builder: reqwest::ClientBuilder) -> reqwest::ClientBui
     builder.tls_certs_only(roots)
 }
 
-/// Builds the processor that `config` describes, over `dynamodb` and `secrets`. No network I/O:
-/// secrets are read on first use.
+/// Builds the processor that `config` describes, over `dynamodb` and `secrets`, with Bedrock's
+/// client (when it is the provider) from `aws`. No network I/O: secrets are read on first use.
 pub fn build<S: Secrets>(
     config: &Config,
+    aws: &aws_config::SdkConfig,
     dynamodb: aws_sdk_dynamodb::Client,
     secrets: Arc<S>,
 ) -> Result<DeployedProcessor<S>, reqwest::Error> {
@@ -230,8 +231,15 @@ pub fn build<S: Secrets>(
         model: config.llm_model.clone(),
         timeout: config.llm_timeout,
         backoff: Backoff::default(),
+        guardrail: config.llm_guardrail.clone(),
     };
-    let llm = ChatModel::new(config.llm_provider, http.clone(), settings, secrets.clone());
+    let llm = ChatModel::new(
+        config.llm_provider,
+        http.clone(),
+        aws,
+        settings,
+        secrets.clone(),
+    );
     let transcriber = OpenAiTranscriber::new(
         http.clone(),
         TranscriptionSettings {

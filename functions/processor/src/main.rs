@@ -23,11 +23,8 @@ async fn main() -> Result<(), Error> {
         config.secret_id.clone(),
         config.secrets_refresh,
     ));
-    let processor = Arc::new(processor::build(
-        &config,
-        aws_sdk_dynamodb::Client::new(&aws),
-        secrets,
-    )?);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let processor = Arc::new(processor::build(&config, &aws, dynamodb, secrets)?);
     let namespace = Arc::new(config.metrics_namespace.clone());
     run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let (processor, namespace) = (processor.clone(), namespace.clone());

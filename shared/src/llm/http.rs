@@ -34,11 +34,11 @@ impl From<CallError> for LlmError {
 
 /// Who is being called, for the logs.
 #[derive(Clone, Copy)]
-struct Target<'a> {
-    /// `openai` or `gemini`.
-    provider: &'static str,
+pub(super) struct Target<'a> {
+    /// `openai`, `gemini` or `bedrock`.
+    pub provider: &'static str,
     /// The model's name.
-    model: &'a str,
+    pub model: &'a str,
 }
 
 /// Reads the secrets, giving up at `deadline`.
@@ -111,8 +111,21 @@ async fn attempt(
     let answer = outbound_http::send(request, timeout, deadline).await;
     let status = answer.as_ref().ok().map(|a| a.status);
     let result = answer.map_err(LlmError::from).and_then(interpret);
+    log_attempt(target, number, status, started, &result);
+    result
+}
+
+/// Logs one attempt's outcome with its status and the time since `started` (never the prompt,
+/// the answer or the key).
+pub(super) fn log_attempt(
+    target: Target<'_>,
+    number: u32,
+    status: Option<u16>,
+    started: Instant,
+    result: &Result<Completion, LlmError>,
+) {
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    match &result {
+    match result {
         Ok(completion) => tracing::info!(
             provider = target.provider,
             model = target.model,
@@ -133,7 +146,6 @@ async fn attempt(
             "LLM attempt failed"
         ),
     }
-    result
 }
 
 /// The body of a successful answer, read as `T`. An error answer is an [`LlmError::Status`]

@@ -1,6 +1,7 @@
-//! The LLM port and its two providers: OpenAI-compatible Chat Completions ([`openai`]) and
-//! Gemini's native `generateContent` ([`gemini`]).
+//! The LLM port and its three providers: OpenAI-compatible Chat Completions ([`openai`]),
+//! Gemini's native `generateContent` ([`gemini`]) and Amazon Bedrock's Converse ([`bedrock`]).
 
+pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 
@@ -17,6 +18,7 @@ use crate::conversation::Role;
 use crate::retry::{Backoff, RetryHint, Retryable};
 use crate::secrets::{Secrets, SecretsError};
 
+pub use bedrock::{BedrockChat, Guardrail};
 pub use gemini::GeminiChat;
 pub use openai::OpenAiChat;
 
@@ -168,6 +170,19 @@ pub enum LlmError {
     /// The API key could not be read (Secrets Manager failed, or the key is missing).
     #[error("the API key could not be read: {0}")]
     Secrets(#[from] SecretsError),
+    /// A provider that names its errors (Amazon Bedrock) answered with one, classified by the
+    /// adapter that read it.
+    #[error("the LLM provider answered {code}: {message}")]
+    Service {
+        /// The provider's name for the error, such as `ThrottlingException`.
+        code: String,
+        /// The provider's message, and what to do when the adapter knows.
+        message: String,
+        /// Whether the same request may pass when sent again in a moment.
+        transient: bool,
+        /// Why the request was refused for good, when it was.
+        refusal: Option<LlmRefusal>,
+    },
 }
 
 /// Why the provider refused a request for good (a 400, 404, 413 or 422): the same request would
@@ -186,6 +201,9 @@ pub enum LlmRefusal {
     UnknownModel,
     /// Any other request the provider refused as invalid.
     InvalidRequest,
+    /// The model may not be used from here: Bedrock's model access is not enabled in this
+    /// region, or the function's role lacks the permission.
+    AccessDenied,
 }
 
 /// Words in an error message (lowercased) that say the prompt is too long.
@@ -199,6 +217,8 @@ const CONTEXT_TOO_LONG: &[&str] = &[
     "too many tokens",
     "input token count",
     "prompt is too long",
+    "input is too long",
+    "too many input tokens",
 ];
 
 /// Words in an error message (lowercased) that say a content filter refused the prompt.
@@ -215,6 +235,8 @@ const UNKNOWN_MODEL: &[&str] = &[
     "unknown model",
     "invalid model",
     "model not found",
+    "model identifier is invalid",
+    "inference profile",
 ];
 
 /// Words in an error message (lowercased) that say the key was refused: Gemini answers a bad
@@ -227,29 +249,47 @@ impl LlmError {
     /// classified by the provider's error code and message (which [`LlmError::Status`] holds).
     /// A refused key, even as a 400, is not a refusal for good.
     pub fn refusal(&self) -> Option<LlmRefusal> {
-        let Self::Status {
-            status, message, ..
-        } = self
-        else {
-            return None;
-        };
-        if !matches!(status, 400 | 404 | 413 | 422) {
-            return None;
-        }
-        let message = message.to_lowercase();
-        let says = |words: &[&str]| words.iter().any(|word| message.contains(word));
-        if says(KEY_REFUSED) {
-            None
-        } else if *status == 413 || says(CONTEXT_TOO_LONG) {
-            Some(LlmRefusal::ContextTooLong)
-        } else if says(CONTENT_FILTERED) {
-            Some(LlmRefusal::ContentFiltered)
-        } else if *status == 404 || says(UNKNOWN_MODEL) {
-            Some(LlmRefusal::UnknownModel)
-        } else {
-            Some(LlmRefusal::InvalidRequest)
+        match self {
+            Self::Status {
+                status, message, ..
+            } => refusal_of_status(*status, message),
+            Self::Service { refusal, .. } => *refusal,
+            _ => None,
         }
     }
+
+    /// Why a request was refused as invalid, from the provider's message: too long, filtered,
+    /// an unknown model, or another invalid request.
+    pub fn invalid_request_refusal(message: &str) -> LlmRefusal {
+        let message = message.to_lowercase();
+        let says = |words: &[&str]| words.iter().any(|word| message.contains(word));
+        if says(CONTEXT_TOO_LONG) {
+            LlmRefusal::ContextTooLong
+        } else if says(CONTENT_FILTERED) {
+            LlmRefusal::ContentFiltered
+        } else if says(UNKNOWN_MODEL) {
+            LlmRefusal::UnknownModel
+        } else {
+            LlmRefusal::InvalidRequest
+        }
+    }
+}
+
+/// [`LlmError::refusal`] of an HTTP error status and its message.
+fn refusal_of_status(status: u16, message: &str) -> Option<LlmRefusal> {
+    if !matches!(status, 400 | 404 | 413 | 422) {
+        return None;
+    }
+    let message = message.to_lowercase();
+    let says = |words: &[&str]| words.iter().any(|word| message.contains(word));
+    if says(KEY_REFUSED) {
+        return None;
+    }
+    Some(match LlmError::invalid_request_refusal(&message) {
+        _ if status == 413 => LlmRefusal::ContextTooLong,
+        LlmRefusal::InvalidRequest if status == 404 => LlmRefusal::UnknownModel,
+        refusal => refusal,
+    })
 }
 
 impl Retryable for LlmError {
@@ -264,6 +304,9 @@ impl Retryable for LlmError {
                 ..
             } if *status == 429 || *status >= 500 => RetryHint::honouring(*retry_after),
             Self::Timeout | Self::Transport(_) => RetryHint::Backoff,
+            Self::Service {
+                transient: true, ..
+            } => RetryHint::Backoff,
             _ => RetryHint::Never,
         }
     }
@@ -279,11 +322,12 @@ pub trait Llm: Send + Sync {
     ) -> impl Future<Output = Result<Completion, LlmError>> + Send;
 }
 
-/// How to reach a provider, shared by [`OpenAiChat`] and [`GeminiChat`].
+/// How to reach a provider, shared by [`OpenAiChat`], [`GeminiChat`] and [`BedrockChat`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LlmSettings {
     /// The API's base URL, such as [`openai::DEFAULT_BASE_URL`] or a local OpenAI-compatible
-    /// server's (`http://127.0.0.1:11434/v1`). A trailing `/` is ignored.
+    /// server's (`http://127.0.0.1:11434/v1`). A trailing `/` is ignored. For Bedrock, empty
+    /// for the AWS SDK's endpoint (the region's, or `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`).
     pub base_url: String,
     /// The model's name, such as `gpt-4o-mini` or `gemini-2.5-flash`.
     pub model: String,
@@ -292,6 +336,8 @@ pub struct LlmSettings {
     pub timeout: Duration,
     /// How failed attempts are retried.
     pub backoff: Backoff,
+    /// The Bedrock guardrail every request goes through, if any; the other providers have none.
+    pub guardrail: Option<Guardrail>,
 }
 
 /// Which API a [`ChatModel`] speaks.
@@ -301,26 +347,36 @@ pub enum Provider {
     OpenAi,
     /// Google's Gemini API (`generateContent`).
     Gemini,
+    /// Amazon Bedrock's Converse API, through the AWS SDK and the function's role: no key.
+    Bedrock,
 }
 
 impl Provider {
     /// Every provider, in the order their names are listed in messages.
-    pub const ALL: [Self; 2] = [Self::OpenAi, Self::Gemini];
+    pub const ALL: [Self; 3] = [Self::OpenAi, Self::Gemini, Self::Bedrock];
 
-    /// The name used in configuration: `openai` or `gemini`.
+    /// The name used in configuration: `openai`, `gemini` or `bedrock`.
     pub fn name(self) -> &'static str {
         match self {
             Self::OpenAi => "openai",
             Self::Gemini => "gemini",
+            Self::Bedrock => "bedrock",
         }
     }
 
-    /// The provider's public API, used when no base URL is configured.
-    pub fn default_base_url(self) -> &'static str {
+    /// The provider's public API, used when no base URL is configured; none for Bedrock, whose
+    /// endpoint the AWS SDK finds from the region.
+    pub fn default_base_url(self) -> Option<&'static str> {
         match self {
-            Self::OpenAi => openai::DEFAULT_BASE_URL,
-            Self::Gemini => gemini::DEFAULT_BASE_URL,
+            Self::OpenAi => Some(openai::DEFAULT_BASE_URL),
+            Self::Gemini => Some(gemini::DEFAULT_BASE_URL),
+            Self::Bedrock => None,
         }
+    }
+
+    /// Whether the provider needs `LLM_API_KEY` from the secret.
+    pub fn needs_api_key(self) -> bool {
+        self != Self::Bedrock
     }
 }
 
@@ -332,13 +388,13 @@ impl fmt::Display for Provider {
 
 /// A provider name that is not one of [`Provider::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown LLM provider {0:?}: expected one of openai, gemini")]
+#[error("unknown LLM provider {0:?}: expected one of openai, gemini, bedrock")]
 pub struct UnknownProvider(pub String);
 
 impl FromStr for Provider {
     type Err = UnknownProvider;
 
-    /// Reads `openai` or `gemini`, in any case, ignoring surrounding blanks.
+    /// Reads `openai`, `gemini` or `bedrock`, in any case, ignoring surrounding blanks.
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         let trimmed = value.trim();
         Self::ALL
@@ -354,20 +410,25 @@ pub enum ChatModel<S> {
     OpenAi(OpenAiChat<S>),
     /// Google's Gemini API.
     Gemini(GeminiChat<S>),
+    /// Amazon Bedrock's Converse API.
+    Bedrock(BedrockChat),
 }
 
 impl<S> ChatModel<S> {
-    /// A client for `provider`, sending through `http` (one client, reused) with the API key
-    /// read from `secrets` on each call.
+    /// A client for `provider`: the HTTP providers send through `http` (one client, reused) with
+    /// the API key read from `secrets` on each call; Bedrock through an AWS SDK client built from
+    /// `aws` (the function's credentials and region). No I/O.
     pub fn new(
         provider: Provider,
         http: reqwest::Client,
+        aws: &aws_config::SdkConfig,
         settings: LlmSettings,
         secrets: std::sync::Arc<S>,
     ) -> Self {
         match provider {
             Provider::OpenAi => Self::OpenAi(OpenAiChat::new(http, settings, secrets)),
             Provider::Gemini => Self::Gemini(GeminiChat::new(http, settings, secrets)),
+            Provider::Bedrock => Self::Bedrock(BedrockChat::new(aws, settings)),
         }
     }
 
@@ -376,6 +437,7 @@ impl<S> ChatModel<S> {
         match self {
             Self::OpenAi(_) => Provider::OpenAi,
             Self::Gemini(_) => Provider::Gemini,
+            Self::Bedrock(_) => Provider::Bedrock,
         }
     }
 }
@@ -385,6 +447,7 @@ impl<S: Secrets> Llm for ChatModel<S> {
         match self {
             Self::OpenAi(model) => model.complete(prompt, deadline).await,
             Self::Gemini(model) => model.complete(prompt, deadline).await,
+            Self::Bedrock(model) => model.complete(prompt, deadline).await,
         }
     }
 }
@@ -546,24 +609,69 @@ mod tests {
     }
 
     #[test]
+    fn named_service_errors_carry_their_own_classification() {
+        let service = |transient, refusal| LlmError::Service {
+            code: "SomeException".into(),
+            message: "m".into(),
+            transient,
+            refusal,
+        };
+        assert_eq!(service(true, None).retry_hint(), RetryHint::Backoff);
+        assert_eq!(service(true, None).refusal(), None);
+        assert_eq!(service(false, None).retry_hint(), RetryHint::Never);
+        let denied = service(false, Some(LlmRefusal::AccessDenied));
+        assert_eq!(denied.refusal(), Some(LlmRefusal::AccessDenied));
+        assert_eq!(denied.retry_hint(), RetryHint::Never);
+        assert!(denied.to_string().contains("SomeException: m"));
+        let cases = [
+            (
+                "Input is too long for requested model.",
+                LlmRefusal::ContextTooLong,
+            ),
+            (
+                "Invocation of model ID x with on-demand throughput isn't supported. Retry your request with the ID or ARN of an inference profile that contains this model.",
+                LlmRefusal::UnknownModel,
+            ),
+            (
+                "The provided model identifier is invalid.",
+                LlmRefusal::UnknownModel,
+            ),
+            (
+                "Malformed input request: extraneous key [x]",
+                LlmRefusal::InvalidRequest,
+            ),
+        ];
+        for (message, refusal) in cases {
+            assert_eq!(
+                LlmError::invalid_request_refusal(message),
+                refusal,
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
     fn reads_provider_names_in_any_case() {
         assert_eq!("openai".parse(), Ok(Provider::OpenAi));
         assert_eq!(" Gemini ".parse(), Ok(Provider::Gemini));
         assert_eq!("OPENAI".parse(), Ok(Provider::OpenAi));
         let error = "anthropic".parse::<Provider>().unwrap_err().to_string();
         assert!(error.contains("anthropic"), "{error}");
-        assert!(error.contains("openai, gemini"), "{error}");
+        assert!(error.contains("openai, gemini, bedrock"), "{error}");
+        assert_eq!("Bedrock".parse(), Ok(Provider::Bedrock));
         for provider in Provider::ALL {
             assert_eq!(provider.to_string().parse(), Ok(provider));
         }
         assert_eq!(
             Provider::OpenAi.default_base_url(),
-            "https://api.openai.com/v1"
+            Some("https://api.openai.com/v1")
         );
         assert_eq!(
             Provider::Gemini.default_base_url(),
-            "https://generativelanguage.googleapis.com"
+            Some("https://generativelanguage.googleapis.com")
         );
+        assert_eq!(Provider::Bedrock.default_base_url(), None);
+        assert!(!Provider::Bedrock.needs_api_key() && Provider::Gemini.needs_api_key());
     }
 
     #[test]

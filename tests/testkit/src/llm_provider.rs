@@ -62,6 +62,7 @@ pub fn settings(base_url: &str) -> LlmSettings {
             max: Duration::from_millis(50),
             max_attempts: 3,
         },
+        guardrail: None,
     }
 }
 
@@ -121,7 +122,8 @@ pub fn chat<P: ProviderFixture>(
 
 /// A client of `P` with `settings` and `secrets`.
 pub fn chat_with<P: ProviderFixture, S>(settings: LlmSettings, secrets: Arc<S>) -> ChatModel<S> {
-    ChatModel::new(P::PROVIDER, reqwest::Client::new(), settings, secrets)
+    let aws = aws_config::SdkConfig::builder().build();
+    ChatModel::new(P::PROVIDER, reqwest::Client::new(), &aws, settings, secrets)
 }
 
 /// Asks `chat` to complete [`prompt`], with ten seconds to do it.

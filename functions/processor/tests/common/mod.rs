@@ -197,8 +197,8 @@ impl Harness {
             secret_arn,
             config.secrets_refresh,
         ));
-        let processor =
-            processor::build(&config, dynamodb.clone(), secrets).expect("the processor builds");
+        let processor = processor::build(&config, &aws, dynamodb.clone(), secrets)
+            .expect("the processor builds");
         Self {
             processor,
             llm,
