@@ -176,10 +176,16 @@ async fn access_denied_gives_the_fallback_once_and_an_error_naming_the_action() 
         .collect();
     assert_eq!(denied.len(), 1, "{}", logs.text());
     assert_eq!(denied[0]["level"], "ERROR");
-    let message = denied[0]["fields"]["message"].as_str().unwrap_or_default();
+    let fields = &denied[0]["fields"];
+    let message = fields["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Bedrock console"), "the action: {message}");
+    let error = fields["error"].as_str().unwrap_or_default();
     assert!(
-        message.contains(MODEL) && message.contains(REGION),
-        "names the model and the region: {message}"
+        error.contains("AccessDeniedException")
+            && error.contains(&format!(
+                "enable {MODEL} in the Bedrock console of {REGION}"
+            )),
+        "names the model and the region: {error}"
     );
     assert!(
         !logs.text().contains("Hello?"),

@@ -32,7 +32,8 @@ pub enum CredentialSource {
 pub struct BedrockMode {
     /// The region: `AWS_REGION`, else `AWS_DEFAULT_REGION`, else [`DEFAULT_REGION`].
     pub region: String,
-    /// `LLM_MODEL`, when set; otherwise the processor's default for the region.
+    /// `LLM_MODEL`, when set; otherwise the processor's default for the region
+    /// ([`shared::llm::bedrock::default_model`]).
     pub model: Option<String>,
     /// `GUARDRAIL_ID` and `GUARDRAIL_VERSION`, passed on when set.
     pub guardrail: Vec<(&'static str, String)>,
@@ -87,8 +88,8 @@ impl BedrockMode {
     pub fn describe(&self) -> String {
         let model = self
             .model
-            .as_deref()
-            .unwrap_or("the processor's default model");
+            .clone()
+            .unwrap_or_else(|| shared::llm::bedrock::default_model(Some(&self.region)));
         let guardrail = match self
             .guardrail
             .iter()
@@ -280,7 +281,10 @@ mod tests {
             false,
         );
         let banner = real.describe();
-        assert!(banner.contains("Amazon Bedrock answers"), "{banner}");
+        assert!(
+            banner.starts_with("Amazon Bedrock answers: eu.amazon.nova-lite-v1:0 in eu-central-1"),
+            "the processor's default model for the region: {banner}"
+        );
         assert!(banner.contains("https://bedrock-runtime.eu-central-1.amazonaws.com"));
         assert!(!banner.contains("AKIDSECRETLOOKING") && !banner.contains("wJalr"));
         assert!(!format!("{real:?}").contains("AKIDSECRETLOOKING"));
