@@ -40,6 +40,9 @@ impl Stack {
     /// intrinsic functions resolve against them.
     pub async fn create(aws: aws_config::SdkConfig, stack_name: &str, alert_email: &str) -> Self {
         let template = Template::load();
+        let region = aws
+            .region()
+            .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
         let mut resolver = Resolver::default();
         for name in template.names("Parameters") {
             if let Some(default) = template.parameter_default(&name) {
@@ -50,7 +53,7 @@ impl Stack {
             ("AlertEmail", alert_email.to_owned()),
             ("AlertFromEmail", "alerts@example.com".to_owned()),
             ("AWS::StackName", stack_name.to_owned()),
-            ("AWS::Region", "us-east-1".to_owned()),
+            ("AWS::Region", region),
             ("AWS::AccountId", "123456789012".to_owned()),
             ("AWS::Partition", "aws".to_owned()),
             ("AWS::URLSuffix", "amazonaws.com".to_owned()),
@@ -181,7 +184,10 @@ impl Stack {
         self.resolver.refs.insert("Table".to_owned(), name.clone());
         self.resolver.attributes.insert(
             "Table.Arn".to_owned(),
-            format!("arn:aws:dynamodb:us-east-1:123456789012:table/{name}"),
+            format!(
+                "arn:aws:dynamodb:{}:123456789012:table/{name}",
+                self.resolver.refs["AWS::Region"]
+            ),
         );
     }
 

@@ -25,7 +25,10 @@ const USAGE: &str = "usage: local-stack [--terminal] [--port N] [--moto-port N] 
   --moto-port N       the port of the moto server it starts (default 5005)
   --aws-endpoint URL  use this running moto server instead of starting one
   --stack-name NAME   the stack's name, which resource names derive from (default local)
-environment: MOTO_SERVER (path to moto_server), LLM_API_KEY / LLM_BASE_URL / LLM_PROVIDER / LLM_MODEL";
+environment: MOTO_SERVER (path to moto_server), LLM_API_KEY / LLM_BASE_URL / LLM_PROVIDER / LLM_MODEL;
+  LLM_PROVIDER=bedrock: real Bedrock with AWS credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE or
+  ~/.aws/credentials) in AWS_REGION (default us-east-1), else an offline Converse stand-in;
+  GUARDRAIL_ID / GUARDRAIL_VERSION passed on";
 
 #[tokio::main]
 async fn main() {

@@ -8,6 +8,8 @@
 //! - `GET /graph/{version}/{media-id}`, `GET /graph-media/{token}`: its media, in two steps;
 //! - `POST /llm/v1/chat/completions`, `POST /transcription/v1/audio/transcriptions`: the
 //!   offline LLM and transcription stand-ins (OpenAI-compatible), when no real model is set;
+//! - `POST /bedrock/model/{model-id}/converse`: the offline stand-in for Bedrock's Converse,
+//!   for `LLM_PROVIDER=bedrock` without AWS credentials ([`bedrock`]);
 //! - `POST /api/send`, `POST /api/media`, `GET /api/events`: what a WhatsApp user does and sees,
 //!   for the simulator page and the terminal mode.
 //!
@@ -15,6 +17,7 @@
 //! [`stand_ins`] (API Gateway, the Graph API's messages), [`media`] (the files users send),
 //! [`offline`] (the model stand-ins) and [`simulator`] (the user's side).
 
+pub mod bedrock;
 pub mod event_sources;
 pub mod media;
 mod moto;
@@ -93,7 +96,7 @@ impl LocalStack {
                 )
             }
         };
-        let aws = moto::aws_config(&endpoint).await;
+        let aws = moto::aws_config(&endpoint, options.llm.region()).await;
         let stack = Stack::create(aws.clone(), &options.stack_name, "oncall@example.com").await;
         prepare_resources(&aws, &stack, &options.llm).await?;
 
@@ -113,6 +116,7 @@ impl LocalStack {
         let app = simulator::routes()
             .merge(stand_ins::routes())
             .merge(offline::routes())
+            .merge(offline::bedrock_routes(options.llm.region().to_owned()))
             .with_state(simulator.clone())
             .merge(media::routes().with_state(simulator.media.clone()));
         tokio::spawn(async move {
@@ -228,7 +232,7 @@ async fn start_functions(
         ("AWS_ENDPOINT_URL", endpoint.to_owned()),
         ("AWS_ACCESS_KEY_ID", "local".to_owned()),
         ("AWS_SECRET_ACCESS_KEY", "local".to_owned()),
-        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_REGION", options.llm.region().to_owned()),
         ("AWS_LAMBDA_LOG_LEVEL", "info".to_owned()),
     ];
     let start = |name: &str, logical_id: &str, overrides: &[(&str, String)]| {
@@ -243,7 +247,7 @@ async fn start_functions(
             log_file: Some(options.log_dir.join(format!("{name}.log"))),
         })
     };
-    let processor_env = processor_overrides(&options.llm, base_url);
+    let processor_env = processor_overrides(&options.llm, base_url).await?;
     let failed = |e: std::io::Error| e.to_string();
     let webhook = start("webhook", "WebhookFunction", &[])
         .await
@@ -262,8 +266,11 @@ async fn start_functions(
 }
 
 /// The processor's environment beyond the template's: the Graph API stand-in, and either the
-/// offline LLM and transcription stand-ins or the real LLM's settings.
-fn processor_overrides(llm: &LlmMode, base_url: &str) -> Vec<(&'static str, String)> {
+/// offline LLM and transcription stand-ins, the real LLM's settings or Bedrock's.
+async fn processor_overrides(
+    llm: &LlmMode,
+    base_url: &str,
+) -> Result<Vec<(&'static str, String)>, String> {
     let mut overrides = vec![("META_API_BASE_URL", format!("{base_url}/graph"))];
     match llm {
         LlmMode::StandIn => {
@@ -287,6 +294,15 @@ fn processor_overrides(llm: &LlmMode, base_url: &str) -> Vec<(&'static str, Stri
                 overrides.push(("LLM_BASE_URL", llm_base.clone()));
             }
         }
+        LlmMode::Bedrock(bedrock) => {
+            overrides.extend(bedrock.processor_env(base_url).await?);
+            if bedrock.credentials.is_none() {
+                overrides.push((
+                    "TRANSCRIPTION_BASE_URL",
+                    format!("{base_url}/transcription/v1"),
+                ));
+            }
+        }
     }
-    overrides
+    Ok(overrides)
 }

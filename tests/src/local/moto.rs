@@ -33,12 +33,12 @@ pub(super) async fn start(moto_server: &Path, port: u16) -> Result<tokio::proces
     Err(format!("moto did not start on port {port}"))
 }
 
-/// The AWS configuration for the moto server at `endpoint`, with the local stack's dummy
-/// credentials.
-pub(super) async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
+/// The AWS configuration for the moto server at `endpoint`, in `region`, with the local stack's
+/// dummy credentials.
+pub(super) async fn aws_config(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
+        .region(aws_config::Region::new(region.to_owned()))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "local", "local", None, None, "local",
         ))

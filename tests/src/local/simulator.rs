@@ -442,7 +442,7 @@ async fn api_events(
 
 async fn api_info(State(simulator): State<Arc<Simulator>>) -> Response {
     axum::Json(
-        json!({"llm": simulator.llm.describe(), "stand_in": simulator.llm == LlmMode::StandIn,
+        json!({"llm": simulator.llm.describe(), "stand_in": simulator.llm.is_stand_in(),
         "webhook_url": format!("{}/webhook", simulator.base_url)}),
     )
     .into_response()

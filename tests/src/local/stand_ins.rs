@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::INVOKE_TIMEOUT;
+use super::bedrock::BedrockMode;
 use super::simulator::Simulator;
 use crate::runtime::{http_answer, http_api_event};
 
@@ -31,12 +32,19 @@ pub enum LlmMode {
         /// The key.
         api_key: String,
     },
+    /// Amazon Bedrock (`LLM_PROVIDER=bedrock`): the real one with AWS credentials, the offline
+    /// Converse stand-in without.
+    Bedrock(BedrockMode),
 }
 
 impl LlmMode {
-    /// Real when `LLM_API_KEY` (or, for a keyless local server, `LLM_BASE_URL`) is set.
+    /// Bedrock when `LLM_PROVIDER` is `bedrock`; otherwise real when `LLM_API_KEY` (or, for a
+    /// keyless local server, `LLM_BASE_URL`) is set.
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if var("LLM_PROVIDER").is_some_and(|p| p.trim().eq_ignore_ascii_case("bedrock")) {
+            return Self::Bedrock(BedrockMode::from_env());
+        }
         match (var("LLM_API_KEY"), var("LLM_BASE_URL")) {
             (None, None) => Self::StandIn,
             (api_key, base_url) => Self::Real {
@@ -66,6 +74,25 @@ impl LlmMode {
                 model.as_deref().unwrap_or("(default model)"),
                 base_url.as_deref().unwrap_or("(default endpoint)")
             ),
+            Self::Bedrock(bedrock) => bedrock.describe(),
+        }
+    }
+
+    /// Whether an offline stand-in answers.
+    pub fn is_stand_in(&self) -> bool {
+        match self {
+            Self::StandIn => true,
+            Self::Real { .. } => false,
+            Self::Bedrock(bedrock) => bedrock.credentials.is_none(),
+        }
+    }
+
+    /// The region the local stack runs in: Bedrock's, so that the processor signs for it;
+    /// otherwise us-east-1.
+    pub fn region(&self) -> &str {
+        match self {
+            Self::Bedrock(bedrock) => &bedrock.region,
+            _ => super::bedrock::DEFAULT_REGION,
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod aws_meter;
 pub mod aws_proxy;
+pub mod bedrock;
 pub mod dynamodb_units;
 pub mod http_recorder;
 pub mod llm_provider;

@@ -1,5 +1,6 @@
 //! Small, valid sample files made in code, so that no binary blob is committed: a PNG picture,
 //! a one-page PDF and an OGG/Opus voice note (one second of silence).
+#![allow(dead_code)] // Each test binary includes this module and uses a different part of it.
 
 /// A 2×2 RGB PNG: the signature, IHDR, one IDAT (a zlib stream of one stored block) and IEND.
 pub fn png() -> Vec<u8> {

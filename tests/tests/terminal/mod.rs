@@ -1,5 +1,6 @@
 //! A conversation with the local stack in terminal mode (`local-stack --terminal`) against the
 //! moto server of `tests/with-moto.sh`, with the offline stand-ins: lines in, answers out.
+#![allow(dead_code)] // Each test binary includes this module and uses a different part of it.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -10,13 +11,32 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 /// after the answer to the one before, and returns the answers (`bot> …`, `(no reply)` or
 /// `! …`), once the stack has stopped cleanly at the end of its input.
 pub async fn converse(name: &str, lines: &[String]) -> Vec<String> {
+    converse_with(name, lines, &[]).await
+}
+
+/// [`converse`] with the local stack's environment changed by `env` (a `None` value removes
+/// the variable).
+pub async fn converse_with(
+    name: &str,
+    lines: &[String],
+    env: &[(&str, Option<&str>)],
+) -> Vec<String> {
     let endpoint =
         std::env::var("AWS_ENDPOINT_URL").expect("run under tests/with-moto.sh (make test)");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_local-stack"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_local-stack"));
+    command
         .args(["--terminal", "--port", "0", "--aws-endpoint", &endpoint])
         .args(["--stack-name", &testkit::unique_name(name)])
         .env_remove("LLM_API_KEY")
         .env_remove("LLM_BASE_URL")
+        .env_remove("LLM_PROVIDER");
+    for (key, value) in env {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -147,40 +147,74 @@ impl Harness {
         llm_answer: impl Fn(&RecordedRequest) -> Canned + Send + Sync + 'static,
     ) -> Self {
         let llm = RecordingServer::start(llm_answer).await;
-        let meta = RecordingServer::start(meta_answer).await;
-        let aws = testkit::moto_config().await;
-        // One request at a time, so that conditional writes are atomic as in DynamoDB.
-        let serialized = testkit::serial_proxy::serialized_moto_config().await;
-        let (dynamodb, dynamodb_calls) = testkit::dynamodb_client_with_counter(&serialized);
-        let table =
-            testkit::create_table(&aws_sdk_dynamodb::Client::new(&aws), "conversations").await;
-        let secrets_client = aws_sdk_secretsmanager::Client::new(&aws);
-        let secret_arn = testkit::create_secret(
-            &secrets_client,
-            "processor",
-            &json!({"META_APP_SECRET": "s", "META_VERIFY_TOKEN": "v", "META_ACCESS_TOKEN": "meta-token-for-tests",
-                "LLM_API_KEY": "llm-key-for-tests"})
-            .to_string(),
-        )
-        .await;
         let llm_base = if provider == "gemini" {
             llm.url.clone()
         } else {
             format!("{}/v1", llm.url)
         };
-        let mut vars: HashMap<String, String> = [
+        let model = if provider == "gemini" {
+            "gemini-test"
+        } else {
+            "gpt-test"
+        };
+        let mut vars = vec![
+            ("LLM_PROVIDER", provider),
+            ("LLM_MODEL", model),
+            ("LLM_BASE_URL", llm_base.as_str()),
+        ];
+        vars.extend_from_slice(extra);
+        let aws = testkit::moto_config().await;
+        let secret = json!({"META_APP_SECRET": "s", "META_VERIFY_TOKEN": "v", "META_ACCESS_TOKEN": "meta-token-for-tests",
+            "LLM_API_KEY": "llm-key-for-tests"});
+        Self::assemble(llm, &aws, &secret, &vars).await
+    }
+
+    /// A harness whose processor reaches Bedrock (`LLM_PROVIDER=bedrock`) at `stand_in`, signing
+    /// with [`testkit::bedrock::ACCESS_KEY`] for [`testkit::bedrock::REGION`], as the AWS
+    /// configuration it is built with says; its secret holds no `LLM_API_KEY`.
+    pub async fn with_bedrock(
+        stand_in: &testkit::bedrock::ConverseStandIn,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let bedrock_aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&stand_in.url)
+            .region(aws_config::Region::new(testkit::bedrock::REGION))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                testkit::bedrock::ACCESS_KEY,
+                testkit::bedrock::SECRET_KEY,
+                None,
+                None,
+                "test",
+            ))
+            .load()
+            .await;
+        let mut vars = vec![("LLM_PROVIDER", "bedrock")];
+        vars.extend_from_slice(extra);
+        let secret = json!({"META_APP_SECRET": "s", "META_VERIFY_TOKEN": "v", "META_ACCESS_TOKEN": "meta-token-for-tests"});
+        Self::assemble(stand_in.server().clone(), &bedrock_aws, &secret, &vars).await
+    }
+
+    /// The processor over a fresh table and a secret holding `secret`, configured by `vars` over
+    /// the harness's defaults, with `aws` as the AWS configuration `processor::build` gets.
+    async fn assemble(
+        llm: RecordingServer,
+        aws: &aws_config::SdkConfig,
+        secret: &Value,
+        vars: &[(&str, &str)],
+    ) -> Self {
+        let meta = RecordingServer::start(meta_answer).await;
+        let moto = testkit::moto_config().await;
+        // One request at a time, so that conditional writes are atomic as in DynamoDB.
+        let serialized = testkit::serial_proxy::serialized_moto_config().await;
+        let (dynamodb, dynamodb_calls) = testkit::dynamodb_client_with_counter(&serialized);
+        let table =
+            testkit::create_table(&aws_sdk_dynamodb::Client::new(&moto), "conversations").await;
+        let secrets_client = aws_sdk_secretsmanager::Client::new(&moto);
+        let secret_arn =
+            testkit::create_secret(&secrets_client, "processor", &secret.to_string()).await;
+        let mut env: HashMap<String, String> = [
             ("TABLE_NAME", table.as_str()),
             ("SECRET_ID", secret_arn.as_str()),
-            ("LLM_PROVIDER", provider),
-            (
-                "LLM_MODEL",
-                if provider == "gemini" {
-                    "gemini-test"
-                } else {
-                    "gpt-test"
-                },
-            ),
-            ("LLM_BASE_URL", llm_base.as_str()),
             ("META_API_BASE_URL", meta.url.as_str()),
             ("SYSTEM_PROMPT", "You are a test assistant."),
             ("FALLBACK_MESSAGE", "Sorry, I can't answer right now."),
@@ -189,15 +223,15 @@ impl Harness {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let config = Config::from(&Env::from_fn(move |name| vars.get(name).cloned()))
+        env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from(&Env::from_fn(move |name| env.get(name).cloned()))
             .expect("a valid config");
         let secrets = Arc::new(SecretsManagerSecrets::new(
             secrets_client,
             secret_arn,
             config.secrets_refresh,
         ));
-        let processor = processor::build(&config, &aws, dynamodb.clone(), secrets)
+        let processor = processor::build(&config, aws, dynamodb.clone(), secrets)
             .expect("the processor builds");
         Self {
             processor,

@@ -1,0 +1,231 @@
+//! The processor as deployed (`processor::build`) with `LLM_PROVIDER=bedrock`: its AWS
+//! configuration sends Bedrock's requests to a local Converse stand-in that checks each one's
+//! SigV4 signature, as Bedrock does. Every test captures the logs, because tracing caches per
+//! call site whether a log line is enabled, and one test reads them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test: a panic is a failed test"
+)]
+
+mod common;
+
+use base64::Engine;
+use common::{Harness, PHOTO_BYTES, USER, content_record, event, failures, record, unique};
+use serde_json::{Value, json};
+use testkit::bedrock::{ACCESS_KEY, ConverseException, ConverseStandIn, REGION};
+
+const MODEL: &str = "us.amazon.nova-lite-v1:0";
+const MODEL_PATH: &str = "/model/us.amazon.nova-lite-v1%3A0/converse";
+
+/// A harness whose processor reaches Bedrock at a fresh stand-in answering `text`.
+async fn bedrock(text: &str) -> (Harness, ConverseStandIn) {
+    let stand_in = ConverseStandIn::start().await;
+    stand_in.answer_with(text);
+    let h = Harness::with_bedrock(&stand_in, &[("LLM_MODEL", MODEL)]).await;
+    (h, stand_in)
+}
+
+/// The body of each Converse request, after checking that it went to the model's path.
+fn converse_bodies(stand_in: &ConverseStandIn) -> Vec<Value> {
+    stand_in
+        .requests()
+        .iter()
+        .map(|request| {
+            assert_eq!(request.method, "POST");
+            assert_eq!(request.path, MODEL_PATH, "the model id, percent-encoded");
+            request.json()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_text_and_a_photo_are_answered_through_signed_converse_requests() {
+    let (_guard, _logs) = testkit::logs::capture();
+    let (h, stand_in) = bedrock("Hi from Bedrock").await;
+
+    let response = h
+        .handle(&event(vec![record(
+            "s1",
+            USER,
+            &unique("t"),
+            "Hello there",
+            1,
+        )]))
+        .await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    let mut photo = record("s2", USER, &unique("photo"), "", 1);
+    let mut body: Value = serde_json::from_str(photo.body.as_deref().unwrap()).unwrap();
+    body["content"] = json!({"type": "media", "kind": "image", "media_id": "img-9",
+        "mime_type": "image/jpeg", "caption": "is this ripe?"});
+    photo.body = Some(body.to_string());
+    let response = h.handle(&event(vec![photo])).await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+
+    assert_eq!(h.sent_texts(), ["Hi from Bedrock", "Hi from Bedrock"]);
+    stand_in.assert_all_signed();
+    let requests = stand_in.requests();
+    assert!(
+        requests[0]
+            .header("authorization")
+            .unwrap()
+            .contains(&format!("Credential={ACCESS_KEY}/")),
+        "signed by the configured credentials, for bedrock in {REGION}"
+    );
+    assert!(requests.iter().all(|r| r.header("x-api-key").is_none()));
+    let bodies = converse_bodies(&stand_in);
+    assert_eq!(bodies.len(), 2, "one request per message, no retry");
+
+    let first = &bodies[0];
+    assert_eq!(first["system"][0]["text"], "You are a test assistant.");
+    assert_eq!(
+        first["messages"],
+        json!([{"role": "user", "content": [{"text": "Hello there"}]}])
+    );
+    assert!(first.get("guardrailConfig").is_none(), "no guardrail set");
+
+    let second = &bodies[1];
+    let messages = second["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["user", "assistant", "user"],
+        "the history, alternating"
+    );
+    assert_eq!(messages[1]["content"][0]["text"], "Hi from Bedrock");
+    let content = messages[2]["content"].as_array().unwrap();
+    assert_eq!(content[0], json!({"text": "[image] is this ripe?"}));
+    let photo_bytes = base64::engine::general_purpose::STANDARD.encode(PHOTO_BYTES);
+    assert_eq!(
+        content[1],
+        json!({"image": {"format": "jpeg", "source": {"bytes": photo_bytes}}})
+    );
+
+    let turns = h.turns(USER).await;
+    let stored: Vec<(&str, &str)> = turns
+        .iter()
+        .map(|t| {
+            (
+                t["r"].as_s().unwrap().as_str(),
+                t["t"].as_s().unwrap().as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("user", "Hello there"),
+            ("assistant", "Hi from Bedrock"),
+            ("user", "[image] is this ripe?"),
+            ("assistant", "Hi from Bedrock"),
+        ],
+        "the memory keeps the text, never the bytes"
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_attempt_is_retried_and_answered_once() {
+    let (_guard, _logs) = testkit::logs::capture();
+    let (h, stand_in) = bedrock("After the wait").await;
+    stand_in.script([ConverseException::Throttling.answer("Too many requests, please wait")]);
+
+    let response = h
+        .handle(&event(vec![record(
+            "s1",
+            USER,
+            &unique("th"),
+            "Are you busy?",
+            1,
+        )]))
+        .await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert_eq!(h.sent_texts(), ["After the wait"]);
+    let bodies = converse_bodies(&stand_in);
+    assert_eq!(
+        bodies.len(),
+        2,
+        "the throttled attempt, then the answered one"
+    );
+    assert_eq!(bodies[0], bodies[1], "the same request again");
+    stand_in.assert_all_signed();
+    assert_eq!(h.turns(USER).await.len(), 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn access_denied_gives_the_fallback_once_and_an_error_naming_the_action() {
+    let (_guard, logs) = testkit::logs::capture();
+    let (h, stand_in) = bedrock("unused").await;
+    stand_in.script([ConverseException::AccessDenied
+        .answer("You don't have access to the model with the specified model ID.")]);
+
+    let response = h
+        .handle(&event(vec![record("s1", USER, &unique("ad"), "Hello?", 1)]))
+        .await;
+    assert!(failures(&response).is_empty(), "final: {response:?}");
+    assert_eq!(h.sent_texts(), ["Sorry, I can't answer right now."]);
+    assert_eq!(stand_in.requests().len(), 1, "not retried");
+    stand_in.assert_all_signed();
+
+    let lines = logs.lines();
+    let denied: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["event"] == "llm_access_denied")
+        .collect();
+    assert_eq!(denied.len(), 1, "{}", logs.text());
+    assert_eq!(denied[0]["level"], "ERROR");
+    let fields = &denied[0]["fields"];
+    let message = fields["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Bedrock console"), "the action: {message}");
+    let error = fields["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("AccessDeniedException")
+            && error.contains(&format!(
+                "enable {MODEL} in the Bedrock console of {REGION}"
+            )),
+        "names the model and the region: {error}"
+    );
+    assert!(
+        !logs.text().contains("Hello?"),
+        "no message text in the logs"
+    );
+}
+
+#[tokio::test]
+async fn a_guardrail_goes_with_each_request_and_its_intervention_is_the_answer() {
+    let (_guard, _logs) = testkit::logs::capture();
+    let stand_in = ConverseStandIn::start().await;
+    stand_in.script([testkit::bedrock::guardrail_intervened(
+        "Sorry, I can't talk about that.",
+    )]);
+    let h = Harness::with_bedrock(
+        &stand_in,
+        &[
+            ("LLM_MODEL", MODEL),
+            ("GUARDRAIL_ID", "gr-test"),
+            ("GUARDRAIL_VERSION", "2"),
+        ],
+    )
+    .await;
+    let response = h
+        .handle(&event(vec![content_record(
+            "s1",
+            USER,
+            &unique("gr"),
+            json!({"type": "text", "body": "something forbidden"}),
+            1,
+        )]))
+        .await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    assert_eq!(h.sent_texts(), ["Sorry, I can't talk about that."]);
+    let bodies = converse_bodies(&stand_in);
+    assert_eq!(bodies.len(), 1, "an intervention is final");
+    assert_eq!(
+        bodies[0]["guardrailConfig"]["guardrailIdentifier"],
+        "gr-test"
+    );
+    assert_eq!(bodies[0]["guardrailConfig"]["guardrailVersion"], "2");
+    stand_in.assert_all_signed();
+}
