@@ -968,6 +968,16 @@ type BedrockGrant = (Vec<String>, BTreeSet<String>, Option<String>);
 /// The statements of the processor's role that grant Bedrock actions, as deployed with the
 /// template's defaults and `parameters`.
 fn bedrock_grants(template: &Template, parameters: &[(&str, &str)]) -> BTreeSet<BedrockGrant> {
+    service_grants(template, parameters, "bedrock:")
+}
+
+/// The statements of the processor's role that grant actions of the service whose actions start
+/// with `prefix`, as deployed with the template's defaults and `parameters`.
+fn service_grants(
+    template: &Template,
+    parameters: &[(&str, &str)],
+    prefix: &str,
+) -> BTreeSet<BedrockGrant> {
     let resolver = deployment(template, parameters);
     let role = chosen(template.properties("ProcessorRole"), &resolver.conditions).unwrap();
     let mut grants = BTreeSet::new();
@@ -977,7 +987,7 @@ fn bedrock_grants(template: &Template, parameters: &[(&str, &str)]) -> BTreeSet<
                 Value::Sequence(list) => list.iter().filter_map(scalar).collect(),
                 other => scalar(other).into_iter().collect(),
             };
-            if !actions.iter().any(|a| a.starts_with("bedrock:")) {
+            if !actions.iter().any(|a| a.starts_with(prefix)) {
                 continue;
             }
             let resources: BTreeSet<String> = match &statement["Resource"] {
@@ -1185,4 +1195,30 @@ fn under_every_profile_the_role_grants_what_the_processor_calls_and_no_wildcard(
             }
         }
     }
+}
+
+#[test]
+fn the_knowledge_document_is_read_on_exactly_that_object_and_passed_on() {
+    let template = Template::load();
+    assert_eq!(service_grants(&template, &[], "s3:"), BTreeSet::new());
+    let uri = "s3://shop-kb/faq/v2.md";
+    assert_eq!(
+        service_grants(&template, &[("KnowledgeUri", uri)], "s3:"),
+        BTreeSet::from([grant(
+            &["s3:GetObject"],
+            &["arn:aws:s3:::shop-kb/faq/v2.md"],
+            None
+        )])
+    );
+    let env = processor_environment(&template, &[("KnowledgeUri", uri)]);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let config = processor::Config::from(&shared::env_config::Env::from_pairs(&pairs)).unwrap();
+    assert_eq!(
+        config.knowledge_uri,
+        Some(shared::knowledge::DocumentUri::S3 {
+            bucket: "shop-kb".into(),
+            key: "faq/v2.md".into()
+        })
+    );
+    assert_eq!(config.knowledge_max_tokens, 8000);
 }
