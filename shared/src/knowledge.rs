@@ -378,11 +378,18 @@ impl DocumentStore {
     /// The store for `uri`, with an S3 client from `aws` when it is in S3. No I/O.
     pub fn new(uri: &DocumentUri, aws: &aws_config::SdkConfig) -> Self {
         match uri {
-            DocumentUri::S3 { bucket, key } => Self::S3(S3Document::new(
-                aws_sdk_s3::Client::new(aws),
-                bucket.clone(),
-                key.clone(),
-            )),
+            DocumentUri::S3 { bucket, key } => {
+                // Behind an endpoint of one's own (moto, a proxy), buckets are addressed in the
+                // path: `bucket.127.0.0.1` would not resolve.
+                let config = aws_sdk_s3::config::Builder::from(aws)
+                    .force_path_style(aws.endpoint_url().is_some())
+                    .build();
+                Self::S3(S3Document::new(
+                    aws_sdk_s3::Client::from_conf(config),
+                    bucket.clone(),
+                    key.clone(),
+                ))
+            }
             DocumentUri::File(path) => Self::File(FileDocument::new(path.clone())),
         }
     }

@@ -960,3 +960,55 @@ async fn openai_gets_a_mixed_burst_as_a_transcript_a_data_url_and_a_file_in_one_
     let voice_note = "[voice note] Is the fish fresh?";
     assert_mixed_turn(text, voice_note, stored[0]["t"].as_s().unwrap());
 }
+
+#[tokio::test]
+async fn the_answer_is_grounded_in_the_knowledge_document_in_s3_with_each_provider() {
+    let aws = testkit::moto_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = format!("kb-{}", rand_suffix());
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let faq = "# Tienda Sol FAQ\n\nShipping: free over 50 EUR, 2-3 days.\n\nReturns: 30 days.";
+    s3.put_object()
+        .bucket(&bucket)
+        .key("faq.md")
+        .body(faq.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let uri = format!("s3://{bucket}/faq.md");
+    for provider in ["openai", "gemini"] {
+        let h = Harness::new(provider, &[("KNOWLEDGE_URI", uri.as_str())]).await;
+        for (n, text) in ["How much is shipping?", "And returns?"].iter().enumerate() {
+            let id = unique(&format!("kb{n}"));
+            let response = h
+                .handle(&event(vec![record("s", USER, &id, text, 1)]))
+                .await;
+            assert!(failures(&response).is_empty(), "{provider}: {response:?}");
+        }
+        let requests = h.llm.requests();
+        assert_eq!(requests.len(), 2, "{provider}");
+        for request in &requests {
+            let body = request.json();
+            let system = if provider == "gemini" {
+                body["systemInstruction"]["parts"][0]["text"].clone()
+            } else {
+                body["messages"][0]["content"].clone()
+            };
+            let system = system.as_str().unwrap();
+            assert!(
+                system.starts_with("You are a test assistant.\n\n")
+                    && system.ends_with(&format!("<knowledge>\n{faq}\n</knowledge>")),
+                "{provider}: the persona, then the knowledge: {system}"
+            );
+        }
+        assert_eq!(
+            requests[0].json()["messages"][0],
+            requests[1].json()["messages"][0],
+            "{provider}: the same prefix each time, so that the provider's cache applies"
+        );
+    }
+}

@@ -229,3 +229,34 @@ async fn a_guardrail_goes_with_each_request_and_its_intervention_is_the_answer()
     assert_eq!(bodies[0]["guardrailConfig"]["guardrailVersion"], "2");
     stand_in.assert_all_signed();
 }
+
+#[tokio::test]
+async fn a_long_knowledge_document_is_cached_after_the_persona() {
+    let (_guard, _logs) = testkit::logs::capture();
+    let path = std::env::temp_dir().join(unique("faq.md"));
+    let faq = "Q: Do you ship to the Canary Islands?\nA: Yes, in 5 days.\n\n".repeat(80);
+    std::fs::write(&path, &faq).unwrap();
+    let uri = format!("file://{}", path.display());
+    let stand_in = ConverseStandIn::start().await;
+    stand_in.answer_with("Yes, in 5 days.");
+    let h =
+        Harness::with_bedrock(&stand_in, &[("LLM_MODEL", MODEL), ("KNOWLEDGE_URI", &uri)]).await;
+    let response = h
+        .handle(&event(vec![record(
+            "s1",
+            USER,
+            &unique("kb"),
+            "Canarias?",
+            1,
+        )]))
+        .await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    let bodies = converse_bodies(&stand_in);
+    let system = bodies[0]["system"].as_array().unwrap();
+    assert_eq!(system.len(), 2, "{system:?}");
+    let text = system[0]["text"].as_str().unwrap();
+    assert!(text.starts_with("You are a test assistant.") && text.contains(faq.trim_end()));
+    assert_eq!(system[1], json!({"cachePoint": {"type": "default"}}));
+    assert_eq!(h.sent_texts(), ["Yes, in 5 days."]);
+    std::fs::remove_file(&path).unwrap();
+}
