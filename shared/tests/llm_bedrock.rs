@@ -18,7 +18,7 @@ use shared::llm::{
 };
 use shared::retry::{Backoff, RetryHint, Retryable};
 use testkit::http_recorder::{Canned, RecordedRequest, RecordingServer};
-use testkit::llm_provider::{in_seconds, prompt};
+use testkit::llm_provider::{in_seconds, order_status_call, prompt, tool_prompt};
 
 const REGION: &str = "eu-west-1";
 const MODEL: &str = "eu.amazon.nova-lite-v1:0";
@@ -419,4 +419,54 @@ async fn odd_answers_are_errors_not_panics() {
         let result = chat.complete(&prompt(), in_seconds(10)).await;
         assert!(result.is_err(), "{result:?}");
     }
+}
+
+#[tokio::test]
+async fn tools_are_offered_as_tool_config_and_tool_use_is_read_back() {
+    let server = server().await;
+    server.script([Canned::json(
+        200,
+        json!({"output": {"message": {"role": "assistant", "content": [
+            {"text": "Let me check."},
+            {"toolUse": {"toolUseId": "tooluse_1", "name": "order_status", "input": {"order_id": "A-17"}}}
+        ]}}, "stopReason": "tool_use",
+        "usage": {"inputTokens": 60, "outputTokens": 12, "totalTokens": 72}, "metrics": {"latencyMs": 5}}),
+    )]);
+    let completion = chat(&server)
+        .complete(&tool_prompt(None), in_seconds(10))
+        .await
+        .unwrap();
+    assert_eq!(completion.text, "Let me check.");
+    assert_eq!(completion.tool_calls, [order_status_call("tooluse_1")]);
+    let body = only_request(&server).json();
+    assert_eq!(
+        body["toolConfig"],
+        json!({"tools": [{"toolSpec": {"name": "order_status",
+            "description": "The status of an order, by its id.",
+            "inputSchema": {"json": {"type": "object",
+                "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}}]})
+    );
+}
+
+#[tokio::test]
+async fn a_round_goes_back_as_tool_use_then_tool_result() {
+    let server = server().await;
+    chat(&server)
+        .complete(
+            &tool_prompt(Some(order_status_call("tooluse_1"))),
+            in_seconds(10),
+        )
+        .await
+        .unwrap();
+    let body = only_request(&server).json();
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(
+        messages[messages.len() - 2..],
+        [
+            json!({"role": "assistant", "content": [{"toolUse": {"toolUseId": "tooluse_1",
+                "name": "order_status", "input": {"order_id": "A-17"}}}]}),
+            json!({"role": "user", "content": [{"toolResult": {"toolUseId": "tooluse_1",
+                "content": [{"text": "{\"status\":\"shipped\"}"}]}}]})
+        ]
+    );
 }

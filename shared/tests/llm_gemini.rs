@@ -11,7 +11,8 @@ use shared::llm::{Completion, InlineFile, Llm, LlmError, LlmRefusal, Prompt, Pro
 use shared::secrets::SecretsError;
 use testkit::http_recorder::{Canned, RecordingServer};
 use testkit::llm_provider::{
-    KEY, ProviderFixture, ask, chat, chat_with, in_seconds, prompt, secrets, server, settings,
+    KEY, ProviderFixture, ask, chat, chat_with, in_seconds, order_status_call, prompt, secrets,
+    server, settings, tool_prompt,
 };
 
 struct Gemini;
@@ -171,6 +172,7 @@ async fn joins_the_parts_skips_thoughts_and_tolerates_missing_usage() {
     assert_eq!(
         completion,
         Completion {
+            tool_calls: Vec::new(),
             text: "Two plus two is four.".into(),
             input_tokens: None,
             output_tokens: None,
@@ -209,5 +211,54 @@ async fn an_image_goes_with_the_last_user_turn_as_inline_data() {
             {"text": "What is 2+2?"},
             {"inline_data": {"mime_type": "image/jpeg", "data": "/9j/"}}
         ])
+    );
+}
+
+#[tokio::test]
+async fn tools_are_offered_and_the_calls_read_back_with_their_signature() {
+    let server = server::<Gemini>().await;
+    server.script([Canned::json(
+        200,
+        json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "order_status", "args": {"order_id": "A-17"}},
+             "thoughtSignature": "c2lnbmF0dXJl"}
+        ]}, "finishReason": "STOP"}]}),
+    )]);
+    let completion = chat::<Gemini>(&server, Some(KEY))
+        .complete(&tool_prompt(None), in_seconds(10))
+        .await
+        .unwrap();
+    let mut expected = order_status_call("call-0");
+    expected.signature = Some("c2lnbmF0dXJl".to_owned());
+    assert_eq!(completion.tool_calls, [expected]);
+    let body = server.requests()[0].json();
+    assert_eq!(
+        body["tools"],
+        json!([{"functionDeclarations": [{"name": "order_status",
+            "description": "The status of an order, by its id.",
+            "parametersJsonSchema": {"type": "object",
+                "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}]}])
+    );
+}
+
+#[tokio::test]
+async fn a_round_goes_back_as_the_model_call_and_the_function_response() {
+    let server = server::<Gemini>().await;
+    let mut call = order_status_call("call-0");
+    call.signature = Some("c2ln".to_owned());
+    chat::<Gemini>(&server, Some(KEY))
+        .complete(&tool_prompt(Some(call)), in_seconds(10))
+        .await
+        .unwrap();
+    let body = server.requests()[0].json();
+    let contents = body["contents"].as_array().unwrap();
+    assert_eq!(
+        contents[contents.len() - 2..],
+        [
+            json!({"role": "model", "parts": [{"functionCall": {"name": "order_status",
+                "args": {"order_id": "A-17"}}, "thoughtSignature": "c2ln"}]}),
+            json!({"role": "user", "parts": [{"functionResponse": {"name": "order_status",
+                "response": {"content": "{\"status\":\"shipped\"}"}}}]})
+        ]
     );
 }

@@ -9,7 +9,9 @@
 use serde_json::{Value, json};
 use shared::llm::{Completion, InlineFile, Llm, LlmRefusal, Prompt, Provider};
 use testkit::http_recorder::{Canned, RecordingServer};
-use testkit::llm_provider::{KEY, ProviderFixture, ask, chat, in_seconds, prompt, server};
+use testkit::llm_provider::{
+    KEY, ProviderFixture, ask, chat, in_seconds, order_status_call, prompt, server, tool_prompt,
+};
 
 struct OpenAi;
 
@@ -166,6 +168,7 @@ async fn reads_an_answer_without_usage_and_trims_it() {
     assert_eq!(
         completion,
         Completion {
+            tool_calls: Vec::new(),
             text: "Four.".into(),
             input_tokens: None,
             output_tokens: None,
@@ -214,5 +217,60 @@ async fn a_pdf_goes_as_a_file_part() {
         last["content"][1],
         json!({"type": "file", "file": {"filename": "document-1.pdf",
             "file_data": "data:application/pdf;base64,JVBERi0xLjQ="}})
+    );
+}
+
+#[tokio::test]
+async fn tools_are_offered_and_the_calls_read_back() {
+    let server = server::<OpenAi>().await;
+    server.script([Canned::json(
+        200,
+        json!({"choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_abc", "type": "function",
+             "function": {"name": "order_status", "arguments": "{\"order_id\":\"A-17\"}"}}
+        ]}, "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 50, "completion_tokens": 9}}),
+    )]);
+    let completion = chat::<OpenAi>(&server, Some(KEY))
+        .complete(&tool_prompt(None), in_seconds(10))
+        .await
+        .unwrap();
+    assert_eq!(completion.text, "");
+    assert_eq!(completion.tool_calls, [order_status_call("call_abc")]);
+    let body = server.requests()[0].json();
+    assert_eq!(
+        body["tools"],
+        json!([{"type": "function", "function": {
+            "name": "order_status", "description": "The status of an order, by its id.",
+            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
+                "required": ["order_id"]}}}])
+    );
+}
+
+#[tokio::test]
+async fn a_round_goes_back_as_the_calls_and_their_tool_messages() {
+    let server = server::<OpenAi>().await;
+    let completion = chat::<OpenAi>(&server, Some(KEY))
+        .complete(
+            &tool_prompt(Some(order_status_call("call_abc"))),
+            in_seconds(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(completion.text, "Hello!");
+    let body = server.requests()[0].json();
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(
+        messages[messages.len() - 2..],
+        [
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_abc",
+                "type": "function", "function": {"name": "order_status",
+                "arguments": "{\"order_id\":\"A-17\"}"}}]}),
+            json!({"role": "tool", "content": "{\"status\":\"shipped\"}", "tool_call_id": "call_abc"})
+        ]
+    );
+    assert_eq!(messages[messages.len() - 3]["content"], "What is 2+2?");
+    assert!(
+        server.requests().len() == 1 && body["messages"][0].get("tool_calls").is_none(),
+        "plain messages carry no tool fields"
     );
 }

@@ -189,6 +189,7 @@ impl FakeLlm {
 
 fn completion(text: &str) -> Completion {
     Completion {
+        tool_calls: Vec::new(),
         text: text.into(),
         input_tokens: Some(10),
         output_tokens: Some(5),

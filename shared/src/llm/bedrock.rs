@@ -19,12 +19,17 @@ use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
     CachePointBlock, CachePointType, ContentBlock, ConversationRole, DocumentBlock, DocumentFormat,
     DocumentSource, GuardrailConfiguration, ImageBlock, ImageFormat, ImageSource, Message,
-    StopReason, SystemContentBlock,
+    StopReason, SystemContentBlock, Tool, ToolConfiguration, ToolInputSchema, ToolResultBlock,
+    ToolResultContentBlock, ToolResultStatus, ToolSpecification, ToolUseBlock,
 };
+use aws_smithy_types::{Document as Json, Number};
 use tokio::time::Instant;
 
 use super::http::{self, Target};
-use super::{Completion, InlineFile, Llm, LlmError, LlmRefusal, LlmSettings, Prompt};
+use super::{
+    Completion, InlineFile, Llm, LlmError, LlmRefusal, LlmSettings, Prompt, ToolCall,
+    ToolDeclaration, ToolRound,
+};
 use crate::conversation::Role;
 use crate::retry::retry;
 
@@ -136,7 +141,8 @@ impl BedrockChat {
             .converse()
             .model_id(model)
             .set_system(system(&prompt.system, caches_prompts(model))?)
-            .set_messages(Some(messages(prompt)?));
+            .set_messages(Some(messages(prompt)?))
+            .set_tool_config(tool_config(&prompt.tools)?);
         if let Some(guardrail) = &self.settings.guardrail {
             let config = GuardrailConfiguration::builder()
                 .guardrail_identifier(&guardrail.id)
@@ -253,8 +259,17 @@ fn system(text: &str, cache: bool) -> Result<Option<Vec<SystemContentBlock>>, Ll
 }
 
 /// Converse's `messages`: the prompt's turns (already alternating and starting with the user's,
-/// as Converse requires), the files after the text of the last one.
+/// as Converse requires), the files after the text of the last one, then the rounds of tool use.
 fn messages(prompt: &Prompt) -> Result<Vec<Message>, LlmError> {
+    let mut messages = turn_messages(prompt)?;
+    for round in &prompt.rounds {
+        messages.extend(round_messages(round)?);
+    }
+    Ok(messages)
+}
+
+/// The prompt's turns as Converse's messages.
+fn turn_messages(prompt: &Prompt) -> Result<Vec<Message>, LlmError> {
     let last = prompt.turns.len().saturating_sub(1);
     prompt
         .turns
@@ -277,6 +292,105 @@ fn messages(prompt: &Prompt) -> Result<Vec<Message>, LlmError> {
                 .map_err(unbuildable)
         })
         .collect()
+}
+
+/// A round of tool use: the assistant's `toolUse` blocks, then the user's `toolResult` blocks.
+fn round_messages(round: &ToolRound) -> Result<[Message; 2], LlmError> {
+    let mut said: Vec<ContentBlock> = round.text.iter().cloned().map(ContentBlock::Text).collect();
+    for call in &round.calls {
+        let block = ToolUseBlock::builder()
+            .tool_use_id(&call.id)
+            .name(&call.name)
+            .input(to_document(&call.arguments))
+            .build()
+            .map_err(unbuildable)?;
+        said.push(ContentBlock::ToolUse(block));
+    }
+    let mut results = Vec::new();
+    for result in &round.results {
+        let block = ToolResultBlock::builder()
+            .tool_use_id(&result.call_id)
+            .content(ToolResultContentBlock::Text(result.content.clone()))
+            .set_status(result.is_error.then_some(ToolResultStatus::Error))
+            .build()
+            .map_err(unbuildable)?;
+        results.push(ContentBlock::ToolResult(block));
+    }
+    let message = |role, content| {
+        Message::builder()
+            .role(role)
+            .set_content(Some(content))
+            .build()
+            .map_err(unbuildable)
+    };
+    Ok([
+        message(ConversationRole::Assistant, said)?,
+        message(ConversationRole::User, results)?,
+    ])
+}
+
+/// Converse's `toolConfig` for the tools offered; none without tools.
+fn tool_config(tools: &[ToolDeclaration]) -> Result<Option<ToolConfiguration>, LlmError> {
+    if tools.is_empty() {
+        return Ok(None);
+    }
+    let mut specifications = Vec::new();
+    for tool in tools {
+        let specification = ToolSpecification::builder()
+            .name(&tool.name)
+            .description(&tool.description)
+            .input_schema(ToolInputSchema::Json(to_document(&tool.parameters)))
+            .build()
+            .map_err(unbuildable)?;
+        specifications.push(Tool::ToolSpec(specification));
+    }
+    ToolConfiguration::builder()
+        .set_tools(Some(specifications))
+        .build()
+        .map(Some)
+        .map_err(unbuildable)
+}
+
+/// A JSON value as the SDK's document.
+fn to_document(value: &serde_json::Value) -> Json {
+    use serde_json::Value;
+    match value {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Number(n) => Json::Number(match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Number::PosInt(u),
+            (None, Some(i)) => Number::NegInt(i),
+            _ => Number::Float(n.as_f64().unwrap_or_default()),
+        }),
+        Value::String(s) => Json::String(s.clone()),
+        Value::Array(items) => Json::Array(items.iter().map(to_document).collect()),
+        Value::Object(map) => Json::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), to_document(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// The SDK's document as a JSON value (a float JSON cannot hold becomes `null`).
+fn from_document(document: &Json) -> serde_json::Value {
+    use serde_json::Value;
+    match document {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(Number::PosInt(u)) => Value::from(*u),
+        Json::Number(Number::NegInt(i)) => Value::from(*i),
+        Json::Number(Number::Float(f)) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
+        Json::String(s) => Value::String(s.clone()),
+        Json::Array(items) => Value::Array(items.iter().map(from_document).collect()),
+        Json::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), from_document(v)))
+                .collect(),
+        ),
+    }
 }
 
 /// A file as Converse's image or document block (`number` names documents, which must have
@@ -350,18 +464,26 @@ fn essence(mime_type: &str) -> String {
 /// The answer in Converse's output. A guardrail's intervention is an answer (its blocked
 /// message); a prompt longer than the context window is a refusal, as from the other providers.
 fn read_output(output: ConverseOutput) -> Result<Completion, LlmError> {
-    let text: String = output
+    let blocks = output
         .output()
         .and_then(|o| o.as_message().ok())
-        .map(|message| {
-            message
-                .content()
-                .iter()
-                .filter_map(|block| block.as_text().ok())
-                .map(String::as_str)
-                .collect()
-        })
+        .map(Message::content)
         .unwrap_or_default();
+    let text: String = blocks
+        .iter()
+        .filter_map(|block| block.as_text().ok())
+        .map(String::as_str)
+        .collect();
+    let tool_calls: Vec<ToolCall> = blocks
+        .iter()
+        .filter_map(|block| block.as_tool_use().ok())
+        .map(|used| ToolCall {
+            id: used.tool_use_id().to_owned(),
+            name: used.name().to_owned(),
+            arguments: from_document(used.input()),
+            signature: None,
+        })
+        .collect();
     let stop = output.stop_reason();
     if *stop == StopReason::ModelContextWindowExceeded {
         return Err(LlmError::Service {
@@ -372,7 +494,7 @@ fn read_output(output: ConverseOutput) -> Result<Completion, LlmError> {
         });
     }
     let text = text.trim();
-    if text.is_empty() {
+    if text.is_empty() && tool_calls.is_empty() {
         return Err(LlmError::NoAnswer(format!(
             "the answer is empty (stopReason {})",
             stop.as_str()
@@ -388,6 +510,7 @@ fn read_output(output: ConverseOutput) -> Result<Completion, LlmError> {
     let tokens = |count: i32| u64::try_from(count).ok();
     Ok(Completion {
         text: text.to_owned(),
+        tool_calls,
         input_tokens: usage.and_then(|u| tokens(u.input_tokens())),
         output_tokens: usage.and_then(|u| tokens(u.output_tokens())),
     })

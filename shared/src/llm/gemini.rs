@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::http;
-use super::{Completion, Llm, LlmError, LlmSettings, Prompt};
+use super::{Completion, Llm, LlmError, LlmSettings, Prompt, ToolCall, ToolDeclaration};
 use crate::conversation::Role;
 use crate::outbound_http::Answer;
 use crate::secrets::{SecretString, Secrets};
@@ -79,6 +79,24 @@ struct GenerateRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     system_instruction: Option<Content<'a>>,
     contents: Vec<Content<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Tools<'a>>,
+}
+
+/// The tools offered: `{"functionDeclarations": [...]}`, each with its JSON Schema as
+/// `parametersJsonSchema` (`parameters` takes only an OpenAPI subset).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Tools<'a> {
+    function_declarations: Vec<FunctionDeclaration<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FunctionDeclaration<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters_json_schema: &'a serde_json::Value,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,8 +110,35 @@ struct Content<'a> {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 enum Part<'a> {
-    Text { text: &'a str },
-    InlineData { inline_data: InlineData<'a> },
+    Text {
+        text: &'a str,
+    },
+    InlineData {
+        inline_data: InlineData<'a>,
+    },
+    FunctionCall {
+        #[serde(rename = "functionCall")]
+        function_call: FunctionCallOut<'a>,
+        #[serde(rename = "thoughtSignature", skip_serializing_if = "Option::is_none")]
+        thought_signature: Option<&'a str>,
+    },
+    FunctionResponse {
+        #[serde(rename = "functionResponse")]
+        function_response: FunctionResponse<'a>,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct FunctionCallOut<'a> {
+    name: &'a str,
+    args: &'a serde_json::Value,
+}
+
+/// A call's result: `{"name", "response": {"content": ...}}`, or `{"error": ...}` when it failed.
+#[derive(Debug, Serialize)]
+struct FunctionResponse<'a> {
+    name: &'a str,
+    response: serde_json::Value,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,7 +156,7 @@ impl<'a> GenerateRequest<'a> {
             }],
         });
         let last = prompt.turns.len().saturating_sub(1);
-        let contents = prompt
+        let contents: Vec<Content<'a>> = prompt
             .turns
             .iter()
             .enumerate()
@@ -134,11 +179,61 @@ impl<'a> GenerateRequest<'a> {
                 }
             })
             .collect();
+        let tools = if prompt.tools.is_empty() {
+            Vec::new()
+        } else {
+            vec![Tools {
+                function_declarations: prompt.tools.iter().map(declaration).collect(),
+            }]
+        };
         Self {
             system_instruction,
-            contents,
+            contents: contents.into_iter().chain(round_contents(prompt)).collect(),
+            tools,
         }
     }
+}
+
+fn declaration(tool: &ToolDeclaration) -> FunctionDeclaration<'_> {
+    FunctionDeclaration {
+        name: &tool.name,
+        description: &tool.description,
+        parameters_json_schema: &tool.parameters,
+    }
+}
+
+/// The rounds of tool use after the user's turn: the model's calls, then the user's side with
+/// one function response per call.
+fn round_contents(prompt: &Prompt) -> impl Iterator<Item = Content<'_>> {
+    prompt.rounds.iter().flat_map(|round| {
+        let said = round.text.as_deref().map(|text| Part::Text { text });
+        let calls = round.calls.iter().map(|call| Part::FunctionCall {
+            function_call: FunctionCallOut {
+                name: &call.name,
+                args: &call.arguments,
+            },
+            thought_signature: call.signature.as_deref(),
+        });
+        let results = round.results.iter().map(|result| {
+            let key = if result.is_error { "error" } else { "content" };
+            Part::FunctionResponse {
+                function_response: FunctionResponse {
+                    name: &result.name,
+                    response: serde_json::json!({ key: result.content }),
+                },
+            }
+        });
+        [
+            Content {
+                role: Some("model"),
+                parts: said.into_iter().chain(calls).collect(),
+            },
+            Content {
+                role: Some("user"),
+                parts: results.collect(),
+            },
+        ]
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,11 +259,22 @@ struct CandidateContent {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct AnswerPart {
     text: Option<String>,
     /// A thinking model's thought summary, not part of the answer.
     #[serde(default)]
     thought: bool,
+    function_call: Option<FunctionCallIn>,
+    thought_signature: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionCallIn {
+    id: Option<String>,
+    name: String,
+    #[serde(default)]
+    args: serde_json::Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,16 +313,17 @@ fn interpret(answer: Answer, key: &SecretString) -> Result<Completion, LlmError>
             "the answer has no candidates".to_owned(),
         ));
     };
-    let text: String = candidate
+    let parts: Vec<AnswerPart> = candidate
         .content
         .map(|content| content.parts)
         .unwrap_or_default()
         .into_iter()
         .filter(|part| !part.thought)
-        .filter_map(|part| part.text)
         .collect();
+    let tool_calls = tool_calls(&parts);
+    let text: String = parts.into_iter().filter_map(|part| part.text).collect();
     let text = text.trim();
-    if text.is_empty() {
+    if text.is_empty() && tool_calls.is_empty() {
         let reason = candidate.finish_reason.as_deref().unwrap_or("none");
         return Err(LlmError::NoAnswer(format!(
             "the answer is empty (finishReason {reason})"
@@ -225,9 +332,26 @@ fn interpret(answer: Answer, key: &SecretString) -> Result<Completion, LlmError>
     let usage = response.usage_metadata;
     Ok(Completion {
         text: text.to_owned(),
+        tool_calls,
         input_tokens: usage.as_ref().and_then(|u| u.prompt_token_count),
         output_tokens: usage.as_ref().and_then(|u| u.candidates_token_count),
     })
+}
+
+/// The calls the answer's parts ask for, each with the thought signature of its part; an id
+/// made from its position when Gemini gives none.
+fn tool_calls(parts: &[AnswerPart]) -> Vec<ToolCall> {
+    parts
+        .iter()
+        .filter_map(|part| Some((part.function_call.as_ref()?, part)))
+        .enumerate()
+        .map(|(index, (call, part))| ToolCall {
+            id: call.id.clone().unwrap_or_else(|| format!("call-{index}")),
+            name: call.name.clone(),
+            arguments: call.args.clone(),
+            signature: part.thought_signature.clone(),
+        })
+        .collect()
 }
 
 /// `message (STATUS)` from an error body, or what can be said of a body of another shape.

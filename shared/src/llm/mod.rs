@@ -4,6 +4,7 @@
 pub mod bedrock;
 pub mod gemini;
 pub mod openai;
+pub mod tool_use;
 
 mod http;
 
@@ -21,6 +22,7 @@ use crate::secrets::{Secrets, SecretsError};
 pub use bedrock::{BedrockChat, Guardrail};
 pub use gemini::GeminiChat;
 pub use openai::OpenAiChat;
+pub use tool_use::{ToolCall, ToolDeclaration, ToolResult, ToolRound};
 
 /// One message of a prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,10 @@ pub struct Prompt {
     pub turns: Vec<PromptTurn>,
     /// Files that go with the last (user's) turn, in order: only the newest burst carries any.
     pub files: Vec<InlineFile>,
+    /// The tools the model may call; none: it answers in text.
+    pub tools: Vec<ToolDeclaration>,
+    /// The rounds of tool use so far after the last (user's) turn, oldest first.
+    pub rounds: Vec<ToolRound>,
 }
 
 impl Prompt {
@@ -85,6 +91,8 @@ impl Prompt {
             system: system.into(),
             turns: merged,
             files: Vec::new(),
+            tools: Vec::new(),
+            rounds: Vec::new(),
         }
     }
 
@@ -94,12 +102,30 @@ impl Prompt {
         self
     }
 
+    /// The same prompt offering `tools`, with the `rounds` of tool use so far.
+    pub fn with_tools(mut self, tools: Vec<ToolDeclaration>, rounds: Vec<ToolRound>) -> Self {
+        self.tools = tools;
+        self.rounds = rounds;
+        self
+    }
+
     /// About how many bytes the prompt takes in a JSON request: its files in base64, its text,
     /// and room for the rest.
     pub fn json_size_hint(&self) -> usize {
         let files: usize = self.files.iter().map(|f| f.bytes.len() / 3 * 4 + 64).sum();
         let text: usize = self.turns.iter().map(|t| t.text.len() + 32).sum();
-        files + text + self.system.len() + 1024
+        let tools: usize = self
+            .tools
+            .iter()
+            .map(|t| t.description.len() + t.parameters.to_string().len() + 64)
+            .sum();
+        let rounds: usize = self
+            .rounds
+            .iter()
+            .flat_map(|r| &r.results)
+            .map(|r| r.content.len() + 256)
+            .sum();
+        files + text + tools + rounds + self.system.len() + 1024
     }
 }
 
@@ -134,8 +160,10 @@ impl serde::Serialize for DataUrlJson<'_> {
 /// The model's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
-    /// The answer's text, never empty.
+    /// The answer's text: never empty, unless the model asks for tool calls instead.
     pub text: String,
+    /// The tool calls the model asks for before it answers; none for a final answer.
+    pub tool_calls: Vec<ToolCall>,
     /// Prompt tokens, when the provider reported them.
     pub input_tokens: Option<u64>,
     /// Answer tokens, when the provider reported them.

@@ -8,7 +8,11 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::http;
-use super::{Completion, DataUrlJson, InlineFile, Llm, LlmError, LlmSettings, Prompt};
+use super::tool_use::{arguments_from_text, arguments_text};
+use super::{
+    Completion, DataUrlJson, InlineFile, Llm, LlmError, LlmSettings, Prompt, ToolCall,
+    ToolDeclaration,
+};
 use crate::conversation::Role;
 use crate::outbound_http::Answer;
 use crate::secrets::{SecretString, Secrets};
@@ -78,12 +82,53 @@ impl<S: Secrets> Llm for OpenAiChat<S> {
 struct ChatRequest<'a> {
     model: &'a str,
     messages: Vec<ChatMessage<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<FunctionTool<'a>>,
 }
 
 #[derive(Debug, Serialize)]
 struct ChatMessage<'a> {
     role: &'static str,
-    content: MessageContent<'a>,
+    /// `null` for an assistant message of tool calls alone.
+    content: Option<MessageContent<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<CallOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+impl<'a> ChatMessage<'a> {
+    fn text(role: &'static str, text: &'a str) -> Self {
+        Self {
+            role,
+            content: Some(MessageContent::Text(text)),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+}
+
+/// A tool offered to the model: `{"type": "function", "function": {...}}`.
+#[derive(Debug, Serialize)]
+struct FunctionTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: &'a ToolDeclaration,
+}
+
+/// A call the model made, as it goes back in the assistant's message.
+#[derive(Debug, Serialize)]
+struct CallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionCallOut<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct FunctionCallOut<'a> {
+    name: &'a str,
+    arguments: String,
 }
 
 /// A message's content: its text, or (for a user turn with images) parts.
@@ -133,10 +178,8 @@ fn file_part(file: &InlineFile, index: usize) -> ContentPart<'_> {
 
 impl<'a> ChatRequest<'a> {
     fn new(model: &'a str, prompt: &'a Prompt) -> Self {
-        let system = (!prompt.system.trim().is_empty()).then(|| ChatMessage {
-            role: "system",
-            content: MessageContent::Text(&prompt.system),
-        });
+        let system =
+            (!prompt.system.trim().is_empty()).then(|| ChatMessage::text("system", &prompt.system));
         let last = prompt.turns.len().saturating_sub(1);
         let turns = prompt
             .turns
@@ -147,7 +190,9 @@ impl<'a> ChatRequest<'a> {
                     Role::User => "user",
                     Role::Assistant => "assistant",
                 },
-                content: match index == last && !prompt.files.is_empty() {
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+                content: Some(match index == last && !prompt.files.is_empty() {
                     false => MessageContent::Text(&turn.text),
                     true => MessageContent::Parts(
                         std::iter::once(ContentPart::Text { text: &turn.text })
@@ -160,13 +205,56 @@ impl<'a> ChatRequest<'a> {
                             )
                             .collect(),
                     ),
-                },
+                }),
             });
         Self {
             model,
-            messages: system.into_iter().chain(turns).collect(),
+            messages: system
+                .into_iter()
+                .chain(turns)
+                .chain(round_messages(prompt))
+                .collect(),
+            tools: prompt
+                .tools
+                .iter()
+                .map(|function| FunctionTool {
+                    kind: "function",
+                    function,
+                })
+                .collect(),
         }
     }
+}
+
+/// The rounds of tool use after the user's turn: each an assistant message of calls, then one
+/// `tool` message per result.
+fn round_messages(prompt: &Prompt) -> impl Iterator<Item = ChatMessage<'_>> {
+    prompt.rounds.iter().flat_map(|round| {
+        let calls = ChatMessage {
+            role: "assistant",
+            content: round.text.as_deref().map(MessageContent::Text),
+            tool_calls: round
+                .calls
+                .iter()
+                .map(|call| CallOut {
+                    id: &call.id,
+                    kind: "function",
+                    function: FunctionCallOut {
+                        name: &call.name,
+                        arguments: arguments_text(&call.arguments),
+                    },
+                })
+                .collect(),
+            tool_call_id: None,
+        };
+        let results = round.results.iter().map(|result| ChatMessage {
+            role: "tool",
+            content: Some(MessageContent::Text(&result.content)),
+            tool_calls: Vec::new(),
+            tool_call_id: Some(&result.call_id),
+        });
+        std::iter::once(calls).chain(results)
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +274,22 @@ struct Choice {
 struct AnswerMessage {
     content: Option<String>,
     refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<CallIn>,
+}
+
+/// A call the model asks for.
+#[derive(Debug, Deserialize)]
+struct CallIn {
+    id: Option<String>,
+    function: FunctionCallIn,
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionCallIn {
+    name: String,
+    #[serde(default)]
+    arguments: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,12 +323,26 @@ fn interpret(answer: Answer, key: Option<&SecretString>) -> Result<Completion, L
         return Err(LlmError::NoAnswer("the answer has no choices".to_owned()));
     };
     let finish_reason = choice.finish_reason.as_deref().unwrap_or("none");
-    let (content, refused) = match choice.message {
-        Some(message) => (message.content, message.refusal.is_some()),
-        None => (None, false),
+    let (content, refused, calls) = match choice.message {
+        Some(message) => (
+            message.content,
+            message.refusal.is_some(),
+            message.tool_calls,
+        ),
+        None => (None, false, Vec::new()),
     };
+    let tool_calls: Vec<ToolCall> = calls
+        .into_iter()
+        .enumerate()
+        .map(|(index, call)| ToolCall {
+            id: call.id.unwrap_or_else(|| format!("call-{index}")),
+            name: call.function.name,
+            arguments: arguments_from_text(&call.function.arguments),
+            signature: None,
+        })
+        .collect();
     let text = content.as_deref().map(str::trim).unwrap_or_default();
-    if text.is_empty() {
+    if text.is_empty() && tool_calls.is_empty() {
         // The refusal's text is the model's words about the user's; it is not logged.
         let what = if refused {
             "the model refused"
@@ -238,6 +356,7 @@ fn interpret(answer: Answer, key: Option<&SecretString>) -> Result<Completion, L
     let usage = response.usage;
     Ok(Completion {
         text: text.to_owned(),
+        tool_calls,
         input_tokens: usage.as_ref().and_then(|u| u.prompt_tokens),
         output_tokens: usage.as_ref().and_then(|u| u.completion_tokens),
     })

@@ -10,6 +10,7 @@ use serde_json::Value;
 use shared::conversation::Role;
 use shared::llm::{
     ChatModel, Completion, Llm, LlmError, LlmRefusal, LlmSettings, Prompt, PromptTurn, Provider,
+    ToolCall, ToolDeclaration, ToolResult, ToolRound,
 };
 use shared::retry::Backoff;
 use shared::secrets::{AppSecrets, SecretString, Secrets, SecretsError, StaticSecrets};
@@ -97,6 +98,48 @@ pub fn prompt() -> Prompt {
             turn(Role::User, "What is 2+2?"),
         ],
     )
+}
+
+/// The tool the tool-use tests offer: an order's status by its id.
+pub fn order_status_tool() -> ToolDeclaration {
+    ToolDeclaration {
+        name: "order_status".to_owned(),
+        description: "The status of an order, by its id.".to_owned(),
+        parameters: serde_json::json!({
+            "type": "object",
+            "properties": {"order_id": {"type": "string"}},
+            "required": ["order_id"]
+        }),
+    }
+}
+
+/// The call of [`order_status_tool`] for order A-17, with the provider's id `id`.
+pub fn order_status_call(id: &str) -> ToolCall {
+    ToolCall {
+        id: id.to_owned(),
+        name: "order_status".to_owned(),
+        arguments: serde_json::json!({"order_id": "A-17"}),
+        signature: None,
+    }
+}
+
+/// [`prompt`] offering [`order_status_tool`]; with `round`, after a round in which the model
+/// called it (`call`) and got `{"status":"shipped"}`.
+pub fn tool_prompt(round: Option<ToolCall>) -> Prompt {
+    let rounds = round
+        .map(|call| ToolRound {
+            text: None,
+            results: vec![ToolResult {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                content: r#"{"status":"shipped"}"#.to_owned(),
+                is_error: false,
+            }],
+            calls: vec![call],
+        })
+        .into_iter()
+        .collect();
+    prompt().with_tools(vec![order_status_tool()], rounds)
 }
 
 /// A deadline `seconds` from now.
@@ -189,6 +232,7 @@ pub mod cases {
         assert_eq!(
             completion,
             Completion {
+                tool_calls: Vec::new(),
                 text: "Hello!".into(),
                 input_tokens: Some(42),
                 output_tokens: Some(7),
