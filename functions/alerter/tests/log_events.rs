@@ -13,15 +13,30 @@ use std::path::{Path, PathBuf};
 use alerter::alert::advised_events;
 use shared::log_event::LogEvent;
 
+/// The modules of the shared library that log on the processor's behalf (only the processor
+/// runs them): their lines count as the processor's.
+const PROCESSOR_SHARED_MODULES: &[&str] = &["knowledge.rs"];
+
 /// The non-test Rust source of a function crate: its `src/` files but `tests.rs`, each cut at
-/// its `#[cfg(test)]` module, without comment lines.
+/// its `#[cfg(test)]` module, without comment lines; for the processor, with the shared modules
+/// it alone runs.
 fn source_of(function: &str) -> String {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(function)
-        .join("src");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let src = root.join(function).join("src");
+    let mut files = rust_files(&src);
+    if function == "processor" {
+        let shared = root.join("..").join("shared").join("src");
+        for module in PROCESSOR_SHARED_MODULES {
+            let path = shared.join(module);
+            files.extend(if path.is_dir() {
+                rust_files(&path)
+            } else {
+                vec![path]
+            });
+        }
+    }
     let mut source = String::new();
-    for path in rust_files(&src) {
+    for path in files {
         if path.file_name().is_some_and(|name| name == "tests.rs") {
             continue;
         }
