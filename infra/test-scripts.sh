@@ -532,12 +532,13 @@ expect "knowledge put: a guided samconfig's KnowledgeUri is to be replaced; its 
         contains "$out" "--parameter-overrides Stage=dev '"'"'AlertEmail=\"a@acme.test, b@acme.test\"'"'"' KnowledgeUri=s3://$bucket/" &&
         calls | grep -q "describe-stacks --stack-name guided-stack "'
 
-for case in "missing:$docs/nope.md:no such file" "empty:$docs/empty.md:empty" "blank:$docs/blank.md:empty" \
-  "latin-1:$docs/latin1.md:not UTF-8 text" "UTF-16:$docs/utf16.md:UTF-16 text, not UTF-8" "folder:$docs:not a regular file"; do
+for case in "a missing file:$docs/nope.md:no such file" "an empty file:$docs/empty.md:empty" \
+  "a blank file:$docs/blank.md:empty" "a latin-1 file:$docs/latin1.md:not UTF-8 text" \
+  "a UTF-16 file:$docs/utf16.md:UTF-16 text, not UTF-8" "a folder:$docs:not a regular file"; do
   IFS=: read -r what path message <<<"$case"
   reset
   run "${knowledge[@]}" put "$path"
-  expect "knowledge put: a $what file fails ($message) and calls nothing" \
+  expect "knowledge put: $what fails ($message) and calls nothing" \
     eval 'test "$status" != 0 && contains "$err" "$message" && test "$(ncalls)" = 0 && test -z "$(doc_leaks)"'
 done
 
