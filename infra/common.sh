@@ -63,6 +63,8 @@ EOF
 # samconfig_query KIND NAME: prints a value of the chosen samconfig environment, or nothing.
 #   KIND=setting: NAME is a key of [ENV.deploy.parameters], else of [ENV.global.parameters]
 #   KIND=parameter: NAME is a template parameter in that environment's parameter_overrides
+#   KIND=overrides-except: that environment's parameter_overrides but NAME, as shell words for
+#     `sam deploy --parameter-overrides` (a value with spaces or quotes is written Key="value")
 # A missing file or environment prints nothing. Needs python3.
 samconfig_query() {
   [ -f "$opt_config_file" ] || return 0
@@ -188,6 +190,20 @@ elif kind == "parameter":
             if sep and key == name:
                 print(val)
                 sys.exit(0)
+elif kind == "overrides-except":
+    overrides = deploy.get("parameter_overrides", common.get("parameter_overrides", []))
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    words = []
+    for item in overrides:
+        for word in shlex.split(item):
+            key, sep, val = word.partition("=")
+            if not sep or key == name:
+                continue
+            if not re.fullmatch(r"[A-Za-z0-9@._:/+=-]*", val):
+                word = f'{key}="{val}"'
+            words.append(shlex.quote(word))
+    print(" ".join(words))
 else:
     sys.exit(f"unknown query kind {kind}")
 PY

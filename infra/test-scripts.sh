@@ -35,7 +35,13 @@ echo "$n" >"$dir/count"
 printf '%s\n' "$*" >>"$dir/calls"
 printf '%s|%s|%s\n' "${AWS_REGION:-}" "${AWS_DEFAULT_REGION:-}" "${AWS_PROFILE:-}" >>"$dir/env"
 cat >"$dir/stdin.$n"
+prev=""
 for arg in "$@"; do
+  if [ "$prev" = --body ]; then
+    printf '%s\n' "$arg" >>"$dir/body-paths"
+    cp "$arg" "$dir/body.$n"
+  fi
+  prev=$arg
   case "$arg" in
     file://*)
       path=${arg#file://}
@@ -54,6 +60,10 @@ case "$1 $2" in
     case "$*" in
       *"'SecretArn'"*) echo "${FAKE_SECRET_ARN:-None}" ;;
       *"'WebhookUrl'"*) echo "${FAKE_WEBHOOK_URL:-None}" ;;
+      *"'KnowledgeBucketName'"*) echo "${FAKE_KNOWLEDGE_BUCKET:-None}" ;;
+      # A parameter's value; None when the stack does not have the parameter.
+      *"'KnowledgeUri'"*) echo "${FAKE_KNOWLEDGE_URI-None}" ;;
+      *"'KnowledgeMaxTokens'"*) echo "${FAKE_KNOWLEDGE_MAX_TOKENS:-8000}" ;;
       *) echo None ;;
     esac
     ;;
@@ -74,6 +84,14 @@ case "$1 $2" in
     esac
     ;;
   "sesv2 get-email-identity") echo True ;;
+  "s3api put-object") echo '"9b2cf535f27731c974343645a3985328"' ;;
+  "s3api head-object")
+    if [ -n "${FAKE_HEAD_DENIED:-}" ]; then
+      echo "An error occurred (403) when calling the HeadObject operation: Forbidden" >&2
+      exit 254
+    fi
+    printf '%s\t%s\t%s\t%s\n' 1234 '"9b2cf535f27731c974343645a3985328"' 2026-03-01T10:20:30+00:00 "text/markdown; charset=utf-8"
+    ;;
   "sesv2 get-account") echo False ;;
   *)
     echo "fake aws: unexpected call: $*" >&2
@@ -112,7 +130,8 @@ reset() {
   python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$value" >"$FAKE_AWS_DIR/secret-value.json"
   export FAKE_SECRET_ARN="arn:aws:secretsmanager:us-east-1:123456789012:secret:whatsapp-assistant-dev/app-AbCdEf"
   export FAKE_WEBHOOK_URL="https://abc123.execute-api.us-east-1.amazonaws.com/webhook"
-  unset FAKE_NO_STACK FAKE_SES_EXISTING
+  export FAKE_KNOWLEDGE_BUCKET="whatsapp-assistant-dev-knowledgebucket-1a2b3c4d5e6f"
+  unset FAKE_NO_STACK FAKE_SES_EXISTING FAKE_KNOWLEDGE_URI FAKE_KNOWLEDGE_MAX_TOKENS FAKE_HEAD_DENIED
 }
 
 # run CMD...: runs with no stdin; leaves out, err and status.
@@ -158,6 +177,7 @@ contains() { case "$1" in *"$2"*) return 0 ;; *) return 1 ;; esac }
 put=("$infra/put-secret.sh")
 show=("$infra/show-webhook-setup.sh")
 ses=("$infra/verify-ses-sender.sh")
+knowledge=("$infra/knowledge.sh")
 
 # ------------------------------------------------------------------ static checks
 for script in "$infra"/*.sh; do
@@ -168,7 +188,7 @@ if command -v shellcheck >/dev/null 2>&1; then
 else
   skip "shellcheck infra/*.sh (shellcheck is not installed)"
 fi
-for script in put-secret.sh show-webhook-setup.sh verify-ses-sender.sh; do
+for script in put-secret.sh show-webhook-setup.sh verify-ses-sender.sh knowledge.sh; do
   reset
   run "$infra/$script" --help
   expect "$script --help exits 0 and calls nothing" test "$status" = 0 -a "$(ncalls)" = 0 -a -n "$out"
@@ -439,6 +459,143 @@ reset
 run "${ses[@]}" "not an address"
 expect "verify-ses-sender: rejects what is neither an address nor a domain" test "$status" != 0 -a "$(ncalls)" = 0
 
+# ------------------------------------------------------------------ knowledge.sh
+docs="$work/docs"
+mkdir -p "$docs"
+# A marker that must never leave the document: not in any output, nor on a command line.
+doc_marker="FAQ-BODY-MARKER-b7e1"
+printf '# Opening hours\n\nMonday to Friday, 9 to 18. %s\n\nCafé open on Sundays.\n' "$doc_marker" >"$docs/FAQ.md"
+printf 'Returns within 30 days. %s\n' "$doc_marker" >"$docs/policies.txt"
+: >"$docs/empty.md"
+printf ' \n\t\n' >"$docs/blank.md"
+printf 'Caf\xe9 %s\n' "$doc_marker" >"$docs/latin1.md"
+printf '\xff\xfeH\x00i\x00\n\x00' >"$docs/utf16.md"
+cp "$docs/FAQ.md" "$docs/My FAQ (v2).md"
+bucket=whatsapp-assistant-dev-knowledgebucket-1a2b3c4d5e6f
+doc_leaks() { grep -rlF -- "$doc_marker" "$work/out" "$work/err" "$FAKE_AWS_DIR/calls" 2>/dev/null || true; }
+
+reset
+run "${knowledge[@]}" put "$docs/FAQ.md"
+expect "knowledge put: exits 0" test "$status" = 0
+expect "knowledge put: reads the stack's bucket, budget and current KnowledgeUri" \
+  eval 'calls | grep -q "describe-stacks --stack-name whatsapp-assistant-dev .*KnowledgeBucketName" &&
+        calls | grep -q "KnowledgeMaxTokens" && calls | grep -q "ParameterKey==.KnowledgeUri."'
+expect "knowledge put: uploads to the output bucket as knowledge/FAQ.md, Markdown in UTF-8" \
+  eval 'calls | grep -qxF "s3api put-object --bucket $bucket --key knowledge/FAQ.md --body $docs/FAQ.md --content-type text/markdown; charset=utf-8 --query ETag --output text"'
+expect "knowledge put: the uploaded body is the file" \
+  eval 'cmp -s "$docs/FAQ.md" "$FAKE_AWS_DIR/body.$(cat "$FAKE_AWS_DIR/count")"'
+expect "knowledge put: prints the KnowledgeUri, the samconfig.toml line and the deploy commands" \
+  eval 'contains "$out" "\"KnowledgeUri=s3://$bucket/knowledge/FAQ.md\"," && contains "$out" "sam build && sam deploy" &&
+        contains "$out" "sam deploy --parameter-overrides Stage=dev AlertEmail=oncall@example.com AlertFromEmail=alerts@example.com LlmProvider=openai LogRetentionDays=14 WebhookFrontDoor=ApiGateway KnowledgeUri=s3://$bucket/knowledge/FAQ.md"'
+expect "knowledge put: the ETag is shown, no budget warning" eval 'contains "$out" 9b2cf535f27731c974343645a3985328 && ! contains "$err" budget'
+expect "knowledge put: prints nothing of the document" test -z "$(doc_leaks)"
+
+reset
+export FAKE_KNOWLEDGE_URI="s3://$bucket/knowledge/FAQ.md"
+run "${knowledge[@]}" put "$docs/FAQ.md"
+expect "knowledge put: the same URI as the stack's -> no deploy needed, the refresh explained" \
+  eval 'test "$status" = 0 && contains "$out" "no deploy is needed" && contains "$out" KNOWLEDGE_REFRESH_SECONDS && ! contains "$out" "sam deploy"'
+
+reset
+export FAKE_KNOWLEDGE_URI="s3://$bucket/knowledge/old.md"
+run "${knowledge[@]}" put "$docs/policies.txt" --key docs/policies-2026.txt --config-env prod
+expect "knowledge put --key, .txt, prod: text/plain under that key, the prod stack and its deploy" \
+  eval 'test "$status" = 0 && calls | grep -q "describe-stacks --stack-name whatsapp-assistant-prod " &&
+        calls | grep -qF "put-object --bucket $bucket --key docs/policies-2026.txt --body $docs/policies.txt --content-type text/plain; charset=utf-8 " &&
+        contains "$out" "uses KnowledgeUri=s3://$bucket/knowledge/old.md now" &&
+        contains "$out" "sam deploy --config-env prod --parameter-overrides Stage=prod" && contains "$out" "[prod.deploy.parameters]"'
+
+reset
+run "${knowledge[@]}" put "$docs/My FAQ (v2).md"
+expect "knowledge put: a file name with spaces gets a key without them" \
+  eval 'test "$status" = 0 && calls | grep -qF -- "--key knowledge/My-FAQ--v2-.md --body $docs/My FAQ (v2).md "'
+
+reset
+export FAKE_KNOWLEDGE_MAX_TOKENS=100
+head -c 1000 /dev/zero | tr '\0' 'a' >"$docs/long.md"
+run "${knowledge[@]}" put "$docs/long.md"
+expect "knowledge put: over KnowledgeMaxTokens -> a warning naming knowledge_truncated, still uploaded" \
+  eval 'test "$status" = 0 && contains "$err" "1000 bytes" && contains "$err" "KnowledgeMaxTokens=100 (about 400 bytes)" &&
+        contains "$err" knowledge_truncated && calls | grep -q "s3api put-object"'
+
+reset
+cat >"$work/samconfig.toml" <<'TOML'
+version = 0.1
+[default.deploy.parameters]
+stack_name = "guided-stack"
+region = "eu-west-1"
+parameter_overrides = "Stage=\"dev\" AlertEmail=\"a@acme.test, b@acme.test\" KnowledgeUri=\"s3://elsewhere/faq.md\""
+TOML
+run "${knowledge[@]}" put "$docs/FAQ.md" --config-file "$work/samconfig.toml"
+expect "knowledge put: a guided samconfig's KnowledgeUri is to be replaced; its values with spaces stay quoted" \
+  eval 'test "$status" = 0 && contains "$out" "replace" && contains "$out" "\"KnowledgeUri=s3://elsewhere/faq.md\"" &&
+        contains "$out" "--parameter-overrides Stage=dev '"'"'AlertEmail=\"a@acme.test, b@acme.test\"'"'"' KnowledgeUri=s3://$bucket/" &&
+        calls | grep -q "describe-stacks --stack-name guided-stack "'
+
+for case in "a missing file:$docs/nope.md:no such file" "an empty file:$docs/empty.md:empty" \
+  "a blank file:$docs/blank.md:empty" "a latin-1 file:$docs/latin1.md:not UTF-8 text" \
+  "a UTF-16 file:$docs/utf16.md:UTF-16 text, not UTF-8" "a folder:$docs:not a regular file"; do
+  IFS=: read -r what path message <<<"$case"
+  reset
+  run "${knowledge[@]}" put "$path"
+  expect "knowledge put: $what fails ($message) and calls nothing" \
+    eval 'test "$status" != 0 && contains "$err" "$message" && test "$(ncalls)" = 0 && test -z "$(doc_leaks)"'
+done
+
+reset
+run "${knowledge[@]}" put "$docs/FAQ.md" --key 'knowledge/*.md'
+expect "knowledge put: a key with a wildcard is refused before any call" \
+  eval 'test "$status" != 0 && contains "$err" "--key" && test "$(ncalls)" = 0'
+reset
+run "${knowledge[@]}" put "$docs/FAQ.md" --key '../FAQ.md'
+expect "knowledge put: a key with .. is refused" eval 'test "$status" != 0 && test "$(ncalls)" = 0'
+reset
+run "${knowledge[@]}" put
+expect "knowledge put: no file -> fails, calls nothing" eval 'test "$status" != 0 && contains "$err" "put needs the document" && test "$(ncalls)" = 0'
+reset
+run "${knowledge[@]}" upload "$docs/FAQ.md"
+expect "knowledge: an unknown command fails" eval 'test "$status" != 0 && contains "$err" "unknown command" && test "$(ncalls)" = 0'
+
+reset
+run "${knowledge[@]}" put "$docs/FAQ.md" --dry-run
+expect "knowledge put --dry-run: exits 0 and calls no put-object" \
+  eval 'test "$status" = 0 && ! calls | grep -q put-object && ! calls | grep -qv "^cloudformation describe-stacks "'
+expect "knowledge put --dry-run: says what it would upload where, and how to deploy" \
+  eval 'contains "$out" "Would upload: $docs/FAQ.md" && contains "$out" "to: s3://$bucket/knowledge/FAQ.md" && contains "$out" "KnowledgeUri=s3://$bucket/knowledge/FAQ.md"'
+expect "knowledge put --dry-run: prints nothing of the document" test -z "$(doc_leaks)"
+
+reset
+export FAKE_NO_STACK=1
+run "${knowledge[@]}" put "$docs/FAQ.md"
+expect "knowledge put: a missing stack -> a clear error, nothing uploaded" \
+  eval 'test "$status" != 0 && contains "$err" "cannot read the outputs of stack whatsapp-assistant-dev" && ! calls | grep -q s3api'
+
+reset
+export FAKE_KNOWLEDGE_URI=""
+run "${knowledge[@]}" show
+expect "knowledge show: an empty KnowledgeUri -> says there is none, reads no object" \
+  eval 'test "$status" = 0 && contains "$out" "no knowledge document (KnowledgeUri is empty)" && ! calls | grep -q s3api'
+
+reset
+run "${knowledge[@]}" show
+expect "knowledge show: a stack without the parameter -> says there is none" \
+  eval 'test "$status" = 0 && contains "$out" "no knowledge document" && ! calls | grep -q s3api'
+
+reset
+export FAKE_KNOWLEDGE_URI="s3://shop-docs/faq/2026/FAQ.md"
+run "${knowledge[@]}" show
+expect "knowledge show: heads the object of the stack's KnowledgeUri, in any bucket" \
+  eval 'test "$status" = 0 && calls | grep -q "^s3api head-object --bucket shop-docs --key faq/2026/FAQ.md "'
+expect "knowledge show: prints the URI, size, ETag and LastModified" \
+  eval 'contains "$out" "KnowledgeUri:  s3://shop-docs/faq/2026/FAQ.md" && contains "$out" "1234 bytes" &&
+        contains "$out" "\"9b2cf535f27731c974343645a3985328\"" && contains "$out" "2026-03-01T10:20:30+00:00"'
+
+reset
+export FAKE_KNOWLEDGE_URI="s3://shop-docs/faq.md" FAKE_HEAD_DENIED=1
+run "${knowledge[@]}" show
+expect "knowledge show: an unreadable object -> fails, naming knowledge_unavailable" \
+  eval 'test "$status" != 0 && contains "$err" "cannot read s3://shop-docs/faq.md" && contains "$err" knowledge_unavailable'
+
 # ------------------------------------------------------------------ samconfig.toml and template.yaml
 if python3 -c 'import tomllib' 2>/dev/null; then
   if msg=$(python3 - "$root/samconfig.toml" "$root/template.yaml" <<'PY' 2>&1
@@ -496,9 +653,13 @@ for prop in ("RoleName", "ManagedPolicyName", "UserName", "GroupName", "Instance
         problems.append(f"template.yaml names an IAM resource ({prop}): CAPABILITY_IAM no longer suffices")
 if "AWS::Serverless::Application" in template:
     problems.append("template.yaml has a nested application: CAPABILITY_AUTO_EXPAND is needed")
-for output in ("SecretArn", "WebhookUrl"):
+for output in ("SecretArn", "WebhookUrl", "KnowledgeBucketName"):
     if not re.search(rf"^  {output}:", template, re.M):
         problems.append(f"template.yaml has no output {output}, which the infra scripts read")
+
+for name in ("KnowledgeUri", "KnowledgeMaxTokens"):
+    if name not in names:
+        problems.append(f"template.yaml has no parameter {name}, which infra/knowledge.sh reads")
 
 print("\n".join(problems))
 sys.exit(1 if problems else 0)
