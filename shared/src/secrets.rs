@@ -404,7 +404,10 @@ mod tests {
             r#"{"LLM_API_KEY":"k","SHOP_API_KEY":"shop-1","BLANK":" ","PORT":8080}"#,
         )
         .unwrap();
-        assert_eq!(secrets.get("SHOP_API_KEY"), Some(&SecretString::new("shop-1")));
+        assert_eq!(
+            secrets.get("SHOP_API_KEY"),
+            Some(&SecretString::new("shop-1"))
+        );
         assert_eq!(secrets.get("LLM_API_KEY"), Some(&SecretString::new("k")));
         assert_eq!(secrets.get("BLANK"), None);
         assert_eq!(secrets.get("PORT"), None);

@@ -216,7 +216,10 @@ mod tests {
         ];
         let catalog = ToolsCatalog::new(source, Duration::from_secs(300));
         assert!(catalog.current(soon()).await.is_none());
-        assert!(catalog.current(soon()).await.is_none(), "not retried at once");
+        assert!(
+            catalog.current(soon()).await.is_none(),
+            "not retried at once"
+        );
         tokio::time::advance(RETRY_AFTER_FAILURE).await;
         assert!(catalog.current(soon()).await.is_some());
         assert_eq!(catalog.source.etags_seen.lock().unwrap().len(), 2);

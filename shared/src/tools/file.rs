@@ -287,16 +287,23 @@ fn check_parameters(parameters: &serde_json::Value) -> Result<jsonschema::Valida
 }
 
 /// A header's name and value source, checked.
-fn check_header(name: &str, value: &serde_json::Value) -> Result<(HeaderName, HeaderSource), String> {
+fn check_header(
+    name: &str,
+    value: &serde_json::Value,
+) -> Result<(HeaderName, HeaderSource), String> {
     let header = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("headers: {name:?} is not a valid header name"))?;
     if RESERVED_HEADERS.contains(&header.as_str()) {
-        return Err(format!("headers: {name:?} is set by the adapter and may not be declared"));
+        return Err(format!(
+            "headers: {name:?} is set by the adapter and may not be declared"
+        ));
     }
     let source = match value {
         serde_json::Value::String(text) => HeaderValue::from_str(text)
             .map(HeaderSource::Literal)
-            .map_err(|_| format!("headers: the value of {name:?} is not a valid header value"))?,
+            .map_err(|_| {
+            format!("headers: the value of {name:?} is not a valid header value")
+        })?,
         serde_json::Value::Object(fields) => match (fields.len(), fields.get("secret")) {
             (1, Some(serde_json::Value::String(key))) if !key.trim().is_empty() => {
                 HeaderSource::Secret(key.clone())
@@ -353,13 +360,16 @@ mod tests {
 
     #[test]
     fn reads_a_valid_file() {
-        let tools = parse(vec![tool(), with(|t| {
-            t.insert("name".into(), json!("add_to_cart"));
-            t.insert("method".into(), json!("POST"));
-            t.insert("side_effects".into(), json!(true));
-            t.remove("timeout_seconds");
-            t.remove("headers");
-        })])
+        let tools = parse(vec![
+            tool(),
+            with(|t| {
+                t.insert("name".into(), json!("add_to_cart"));
+                t.insert("method".into(), json!("POST"));
+                t.insert("side_effects".into(), json!(true));
+                t.remove("timeout_seconds");
+                t.remove("headers");
+            }),
+        ])
         .unwrap();
         assert_eq!(tools.len(), 2);
         let status = tools.get("order_status").unwrap();
@@ -383,42 +393,153 @@ mod tests {
 
     #[test]
     fn an_unknown_field_is_named_with_its_tool() {
-        let error = reason(vec![tool(), with(|t| {
-            t.insert("name".into(), json!("search"));
-            t.insert("retries".into(), json!(3));
-        })]);
-        assert!(error.starts_with(r#"tool #1 "search": unknown field `retries`"#), "{error}");
-        let error = parse_tools(r#"{"tools": [], "version": 2}"#).unwrap_err().to_string();
+        let error = reason(vec![
+            tool(),
+            with(|t| {
+                t.insert("name".into(), json!("search"));
+                t.insert("retries".into(), json!(3));
+            }),
+        ]);
+        assert!(
+            error.starts_with(r#"tool #1 "search": unknown field `retries`"#),
+            "{error}"
+        );
+        let error = parse_tools(r#"{"tools": [], "version": 2}"#)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("unknown field `version`"), "{error}");
         let error = reason(vec![with(|t| {
             t.remove("name");
         })]);
-        assert!(error.starts_with("tool #0 (unnamed): missing field `name`"), "{error}");
+        assert!(
+            error.starts_with("tool #0 (unnamed): missing field `name`"),
+            "{error}"
+        );
     }
 
     #[test]
     fn each_rule_is_checked_and_explained() {
         let cases: Vec<(Value, &str)> = vec![
-            (with(|t| { t.insert("name".into(), json!("order status")); }), "name must be"),
-            (with(|t| { t.insert("name".into(), json!("x".repeat(65))); }), "name must be"),
-            (with(|t| { t.insert("method".into(), json!("get")); }), "method \"get\""),
-            (with(|t| { t.insert("method".into(), json!("HEAD")); }), "method \"HEAD\""),
-            (with(|t| { t.insert("url".into(), json!("http://shop.example/o/{order_id}")); }), "url: the url must be https"),
-            (with(|t| { t.insert("url".into(), json!("https://{order_id}.shop.example/")); }), "url: the url's host has a placeholder"),
-            (with(|t| { t.insert("url".into(), json!("https://shop.example/{sku}")); }), "{sku} names no property"),
-            (with(|t| { t.insert("timeout_seconds".into(), json!(0)); }), "timeout_seconds 0"),
-            (with(|t| { t.insert("timeout_seconds".into(), json!(31)); }), "timeout_seconds 31"),
-            (with(|t| { t.insert("parameters".into(), json!({"type": "string"})); }), "\"type\": \"object\""),
-            (with(|t| { t.insert("parameters".into(), json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": "zero"}}})); }), "not a valid JSON Schema"),
-            (with(|t| { t.insert("headers".into(), json!({"Bad Name": "x"})); }), "not a valid header name"),
-            (with(|t| { t.insert("headers".into(), json!({"X-A": "line\nbreak"})); }), "not a valid header value"),
-            (with(|t| { t.insert("headers".into(), json!({"Host": "evil.example"})); }), "set by the adapter"),
-            (with(|t| { t.insert("headers".into(), json!({"Idempotency-Key": "k"})); }), "set by the adapter"),
-            (with(|t| { t.insert("headers".into(), json!({"X-A": {"secret": ""}})); }), "must be a string or"),
-            (with(|t| { t.insert("headers".into(), json!({"X-A": {"secret": "K", "x": 1}})); }), "must be a string or"),
-            (with(|t| { t.insert("headers".into(), json!({"X-A": 5})); }), "must be a string or"),
-            (with(|t| { t.insert("headers".into(), json!({"X-A": "1", "x-a": "2"})); }), "declared twice"),
-            (with(|t| { t.insert("side_effects".into(), json!("no")); }), "invalid type"),
+            (
+                with(|t| {
+                    t.insert("name".into(), json!("order status"));
+                }),
+                "name must be",
+            ),
+            (
+                with(|t| {
+                    t.insert("name".into(), json!("x".repeat(65)));
+                }),
+                "name must be",
+            ),
+            (
+                with(|t| {
+                    t.insert("method".into(), json!("get"));
+                }),
+                "method \"get\"",
+            ),
+            (
+                with(|t| {
+                    t.insert("method".into(), json!("HEAD"));
+                }),
+                "method \"HEAD\"",
+            ),
+            (
+                with(|t| {
+                    t.insert("url".into(), json!("http://shop.example/o/{order_id}"));
+                }),
+                "url: the url must be https",
+            ),
+            (
+                with(|t| {
+                    t.insert("url".into(), json!("https://{order_id}.shop.example/"));
+                }),
+                "url: the url's host has a placeholder",
+            ),
+            (
+                with(|t| {
+                    t.insert("url".into(), json!("https://shop.example/{sku}"));
+                }),
+                "{sku} names no property",
+            ),
+            (
+                with(|t| {
+                    t.insert("timeout_seconds".into(), json!(0));
+                }),
+                "timeout_seconds 0",
+            ),
+            (
+                with(|t| {
+                    t.insert("timeout_seconds".into(), json!(31));
+                }),
+                "timeout_seconds 31",
+            ),
+            (
+                with(|t| {
+                    t.insert("parameters".into(), json!({"type": "string"}));
+                }),
+                "\"type\": \"object\"",
+            ),
+            (
+                with(|t| {
+                    t.insert("parameters".into(), json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": "zero"}}}));
+                }),
+                "not a valid JSON Schema",
+            ),
+            (
+                with(|t| {
+                    t.insert("headers".into(), json!({"Bad Name": "x"}));
+                }),
+                "not a valid header name",
+            ),
+            (
+                with(|t| {
+                    t.insert("headers".into(), json!({"X-A": "line\nbreak"}));
+                }),
+                "not a valid header value",
+            ),
+            (
+                with(|t| {
+                    t.insert("headers".into(), json!({"Host": "evil.example"}));
+                }),
+                "set by the adapter",
+            ),
+            (
+                with(|t| {
+                    t.insert("headers".into(), json!({"Idempotency-Key": "k"}));
+                }),
+                "set by the adapter",
+            ),
+            (
+                with(|t| {
+                    t.insert("headers".into(), json!({"X-A": {"secret": ""}}));
+                }),
+                "must be a string or",
+            ),
+            (
+                with(|t| {
+                    t.insert("headers".into(), json!({"X-A": {"secret": "K", "x": 1}}));
+                }),
+                "must be a string or",
+            ),
+            (
+                with(|t| {
+                    t.insert("headers".into(), json!({"X-A": 5}));
+                }),
+                "must be a string or",
+            ),
+            (
+                with(|t| {
+                    t.insert("headers".into(), json!({"X-A": "1", "x-a": "2"}));
+                }),
+                "declared twice",
+            ),
+            (
+                with(|t| {
+                    t.insert("side_effects".into(), json!("no"));
+                }),
+                "invalid type",
+            ),
         ];
         for (tool, expected) in cases {
             let error = reason(vec![tool.clone()]);
@@ -435,9 +556,16 @@ mod tests {
             r#"tool #1 "order_status": the name is already used by tool #0"#
         );
         let many: Vec<Value> = (0..=MAX_TOOLS)
-            .map(|i| with(|t| { t.insert("name".into(), json!(format!("t{i}"))); }))
+            .map(|i| {
+                with(|t| {
+                    t.insert("name".into(), json!(format!("t{i}")));
+                })
+            })
             .collect();
         assert_eq!(parse(many).unwrap_err(), ToolsError::TooMany(MAX_TOOLS + 1));
-        assert!(matches!(parse_tools("[]"), Err(ToolsError::NotToolsFile(_))));
+        assert!(matches!(
+            parse_tools("[]"),
+            Err(ToolsError::NotToolsFile(_))
+        ));
     }
 }

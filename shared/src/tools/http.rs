@@ -157,8 +157,14 @@ impl ToolRunner for HttpTools {
         };
         let (content, is_error, status) = match result {
             Ok(answer) => {
-                tracing::info!(event = LogEvent::ToolCalled.as_str(), tool, status = answer.status,
-                    elapsed_ms, cut = answer.cut, "tool called");
+                tracing::info!(
+                    event = LogEvent::ToolCalled.as_str(),
+                    tool,
+                    status = answer.status,
+                    elapsed_ms,
+                    cut = answer.cut,
+                    "tool called"
+                );
                 (answer.content, false, Some(answer.status))
             }
             Err(failure) => {
@@ -168,8 +174,15 @@ impl ToolRunner for HttpTools {
                     Failure::MissingSecret(key) | Failure::BadSecret(key) => Some(key.as_str()),
                     _ => None,
                 };
-                tracing::warn!(event = LogEvent::ToolFailed.as_str(), tool, kind = failure.kind(),
-                    status, secret_key, elapsed_ms, "tool call failed; the model gets an error result");
+                tracing::warn!(
+                    event = LogEvent::ToolFailed.as_str(),
+                    tool,
+                    kind = failure.kind(),
+                    status,
+                    secret_key,
+                    elapsed_ms,
+                    "tool call failed; the model gets an error result"
+                );
                 (failure.content(), true, status)
             }
         };
@@ -261,7 +274,9 @@ impl Failure {
             }
             Self::Url(error) => error_content(&error.to_string()),
             Self::MissingSecret(_) | Self::BadSecret(_) | Self::BadKey | Self::Body => {
-                error_content("the tool is not available right now (its configuration is incomplete)")
+                error_content(
+                    "the tool is not available right now (its configuration is incomplete)",
+                )
             }
             Self::NoTime => error_content("there was no time left to call the tool"),
             Self::Timeout(timeout) => error_content(&format!(
@@ -305,11 +320,15 @@ fn checked_arguments(
         .collect();
     if !problems.is_empty() {
         let problems = problems.join("; ");
-        return Err(Failure::InvalidArguments(within(&problems, PROBLEMS_LIMIT).0.to_owned()));
+        return Err(Failure::InvalidArguments(
+            within(&problems, PROBLEMS_LIMIT).0.to_owned(),
+        ));
     }
     match arguments {
         serde_json::Value::Object(map) => Ok(map),
-        _ => Err(Failure::InvalidArguments("the arguments must be a JSON object".into())),
+        _ => Err(Failure::InvalidArguments(
+            "the arguments must be a JSON object".into(),
+        )),
     }
 }
 

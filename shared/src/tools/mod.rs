@@ -32,9 +32,7 @@ pub use catalog::ToolsCatalog;
 pub use file::{
     DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, MAX_TOOLS, Tool, Tools, ToolsError, parse_tools,
 };
-pub use http::{
-    CONTENT_LIMIT, HttpTools, READ_LIMIT, ToolRunner, configure_client, error_content,
-};
+pub use http::{CONTENT_LIMIT, HttpTools, READ_LIMIT, ToolRunner, configure_client, error_content};
 
 /// A tool as the model is told about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +124,9 @@ mod tests {
             elapsed_ms: 42,
         };
         let text = serde_json::to_string(&(call.clone(), outcome.clone())).unwrap();
-        assert_eq!(serde_json::from_str::<(ToolCall, ToolOutcome)>(&text).unwrap(), (call, outcome));
+        assert_eq!(
+            serde_json::from_str::<(ToolCall, ToolOutcome)>(&text).unwrap(),
+            (call, outcome)
+        );
     }
 }

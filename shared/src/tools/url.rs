@@ -54,7 +54,10 @@ impl UrlTemplate {
     /// Parses and checks `template`: `https` (or `http` for a loopback host), no placeholder,
     /// user or password in the host part, no fragment, every placeholder a name for which
     /// `is_parameter` is true, and written in the normal form that URL parsing keeps as is.
-    pub(crate) fn parse(template: &str, is_parameter: impl Fn(&str) -> bool) -> Result<Self, String> {
+    pub(crate) fn parse(
+        template: &str,
+        is_parameter: impl Fn(&str) -> bool,
+    ) -> Result<Self, String> {
         let parts = split(template)?;
         let authority_end = template
             .find("://")
@@ -240,7 +243,10 @@ mod tests {
                 .into())
         );
         assert_eq!(
-            fill("https://shop.example/p/{sku}", json!({"sku": "é/@evil.example"})),
+            fill(
+                "https://shop.example/p/{sku}",
+                json!({"sku": "é/@evil.example"})
+            ),
             Ok("https://shop.example/p/%C3%A9%2F%40evil.example".into())
         );
     }
