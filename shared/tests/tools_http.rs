@@ -331,3 +331,27 @@ async fn a_round_runs_its_calls_concurrently_with_a_key_per_position() {
         .collect();
     assert_eq!(sent, expected);
 }
+
+#[tokio::test]
+async fn the_catalog_reads_a_tools_file_and_keeps_the_last_valid_version() {
+    let path = std::env::temp_dir().join(format!("tools-{}.json", std::process::id()));
+    let valid = json!({"tools": [{"name": "ping", "description": "d",
+        "parameters": {"type": "object"}, "method": "GET",
+        "url": "https://shop.example/ping", "side_effects": false}]});
+    std::fs::write(&path, valid.to_string()).unwrap();
+    let catalog = shared::tools::ToolsCatalog::new(
+        shared::knowledge::FileDocument::new(path.clone()),
+        Duration::ZERO,
+    );
+    let tools = catalog.current(in_seconds(5)).await.unwrap();
+    assert_eq!(tools.declarations()[0].name, "ping");
+    // A longer, invalid version: the valid one stays.
+    std::fs::write(
+        &path,
+        r#"{"tools": [{"name": "ping", "verb": "GET"}], "x": 1}"#,
+    )
+    .unwrap();
+    let tools = catalog.current(in_seconds(5)).await.unwrap();
+    assert_eq!(tools.len(), 1);
+    std::fs::remove_file(&path).unwrap();
+}
