@@ -4,7 +4,7 @@
 //! answer splitting, retry policy, metrics, masking) has no I/O. Each capability that touches
 //! AWS or HTTP sits behind a small trait ([`queue::MessageQueue`], [`secrets::Secrets`],
 //! [`conversation::ConversationStore`], [`llm::Llm`], [`whatsapp::WhatsApp`], [`mail::Mailer`],
-//! [`storm::StormControl`]) with one adapter, so that the functions' logic is testable.
+//! [`storm::StormControl`], [`tools::ToolRunner`]) with one adapter, so that the functions' logic is testable.
 
 pub mod aws_timeouts;
 pub mod clock;
@@ -26,6 +26,7 @@ pub mod retry;
 pub mod secrets;
 pub mod storm;
 pub mod telemetry;
+pub mod tools;
 pub mod transcription;
 pub mod whatsapp;
 

@@ -186,6 +186,22 @@ log_events! {
     /// ERROR: the knowledge document could not be read (missing, denied, not text); the bot
     /// answers without it.
     KnowledgeUnavailable = "knowledge_unavailable",
+    /// INFO: the tools file was read and is valid (first use, or a new version).
+    ToolsLoaded = "tools_loaded",
+    /// ERROR: the tools file is not valid (the reason names the tool and the field); the bot
+    /// answers without tools, or with the last valid version it had.
+    ToolsFileInvalid = "tools_file_invalid",
+    /// WARN: the tools file could not be checked for a change; the cached tools are used.
+    ToolsRefreshFailed = "tools_refresh_failed",
+    /// ERROR: the tools file could not be read (missing, denied, not text); the bot answers
+    /// without tools.
+    ToolsUnavailable = "tools_unavailable",
+    /// INFO: a tool answered with a success status (its name, status and time; never its
+    /// arguments or answer).
+    ToolCalled = "tool_called",
+    /// WARN: a tool call ended in an error result for the model (unknown tool, invalid
+    /// arguments, missing secret, timeout, error status); its name and the kind of failure.
+    ToolFailed = "tool_failed",
 }
 
 impl LogEvent {
@@ -310,6 +326,12 @@ mod tests {
                 "knowledge_truncated",
                 "knowledge_refresh_failed",
                 "knowledge_unavailable",
+                "tools_loaded",
+                "tools_file_invalid",
+                "tools_refresh_failed",
+                "tools_unavailable",
+                "tool_called",
+                "tool_failed",
             ]
         );
     }

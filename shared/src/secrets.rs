@@ -3,6 +3,7 @@
 //! that fails or hangs serves the cached value, and a failed read is not repeated on every call
 //! (see [`RefreshingCache`]).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -60,6 +61,11 @@ pub struct AppSecrets {
     /// `TRANSCRIPTION_API_KEY`: the transcription provider's key, when it is not the LLM's.
     #[serde(rename = "TRANSCRIPTION_API_KEY", default)]
     pub transcription_api_key: Option<SecretString>,
+    /// Every key of the secret whose value is a non-blank string, the ones above included: what
+    /// a tool's `{"secret": "KEY"}` header reads (see [`AppSecrets::get`]). Filled by
+    /// [`AppSecrets::from_json`]; its `Debug` shows the keys, never the values.
+    #[serde(skip)]
+    pub keys: BTreeMap<String, SecretString>,
 }
 
 impl AppSecrets {
@@ -88,7 +94,32 @@ impl AppSecrets {
                 *field = None;
             }
         }
+        // The same text, already known to be an object, read again for its other keys; a
+        // value that is not a string (a number, say) is left out rather than refused.
+        let all: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(text).unwrap_or_default();
+        secrets.keys = all
+            .into_iter()
+            .filter_map(|(key, value)| match value {
+                serde_json::Value::String(value) if !value.trim().is_empty() => {
+                    Some((key, SecretString::new(value)))
+                }
+                _ => None,
+            })
+            .collect();
         Ok(secrets)
+    }
+
+    /// The value of any key of the secret (`{"secret": "KEY"}` in a tool's headers), or `None`
+    /// when it is absent, blank or not a string.
+    pub fn get(&self, key: &str) -> Option<&SecretString> {
+        self.keys.get(key)
+    }
+
+    /// The same secrets with `key` set to `value` (tests and local runs).
+    pub fn with_key(mut self, key: &str, value: &str) -> Self {
+        self.keys.insert(key.to_owned(), SecretString::new(value));
+        self
     }
 
     /// The value of a key that the caller cannot work without, or [`SecretsError::MissingKey`].
@@ -365,6 +396,25 @@ mod tests {
             AppSecrets::from_json(r#"{"META_APP_SECRET": 5}"#),
             Err(SecretsError::NotJson(_))
         ));
+    }
+
+    #[test]
+    fn any_string_key_can_be_read_by_name() {
+        let secrets = AppSecrets::from_json(
+            r#"{"LLM_API_KEY":"k","SHOP_API_KEY":"shop-1","BLANK":" ","PORT":8080}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            secrets.get("SHOP_API_KEY"),
+            Some(&SecretString::new("shop-1"))
+        );
+        assert_eq!(secrets.get("LLM_API_KEY"), Some(&SecretString::new("k")));
+        assert_eq!(secrets.get("BLANK"), None);
+        assert_eq!(secrets.get("PORT"), None);
+        assert_eq!(secrets.get("ABSENT"), None);
+        assert!(!format!("{secrets:?}").contains("shop-1"));
+        let added = AppSecrets::default().with_key("K", "v");
+        assert_eq!(added.get("K").map(SecretString::expose), Some("v"));
     }
 
     #[test]
