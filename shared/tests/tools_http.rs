@@ -80,6 +80,7 @@ fn call(name: &str, arguments: Value) -> ToolCall {
         id: "call_1".into(),
         name: name.into(),
         arguments,
+        signature: None,
     }
 }
 
@@ -297,6 +298,7 @@ async fn a_round_runs_its_calls_concurrently_with_a_key_per_position() {
             id: format!("call_{i}"),
             name: "add_to_cart".into(),
             arguments: json!({"cart_id": "c1", "sku": sku, "quantity": 1}),
+            signature: None,
         })
         .collect();
     let started = Instant::now();

@@ -15,7 +15,7 @@ use shared::log_event::LogEvent;
 
 /// The modules of the shared library that log on the processor's behalf (only the processor
 /// runs them): their lines count as the processor's.
-const PROCESSOR_SHARED_MODULES: &[&str] = &["knowledge.rs"];
+const PROCESSOR_SHARED_MODULES: &[&str] = &["knowledge.rs", "tools"];
 
 /// The non-test Rust source of a function crate: its `src/` files but `tests.rs`, each cut at
 /// its `#[cfg(test)]` module, without comment lines; for the processor, with the shared modules

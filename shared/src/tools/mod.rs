@@ -34,28 +34,7 @@ pub use file::{
 };
 pub use http::{CONTENT_LIMIT, HttpTools, READ_LIMIT, ToolRunner, configure_client, error_content};
 
-/// A tool as the model is told about it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolDeclaration {
-    /// Its name, `^[A-Za-z0-9_-]{1,64}$`, unique in the file.
-    pub name: String,
-    /// What it does, for the model.
-    pub description: String,
-    /// The JSON Schema of its arguments, an object schema.
-    pub parameters: serde_json::Value,
-}
-
-/// A call the model asked for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    /// The provider's id of the call (synthesized when the provider gives none), which the
-    /// result must name.
-    pub id: String,
-    /// The tool's name.
-    pub name: String,
-    /// The arguments, a JSON object.
-    pub arguments: serde_json::Value,
-}
+pub use crate::llm::tool_use::{ToolCall, ToolDeclaration};
 
 /// What a call gave, as it goes back to the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +51,18 @@ pub struct ToolOutcome {
     pub status: Option<u16>,
     /// How long the call took, in milliseconds.
     pub elapsed_ms: u64,
+}
+
+impl ToolOutcome {
+    /// The outcome as the model gets it back.
+    pub fn to_result(&self) -> crate::llm::ToolResult {
+        crate::llm::ToolResult {
+            call_id: self.call_id.clone(),
+            name: self.name.clone(),
+            content: self.content.clone(),
+            is_error: self.is_error,
+        }
+    }
 }
 
 /// The `Idempotency-Key` of the call at `position` (from 0) in round `round` of the burst whose
@@ -114,6 +105,7 @@ mod tests {
             id: "call_1".into(),
             name: "order_status".into(),
             arguments: serde_json::json!({"order_id": "A-17"}),
+            signature: None,
         };
         let outcome = ToolOutcome {
             call_id: "call_1".into(),
