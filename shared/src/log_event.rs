@@ -186,6 +186,12 @@ log_events! {
     /// ERROR: the knowledge document could not be read (missing, denied, not text); the bot
     /// answers without it.
     KnowledgeUnavailable = "knowledge_unavailable",
+    /// WARN: the knowledge base (`KNOWLEDGE_BASE_ID`) failed for now (throttled, down, too slow);
+    /// the model is asked without passages.
+    KnowledgeBaseSkipped = "knowledge_base_skipped",
+    /// ERROR: the knowledge base may not be queried or does not exist (or refused the query); the
+    /// model is asked without passages until someone acts.
+    KnowledgeBaseFailed = "knowledge_base_failed",
 }
 
 impl LogEvent {
@@ -310,6 +316,8 @@ mod tests {
                 "knowledge_truncated",
                 "knowledge_refresh_failed",
                 "knowledge_unavailable",
+                "knowledge_base_skipped",
+                "knowledge_base_failed",
             ]
         );
     }

@@ -197,9 +197,12 @@ async fn transient_failures_are_retried_within_the_deadline() {
     assert_eq!(retrieve_requests(&server).len(), 3, "max_attempts");
 }
 
+/// What a test expects of an error.
+type Expected = fn(&RetrievalError) -> bool;
+
 #[tokio::test]
 async fn access_denied_missing_or_invalid_is_final() {
-    let cases: [(Canned, fn(&RetrievalError) -> bool); 3] = [
+    let cases: [(Canned, Expected); 3] = [
         (
             ConverseException::AccessDenied.answer("not authorized to perform bedrock:Retrieve"),
             |e| matches!(e, RetrievalError::Denied { code, message } if code == "AccessDeniedException" && message.contains("bedrock:Retrieve")),
