@@ -4,7 +4,8 @@
 //! answer splitting, retry policy, metrics, masking) has no I/O. Each capability that touches
 //! AWS or HTTP sits behind a small trait ([`queue::MessageQueue`], [`secrets::Secrets`],
 //! [`conversation::ConversationStore`], [`llm::Llm`], [`whatsapp::WhatsApp`], [`mail::Mailer`],
-//! [`storm::StormControl`], [`tools::ToolRunner`]) with one adapter, so that the functions' logic is testable.
+//! [`storm::StormControl`], [`tools::ToolRunner`], [`knowledge_base::PassageRetriever`]) with one
+//! adapter, so that the functions' logic is testable.
 
 pub mod aws_timeouts;
 pub mod clock;
@@ -13,6 +14,7 @@ mod dynamodb_expression;
 pub mod env_config;
 pub mod inbound;
 pub mod knowledge;
+pub mod knowledge_base;
 pub mod llm;
 pub mod log_event;
 pub mod mail;

@@ -202,6 +202,12 @@ log_events! {
     /// WARN: a tool call ended in an error result for the model (unknown tool, invalid
     /// arguments, missing secret, timeout, error status); its name and the kind of failure.
     ToolFailed = "tool_failed",
+    /// WARN: the knowledge base (`KNOWLEDGE_BASE_ID`) failed for now (throttled, down, too slow);
+    /// the model is asked without passages.
+    KnowledgeBaseSkipped = "knowledge_base_skipped",
+    /// ERROR: the knowledge base may not be queried or does not exist (or refused the query); the
+    /// model is asked without passages until someone acts.
+    KnowledgeBaseFailed = "knowledge_base_failed",
 }
 
 impl LogEvent {
@@ -332,6 +338,8 @@ mod tests {
                 "tools_unavailable",
                 "tool_called",
                 "tool_failed",
+                "knowledge_base_skipped",
+                "knowledge_base_failed",
             ]
         );
     }

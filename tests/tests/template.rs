@@ -1222,3 +1222,76 @@ fn the_knowledge_document_is_read_on_exactly_that_object_and_passed_on() {
     );
     assert_eq!(config.knowledge_max_tokens, 8000);
 }
+
+#[test]
+fn the_knowledge_base_is_queried_on_exactly_that_one_and_passed_on() {
+    let template = Template::load();
+    let retrieve = |parameters: &[(&str, &str)]| -> BTreeSet<BedrockGrant> {
+        service_grants(&template, parameters, "bedrock:")
+            .into_iter()
+            .filter(|(actions, _, _)| actions.iter().any(|a| a == "bedrock:Retrieve"))
+            .collect()
+    };
+    assert_eq!(
+        retrieve(&[]),
+        BTreeSet::new(),
+        "no knowledge base, no grant"
+    );
+    assert_eq!(
+        service_grants(&template, &[], "bedrock:"),
+        BTreeSet::new(),
+        "nor any other Bedrock grant with the default provider"
+    );
+    let only = BTreeSet::from([grant(
+        &["bedrock:Retrieve"],
+        &["arn:aws:bedrock:us-east-1:123456789012:knowledge-base/KB12345678"],
+        None,
+    )]);
+    let parameters = [("KnowledgeBaseId", "KB12345678")];
+    assert_eq!(
+        service_grants(&template, &parameters, "bedrock:"),
+        only,
+        "with OpenAI, Retrieve alone"
+    );
+    // With Bedrock as the provider, the InvokeModel grants come beside it, unchanged.
+    let with_bedrock = [
+        ("KnowledgeBaseId", "KB12345678"),
+        ("LlmProvider", "bedrock"),
+    ];
+    assert_eq!(retrieve(&with_bedrock), only);
+    let others: BTreeSet<BedrockGrant> = service_grants(&template, &with_bedrock, "bedrock:")
+        .into_iter()
+        .filter(|grant| !only.contains(grant))
+        .collect();
+    assert_eq!(
+        others,
+        service_grants(&template, &[("LlmProvider", "bedrock")], "bedrock:")
+    );
+    assert!(
+        others
+            .iter()
+            .all(|(actions, _, _)| actions == &["bedrock:InvokeModel"])
+    );
+
+    let env = processor_environment(
+        &template,
+        &[
+            ("KnowledgeBaseId", "KB12345678"),
+            ("KnowledgeBaseTopK", "8"),
+        ],
+    );
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let config = processor::Config::from(&shared::env_config::Env::from_pairs(&pairs)).unwrap();
+    assert_eq!(config.knowledge_base_id.as_deref(), Some("KB12345678"));
+    assert_eq!(config.knowledge_base_top_k, 8);
+    let defaults = processor_environment(&template, &[]);
+    let pairs: Vec<(&str, &str)> = defaults
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let config = processor::Config::from(&shared::env_config::Env::from_pairs(&pairs)).unwrap();
+    assert_eq!(
+        (config.knowledge_base_id, config.knowledge_base_top_k),
+        (None, 5)
+    );
+}

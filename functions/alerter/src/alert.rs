@@ -342,7 +342,7 @@ fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
 const LLM_KEY_REFUSED: &str = "The LLM provider refused the API key: check LLM_API_KEY in the secret (and LLM_BASE_URL, LLM_MODEL).";
 
 /// What to do about the events whose cause is known, when no Meta code says more.
-pub const EVENT_ADVICE: [(LogEvent, &str); 14] = [
+pub const EVENT_ADVICE: [(LogEvent, &str); 15] = [
     (
         LogEvent::LlmFailedFinal,
         "The LLM stayed down through every retry and the user got \
@@ -385,6 +385,13 @@ pub const EVENT_ADVICE: [(LogEvent, &str); 14] = [
         "The knowledge document (KNOWLEDGE_URI, the template's KnowledgeUri) could not be read: \
         the bot answers without it. Upload it with infra/knowledge.sh, check that the object exists and is UTF-8 \
         text, and that the processor's role may read it.",
+    ),
+    (
+        LogEvent::KnowledgeBaseFailed,
+        "Amazon Bedrock Knowledge Bases refused the retrieval (KNOWLEDGE_BASE_ID, the template's \
+        KnowledgeBaseId): the bot answers without its passages. Check that the knowledge base exists in the stack's \
+        region with that id and has been synced, that the processor's role grants bedrock:Retrieve on it (redeploy \
+        with the right KnowledgeBaseId), and, for a ValidationException, KNOWLEDGE_BASE_TOP_K.",
     ),
     (
         LogEvent::MetaAccountBlocked,
@@ -809,6 +816,7 @@ mod tests {
             (None, "llm_request_refused", "LLM_BASE_URL"),
             (None, "llm_access_denied", "Bedrock console of that region"),
             (None, "knowledge_unavailable", "infra/knowledge.sh"),
+            (None, "knowledge_base_failed", "bedrock:Retrieve"),
             (Some(368), "meta_account_blocked", "WhatsApp Manager"),
             (Some(131_051), "reply_undeliverable", "marked done"),
             (Some(131_030), "reply_undeliverable", "allowed list"),

@@ -125,8 +125,9 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
         tracing::warn!(event = LogEvent::TypingFailed.as_str(), error = %error, "could not mark read / show typing");
     }
 
-    /// Asks the LLM; when the provider says the prompt is too long, asks once more at once with
-    /// the oldest half of the history (at least one turn) dropped.
+    /// Asks the LLM, the user's turn grounded in the knowledge base's passages when one is
+    /// configured (looked up once, `retrieve.rs`); when the provider says the prompt is too long,
+    /// asks once more at once with the oldest half of the history (at least one turn) dropped.
     async fn ask_within_context(
         &self,
         claimed: &ClaimedBurst<'_>,
@@ -135,8 +136,13 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
         metrics: &mut Metrics,
     ) -> Result<String, LlmError> {
         let (history, files) = (claimed.claim.history.as_slice(), claimed.files.as_slice());
+        let llm_deadline = invocation.deadline_before(REPLY_RESERVE);
+        // What the model gets as the user's turn; the memory keeps `user_text` (see `answer`).
+        let model_text = self
+            .with_passages(user_text, llm_deadline, &claimed.user, metrics)
+            .await;
         let result = self
-            .ask(history, files, user_text, invocation, metrics)
+            .ask(history, files, &model_text, invocation, metrics)
             .await;
         match result {
             Err(error)
@@ -146,7 +152,7 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
                 tracing::warn!(event = LogEvent::LlmHistoryTrimmed.as_str(), error = %error,
                     turns_before = history.len(), turns_after = shorter.len(),
                     "the prompt is too long for the model; asking again with the oldest history dropped");
-                self.ask(shorter, files, user_text, invocation, metrics)
+                self.ask(shorter, files, &model_text, invocation, metrics)
                     .await
             }
             result => result,

@@ -57,6 +57,8 @@ pub const VARIABLES: &[&str] = &[
     "KNOWLEDGE_URI",
     "KNOWLEDGE_MAX_TOKENS",
     "KNOWLEDGE_REFRESH_SECONDS",
+    "KNOWLEDGE_BASE_ID",
+    "KNOWLEDGE_BASE_TOP_K",
 ];
 
 /// The processor's configuration.
@@ -125,6 +127,11 @@ pub struct Config {
     /// `KNOWLEDGE_REFRESH_SECONDS` (default 300): how long the knowledge is used before it is
     /// checked for a new version.
     pub knowledge_refresh: Duration,
+    /// `KNOWLEDGE_BASE_ID` (none by default): the Amazon Bedrock knowledge base each user's turn
+    /// is sent to (`Retrieve`), its passages going to the model with the turn.
+    pub knowledge_base_id: Option<String>,
+    /// `KNOWLEDGE_BASE_TOP_K` (default 5, 1 to 20): how many passages a turn asks for.
+    pub knowledge_base_top_k: u32,
     /// Lambda's `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` in MB (128 when unset): how many bursts may
     /// hold media at once (`media_lane.rs`).
     pub memory_mb: u32,
@@ -228,6 +235,8 @@ impl Config {
             knowledge_max_tokens: knowledge_max_tokens(env)?,
             knowledge_refresh: env
                 .seconds_or("KNOWLEDGE_REFRESH_SECONDS", Duration::from_secs(300))?,
+            knowledge_base_id: knowledge_base_id(env)?,
+            knowledge_base_top_k: knowledge_base_top_k(env)?,
         })
     }
 }
@@ -241,6 +250,34 @@ fn knowledge_max_tokens<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<u
         Err(invalid(
             "KNOWLEDGE_MAX_TOKENS",
             "it must be between 100 and 200000",
+        ))
+    }
+}
+
+/// `KNOWLEDGE_BASE_ID`: a knowledge base id is 1 to 10 letters and digits.
+fn knowledge_base_id<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<Option<String>, ConfigError> {
+    match env.optional("KNOWLEDGE_BASE_ID") {
+        Some(id) if id.len() > 10 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Err(invalid(
+                "KNOWLEDGE_BASE_ID",
+                "it must be a knowledge base id: up to 10 letters and digits",
+            ))
+        }
+        id => Ok(id),
+    }
+}
+
+/// `KNOWLEDGE_BASE_TOP_K`, within its bounds.
+fn knowledge_base_top_k<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<u32, ConfigError> {
+    let top_k: u32 = env.parsed_or("KNOWLEDGE_BASE_TOP_K", 5)?;
+    if (1..=shared::knowledge_base::MAX_TOP_K).contains(&top_k) {
+        Ok(top_k)
+    } else {
+        Err(invalid(
+            "KNOWLEDGE_BASE_TOP_K",
+            "it must be between 1 and 20",
         ))
     }
 }
@@ -482,6 +519,11 @@ mod tests {
             ("GUARDRAIL_VERSION", "latest"),
             ("KNOWLEDGE_URI", "https://example.com/faq.md"),
             ("KNOWLEDGE_MAX_TOKENS", "50"),
+            ("KNOWLEDGE_BASE_ID", "kb-123"),
+            ("KNOWLEDGE_BASE_ID", "ABCDEFGHIJK"),
+            ("KNOWLEDGE_BASE_TOP_K", "0"),
+            ("KNOWLEDGE_BASE_TOP_K", "21"),
+            ("KNOWLEDGE_BASE_TOP_K", "five"),
         ] {
             let result = config(&[REQUIRED[0], REQUIRED[1], (name, value)]);
             assert!(
@@ -489,6 +531,29 @@ mod tests {
                 "{name}={value} gave {result:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_knowledge_base_is_optional_with_five_passages_by_default() {
+        let none = config(&REQUIRED).unwrap();
+        assert_eq!(
+            (none.knowledge_base_id, none.knowledge_base_top_k),
+            (None, 5)
+        );
+        let set = config(&[
+            REQUIRED[0],
+            REQUIRED[1],
+            ("KNOWLEDGE_BASE_ID", " KB12345678 "),
+            ("KNOWLEDGE_BASE_TOP_K", "20"),
+        ])
+        .unwrap();
+        assert_eq!(set.knowledge_base_id.as_deref(), Some("KB12345678"));
+        assert_eq!(set.knowledge_base_top_k, 20);
+        let empty = config(&[REQUIRED[0], REQUIRED[1], ("KNOWLEDGE_BASE_ID", "")]).unwrap();
+        assert_eq!(
+            empty.knowledge_base_id, None,
+            "the template's empty default"
+        );
     }
 
     #[test]

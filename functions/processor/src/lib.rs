@@ -30,7 +30,9 @@
 //!    such. A step that changes what a message gets by reading its media (transcribing a voice
 //!    note, downloading an image) goes between the claim and this one.
 //! 6. Get the answer (`answer.rs`): the persona grounded in the business's knowledge document
-//!    when one is configured (`ground.rs`), then one LLM call, with a best-effort "read + typing" signal beside it;
+//!    when one is configured (`ground.rs`), the user's turn with the passages a Bedrock knowledge
+//!    base finds for it when one is configured (`retrieve.rs`; the memory keeps the user's words
+//!    only), then one LLM call, with a best-effort "read + typing" signal beside it;
 //!    the fallback message when the LLM stays down on a message's last delivery.
 //! 7. Deliver it (`reply.rs`): the answer, then `UNSUPPORTED_MESSAGE` when due, each split into
 //!    several WhatsApp messages when over 4096 UTF-16 units.
@@ -72,6 +74,7 @@ mod prompt;
 mod read;
 mod record;
 mod reply;
+mod retrieve;
 mod undelivered;
 
 use std::sync::Arc;
@@ -84,6 +87,7 @@ use shared::conversation::dynamodb::DynamoDbConversationStore;
 use shared::conversation::{ConversationStore, HistoryPolicy, PendingAnswer};
 use shared::inbound::InboundMessage;
 use shared::knowledge::{DocumentStore, Knowledge};
+use shared::knowledge_base::{BedrockKnowledgeBase, KnowledgeBaseSettings};
 use shared::llm::{ChatModel, Llm, LlmSettings};
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
@@ -279,18 +283,38 @@ pub fn build<S: Secrets>(
         media_lanes: media_lane::lanes_for_memory(config.memory_mb),
     };
     let processor = Processor::new(store, llm, graph, transcriber, behaviour);
-    Ok(match &config.knowledge_uri {
+    let processor = match &config.knowledge_uri {
         Some(uri) => processor.with_knowledge(Knowledge::new(
             DocumentStore::new(uri, aws),
             config.knowledge_refresh,
             config.knowledge_max_tokens.saturating_mul(BYTES_PER_TOKEN),
         )),
         None => processor,
+    };
+    Ok(match &config.knowledge_base_id {
+        Some(id) => processor.with_knowledge_base(BedrockKnowledgeBase::new(
+            aws,
+            KnowledgeBaseSettings {
+                knowledge_base_id: id.clone(),
+                top_k: config.knowledge_base_top_k,
+                attempt_timeout: KNOWLEDGE_BASE_ATTEMPT_TIMEOUT,
+                backoff: Backoff {
+                    initial: Duration::from_millis(100),
+                    max: Duration::from_secs(1),
+                    max_attempts: 3,
+                },
+            },
+        )),
+        None => processor,
     })
 }
 
+/// The limit of one `Retrieve` attempt; all of them end within `retrieve::RETRIEVAL_BUDGET`.
+const KNOWLEDGE_BASE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The processor, over its ports: the store, the model, WhatsApp (sending, and the media users
-/// send) and the transcriber; and the business's knowledge, when there is some.
+/// send) and the transcriber; and the business's knowledge document and knowledge base, when
+/// there are.
 pub struct Processor<C, L, W, T> {
     store: C,
     llm: L,
@@ -299,6 +323,7 @@ pub struct Processor<C, L, W, T> {
     behaviour: Behaviour,
     media_lanes: MediaLanes,
     knowledge: Option<Knowledge<DocumentStore>>,
+    knowledge_base: Option<BedrockKnowledgeBase>,
 }
 
 impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
@@ -313,6 +338,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
             transcriber,
             media_lanes: MediaLanes::new(behaviour.media_lanes),
             knowledge: None,
+            knowledge_base: None,
             behaviour,
         }
     }
@@ -320,6 +346,13 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
     /// The same processor, grounding the model's answers in `knowledge` (`ground.rs`).
     pub fn with_knowledge(mut self, knowledge: Knowledge<DocumentStore>) -> Self {
         self.knowledge = Some(knowledge);
+        self
+    }
+
+    /// The same processor, giving the model the passages `knowledge_base` finds for each user's
+    /// turn (`retrieve.rs`).
+    pub fn with_knowledge_base(mut self, knowledge_base: BedrockKnowledgeBase) -> Self {
+        self.knowledge_base = Some(knowledge_base);
         self
     }
 

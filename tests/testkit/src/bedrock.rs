@@ -1,7 +1,9 @@
 //! A stand-in for Amazon Bedrock's Converse API (`POST /model/{modelId}/converse`), built on
 //! [`RecordingServer`]: it answers with Converse's JSON shapes, scripted answers first, and checks
 //! that every request is SigV4-signed by the expected credentials for service `bedrock` and the
-//! expected region, answering 403 as AWS does when it is not.
+//! expected region, answering 403 as AWS does when it is not. It also stands in for Bedrock
+//! Knowledge Bases' `Retrieve` (`POST /knowledgebases/{id}/retrieve`, bedrock-agent-runtime, also
+//! signed for `bedrock`), so that one AWS endpoint serves a processor using both.
 //!
 //! [`check_sigv4`] is the check itself, usable on any recorded request: it parses the
 //! `Authorization` header and recomputes the signature over what arrived on the wire (method,
@@ -56,6 +58,35 @@ pub fn converse_answer_with(
             "metrics": {"latencyMs": 5},
         }),
     )
+}
+
+/// A successful `Retrieve` answer with one result per `(text, s3 uri)`, best first (scores
+/// falling from 0.9).
+pub fn retrieve_answer(passages: &[(&str, Option<&str>)]) -> Canned {
+    let results: Vec<serde_json::Value> = passages
+        .iter()
+        .enumerate()
+        .map(|(index, (text, uri))| {
+            let mut result = json!({
+                "content": {"text": text, "type": "TEXT"},
+                "score": 0.9 - 0.1 * index as f64,
+            });
+            if let Some(uri) = uri {
+                result["location"] = json!({"type": "S3", "s3Location": {"uri": uri}});
+            }
+            result
+        })
+        .collect();
+    Canned::json(200, json!({"retrievalResults": results}))
+}
+
+/// The knowledge base id of a `Retrieve` path (`/knowledgebases/{id}/retrieve`).
+pub fn retrieve_knowledge_base_id(path: &str) -> Option<String> {
+    let path = path.split('?').next().unwrap_or_default();
+    let id = path
+        .strip_prefix("/knowledgebases/")?
+        .strip_suffix("/retrieve")?;
+    (!id.is_empty() && !id.contains('/')).then(|| id.to_owned())
 }
 
 /// A guardrail's intervention: its canned `text`, stop reason `guardrail_intervened`.
@@ -187,6 +218,7 @@ pub struct SignatureCheck {
 
 struct StandInState {
     script: Mutex<VecDeque<Canned>>,
+    retrieve_script: Mutex<VecDeque<Canned>>,
     default_text: Mutex<String>,
     signer: Option<ExpectedSigner>,
     checks: Mutex<Vec<SignatureCheck>>,
@@ -212,6 +244,7 @@ impl ConverseStandIn {
     pub async fn start_with(signer: Option<ExpectedSigner>) -> Self {
         let state = Arc::new(StandInState {
             script: Mutex::new(VecDeque::new()),
+            retrieve_script: Mutex::new(VecDeque::new()),
             default_text: Mutex::new("Hello!".to_owned()),
             signer,
             checks: Mutex::new(Vec::new()),
@@ -242,9 +275,35 @@ impl ConverseStandIn {
             .extend(answers);
     }
 
+    /// Queues answers given, in order, to the next correctly signed `Retrieve` requests; without
+    /// one, a `Retrieve` finds nothing.
+    pub fn script_retrieve(&self, answers: impl IntoIterator<Item = Canned>) {
+        self.state
+            .retrieve_script
+            .lock()
+            .expect("retrieve script lock")
+            .extend(answers);
+    }
+
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.server.requests()
+    }
+
+    /// The Converse requests received so far, in order.
+    pub fn converse_requests(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| converse_model_id(&r.path).is_some())
+            .collect()
+    }
+
+    /// The `Retrieve` requests received so far, in order.
+    pub fn retrieve_requests(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| retrieve_knowledge_base_id(&r.path).is_some())
+            .collect()
     }
 
     /// The recording server underneath, for harnesses that hold a [`RecordingServer`] as their
@@ -307,6 +366,14 @@ fn respond(state: &StandInState, request: &RecordedRequest) -> Canned {
         if let Err(reason) = result {
             return signature_refusal(&reason);
         }
+    }
+    if request.method == "POST" && retrieve_knowledge_base_id(&request.path).is_some() {
+        let scripted = state
+            .retrieve_script
+            .lock()
+            .expect("retrieve script lock")
+            .pop_front();
+        return scripted.unwrap_or_else(|| retrieve_answer(&[]));
     }
     if request.method != "POST" || converse_model_id(&request.path).is_none() {
         return converse_error(404, "UnknownOperationException", "no such operation");
@@ -696,6 +763,22 @@ mod tests {
             "+0231114T221320Z",
         ] {
             assert_eq!(parse_amz_date(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn knowledge_base_ids_are_read_from_retrieve_paths() {
+        assert_eq!(
+            retrieve_knowledge_base_id("/knowledgebases/KB12345678/retrieve").as_deref(),
+            Some("KB12345678")
+        );
+        for other in [
+            "/knowledgebases//retrieve",
+            "/knowledgebases/a/b/retrieve",
+            "/knowledgebases/KB1/retrieveAndGenerate",
+            PATH,
+        ] {
+            assert_eq!(retrieve_knowledge_base_id(other), None, "{other}");
         }
     }
 
