@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use shared::conversation::{Role, Turn};
 use shared::inbound::InboundMessage;
-use shared::llm::{InlineFile, Llm, LlmError, LlmRefusal};
+use shared::llm::{Completion, InlineFile, Llm, LlmError, LlmRefusal};
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::whatsapp::WhatsApp;
@@ -182,7 +182,7 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
             }
             Err(_) => metrics.count("LlmErrors", 1),
         }
-        result.map(|completion| completion.text)
+        result.and_then(final_text)
     }
 
     /// The reply to the user's turn, and whether the turn is remembered: the LLM's answer; the
@@ -219,6 +219,18 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
             },
         }
     }
+}
+
+/// The answer's text. Tool calls are answered by a later step (none is offered yet): an answer
+/// that holds only calls is no answer, so that the user gets the fallback, never an empty reply.
+fn final_text(completion: Completion) -> Result<String, LlmError> {
+    if completion.text.trim().is_empty() {
+        return Err(LlmError::NoAnswer(format!(
+            "the model asked for {} tool call(s) instead of answering",
+            completion.tool_calls.len()
+        )));
+    }
+    Ok(completion.text)
 }
 
 /// Logs, as an ERROR naming its cause and what to do, that the provider refused the request for

@@ -859,6 +859,24 @@ async fn a_content_filter_refusal_gets_the_fallback_at_once() {
 }
 
 #[tokio::test]
+async fn an_answer_of_tool_calls_alone_gets_the_fallback_never_an_empty_reply() {
+    let mut calls_only = completion("");
+    calls_only.tool_calls = vec![shared::llm::ToolCall {
+        id: "call_1".into(),
+        name: "order_status".into(),
+        arguments: serde_json::json!({"order_id": "A-17"}),
+        signature: None,
+    }];
+    let p = processor(
+        FakeLlm::scripted(vec![Ok(calls_only)]),
+        FakeWhatsApp::default(),
+    );
+    let (response, _) = p.run(vec![text_record("s1", "1555", "w1", "hi")]).await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(p.whatsapp.texts(), ["Sorry, try later."]);
+}
+
+#[tokio::test]
 async fn a_refused_key_is_still_retried_through_the_queue() {
     for (status, message) in [
         (401, "invalid key"),
