@@ -18,7 +18,7 @@ use crate::log_event::LogEvent;
 
 /// How long a failed first read is remembered before it is tried again, so that a missing
 /// document does not cost a read (and an ERROR) per message.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+pub(crate) const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// The longest a read may take: the knowledge must leave the model its time.
 const READ_LIMIT: Duration = Duration::from_secs(3);
@@ -151,35 +151,119 @@ pub fn grounded_system(persona: &str, knowledge: &str) -> String {
     )
 }
 
+/// A document read from its source on first use and kept as a `T` (what its reader makes of the
+/// text), checked for a new version (by ETag) once the kept one is older than the refresh
+/// interval. One set of rules for every such document (the knowledge, the tools file): a read
+/// takes at most `READ_LIMIT` (3 s) and never runs past the caller's deadline; a failed read before
+/// any version was read is tried again after `RETRY_AFTER_FAILURE` (30 s), so that a missing document
+/// does not cost a read (and an ERROR) per message.
+pub struct CachedDocument<D, T> {
+    source: D,
+    refresh: Duration,
+    state: Mutex<CacheState<T>>,
+}
+
+struct CacheState<T> {
+    /// What the reader made of the last version it accepted.
+    value: Option<T>,
+    /// The version last read, accepted or not: an unchanged version is not read again.
+    etag: Option<String>,
+    /// When the source was last asked.
+    checked_at: Option<Instant>,
+}
+
+/// What a check of the source found, for the reader to act on.
+#[derive(Debug)]
+pub enum Found<'a> {
+    /// The text of a version other than the one last read.
+    Changed(&'a str),
+    /// The read failed; `had_version` tells whether some version was read before.
+    Failed {
+        /// Why.
+        error: &'a KnowledgeError,
+        /// Whether a version was read before (the kept value, if any, stays).
+        had_version: bool,
+    },
+}
+
+impl<D: DocumentSource, T: Clone> CachedDocument<D, T> {
+    /// The document at `source`, checked every `refresh`. No I/O.
+    pub fn new(source: D, refresh: Duration) -> Self {
+        Self {
+            source,
+            refresh,
+            state: Mutex::new(CacheState {
+                value: None,
+                etag: None,
+                checked_at: None,
+            }),
+        }
+    }
+
+    /// The kept value, after checking the source when it is due, giving up at `deadline`.
+    /// `read` is told what a check found, with the value kept so far, and gives the value that
+    /// replaces it, if any.
+    pub async fn current(
+        &self,
+        deadline: Instant,
+        read: impl FnOnce(Found<'_>, Option<&T>) -> Option<T>,
+    ) -> Option<T> {
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        let wait = match state.etag {
+            Some(_) => self.refresh,
+            None => RETRY_AFTER_FAILURE,
+        };
+        if state
+            .checked_at
+            .is_some_and(|at| now.duration_since(at) < wait)
+        {
+            return state.value.clone();
+        }
+        let limit = deadline.min(now + READ_LIMIT);
+        let fetched = tokio::time::timeout_at(limit, self.source.fetch(state.etag.as_deref()))
+            .await
+            .unwrap_or_else(|_| Err(KnowledgeError::Read("no answer in time".to_owned())));
+        state.checked_at = Some(now);
+        let replacement = match &fetched {
+            Ok(Fetched::Unchanged) => None,
+            Ok(Fetched::Changed(document)) => {
+                read(Found::Changed(&document.text), state.value.as_ref())
+            }
+            Err(error) => {
+                let had_version = state.etag.is_some();
+                read(Found::Failed { error, had_version }, state.value.as_ref())
+            }
+        };
+        if let Ok(Fetched::Changed(document)) = fetched {
+            state.etag = Some(document.etag);
+        }
+        if let Some(value) = replacement {
+            state.value = Some(value);
+        }
+        state.value.clone()
+    }
+
+    /// The source, for tests that look at what it was asked.
+    #[cfg(test)]
+    pub(crate) fn source(&self) -> &D {
+        &self.source
+    }
+}
+
 /// The knowledge document as the processor uses it: read on first use, cached, checked for a
 /// change every `refresh`, cut to `max_bytes`.
 pub struct Knowledge<D> {
-    source: D,
-    refresh: Duration,
+    document: CachedDocument<D, Arc<str>>,
     max_bytes: usize,
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    current: Option<Current>,
-    failed_at: Option<Instant>,
-}
-
-struct Current {
-    text: Arc<str>,
-    etag: String,
-    checked_at: Instant,
 }
 
 impl<D: DocumentSource> Knowledge<D> {
     /// Knowledge read from `source`, checked every `refresh`, cut to `max_bytes`. No I/O.
     pub fn new(source: D, refresh: Duration, max_bytes: usize) -> Self {
         Self {
-            source,
-            refresh,
+            document: CachedDocument::new(source, refresh),
             max_bytes,
-            state: Mutex::new(State::default()),
         }
     }
 
@@ -187,66 +271,21 @@ impl<D: DocumentSource> Knowledge<D> {
     /// the refresh interval, giving up at `deadline`. `None` when it has never been read: the
     /// bot then answers without it (an ERROR says why).
     pub async fn current(&self, deadline: Instant) -> Option<Arc<str>> {
-        let mut state = self.state.lock().await;
-        let now = Instant::now();
-        if let Some(current) = &state.current
-            && now.duration_since(current.checked_at) < self.refresh
-        {
-            return Some(current.text.clone());
-        }
-        if state.current.is_none()
-            && state
-                .failed_at
-                .is_some_and(|at| now.duration_since(at) < RETRY_AFTER_FAILURE)
-        {
-            return None;
-        }
-        let etag = state.current.as_ref().map(|c| c.etag.clone());
-        let limit = deadline.min(now + READ_LIMIT);
-        let fetched = match tokio::time::timeout_at(limit, self.source.fetch(etag.as_deref())).await
-        {
-            Ok(result) => result,
-            Err(_) => Err(KnowledgeError::Read("no answer in time".to_owned())),
-        };
-        self.update(&mut state, fetched, now)
-    }
-
-    fn update(
-        &self,
-        state: &mut State,
-        fetched: Result<Fetched, KnowledgeError>,
-        now: Instant,
-    ) -> Option<Arc<str>> {
-        match fetched {
-            Ok(Fetched::Changed(document)) => {
-                let text = self.admit(&document.text);
-                state.current = Some(Current {
-                    text: text.clone(),
-                    etag: document.etag,
-                    checked_at: now,
-                });
-                state.failed_at = None;
-                Some(text)
-            }
-            Ok(Fetched::Unchanged) => state.current.as_mut().map(|current| {
-                current.checked_at = now;
-                current.text.clone()
-            }),
-            Err(error) => match state.current.as_mut() {
-                Some(current) => {
+        self.document
+            .current(deadline, |found, _| match found {
+                Found::Changed(text) => Some(self.admit(text)),
+                Found::Failed { error, had_version: true } => {
                     tracing::warn!(event = LogEvent::KnowledgeRefreshFailed.as_str(), error = %error,
                         "the knowledge document could not be checked; answering from the cached version");
-                    current.checked_at = now;
-                    Some(current.text.clone())
-                }
-                None => {
-                    tracing::error!(event = LogEvent::KnowledgeUnavailable.as_str(), error = %error,
-                        "the knowledge document could not be read; answering without it (check KNOWLEDGE_URI)");
-                    state.failed_at = Some(now);
                     None
                 }
-            },
-        }
+                Found::Failed { error, had_version: false } => {
+                    tracing::error!(event = LogEvent::KnowledgeUnavailable.as_str(), error = %error,
+                        "the knowledge document could not be read; answering without it (check KNOWLEDGE_URI)");
+                    None
+                }
+            })
+            .await
     }
 
     /// The document's text within the budget, logged.
@@ -404,10 +443,42 @@ impl DocumentSource for DocumentStore {
     }
 }
 
+/// A document source for the tests of the documents' readers.
 #[cfg(test)]
-mod tests {
+pub(crate) mod scripted {
     use std::sync::Mutex as StdMutex;
 
+    use super::{Document, DocumentSource, Fetched, KnowledgeError};
+
+    /// A source that answers what the test scripts and records the ETags it is asked with.
+    #[derive(Default)]
+    pub(crate) struct Scripted {
+        pub(crate) answers: StdMutex<Vec<Result<Fetched, KnowledgeError>>>,
+        pub(crate) etags_seen: StdMutex<Vec<Option<String>>>,
+    }
+
+    impl DocumentSource for Scripted {
+        async fn fetch(&self, etag: Option<&str>) -> Result<Fetched, KnowledgeError> {
+            self.etags_seen
+                .lock()
+                .unwrap()
+                .push(etag.map(str::to_owned));
+            self.answers.lock().unwrap().remove(0)
+        }
+    }
+
+    /// A read that found version `etag` holding `text`.
+    pub(crate) fn changed(text: &str, etag: &str) -> Result<Fetched, KnowledgeError> {
+        Ok(Fetched::Changed(Document {
+            text: text.into(),
+            etag: etag.into(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scripted::{Scripted, changed};
     use super::*;
 
     #[test]
@@ -455,30 +526,6 @@ mod tests {
         assert!(system.ends_with("<knowledge>\nOpen 9-5.\n</knowledge>"));
     }
 
-    /// A source that answers what the test scripts and counts the reads.
-    #[derive(Default)]
-    struct Scripted {
-        answers: StdMutex<Vec<Result<Fetched, KnowledgeError>>>,
-        etags_seen: StdMutex<Vec<Option<String>>>,
-    }
-
-    impl DocumentSource for Scripted {
-        async fn fetch(&self, etag: Option<&str>) -> Result<Fetched, KnowledgeError> {
-            self.etags_seen
-                .lock()
-                .unwrap()
-                .push(etag.map(str::to_owned));
-            self.answers.lock().unwrap().remove(0)
-        }
-    }
-
-    fn changed(text: &str, etag: &str) -> Result<Fetched, KnowledgeError> {
-        Ok(Fetched::Changed(Document {
-            text: text.into(),
-            etag: etag.into(),
-        }))
-    }
-
     fn in_seconds(seconds: u64) -> Instant {
         Instant::now() + Duration::from_secs(seconds)
     }
@@ -508,7 +555,13 @@ mod tests {
                 Some(expected)
             );
         }
-        let seen = knowledge.source.etags_seen.lock().unwrap().clone();
+        let seen = knowledge
+            .document
+            .source()
+            .etags_seen
+            .lock()
+            .unwrap()
+            .clone();
         let e1 = Some("e1".to_owned());
         assert_eq!(seen, [None, e1.clone(), e1.clone(), e1]);
     }
@@ -528,6 +581,9 @@ mod tests {
             knowledge.current(in_seconds(9)).await.as_deref(),
             Some("# FAQ")
         );
-        assert_eq!(knowledge.source.etags_seen.lock().unwrap().len(), 2);
+        assert_eq!(
+            knowledge.document.source().etags_seen.lock().unwrap().len(),
+            2
+        );
     }
 }

@@ -6,90 +6,51 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::file::{Tools, parse_tools};
-use crate::knowledge::{DocumentSource, Fetched, KnowledgeError};
+use crate::knowledge::{CachedDocument, DocumentSource, Found};
 use crate::log_event::LogEvent;
-
-/// How long a failed first read is remembered before it is tried again.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
-
-/// The longest a read may take: the tools must leave the model its time.
-const READ_LIMIT: Duration = Duration::from_secs(3);
 
 /// The tools file, read from `source`, cached and parsed.
 pub struct ToolsCatalog<D> {
-    source: D,
-    refresh: Duration,
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    /// The last valid tools.
-    tools: Option<Arc<Tools>>,
-    /// The version last read, valid or not: an invalid version is not parsed again.
-    etag: Option<String>,
-    /// When the source was last asked.
-    checked_at: Option<Instant>,
+    document: CachedDocument<D, Arc<Tools>>,
 }
 
 impl<D: DocumentSource> ToolsCatalog<D> {
     /// The tools file read from `source`, checked every `refresh`. No I/O.
     pub fn new(source: D, refresh: Duration) -> Self {
         Self {
-            source,
-            refresh,
-            state: Mutex::new(State::default()),
+            document: CachedDocument::new(source, refresh),
         }
     }
 
     /// The tools to offer, read or checked again when the cached version is older than the
     /// refresh interval, giving up at `deadline`. `None` when no valid version has been read:
-    /// the bot then answers without tools (an ERROR says why).
+    /// the bot then answers without tools (an ERROR says why). An invalid version is not read
+    /// again while it is unchanged.
     pub async fn current(&self, deadline: Instant) -> Option<Arc<Tools>> {
-        let mut state = self.state.lock().await;
-        let now = Instant::now();
-        // Until a version has been read, a failure is retried sooner than the refresh.
-        let wait = match state.etag {
-            Some(_) => self.refresh,
-            None => self.refresh.min(RETRY_AFTER_FAILURE),
-        };
-        if state
-            .checked_at
-            .is_some_and(|at| now.duration_since(at) < wait)
-        {
-            return state.tools.clone();
-        }
-        let limit = deadline.min(now + READ_LIMIT);
-        let fetched = tokio::time::timeout_at(limit, self.source.fetch(state.etag.as_deref()))
+        self.document
+            .current(deadline, |found, kept| match found {
+                Found::Changed(text) => admit(text, kept),
+                Found::Failed { error, had_version: true } => {
+                    tracing::warn!(event = LogEvent::ToolsRefreshFailed.as_str(), error = %error,
+                        "the tools file could not be checked; using the cached version");
+                    None
+                }
+                Found::Failed { error, had_version: false } => {
+                    tracing::error!(event = LogEvent::ToolsUnavailable.as_str(), error = %error,
+                        "the tools file could not be read; answering without tools (check TOOLS_URI)");
+                    None
+                }
+            })
             .await
-            .unwrap_or_else(|_| Err(KnowledgeError::Read("no answer in time".to_owned())));
-        state.checked_at = Some(now);
-        match fetched {
-            Ok(Fetched::Changed(document)) => {
-                state.etag = Some(document.etag);
-                admit(&mut state, &document.text);
-            }
-            Ok(Fetched::Unchanged) => {}
-            Err(error) if state.etag.is_some() => {
-                tracing::warn!(event = LogEvent::ToolsRefreshFailed.as_str(), error = %error,
-                    "the tools file could not be checked; using the cached version");
-            }
-            Err(error) => {
-                tracing::error!(event = LogEvent::ToolsUnavailable.as_str(), error = %error,
-                    "the tools file could not be read; answering without tools (check TOOLS_URI)");
-            }
-        }
-        state.tools.clone()
     }
 }
 
 /// Parses a new version of the file: valid, it replaces the tools; invalid, it is logged and
-/// the last valid tools (if any) stay.
-fn admit(state: &mut State, text: &str) {
+/// the last valid tools (`kept`, if any) stay.
+fn admit(text: &str, kept: Option<&Arc<Tools>>) -> Option<Arc<Tools>> {
     match parse_tools(text) {
         Ok(tools) => {
             tracing::info!(
@@ -97,47 +58,23 @@ fn admit(state: &mut State, text: &str) {
                 tools = tools.len(),
                 "tools file loaded"
             );
-            state.tools = Some(Arc::new(tools));
+            Some(Arc::new(tools))
         }
         Err(error) => {
-            let kept = state.tools.as_ref().map_or(0, |tools| tools.len());
+            let kept = kept.map_or(0, |tools| tools.len());
             tracing::error!(event = LogEvent::ToolsFileInvalid.as_str(), reason = %error,
                 kept_tools = kept,
                 "the tools file is not valid; the last valid version (if any) stays in use until it is fixed");
+            None
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex as StdMutex;
-
     use super::*;
-    use crate::knowledge::Document;
-
-    /// A source that answers what the test scripts and records the ETags it is asked with.
-    #[derive(Default)]
-    struct Scripted {
-        answers: StdMutex<Vec<Result<Fetched, KnowledgeError>>>,
-        etags_seen: StdMutex<Vec<Option<String>>>,
-    }
-
-    impl DocumentSource for Scripted {
-        async fn fetch(&self, etag: Option<&str>) -> Result<Fetched, KnowledgeError> {
-            self.etags_seen
-                .lock()
-                .unwrap()
-                .push(etag.map(str::to_owned));
-            self.answers.lock().unwrap().remove(0)
-        }
-    }
-
-    fn changed(text: &str, etag: &str) -> Result<Fetched, KnowledgeError> {
-        Ok(Fetched::Changed(Document {
-            text: text.into(),
-            etag: etag.into(),
-        }))
-    }
+    use crate::knowledge::scripted::{Scripted, changed};
+    use crate::knowledge::{Fetched, KnowledgeError, RETRY_AFTER_FAILURE};
 
     fn file(names: &[&str]) -> String {
         let tools: Vec<serde_json::Value> = names
@@ -182,7 +119,7 @@ mod tests {
             names(catalog.current(soon()).await),
             Some(vec!["c".to_owned(), "d".to_owned()])
         );
-        let seen = catalog.source.etags_seen.lock().unwrap().clone();
+        let seen = catalog.document.source().etags_seen.lock().unwrap().clone();
         let etag = |e: &str| Some(e.to_owned());
         // The invalid version is not read again while it is unchanged.
         assert_eq!(seen, [None, etag("e1"), etag("e1"), etag("e2"), etag("e2")]);
@@ -222,6 +159,9 @@ mod tests {
         );
         tokio::time::advance(RETRY_AFTER_FAILURE).await;
         assert!(catalog.current(soon()).await.is_some());
-        assert_eq!(catalog.source.etags_seen.lock().unwrap().len(), 2);
+        assert_eq!(
+            catalog.document.source().etags_seen.lock().unwrap().len(),
+            2
+        );
     }
 }
