@@ -32,6 +32,7 @@ use super::{
 };
 use crate::conversation::Role;
 use crate::retry::retry;
+use crate::whatsapp::media::essence;
 
 const PROVIDER: &str = "bedrock";
 
@@ -449,16 +450,6 @@ fn document_format(mime_type: &str) -> Option<DocumentFormat> {
         }
         _ => None,
     }
-}
-
-/// A MIME type without its parameters, in lower case.
-fn essence(mime_type: &str) -> String {
-    mime_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
 }
 
 /// The answer in Converse's output. A guardrail's intervention is an answer (its blocked
