@@ -208,6 +208,15 @@ log_events! {
     /// ERROR: the knowledge base may not be queried or does not exist (or refused the query); the
     /// model is asked without passages until someone acts.
     KnowledgeBaseFailed = "knowledge_base_failed",
+    /// INFO: a retried burst goes on from the tool rounds an earlier invocation kept with its
+    /// claim; those tools are not called again.
+    ToolRoundsResumed = "tool_rounds_resumed",
+    /// WARN: the tool rounds of a burst could not be kept with its claim; a retry would call
+    /// its side-effecting tools again, with the same `Idempotency-Key`.
+    ToolRoundsNotKept = "tool_rounds_not_kept",
+    /// WARN: the model still asked for tools after `TOOLS_MAX_ROUNDS` rounds; its text (or the
+    /// fallback message) is the answer.
+    ToolRoundLimit = "tool_round_limit",
 }
 
 impl LogEvent {
@@ -340,6 +349,9 @@ mod tests {
                 "tool_failed",
                 "knowledge_base_skipped",
                 "knowledge_base_failed",
+                "tool_rounds_resumed",
+                "tool_rounds_not_kept",
+                "tool_round_limit",
             ]
         );
     }

@@ -19,7 +19,8 @@ use shared::conversation::dynamodb::{
 };
 use shared::conversation::{
     Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, MarkOutcome,
-    MoveRequest, Moved, PendingAnswer, Role, StoreError, Turn, Undelivered, UndeliveredRequest,
+    MoveRequest, Moved, PendingAnswer, Role, StoreError, ToolRounds, Turn, Undelivered,
+    UndeliveredRequest,
 };
 use shared::inbound::ConversationKey;
 use testkit::CallCounter;
@@ -673,6 +674,70 @@ async fn a_released_pending_answer_comes_back_with_its_messages_until_they_are_c
 
     // The completing write clears it.
     f.complete(&ids, "third", &claim, Vec::new(), NOW)
+        .await
+        .unwrap();
+    assert!(!kept().await);
+}
+
+#[tokio::test]
+async fn tool_rounds_stay_with_the_claim_through_a_lapsed_lease_until_completed() {
+    let f = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let ids = vec!["wamid.t1".to_owned(), "wamid.t2".to_owned()];
+    f.claim(&ids, "first", NOW).await.unwrap();
+    let rounds = ToolRounds {
+        message_ids: ids.clone(),
+        rounds: vec![shared::llm::ToolRound {
+            text: None,
+            calls: vec![shared::llm::ToolCall {
+                id: "call_1".into(),
+                name: "add_to_cart".into(),
+                arguments: serde_json::json!({"product_id": "P-1", "quantity": 2}),
+                signature: None,
+            }],
+            results: vec![shared::llm::ToolResult {
+                call_id: "call_1".into(),
+                name: "add_to_cart".into(),
+                content: r#"{"cart":"C-9","items":2}"#.into(),
+                is_error: false,
+            }],
+        }],
+    };
+    // Only the holder keeps rounds.
+    assert_eq!(
+        f.store.keep_tool_rounds("intruder", &rounds).await,
+        Err(StoreError::ClaimLost)
+    );
+    f.store.keep_tool_rounds("first", &rounds).await.unwrap();
+    let kept = || async {
+        f.raw(&claim_key("wamid.t1"))
+            .await
+            .is_some_and(|item| item.contains_key("tool_rounds"))
+    };
+    assert!(kept().await, "kept with the first message's claim");
+
+    // The invocation crashed: once its lease lapsed, the retry takes the claim and the rounds.
+    let later = NOW + LEASE + 1;
+    let claim = f.claim(&ids, "second", later).await.unwrap();
+    assert_eq!(claim.claimed, ids);
+    assert_eq!(claim.tool_rounds.as_ref(), Some(&rounds));
+
+    // Released and claimed again, they are still there; a claim of only some messages does not
+    // get them.
+    f.store
+        .release(&f.conversation, "second", &ids, None)
+        .await
+        .unwrap();
+    let partial = f.claim(&ids[1..], "third", later).await.unwrap();
+    assert_eq!(partial.tool_rounds, None);
+    f.store
+        .release(&f.conversation, "third", &ids[1..], None)
+        .await
+        .unwrap();
+    let claim = f.claim(&ids, "fourth", later).await.unwrap();
+    assert_eq!(claim.tool_rounds.as_ref(), Some(&rounds));
+
+    // The completing write clears them.
+    f.complete(&ids, "fourth", &claim, Vec::new(), later)
         .await
         .unwrap();
     assert!(!kept().await);

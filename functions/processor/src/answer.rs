@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use shared::conversation::{Role, Turn};
+use shared::conversation::{ConversationStore, Role, Turn};
 use shared::inbound::InboundMessage;
-use shared::llm::{Completion, InlineFile, Llm, LlmError, LlmRefusal};
+use shared::llm::{Completion, Llm, LlmError, LlmRefusal, Prompt, ToolRound};
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::whatsapp::WhatsApp;
@@ -47,7 +47,7 @@ impl Answer {
     }
 }
 
-impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
+impl<C: ConversationStore, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
     /// Answers the claimed burst's `input`. `Err(Retry)` when the LLM failed and the burst is
     /// to be retried.
     pub(crate) async fn answer(
@@ -126,8 +126,9 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
     }
 
     /// Asks the LLM, the user's turn grounded in the knowledge base's passages when one is
-    /// configured (looked up once, `retrieve.rs`); when the provider says the prompt is too long,
-    /// asks once more at once with the oldest half of the history (at least one turn) dropped.
+    /// configured (looked up once, `retrieve.rs`), the tools offered when there are (`tools.rs`);
+    /// when the provider says the prompt is too long, asks once more at once with the oldest half
+    /// of the history (at least one turn) dropped, going on from the tool rounds already made.
     async fn ask_within_context(
         &self,
         claimed: &ClaimedBurst<'_>,
@@ -135,14 +136,22 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Result<String, LlmError> {
-        let (history, files) = (claimed.claim.history.as_slice(), claimed.files.as_slice());
+        let history = claimed.claim.history.as_slice();
         let llm_deadline = invocation.deadline_before(REPLY_RESERVE);
         // What the model gets as the user's turn; the memory keeps `user_text` (see `answer`).
         let model_text = self
             .with_passages(user_text, llm_deadline, &claimed.user, metrics)
             .await;
+        let mut rounds = self.resumed_rounds(claimed);
         let result = self
-            .ask(history, files, &model_text, invocation, metrics)
+            .ask(
+                claimed,
+                history,
+                &model_text,
+                &mut rounds,
+                llm_deadline,
+                metrics,
+            )
             .await;
         match result {
             Err(error)
@@ -152,37 +161,35 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
                 tracing::warn!(event = LogEvent::LlmHistoryTrimmed.as_str(), error = %error,
                     turns_before = history.len(), turns_after = shorter.len(),
                     "the prompt is too long for the model; asking again with the oldest history dropped");
-                self.ask(shorter, files, &model_text, invocation, metrics)
-                    .await
+                self.ask(
+                    claimed,
+                    shorter,
+                    &model_text,
+                    &mut rounds,
+                    llm_deadline,
+                    metrics,
+                )
+                .await
             }
             result => result,
         }
     }
 
-    /// Asks the LLM, leaving [`REPLY_RESERVE`] of the invocation for the reply.
+    /// Asks the LLM with `history` and the user's turn, until `deadline`.
     async fn ask(
         &self,
+        claimed: &ClaimedBurst<'_>,
         history: &[Turn],
-        files: &[InlineFile],
         user_text: &str,
-        invocation: &Invocation,
+        rounds: &mut Vec<ToolRound>,
+        deadline: Instant,
         metrics: &mut Metrics,
     ) -> Result<String, LlmError> {
-        let started = Instant::now();
-        let llm_deadline = invocation.deadline_before(REPLY_RESERVE);
-        let system = self.system_prompt(llm_deadline).await;
-        let prompt = prompt::prompt(&system, history, user_text).with_files(files.to_vec());
-        let result = self.llm.complete(&prompt, llm_deadline).await;
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        metrics.duration_ms("LlmLatency", latency_ms);
-        match &result {
-            Ok(completion) => {
-                metrics.count("LlmTokensIn", completion.input_tokens.unwrap_or_default());
-                metrics.count("LlmTokensOut", completion.output_tokens.unwrap_or_default());
-            }
-            Err(_) => metrics.count("LlmErrors", 1),
-        }
-        result.and_then(final_text)
+        let system = self.system_prompt(deadline).await;
+        let prompt = prompt::prompt(&system, history, user_text).with_files(claimed.files.clone());
+        self.converse(prompt, rounds, claimed, deadline, metrics)
+            .await
+            .and_then(final_text)
     }
 
     /// The reply to the user's turn, and whether the turn is remembered: the LLM's answer; the
@@ -221,8 +228,32 @@ impl<C, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
     }
 }
 
-/// The answer's text. Tool calls are answered by a later step (none is offered yet): an answer
-/// that holds only calls is no answer, so that the user gets the fallback, never an empty reply.
+impl<C, L: Llm, W, T> Processor<C, L, W, T> {
+    /// One LLM call for `prompt`, until `deadline`, counted in `metrics`.
+    pub(crate) async fn complete(
+        &self,
+        prompt: &Prompt,
+        deadline: Instant,
+        metrics: &mut Metrics,
+    ) -> Result<Completion, LlmError> {
+        let started = Instant::now();
+        let result = self.llm.complete(prompt, deadline).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        metrics.duration_ms("LlmLatency", latency_ms);
+        match &result {
+            Ok(completion) => {
+                metrics.count("LlmTokensIn", completion.input_tokens.unwrap_or_default());
+                metrics.count("LlmTokensOut", completion.output_tokens.unwrap_or_default());
+            }
+            Err(_) => metrics.count("LlmErrors", 1),
+        }
+        result
+    }
+}
+
+/// The answer's text. Tool calls are run by `tools.rs`: an answer that still holds only calls
+/// (no tools offered, or `TOOLS_MAX_ROUNDS` reached) is no answer, so that the user gets the
+/// fallback, never an empty reply.
 fn final_text(completion: Completion) -> Result<String, LlmError> {
     if completion.text.trim().is_empty() {
         return Err(LlmError::NoAnswer(format!(

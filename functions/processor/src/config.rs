@@ -59,6 +59,8 @@ pub const VARIABLES: &[&str] = &[
     "KNOWLEDGE_REFRESH_SECONDS",
     "KNOWLEDGE_BASE_ID",
     "KNOWLEDGE_BASE_TOP_K",
+    "TOOLS_URI",
+    "TOOLS_MAX_ROUNDS",
 ];
 
 /// The processor's configuration.
@@ -124,9 +126,14 @@ pub struct Config {
     /// `KNOWLEDGE_MAX_TOKENS` (default 8000, 100 to 200000): the knowledge's budget in the prompt,
     /// at about 4 bytes a token; the document's end beyond it is left out.
     pub knowledge_max_tokens: usize,
-    /// `KNOWLEDGE_REFRESH_SECONDS` (default 300): how long the knowledge is used before it is
-    /// checked for a new version.
+    /// `KNOWLEDGE_REFRESH_SECONDS` (default 300): how long the knowledge (and the tools file) is
+    /// used before it is checked for a new version.
     pub knowledge_refresh: Duration,
+    /// `TOOLS_URI` (`s3://bucket/key` or `file://path`; none by default): the tools file, the
+    /// business's HTTP APIs the model may call.
+    pub tools_uri: Option<DocumentUri>,
+    /// `TOOLS_MAX_ROUNDS` (default 3, 1 to 5): how many rounds of tool calls one answer may make.
+    pub tools_max_rounds: u32,
     /// `KNOWLEDGE_BASE_ID` (none by default): the Amazon Bedrock knowledge base each user's turn
     /// is sent to (`Retrieve`), its passages going to the model with the turn.
     pub knowledge_base_id: Option<String>,
@@ -225,19 +232,36 @@ impl Config {
             audio_inline: llm_provider == Provider::Gemini
                 && env.optional("TRANSCRIPTION_BASE_URL").is_none(),
             memory_mb: env.parsed_or("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 128)?,
-            knowledge_uri: env
-                .optional("KNOWLEDGE_URI")
-                .map(|uri| uri.parse())
-                .transpose()
-                .map_err(|e: shared::knowledge::BadDocumentUri| {
-                    invalid("KNOWLEDGE_URI", &e.to_string())
-                })?,
+            knowledge_uri: document_uri(env, "KNOWLEDGE_URI")?,
+            tools_uri: document_uri(env, "TOOLS_URI")?,
+            tools_max_rounds: tools_max_rounds(env)?,
             knowledge_max_tokens: knowledge_max_tokens(env)?,
             knowledge_refresh: env
                 .seconds_or("KNOWLEDGE_REFRESH_SECONDS", Duration::from_secs(300))?,
             knowledge_base_id: knowledge_base_id(env)?,
             knowledge_base_top_k: knowledge_base_top_k(env)?,
         })
+    }
+}
+
+/// A document's `s3://` or `file://` URI from the variable `name`, when set.
+fn document_uri<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    name: &'static str,
+) -> Result<Option<DocumentUri>, ConfigError> {
+    env.optional(name)
+        .map(|uri| uri.parse())
+        .transpose()
+        .map_err(|e: shared::knowledge::BadDocumentUri| invalid(name, &e.to_string()))
+}
+
+/// `TOOLS_MAX_ROUNDS`, within its bounds.
+fn tools_max_rounds<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<u32, ConfigError> {
+    let rounds: u32 = env.parsed_or("TOOLS_MAX_ROUNDS", 3)?;
+    if (1..=5).contains(&rounds) {
+        Ok(rounds)
+    } else {
+        Err(invalid("TOOLS_MAX_ROUNDS", "it must be between 1 and 5"))
     }
 }
 
@@ -524,6 +548,9 @@ mod tests {
             ("KNOWLEDGE_BASE_TOP_K", "0"),
             ("KNOWLEDGE_BASE_TOP_K", "21"),
             ("KNOWLEDGE_BASE_TOP_K", "five"),
+            ("TOOLS_URI", "https://shop.example/tools.json"),
+            ("TOOLS_MAX_ROUNDS", "0"),
+            ("TOOLS_MAX_ROUNDS", "6"),
         ] {
             let result = config(&[REQUIRED[0], REQUIRED[1], (name, value)]);
             assert!(
@@ -554,6 +581,26 @@ mod tests {
             empty.knowledge_base_id, None,
             "the template's empty default"
         );
+    }
+
+    #[test]
+    fn tools_are_optional_with_three_rounds_by_default() {
+        let none = config(&REQUIRED).unwrap();
+        assert_eq!((none.tools_uri, none.tools_max_rounds), (None, 3));
+        let set = config(&[
+            REQUIRED[0],
+            REQUIRED[1],
+            ("TOOLS_URI", "s3://shop-bucket/tools.json"),
+            ("TOOLS_MAX_ROUNDS", "5"),
+        ])
+        .unwrap();
+        assert_eq!(
+            set.tools_uri,
+            Some("s3://shop-bucket/tools.json".parse().unwrap())
+        );
+        assert_eq!(set.tools_max_rounds, 5);
+        let empty = config(&[REQUIRED[0], REQUIRED[1], ("TOOLS_URI", "")]).unwrap();
+        assert_eq!(empty.tools_uri, None, "the template's empty default");
     }
 
     #[test]

@@ -32,8 +32,11 @@
 //! 6. Get the answer (`answer.rs`): the persona grounded in the business's knowledge document
 //!    when one is configured (`ground.rs`), the user's turn with the passages a Bedrock knowledge
 //!    base finds for it when one is configured (`retrieve.rs`; the memory keeps the user's words
-//!    only), then one LLM call, with a best-effort "read + typing" signal beside it;
-//!    the fallback message when the LLM stays down on a message's last delivery.
+//!    only), then the LLM call, with a best-effort "read + typing" signal beside it; when a
+//!    tools file is configured (`tools.rs`), the model may call the business's HTTP APIs, in up to
+//!    `TOOLS_MAX_ROUNDS` rounds, the rounds kept with the claim from the first side-effecting
+//!    call so that a retry never calls again; the fallback message when the LLM stays down on a
+//!    message's last delivery.
 //! 7. Deliver it (`reply.rs`): the answer, then `UNSUPPORTED_MESSAGE` when due, each split into
 //!    several WhatsApp messages when over 4096 UTF-16 units.
 //! 8. Record the turns (`record.rs`): the new turns, the answer with the ids of the WhatsApp
@@ -75,6 +78,7 @@ mod read;
 mod record;
 mod reply;
 mod retrieve;
+pub mod tools;
 mod undelivered;
 
 use std::sync::Arc;
@@ -94,6 +98,7 @@ use shared::metrics::Metrics;
 use shared::queue_body::{DeliveryFailure, QueueBody};
 use shared::retry::Backoff;
 use shared::secrets::Secrets;
+use shared::tools::{Toolbox, configure_client};
 use shared::transcription::{OpenAiTranscriber, Transcriber, TranscriptionSettings};
 use shared::whatsapp::WhatsApp;
 use shared::whatsapp::graph::{GraphApi, GraphSettings};
@@ -221,7 +226,7 @@ fn with_root_certificates(builder: reqwest::ClientBuilder) -> reqwest::ClientBui
 
 /// Builds the processor that `config` describes, over `dynamodb` and `secrets`, with Bedrock's
 /// client (when it is the provider) from `aws`. No network I/O: secrets are read on first use.
-pub fn build<S: Secrets>(
+pub fn build<S: Secrets + 'static>(
     config: &Config,
     aws: &aws_config::SdkConfig,
     dynamodb: aws_sdk_dynamodb::Client,
@@ -268,7 +273,7 @@ pub fn build<S: Secrets>(
             timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
         },
-        secrets,
+        secrets.clone(),
     );
     let behaviour = Behaviour {
         system_prompt: config.system_prompt.clone(),
@@ -283,16 +288,26 @@ pub fn build<S: Secrets>(
         media_lanes: media_lane::lanes_for_memory(config.memory_mb),
     };
     let processor = Processor::new(store, llm, graph, transcriber, behaviour);
-    let processor = match &config.knowledge_uri {
-        Some(uri) => processor.with_knowledge(Knowledge::new(
+    ground(processor, config, aws, secrets)
+}
+
+/// `processor` with what grounds it in the business, as `config` says: the knowledge document,
+/// the Bedrock knowledge base, the tools (with their own HTTP client, which follows no redirect).
+fn ground<S: Secrets + 'static>(
+    mut processor: DeployedProcessor<S>,
+    config: &Config,
+    aws: &aws_config::SdkConfig,
+    secrets: Arc<S>,
+) -> Result<DeployedProcessor<S>, reqwest::Error> {
+    if let Some(uri) = &config.knowledge_uri {
+        processor = processor.with_knowledge(Knowledge::new(
             DocumentStore::new(uri, aws),
             config.knowledge_refresh,
             config.knowledge_max_tokens.saturating_mul(BYTES_PER_TOKEN),
-        )),
-        None => processor,
-    };
-    Ok(match &config.knowledge_base_id {
-        Some(id) => processor.with_knowledge_base(BedrockKnowledgeBase::new(
+        ));
+    }
+    if let Some(id) = &config.knowledge_base_id {
+        processor = processor.with_knowledge_base(BedrockKnowledgeBase::new(
             aws,
             KnowledgeBaseSettings {
                 knowledge_base_id: id.clone(),
@@ -304,9 +319,21 @@ pub fn build<S: Secrets>(
                     max_attempts: 3,
                 },
             },
-        )),
-        None => processor,
-    })
+        ));
+    }
+    if let Some(uri) = &config.tools_uri {
+        let client = configure_client(with_root_certificates(reqwest::Client::builder()))
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        processor = processor.with_tools(Toolbox::new(
+            DocumentStore::new(uri, aws),
+            config.knowledge_refresh,
+            client,
+            secrets,
+            config.tools_max_rounds,
+        ));
+    }
+    Ok(processor)
 }
 
 /// The limit of one `Retrieve` attempt; all of them end within `retrieve::RETRIEVAL_BUDGET`.
@@ -324,6 +351,7 @@ pub struct Processor<C, L, W, T> {
     media_lanes: MediaLanes,
     knowledge: Option<Knowledge<DocumentStore>>,
     knowledge_base: Option<BedrockKnowledgeBase>,
+    tools: Option<Toolbox>,
 }
 
 impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
@@ -339,6 +367,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
             media_lanes: MediaLanes::new(behaviour.media_lanes),
             knowledge: None,
             knowledge_base: None,
+            tools: None,
             behaviour,
         }
     }
@@ -353,6 +382,12 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
     /// turn (`retrieve.rs`).
     pub fn with_knowledge_base(mut self, knowledge_base: BedrockKnowledgeBase) -> Self {
         self.knowledge_base = Some(knowledge_base);
+        self
+    }
+
+    /// The same processor, offering the model the tools of `toolbox` (`tools.rs`).
+    pub fn with_tools(mut self, toolbox: Toolbox) -> Self {
+        self.tools = Some(toolbox);
         self
     }
 

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use aws_lambda_events::event::sqs::SqsMessage;
 use shared::conversation::{
     Claim, ClaimRequest, CompleteRequest, HistoryPolicy, MarkOutcome, MoveRequest, Moved,
-    PendingAnswer, UndeliveredRequest, mark_undelivered,
+    PendingAnswer, ToolRounds, UndeliveredRequest, mark_undelivered,
 };
 use shared::inbound::ConversationKey;
 use shared::llm::Completion;
@@ -33,6 +33,8 @@ struct FakeStoreState {
     claims: HashMap<String, (bool, String, i64)>,
     /// The answer kept with released claims.
     pending: Option<PendingAnswer>,
+    /// The tool rounds kept with the claims.
+    tool_rounds: Option<ToolRounds>,
     calls: usize,
 }
 
@@ -79,6 +81,10 @@ impl ConversationStore for FakeStore {
             .pending
             .clone()
             .filter(|p| p.message_ids.iter().all(|id| claim.claimed.contains(id)));
+        claim.tool_rounds = state
+            .tool_rounds
+            .clone()
+            .filter(|r| r.message_ids.iter().all(|id| claim.claimed.contains(id)));
         claim.history = state
             .turns
             .get(request.conversation.as_str())
@@ -102,6 +108,7 @@ impl ConversationStore for FakeStore {
                 .insert(id.clone(), (true, request.token.to_owned(), 0));
         }
         state.pending = None;
+        state.tool_rounds = None;
         let policy = HistoryPolicy::new(6, 14);
         let turns = policy.retain(request.history, request.new_turns, request.now);
         state
@@ -163,6 +170,18 @@ impl ConversationStore for FakeStore {
         if let Some(pending) = pending {
             state.pending = Some(pending.clone());
         }
+        Ok(())
+    }
+
+    async fn keep_tool_rounds(&self, token: &str, rounds: &ToolRounds) -> Result<(), StoreError> {
+        let mut state = self.0.lock().unwrap();
+        state.calls += 1;
+        let first = rounds.message_ids.first();
+        match first.and_then(|id| state.claims.get(id)) {
+            Some((false, held, _)) if held == token => {}
+            _ => return Err(StoreError::ClaimLost),
+        }
+        state.tool_rounds = Some(rounds.clone());
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 
 use crate::inbound::ConversationKey;
+use crate::llm::ToolRound;
 
 pub mod dynamodb;
 
@@ -269,6 +270,22 @@ pub struct Claim {
     /// undelivered, when every message it answers is among [`Claim::claimed`]: send it instead
     /// of asking the LLM again.
     pub pending: Option<PendingAnswer>,
+    /// The tool rounds an earlier invocation made for some of the claimed messages before it
+    /// gave them up, when every message they answer is among [`Claim::claimed`]: carried on
+    /// instead of calling the tools again.
+    pub tool_rounds: Option<ToolRounds>,
+}
+
+/// The rounds of tool use made for a burst (its calls and their results), kept with the claim
+/// of its first message from the moment a side-effecting tool was called, so that a retry of
+/// the burst goes on from them instead of calling the tools again. The completing write clears
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolRounds {
+    /// The message ids they were made for, in queue order.
+    pub message_ids: Vec<String>,
+    /// The rounds, in order.
+    pub rounds: Vec<ToolRound>,
 }
 
 /// An answer the LLM gave that was not (wholly) delivered, kept with the released claims of
@@ -402,6 +419,15 @@ pub trait ConversationStore: Send + Sync {
         token: &str,
         message_ids: &[String],
         pending: Option<&PendingAnswer>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Keeps `rounds` with the claim of their first message, on condition that `token` still
+    /// holds it (else [`StoreError::ClaimLost`]), replacing the rounds kept before: what the
+    /// next [`Claim::tool_rounds`] of these messages returns until they are done.
+    fn keep_tool_rounds(
+        &self,
+        token: &str,
+        rounds: &ToolRounds,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The capacity consumed since the last call, for metrics; nothing for a store that does not

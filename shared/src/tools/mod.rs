@@ -23,6 +23,7 @@
 mod catalog;
 mod file;
 mod http;
+mod toolbox;
 mod url;
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,7 @@ pub use file::{
     DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, MAX_TOOLS, Tool, Tools, ToolsError, parse_tools,
 };
 pub use http::{CONTENT_LIMIT, HttpTools, READ_LIMIT, ToolRunner, configure_client, error_content};
+pub use toolbox::{Offered, Toolbox};
 
 pub use crate::llm::tool_use::{ToolCall, ToolDeclaration};
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::Item;
-use crate::conversation::{PendingAnswer, Role, Turn, Undelivered};
+use crate::conversation::{PendingAnswer, Role, ToolRounds, Turn, Undelivered};
 use crate::dynamodb_expression::number;
 
 /// A claim's state attribute: an invocation is processing the message.
@@ -18,6 +18,9 @@ pub(super) const RELEASED: &str = "r";
 
 /// The attribute of a claim item that holds the [`PendingAnswer`].
 pub(super) const PENDING_ATTRIBUTE: &str = "pending_answer";
+
+/// The attribute of a claim item that holds the burst's [`ToolRounds`].
+pub(super) const TOOL_ROUNDS_ATTRIBUTE: &str = "tool_rounds";
 
 /// Reads a stored number that should be a whole number.
 pub(super) fn parse_number(value: &AttributeValue) -> Option<i64> {
@@ -152,6 +155,35 @@ pub(super) fn decode_pending(value: Option<&AttributeValue>) -> Option<PendingAn
         message_ids: strings("ids")?,
         replies: strings("replies")?,
         parts_sent: usize::try_from(parts_sent).ok()?,
+    })
+}
+
+/// Tool rounds as a map `{ids, rounds}`, the rounds as one JSON text (calls, arguments and
+/// results keep their exact shape, whatever a tool answered). `None` when they cannot be
+/// written as JSON (they always can: they were read from JSON).
+pub(super) fn encode_tool_rounds(rounds: &ToolRounds) -> Option<AttributeValue> {
+    let json = serde_json::to_string(&rounds.rounds).ok()?;
+    Some(AttributeValue::M(HashMap::from([
+        ("ids".to_owned(), string_list(&rounds.message_ids)),
+        ("rounds".to_owned(), AttributeValue::S(json)),
+    ])))
+}
+
+/// Reads stored tool rounds; rounds that cannot be read are ignored (the model is asked
+/// afresh, and a side-effecting call repeated carries the same `Idempotency-Key`).
+pub(super) fn decode_tool_rounds(value: Option<&AttributeValue>) -> Option<ToolRounds> {
+    let map = value?.as_m().ok()?;
+    let message_ids = map
+        .get("ids")?
+        .as_l()
+        .ok()?
+        .iter()
+        .map(|v| v.as_s().ok().cloned())
+        .collect::<Option<Vec<String>>>()?;
+    let rounds = serde_json::from_str(map.get("rounds")?.as_s().ok()?).ok()?;
+    Some(ToolRounds {
+        message_ids,
+        rounds,
     })
 }
 
@@ -291,6 +323,37 @@ mod tests {
         assert_eq!(turns[1].at, 6);
         assert_eq!(decode_turns(Some(&s("not a list"))), vec![]);
         assert_eq!(decode_turns(None), vec![]);
+    }
+
+    #[test]
+    fn tool_rounds_round_trip_and_garbled_ones_are_ignored() {
+        let rounds = ToolRounds {
+            message_ids: vec!["wamid.1".into(), "wamid.2".into()],
+            rounds: vec![crate::llm::ToolRound {
+                text: Some("Let me check.".into()),
+                calls: vec![crate::llm::ToolCall {
+                    id: "call_1".into(),
+                    name: "order_status".into(),
+                    arguments: serde_json::json!({"order_id": "A-17"}),
+                    signature: Some("sig".into()),
+                }],
+                results: vec![crate::llm::ToolResult {
+                    call_id: "call_1".into(),
+                    name: "order_status".into(),
+                    content: r#"{"status":"shipped"}"#.into(),
+                    is_error: false,
+                }],
+            }],
+        };
+        let encoded = encode_tool_rounds(&rounds).unwrap();
+        assert_eq!(decode_tool_rounds(Some(&encoded)), Some(rounds));
+        assert_eq!(decode_tool_rounds(Some(&s("garbled"))), None);
+        let bad_json = AttributeValue::M(HashMap::from([
+            ("ids".to_owned(), string_list(&["wamid.1".to_owned()])),
+            ("rounds".to_owned(), s("[{\"calls\": 3}]")),
+        ]));
+        assert_eq!(decode_tool_rounds(Some(&bad_json)), None);
+        assert_eq!(decode_tool_rounds(None), None);
     }
 
     #[test]

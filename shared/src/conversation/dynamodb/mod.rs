@@ -4,7 +4,9 @@
 //! - a **claim** per message id, `pk = "id#<message id>"`: `s` (`"p"` an invocation is
 //!   processing it, `"d"` it was answered, `"r"` the claim was given back), `k` (the claiming
 //!   invocation's token), `u` (the lease, for `"p"`), `at`, `pending_answer` (the undelivered
-//!   answer of a given-back burst, `{ids, replies, sent}`, on its first message's claim), and
+//!   answer of a given-back burst, `{ids, replies, sent}`, on its first message's claim),
+//!   `tool_rounds` (the tool calls and results of a burst, `{ids, rounds}` with the rounds as
+//!   JSON, on its first message's claim, from its first side-effecting call until it is done), and
 //!   `expires_at` ([`CLAIM_MEMORY_SECONDS`] after the last write: Meta's 7 days of redelivery
 //!   and a day);
 //! - the **history**, one item per exchange in a ring of slots (see [`history`]);
@@ -32,15 +34,17 @@ use aws_sdk_dynamodb::types::{
 use futures_util::future::join_all;
 
 use self::codec::{
-    DONE, PENDING_ATTRIBUTE, PROCESSING, RELEASED, Standing, claim_state, decode_pending,
-    decode_turn, encode_pending, encode_turn, encode_turns,
+    DONE, PENDING_ATTRIBUTE, PROCESSING, RELEASED, Standing, TOOL_ROUNDS_ATTRIBUTE, claim_state,
+    decode_pending, decode_tool_rounds, decode_turn, encode_pending, encode_tool_rounds,
+    encode_turn, encode_turns,
 };
 use self::history::{History, slot_key, slot_of};
 use self::legacy::{LegacyItem, legacy_key};
 use super::{
     CLAIM_MEMORY_SECONDS, Claim, ClaimRequest, CompleteRequest, ConsumedCapacity,
     ConversationStore, HistoryPolicy, MarkOutcome, MoveRequest, Moved, PendingAnswer, StoreError,
-    Turn, UndeliveredRequest, exchanges, mark_undelivered, truncate_bytes, undelivered_in_a_row,
+    ToolRounds, Turn, UndeliveredRequest, exchanges, mark_undelivered, truncate_bytes,
+    undelivered_in_a_row,
 };
 use crate::dynamodb_expression::number;
 use crate::inbound::ConversationKey;
@@ -176,10 +180,10 @@ impl DynamoDbConversationStore {
             .update_item()
             .table_name(&self.table_name)
             .key("pk", AttributeValue::S(claim_key(message_id)))
-            .update_expression("SET #s = :d, #at = :now, #exp = :exp REMOVE #u, #pending")
+            .update_expression("SET #s = :d, #at = :now, #exp = :exp REMOVE #u, #pending, #rounds")
             .condition_expression("#s = :p AND #k = :token")
             .set_expression_attribute_names(Some(claim_names(&[
-                "#s", "#k", "#u", "#at", "#exp", "#pending",
+                "#s", "#k", "#u", "#at", "#exp", "#pending", "#rounds",
             ])))
             .expression_attribute_values(":d", s(DONE))
             .expression_attribute_values(":p", s(PROCESSING))
@@ -588,6 +592,35 @@ impl ConversationStore for DynamoDbConversationStore {
         join_all(releases).await.into_iter().collect()
     }
 
+    async fn keep_tool_rounds(&self, token: &str, rounds: &ToolRounds) -> Result<(), StoreError> {
+        let (Some(first), Some(encoded)) = (rounds.message_ids.first(), encode_tool_rounds(rounds))
+        else {
+            return Ok(());
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .key("pk", AttributeValue::S(claim_key(first)))
+            .update_expression("SET #rounds = :rounds")
+            .condition_expression("#s = :p AND #k = :token")
+            .set_expression_attribute_names(Some(claim_names(&["#s", "#k", "#rounds"])))
+            .expression_attribute_values(":rounds", encoded)
+            .expression_attribute_values(":p", s(PROCESSING))
+            .expression_attribute_values(":token", s(token))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                self.meter(output.consumed_capacity(), true);
+                Ok(())
+            }
+            Err(error) if is_refused(&error) => Err(StoreError::ClaimLost),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
     fn take_consumed(&self) -> ConsumedCapacity {
         self.consumed
             .lock()
@@ -742,6 +775,14 @@ impl Sorted {
                 !pending.message_ids.is_empty()
                     && pending.message_ids.iter().all(|id| claimed.contains(id))
             });
+        let tool_rounds = self
+            .claimed
+            .iter()
+            .filter_map(|(_, before)| decode_tool_rounds(before.get(TOOL_ROUNDS_ATTRIBUTE)))
+            .find(|rounds| {
+                !rounds.message_ids.is_empty()
+                    && rounds.message_ids.iter().all(|id| claimed.contains(id))
+            });
         Claim {
             claimed: in_order(&claimed),
             done: in_order(&self.done),
@@ -749,12 +790,13 @@ impl Sorted {
             history: history.turns(policy, now),
             history_seq: history.seq(),
             pending,
+            tool_rounds,
         }
     }
 }
 
-/// The placeholders of the claim attributes an expression `uses` (`s`, `k`, `u`, `at` and
-/// `pending_answer` go through placeholders, some being DynamoDB reserved words; DynamoDB
+/// The placeholders of the claim attributes an expression `uses` (`s`, `k`, `u`, `at`,
+/// `pending_answer` and `tool_rounds` go through placeholders, some being DynamoDB reserved words; DynamoDB
 /// refuses a placeholder an expression does not use).
 fn claim_names(uses: &[&str]) -> HashMap<String, String> {
     [
@@ -764,6 +806,7 @@ fn claim_names(uses: &[&str]) -> HashMap<String, String> {
         ("#at", "at"),
         ("#exp", "expires_at"),
         ("#pending", PENDING_ATTRIBUTE),
+        ("#rounds", TOOL_ROUNDS_ATTRIBUTE),
     ]
     .into_iter()
     .filter(|(placeholder, _)| uses.contains(placeholder))
