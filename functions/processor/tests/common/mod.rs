@@ -18,6 +18,9 @@ use testkit::http_recorder::{Canned, RecordedRequest, RecordingServer};
 
 pub const PHONE_NUMBER_ID: &str = "106540352242922";
 pub const USER: &str = "15551234567";
+/// The business API key the harness's secret holds, for the tools' `{"secret": "SHOP_API_KEY"}`
+/// headers.
+pub const SHOP_API_KEY: &str = "shop-key-for-tests";
 
 pub struct Harness {
     pub processor: DeployedProcessor<SecretsManagerSecrets>,
@@ -165,7 +168,7 @@ impl Harness {
         vars.extend_from_slice(extra);
         let aws = testkit::moto_config().await;
         let secret = json!({"META_APP_SECRET": "s", "META_VERIFY_TOKEN": "v", "META_ACCESS_TOKEN": "meta-token-for-tests",
-            "LLM_API_KEY": "llm-key-for-tests"});
+            "LLM_API_KEY": "llm-key-for-tests", "SHOP_API_KEY": SHOP_API_KEY});
         Self::assemble(llm, &aws, &secret, &vars).await
     }
 
@@ -190,7 +193,8 @@ impl Harness {
             .await;
         let mut vars = vec![("LLM_PROVIDER", "bedrock")];
         vars.extend_from_slice(extra);
-        let secret = json!({"META_APP_SECRET": "s", "META_VERIFY_TOKEN": "v", "META_ACCESS_TOKEN": "meta-token-for-tests"});
+        let secret = json!({"META_APP_SECRET": "s", "META_VERIFY_TOKEN": "v", "META_ACCESS_TOKEN": "meta-token-for-tests",
+            "SHOP_API_KEY": SHOP_API_KEY});
         Self::assemble(stand_in.server().clone(), &bedrock_aws, &secret, &vars).await
     }
 
