@@ -1224,6 +1224,40 @@ fn the_knowledge_document_is_read_on_exactly_that_object_and_passed_on() {
 }
 
 #[test]
+fn the_tools_file_is_read_on_exactly_that_object_and_passed_on() {
+    let template = Template::load();
+    let knowledge = ("KnowledgeUri", "s3://shop-kb/faq.md");
+    let tools = ("ToolsUri", "s3://shop-kb/tools/v3.json");
+    assert_eq!(
+        service_grants(&template, &[knowledge, tools], "s3:"),
+        BTreeSet::from([
+            grant(&["s3:GetObject"], &["arn:aws:s3:::shop-kb/faq.md"], None),
+            grant(
+                &["s3:GetObject"],
+                &["arn:aws:s3:::shop-kb/tools/v3.json"],
+                None
+            ),
+        ]),
+        "each object on its own, nothing else in the bucket"
+    );
+    let env = processor_environment(&template, &[tools, ("ToolsMaxRounds", "4")]);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let config = processor::Config::from(&shared::env_config::Env::from_pairs(&pairs)).unwrap();
+    assert_eq!(
+        config.tools_uri,
+        Some(shared::knowledge::DocumentUri::S3 {
+            bucket: "shop-kb".into(),
+            key: "tools/v3.json".into()
+        })
+    );
+    assert_eq!(config.tools_max_rounds, 4);
+    let none = processor_environment(&template, &[]);
+    let pairs: Vec<(&str, &str)> = none.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let config = processor::Config::from(&shared::env_config::Env::from_pairs(&pairs)).unwrap();
+    assert_eq!((config.tools_uri, config.tools_max_rounds), (None, 3));
+}
+
+#[test]
 fn the_knowledge_base_is_queried_on_exactly_that_one_and_passed_on() {
     let template = Template::load();
     let retrieve = |parameters: &[(&str, &str)]| -> BTreeSet<BedrockGrant> {
