@@ -46,6 +46,9 @@ Options:
   --rotate-app-secret  with a new META_APP_SECRET: keep the current one as
                        META_APP_SECRET_PREVIOUS, so both are accepted during the rotation
   --remove-previous    remove META_APP_SECRET_PREVIOUS (the end of an app secret rotation)
+  --tool-key NAME      also set the key NAME from the environment variable NAME: a key the
+                       tools file's headers read ({"secret": "NAME"}), e.g. SHOP_API_KEY;
+                       upper-case letters, digits and _; repeatable
   --dry-run            print which keys would be set or removed (names only); calls nothing
 EOF
   common_opts_help
@@ -62,6 +65,7 @@ Examples:
   infra/put-secret.sh --no-llm-key          # LlmProvider=bedrock: the two Meta values only
   infra/put-secret.sh --only-given          # only the variables that are exported
   infra/put-secret.sh --only-given --rotate-app-secret   # META_APP_SECRET is the new one
+  infra/put-secret.sh --only-given --tool-key SHOP_API_KEY  # a business API's key, for tools
 
 Needs the AWS CLI and python3. AWS permissions: cloudformation:DescribeStacks (unless
 --secret-id), secretsmanager:GetSecretValue and secretsmanager:PutSecretValue on the secret.
@@ -74,6 +78,7 @@ only_given=0
 no_llm_key=0
 remove_previous=0
 rotate=0
+tool_keys=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -82,6 +87,17 @@ while [ $# -gt 0 ]; do
     --no-llm-key) no_llm_key=1; shift ;;
     --remove-previous) remove_previous=1; shift ;;
     --rotate-app-secret) rotate=1; shift ;;
+    --tool-key)
+      if [ $# -lt 2 ] || [ -z "$2" ]; then die "--tool-key needs a key name (see --help)"; fi
+      if [[ ! "$2" =~ ^[A-Z][A-Z0-9_]{0,63}$ ]]; then
+        die "--tool-key $2: a key name is an upper-case letter, then upper-case letters, digits and _"
+      fi
+      case " ${required_keys[*]} ${optional_keys[*]} " in
+        *" $2 "*) die "--tool-key $2: that key is set by its own variable, not as a tool key" ;;
+      esac
+      tool_keys+=("$2")
+      shift 2
+      ;;
     --secret-id)
       if [ $# -lt 2 ] || [ -z "$2" ]; then die "--secret-id needs a value (see --help)"; fi
       secret_id=$2
@@ -115,6 +131,10 @@ for key in "${optional_keys[@]}"; do
   if is_set "$key"; then
     to_set+=("$key")
   fi
+done
+for key in ${tool_keys[@]+"${tool_keys[@]}"}; do
+  is_set "$key" || die "--tool-key $key: export $key first (its value is read from there, never shown)"
+  to_set+=("$key")
 done
 
 if [ "$only_given" = 1 ]; then

@@ -386,6 +386,22 @@ run "${put[@]}" --only-given --no-llm-key
 expect "put-secret --only-given --no-llm-key: only removes the placeholder LLM_API_KEY" \
   eval 'test "$status" = 0 && test "$(written LLM_API_KEY)" = "<absent>" && test "$(written META_APP_SECRET)" = REPLACE_ME'
 
+reset
+SHOP_API_KEY=shop-key-not-to-be-seen run "${put[@]}" --only-given --tool-key SHOP_API_KEY
+expect "put-secret --tool-key: sets that key from its variable, keeps the others, shows no value" \
+  eval 'test "$status" = 0 && test "$(written SHOP_API_KEY)" = shop-key-not-to-be-seen && test "$(written META_APP_SECRET)" = REPLACE_ME &&
+        ! grep -rqF shop-key-not-to-be-seen "$work/out" "$work/err" "$FAKE_AWS_DIR/calls"'
+
+reset
+run "${put[@]}" --only-given --tool-key SHOP_API_KEY
+expect "put-secret --tool-key: an unset variable is refused before any call" \
+  eval 'test "$status" != 0 && contains "$err" "export SHOP_API_KEY first" && test "$(ncalls)" = 0'
+for bad in shop_key 9KEY "A B" LLM_API_KEY; do
+  reset
+  SHOP_API_KEY=x run "${put[@]}" --only-given --tool-key "$bad"
+  expect "put-secret --tool-key '$bad': refused before any call" eval 'test "$status" != 0 && test "$(ncalls)" = 0'
+done
+
 # ------------------------------------------------------------------ show-webhook-setup.sh
 reset
 run "${show[@]}"
