@@ -209,7 +209,7 @@ fn keywords(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// ` From what I was given: "…".` with the line of the `<knowledge>` in `system` that shares
+/// ` From what I was given: "…"` with the line of the `<knowledge>` in `system` that shares
 /// the most keywords with `question` (a word matching another that starts with it: `return`,
 /// `returns`), when `question` asks something (holds `?`) and a line shares any; else empty.
 fn knowledge_quote(system: &str, question: &str) -> String {
@@ -239,7 +239,7 @@ fn knowledge_quote(system: &str, question: &str) -> String {
         );
     match best {
         (0, _) => String::new(),
-        (_, line) => format!(" From what I was given: \"{line}\"."),
+        (_, line) => format!(" From what I was given: \"{line}\""),
     }
 }
 
@@ -532,11 +532,11 @@ mod tests {
     fn a_question_the_knowledge_covers_gets_its_best_line_quoted() {
         assert_eq!(
             knowledge_quote(SYSTEM, "How long do I have to return an unused item?"),
-            " From what I was given: \"You may return any unused item within 30 days.\"."
+            " From what I was given: \"You may return any unused item within 30 days.\""
         );
         assert_eq!(
             stand_in_answer(&["Are returns free?".into()], "", SYSTEM),
-            "[offline stand-in] You said: \"Are returns free?\". From what I was given: \"Returning a faulty item is free.\"."
+            "[offline stand-in] You said: \"Are returns free?\". From what I was given: \"Returning a faulty item is free.\""
         );
         // Not a question, nothing in common, or no knowledge: nothing is added.
         assert_eq!(knowledge_quote(SYSTEM, "I want to return an item"), "");
