@@ -1,6 +1,8 @@
 // The WhatsApp simulator page of the local stack, in Debian's headless Chromium: a person types
 // a message, and sees the bot's reply bubble and its ticks; then attaches a photo (made by the
-// page's canvas) with a caption, and sees the offline stand-in's answer naming it. Run by tests/browser/run.sh, which
+// page's canvas) with a caption, and sees the offline stand-in's answer naming it; then asks the
+// example shop about an order, and sees the tool call in the conversation before the answer
+// the shop's data made. Run by tests/browser/run.sh, which
 // provides the local stack's binary, a moto server and Chromium. A screenshot is written to
 // target/simulator.png.
 
@@ -72,6 +74,18 @@ test("a message typed in the simulator gets a reply bubble with read ticks; an a
     const answer = await page.waitForSelector(".bubble.bot:has-text('[image]')", { timeout: 60_000 });
     assert.match(await answer.textContent(),
       new RegExp(`You said: "\\[image\\] what colour is this\\?"\\. I received an image \\(image/png, ${png.length} bytes\\)\\.`));
+
+    // The example shop: the banner says how to try it; an order question shows the call of
+    // its API as a 🔧 line in the conversation, then the answer made from what it gave.
+    assert.match(await page.textContent("#example"), /Where is my order A-1001\?/);
+    await page.fill("#text", "Where is my order A-1001?");
+    await page.click("#send");
+    const tool = await page.waitForSelector(".bubble.tool", { timeout: 60_000 });
+    assert.match(await tool.textContent(), /^🔧 order_status · 200 · \d+ ms · /);
+    const shop = await page.waitForSelector(".bubble.bot:has-text('order_status answered')", { timeout: 60_000 });
+    assert.match(await shop.textContent(), /"status":"shipped"/);
+    const order = await page.$$eval(".bubble", (all) => all.map((b) => b.className));
+    assert.ok(order.indexOf("bubble tool") < order.lastIndexOf("bubble bot"), order.join(", "));
 
     await page.screenshot({ path: path.join(root, "target", "simulator.png") });
   } finally {

@@ -17,12 +17,15 @@ use shared::secrets::SecretsManagerSecrets;
 
 use crate::template::{Resolver, Template, scalar};
 
-/// The secret's values in a local stack: the documented local values, never real ones.
-pub const LOCAL_SECRET: [(&str, &str); 4] = [
+/// The secret's values in a local stack: the documented local values, never real ones. The
+/// last is the example shop's API key, which its tools send (`{"secret": "SHOP_API_KEY"}`) and
+/// its stand-in wants.
+pub const LOCAL_SECRET: [(&str, &str); 5] = [
     ("META_APP_SECRET", "local-app-secret"),
     ("META_VERIFY_TOKEN", "local-verify-token"),
     ("META_ACCESS_TOKEN", "local-access-token"),
     ("LLM_API_KEY", ""),
+    ("SHOP_API_KEY", "local-shop-api-key"),
 ];
 
 /// The template's resources, created.

@@ -1,5 +1,6 @@
-//! `make local`: the whole bot on this machine. Prints the simulator's URL; with `--terminal`,
-//! reads messages from standard input and prints the replies instead. Ctrl-C (or the end of
+//! `make local`: the whole bot on this machine, with the example shop (its FAQ and tools) unless
+//! `LOCAL_EXAMPLE=none`. Prints the simulator's URL; with `--terminal`, reads messages from
+//! standard input and prints the replies (and the shop's tool calls) instead. Ctrl-C (or the end of
 //! the input, in terminal mode) stops everything it started.
 #![allow(
     clippy::unwrap_used,
@@ -11,6 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use local_stack::local::shop::Example;
 use local_stack::local::{LlmMode, LocalStack, Location, Options, Upload};
 use local_stack::runtime::binaries_dir;
 use tokio::io::AsyncBufReadExt;
@@ -28,7 +30,9 @@ const USAGE: &str = "usage: local-stack [--terminal] [--port N] [--moto-port N] 
 environment: MOTO_SERVER (path to moto_server), LLM_API_KEY / LLM_BASE_URL / LLM_PROVIDER / LLM_MODEL;
   LLM_PROVIDER=bedrock: real Bedrock with AWS credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE or
   ~/.aws/credentials) in AWS_REGION (default us-east-1), else an offline Converse stand-in;
-  GUARDRAIL_ID / GUARDRAIL_VERSION passed on";
+  GUARDRAIL_ID / GUARDRAIL_VERSION passed on;
+  LOCAL_EXAMPLE=shop (default): the example shop of infra/examples/shop/ (its FAQ as the knowledge,
+  its tools against a local stand-in of its API); LOCAL_EXAMPLE=none: no knowledge, no tools";
 
 #[tokio::main]
 async fn main() {
@@ -44,6 +48,7 @@ async fn main() {
         log_dir: binaries_dir().join("local-stack-logs"),
         stack_name: "local".into(),
         llm: LlmMode::from_env(),
+        example: Example::from_env().unwrap_or_else(|e| exit(&e)),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -73,12 +78,14 @@ async fn main() {
         }
     }
     let llm = options.llm.describe();
+    let example = options.example.describe();
     let logs = options.log_dir.clone();
     let stack = match LocalStack::start(options).await {
         Ok(stack) => stack,
         Err(error) => exit(&error),
     };
     eprintln!("local-stack: {llm}");
+    eprintln!("local-stack: {example}");
     eprintln!("local-stack: the functions' logs are in {}", logs.display());
     if terminal {
         run_terminal(&stack).await;
@@ -121,6 +128,9 @@ async fn run_terminal(stack: &LocalStack) {
         while tokio::time::Instant::now() < deadline {
             for event in stack.events_since(since) {
                 since = since.max(event.seq);
+                if event.kind == "tool" {
+                    println!("{}", event.data["text"].as_str().unwrap_or_default());
+                }
                 if event.kind == "reply" {
                     println!("bot> {}", event.data["text"].as_str().unwrap_or_default());
                     answered = true;

@@ -14,7 +14,7 @@ use crate::runtime::LambdaFunction;
 /// Plays Lambda's SQS event source: batches of up to 10 into `function`, deleting the records
 /// that did not fail; failed ones stay until their visibility timeout, and moto moves a record
 /// to the dead-letter queue after the redrive policy's maximum receives. A failed invocation is
-/// shown in the simulator's feed.
+/// shown in the simulator's feed; while one runs, the simulator knows whose messages it handles.
 pub(super) async fn poll(
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
@@ -41,10 +41,12 @@ pub(super) async fn poll(
         if messages.is_empty() {
             continue;
         }
-        let failed = match function
+        simulator.set_in_flight(function.name(), senders(&messages));
+        let invoked = function
             .invoke(&sqs_event(&queue_url, &messages), INVOKE_TIMEOUT)
-            .await
-        {
+            .await;
+        simulator.set_in_flight(function.name(), Vec::new());
+        let failed = match invoked {
             Ok(answer) => batch_item_failures(&answer),
             Err(error) => {
                 let text = format!("{} failed: {error}", function.name());
@@ -57,6 +59,23 @@ pub(super) async fn poll(
         };
         delete_all_but(&sqs, &queue_url, &messages, &failed).await;
     }
+}
+
+/// The users who sent `messages` (inbound messages' `sender`), each once.
+fn senders(messages: &[Message]) -> Vec<String> {
+    let mut users: Vec<String> = Vec::new();
+    for message in messages {
+        let body: Value =
+            serde_json::from_str(message.body().unwrap_or_default()).unwrap_or_default();
+        let sender = &body["sender"];
+        let user = sender["wa_id"]
+            .as_str()
+            .or_else(|| sender["user_id"].as_str());
+        if let Some(user) = user.filter(|u| !users.iter().any(|known| known == u)) {
+            users.push(user.to_owned());
+        }
+    }
+    users
 }
 
 /// The SQS event Lambda would give a function for `messages` from `queue_url`.

@@ -10,18 +10,22 @@
 //!   offline LLM and transcription stand-ins (OpenAI-compatible), when no real model is set;
 //! - `POST /bedrock/model/{model-id}/converse`: the offline stand-in for Bedrock's Converse,
 //!   for `LLM_PROVIDER=bedrock` without AWS credentials ([`bedrock`]);
+//! - `GET /shop/orders/{id}`, `GET /shop/products`, `POST /shop/carts/{id}/items`: the example
+//!   shop's API, which the processor's tools call (unless `LOCAL_EXAMPLE=none`; [`shop`]);
 //! - `POST /api/send`, `POST /api/media`, `GET /api/events`: what a WhatsApp user does and sees,
 //!   for the simulator page and the terminal mode.
 //!
 //! This module wires the parts: [`moto`] (the server), [`event_sources`] (the SQS pollers),
 //! [`stand_ins`] (API Gateway, the Graph API's messages), [`media`] (the files users send),
-//! [`offline`] (the model stand-ins) and [`simulator`] (the user's side).
+//! [`offline`] (the model stand-ins), [`shop`] (the example: its FAQ, its tools file and its
+//! API) and [`simulator`] (the user's side).
 
 pub mod bedrock;
 pub mod event_sources;
 pub mod media;
 mod moto;
 mod offline;
+pub mod shop;
 mod simulator;
 mod stand_ins;
 
@@ -35,6 +39,7 @@ use serde_json::{Value, json};
 use crate::resources::{LOCAL_SECRET, Stack};
 use crate::runtime::{FunctionSpec, LambdaFunction};
 pub use offline::MODEL_REQUEST_LIMIT;
+use shop::{Example, ExampleFiles, Shop, ShopCall};
 use simulator::Simulator;
 pub use simulator::{Event, Location, Upload};
 pub use stand_ins::LlmMode;
@@ -49,8 +54,11 @@ pub struct LocalStack {
     /// The simulator's URL.
     pub url: String,
     simulator: Arc<Simulator>,
+    shop: Option<Arc<Shop>>,
     _functions: Vec<Arc<LambdaFunction>>,
     _moto: Option<tokio::process::Child>,
+    // Last: the files stay until the functions that read them have stopped.
+    _example: Option<ExampleFiles>,
 }
 
 /// How to start the local stack.
@@ -72,6 +80,8 @@ pub struct Options {
     pub stack_name: String,
     /// Which LLM answers.
     pub llm: LlmMode,
+    /// The example the processor is given (`LOCAL_EXAMPLE`).
+    pub example: Example,
 }
 
 /// The three functions, started.
@@ -107,21 +117,19 @@ impl LocalStack {
             "http://{}",
             listener.local_addr().map_err(|e| e.to_string())?
         );
-        let functions = start_functions(&options, &stack, &endpoint, &base_url).await?;
+        let example = example_files(&options, &base_url)?;
+        let functions =
+            start_functions(&options, &stack, &endpoint, &base_url, example.as_ref()).await?;
         let simulator = Arc::new(Simulator::new(
             functions.webhook,
             base_url.clone(),
             options.llm.clone(),
+            options.example,
         ));
-        let app = simulator::routes()
-            .merge(stand_ins::routes())
-            .merge(offline::routes())
-            .merge(offline::bedrock_routes(options.llm.region().to_owned()))
-            .with_state(simulator.clone())
-            .merge(media::routes().with_state(simulator.media.clone()));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let shop = example
+            .as_ref()
+            .map(|_| example_shop(&simulator, functions.processor.name()));
+        serve(listener, &simulator, shop.as_ref(), options.llm.region());
 
         let sqs = aws_sdk_sqs::Client::new(&aws);
         for (queue, function) in [
@@ -145,14 +153,25 @@ impl LocalStack {
         simulator.push(
             "notice",
             None,
-            json!({"text": format!("Local stack up: {}; dead letters after {max_receive} receives.", options.llm.describe())}),
+            json!({"text": format!("Local stack up: {}; {}; dead letters after {max_receive} receives.",
+                options.llm.describe(), options.example.describe())}),
         );
         Ok(Self {
             url: base_url,
             simulator,
+            shop,
             _functions: vec![functions.processor, functions.alerter],
             _moto: moto,
+            _example: example,
         })
+    }
+
+    /// The calls the example shop's stand-in answered, in order (none without the example).
+    pub fn shop_calls(&self) -> Vec<ShopCall> {
+        self.shop
+            .as_ref()
+            .map(|shop| shop.calls())
+            .unwrap_or_default()
     }
 
     /// Sends `text` as `user` (named `name`) would from WhatsApp; returns the webhook's status.
@@ -188,6 +207,52 @@ impl LocalStack {
     pub fn events_since(&self, since: u64) -> Vec<Event> {
         self.simulator.events_since(since)
     }
+}
+
+/// The example's files, for the shop stand-in served at `base_url`, in a directory of this
+/// stack's; none without the example.
+fn example_files(options: &Options, base_url: &str) -> Result<Option<ExampleFiles>, String> {
+    if options.example == Example::None {
+        return Ok(None);
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "local-stack-{}-{}",
+        options.stack_name,
+        std::process::id()
+    ));
+    ExampleFiles::write(&dir, &format!("{base_url}{}", shop::PREFIX)).map(Some)
+}
+
+/// The example shop's stand-in, each of its calls shown in the simulator in the conversations
+/// whose messages `function` (the processor) was handling when it was made.
+fn example_shop(simulator: &Arc<Simulator>, function: &str) -> Arc<Shop> {
+    let shop = Arc::new(Shop::new());
+    let simulator = simulator.clone();
+    let function = function.to_owned();
+    shop.on_call(move |call| simulator.push_tool_call(call, simulator.in_flight(&function)));
+    shop
+}
+
+/// Serves the simulator, the stand-ins for `region` and, with the example, the `shop` on
+/// `listener`.
+fn serve(
+    listener: tokio::net::TcpListener,
+    simulator: &Arc<Simulator>,
+    shop: Option<&Arc<Shop>>,
+    region: &str,
+) {
+    let mut app = simulator::routes()
+        .merge(stand_ins::routes())
+        .merge(offline::routes())
+        .merge(offline::bedrock_routes(region.to_owned()))
+        .with_state(simulator.clone())
+        .merge(media::routes().with_state(simulator.media.clone()));
+    if let Some(shop) = shop {
+        app = app.merge(shop::routes(shop.clone()));
+    }
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
 }
 
 /// What the stack's resources need beyond the template: a verified SES sender, and the real
@@ -227,6 +292,7 @@ async fn start_functions(
     stack: &Stack,
     endpoint: &str,
     base_url: &str,
+    example: Option<&ExampleFiles>,
 ) -> Result<Functions, String> {
     let aws_env = [
         ("AWS_ENDPOINT_URL", endpoint.to_owned()),
@@ -247,7 +313,11 @@ async fn start_functions(
             log_file: Some(options.log_dir.join(format!("{name}.log"))),
         })
     };
-    let processor_env = processor_overrides(&options.llm, base_url).await?;
+    let mut processor_env = processor_overrides(&options.llm, base_url).await?;
+    if let Some(example) = example {
+        processor_env.push(("KNOWLEDGE_URI", example.knowledge_uri.clone()));
+        processor_env.push(("TOOLS_URI", example.tools_uri.clone()));
+    }
     let failed = |e: std::io::Error| e.to_string();
     let webhook = start("webhook", "WebhookFunction", &[])
         .await

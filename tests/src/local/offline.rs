@@ -2,6 +2,11 @@
 //! (OpenAI's chat completions, and Bedrock's Converse for `LLM_PROVIDER=bedrock`) whose answer
 //! shows what it was given, and a transcriber (OpenAI's `/audio/transcriptions`) whose
 //! transcript says what it heard. They mark their answers as a stand-in's.
+//!
+//! With the local example ([`super::shop`]) the LLM stand-in also shows the flow a real model
+//! would take: offered the `order_status` tool, it calls it for an order number (such as
+//! `A-1001`) in the user's last turn, then answers with what the tool gave; asked a question
+//! that a line of the knowledge in its system prompt covers, it quotes that line.
 
 use std::collections::BTreeMap;
 
@@ -50,10 +55,15 @@ pub(super) fn bedrock_routes<S: Clone + Send + Sync + 'static>(region: String) -
         .layer(DefaultBodyLimit::max(MODEL_REQUEST_LIMIT))
 }
 
-/// What the offline stand-ins say, given the text of each user turn and the files of the last.
-fn stand_in_answer(texts: &[String], files: &str) -> String {
+/// The tool the stand-ins call for an order number.
+const ORDER_TOOL: &str = "order_status";
+
+/// What the offline stand-ins say, given the text of each user turn, the files of the last and
+/// the system prompt.
+fn stand_in_answer(texts: &[String], files: &str, system: &str) -> String {
     let last = texts.last().map(String::as_str).unwrap_or_default();
     let mut answer = format!("[offline stand-in] You said: \"{last}\".{files}");
+    answer.push_str(&knowledge_quote(system, last));
     if texts.len() > 1 {
         answer.push_str(&format!(
             " I remember {} earlier message(s); your first was: \"{}\".",
@@ -70,6 +80,14 @@ fn stand_in_answer(texts: &[String], files: &str) -> String {
 async fn llm_stand_in(body: Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or_default();
     let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    if let Some(step) = chat_tool_step(&request["tools"], &messages) {
+        return chat_completion(&request["model"], step);
+    }
+    let system: Vec<String> = messages
+        .iter()
+        .filter(|m| m["role"] == "system")
+        .map(|m| turn_text(&m["content"]))
+        .collect();
     let user_turns: Vec<&Value> = messages.iter().filter(|m| m["role"] == "user").collect();
     let texts: Vec<String> = user_turns
         .iter()
@@ -79,11 +97,150 @@ async fn llm_stand_in(body: Bytes) -> Response {
         .last()
         .map(|m| files_received(&m["content"]))
         .unwrap_or_default();
-    let answer = stand_in_answer(&texts, &files);
-    axum::Json(json!({"id": "local-stand-in", "object": "chat.completion", "model": request["model"],
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0}}))
+    let answer = stand_in_answer(&texts, &files, &system.join("\n"));
+    chat_completion(&request["model"], Step::Answer(answer))
+}
+
+/// What the stand-in does with a turn beyond answering it.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// Call [`ORDER_TOOL`] for this order number.
+    CallOrderStatus(String),
+    /// Answer in text.
+    Answer(String),
+}
+
+/// A chat completion of `step`, as OpenAI answers.
+fn chat_completion(model: &Value, step: Step) -> Response {
+    let (message, finish_reason) = match step {
+        Step::Answer(text) => (json!({"role": "assistant", "content": text}), "stop"),
+        Step::CallOrderStatus(order_id) => {
+            let arguments = json!({ "order_id": order_id }).to_string();
+            let call = json!({"id": "call_stand_in_1", "type": "function",
+                "function": {"name": ORDER_TOOL, "arguments": arguments}});
+            (
+                json!({"role": "assistant", "content": null, "tool_calls": [call]}),
+                "tool_calls",
+            )
+        }
+    };
+    axum::Json(
+        json!({"id": "local-stand-in", "object": "chat.completion", "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0}}),
+    )
     .into_response()
+}
+
+/// The tool step of a chat request, if it has one: after tool results (the last messages), an
+/// answer with what they gave; for a user's turn naming an order when [`ORDER_TOOL`] is
+/// offered, a call of it.
+fn chat_tool_step(tools: &Value, messages: &[Value]) -> Option<Step> {
+    let last = messages.last()?;
+    if last["role"] == "tool" {
+        let mut results: Vec<(String, String)> = messages
+            .iter()
+            .rev()
+            .take_while(|m| m["role"] == "tool")
+            .map(|m| {
+                let name = messages
+                    .iter()
+                    .filter_map(|m| m["tool_calls"].as_array())
+                    .flatten()
+                    .find(|call| call["id"] == m["tool_call_id"])
+                    .and_then(|call| call["function"]["name"].as_str());
+                (
+                    name.unwrap_or("a tool").to_owned(),
+                    turn_text(&m["content"]),
+                )
+            })
+            .collect();
+        results.reverse();
+        return Some(Step::Answer(results_answer(&results)));
+    }
+    let offered = tools
+        .as_array()?
+        .iter()
+        .any(|tool| tool["function"]["name"] == ORDER_TOOL);
+    match last["role"] == "user" && offered {
+        true => order_number(&turn_text(&last["content"])).map(Step::CallOrderStatus),
+        false => None,
+    }
+}
+
+/// The stand-in's answer from tool results (each a tool's name and what it gave).
+fn results_answer(results: &[(String, String)]) -> String {
+    let said: Vec<String> = results
+        .iter()
+        .map(|(name, content)| format!("{name} answered: {content}"))
+        .collect();
+    format!("[offline stand-in] {}", said.join(" "))
+}
+
+/// The first order number (a letter, a dash and 3 to 8 digits, such as `A-1001`) in `text`,
+/// upper-cased.
+fn order_number(text: &str) -> Option<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .find(|word| {
+            let bytes = word.as_bytes();
+            bytes.len() >= 5
+                && bytes.len() <= 10
+                && bytes[0].is_ascii_alphabetic()
+                && bytes[1] == b'-'
+                && bytes[2..].iter().all(u8::is_ascii_digit)
+        })
+        .map(str::to_ascii_uppercase)
+}
+
+/// Words too common to tell what a question is about.
+const COMMON_WORDS: [&str; 40] = [
+    "what", "when", "where", "which", "while", "your", "with", "have", "does", "that", "this",
+    "from", "about", "there", "their", "would", "could", "should", "will", "much", "many", "long",
+    "they", "them", "then", "than", "been", "were", "into", "like", "just", "some", "only", "also",
+    "more", "most", "very", "here", "tell", "please",
+];
+
+/// The words of `text` that may tell what it is about: lower-cased, of 4 letters or more, not
+/// [`COMMON_WORDS`].
+fn keywords(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .map(str::to_lowercase)
+        .filter(|w| w.chars().count() >= 4 && !COMMON_WORDS.contains(&w.as_str()))
+        .collect()
+}
+
+/// ` From what I was given: "…"` with the line of the `<knowledge>` in `system` that shares
+/// the most keywords with `question` (a word matching another that starts with it: `return`,
+/// `returns`), when `question` asks something (holds `?`) and a line shares any; else empty.
+fn knowledge_quote(system: &str, question: &str) -> String {
+    let knowledge = system
+        .split_once("<knowledge>")
+        .and_then(|(_, rest)| rest.split_once("</knowledge>"))
+        .map(|(knowledge, _)| knowledge);
+    let (Some(knowledge), true) = (knowledge, question.contains('?')) else {
+        return String::new();
+    };
+    let asked = keywords(question);
+    let score = |line: &str| {
+        let words = keywords(line);
+        asked
+            .iter()
+            .filter(|a| words.iter().any(|w| w.starts_with(*a) || a.starts_with(w)))
+            .count()
+    };
+    let best = knowledge
+        .lines()
+        .map(|line| line.trim().trim_start_matches("- "))
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| (score(line), line))
+        .fold(
+            (0, ""),
+            |best, line| if line.0 > best.0 { line } else { best },
+        );
+    match best {
+        (0, _) => String::new(),
+        (_, line) => format!(" From what I was given: \"{line}\""),
+    }
 }
 
 /// The text of a turn: its content when that is text, else its text parts joined.
@@ -171,6 +328,10 @@ fn converse_stand_in(
     }
     let converse: Value = serde_json::from_slice(&body).unwrap_or_default();
     let messages = converse["messages"].as_array().cloned().unwrap_or_default();
+    if let Some(step) = converse_tool_step(&converse["toolConfig"], &messages) {
+        return converse_answer(step);
+    }
+    let system = converse_text(&converse["system"]);
     let user_turns: Vec<&Value> = messages.iter().filter(|m| m["role"] == "user").collect();
     let texts: Vec<String> = user_turns
         .iter()
@@ -180,13 +341,75 @@ fn converse_stand_in(
         .last()
         .map(|m| converse_files(&m["content"]))
         .unwrap_or_default();
+    converse_answer(Step::Answer(stand_in_answer(&texts, &files, &system)))
+}
+
+/// Converse's answer of `step`.
+fn converse_answer(step: Step) -> Response {
+    let (content, stop_reason) = match step {
+        Step::Answer(text) => (json!([{ "text": text }]), "end_turn"),
+        Step::CallOrderStatus(order_id) => (
+            json!([{"toolUse": {"toolUseId": "tooluse_stand_in_1", "name": ORDER_TOOL,
+                "input": {"order_id": order_id}}}]),
+            "tool_use",
+        ),
+    };
     axum::Json(json!({
-        "output": {"message": {"role": "assistant", "content": [{"text": stand_in_answer(&texts, &files)}]}},
-        "stopReason": "end_turn",
+        "output": {"message": {"role": "assistant", "content": content}},
+        "stopReason": stop_reason,
         "usage": {"inputTokens": 0, "outputTokens": 0, "totalTokens": 0},
         "metrics": {"latencyMs": 0},
     }))
     .into_response()
+}
+
+/// [`chat_tool_step`] for Converse, whose tool results are `toolResult` blocks of the last
+/// (user) message, and whose calls are `toolUse` blocks of the assistant's.
+fn converse_tool_step(tool_config: &Value, messages: &[Value]) -> Option<Step> {
+    let last = messages.last().filter(|m| m["role"] == "user")?;
+    let blocks = last["content"].as_array()?;
+    let results: Vec<(String, String)> = blocks
+        .iter()
+        .filter_map(|block| block.get("toolResult"))
+        .map(|result| {
+            let name = messages
+                .iter()
+                .filter_map(|m| m["content"].as_array())
+                .flatten()
+                .filter_map(|block| block.get("toolUse"))
+                .find(|call| call["toolUseId"] == result["toolUseId"])
+                .and_then(|call| call["name"].as_str());
+            (
+                name.unwrap_or("a tool").to_owned(),
+                result_text(&result["content"]),
+            )
+        })
+        .collect();
+    if !results.is_empty() {
+        return Some(Step::Answer(results_answer(&results)));
+    }
+    let offered = tool_config["tools"]
+        .as_array()?
+        .iter()
+        .any(|tool| tool["toolSpec"]["name"] == ORDER_TOOL);
+    offered
+        .then(|| order_number(&converse_text(&last["content"])))
+        .flatten()
+        .map(Step::CallOrderStatus)
+}
+
+/// A Converse tool result's content: its text blocks, and its JSON blocks written out.
+fn result_text(content: &Value) -> String {
+    let blocks = content.as_array().map(Vec::as_slice).unwrap_or_default();
+    blocks
+        .iter()
+        .filter_map(|block| match (&block["text"], &block["json"]) {
+            (Value::String(text), _) => Some(text.clone()),
+            (_, Value::Null) => None,
+            (_, json) => Some(json.to_string()),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The text blocks of a Converse turn, joined.
@@ -297,8 +520,90 @@ mod tests {
         );
         assert_eq!(converse_files(&json!([{"text": "hi"}])), "");
         assert_eq!(
-            stand_in_answer(&["Hi".into(), "Again".into()], ""),
+            stand_in_answer(&["Hi".into(), "Again".into()], "", ""),
             "[offline stand-in] You said: \"Again\". I remember 1 earlier message(s); your first was: \"Hi\"."
         );
+    }
+
+    const SYSTEM: &str = "Be kind.\n\n<knowledge>\n# Shop\n## Returns\n- Returning a faulty item \
+        is free.\n- You may return any unused item within 30 days.\n</knowledge>";
+
+    #[test]
+    fn a_question_the_knowledge_covers_gets_its_best_line_quoted() {
+        assert_eq!(
+            knowledge_quote(SYSTEM, "How long do I have to return an unused item?"),
+            " From what I was given: \"You may return any unused item within 30 days.\""
+        );
+        assert_eq!(
+            stand_in_answer(&["Are returns free?".into()], "", SYSTEM),
+            "[offline stand-in] You said: \"Are returns free?\". From what I was given: \"Returning a faulty item is free.\""
+        );
+        // Not a question, nothing in common, or no knowledge: nothing is added.
+        assert_eq!(knowledge_quote(SYSTEM, "I want to return an item"), "");
+        assert_eq!(knowledge_quote(SYSTEM, "What is my name?"), "");
+        assert_eq!(
+            knowledge_quote("Be kind. Returns are free.", "Returns?"),
+            ""
+        );
+        assert_eq!(knowledge_quote("<knowledge>", "Returns?"), "");
+    }
+
+    fn tools() -> Value {
+        json!([{"type": "function", "function": {"name": "order_status", "parameters": {}}}])
+    }
+
+    #[test]
+    fn an_order_number_is_looked_up_when_the_tool_is_offered() {
+        let ask = |text: &str| vec![json!({"role": "user", "content": text})];
+        assert_eq!(
+            chat_tool_step(&tools(), &ask("Where is my order a-1001?")),
+            Some(Step::CallOrderStatus("A-1001".into()))
+        );
+        assert_eq!(chat_tool_step(&tools(), &ask("Where is my order?")), None);
+        assert_eq!(chat_tool_step(&Value::Null, &ask("Order A-1001?")), None);
+        assert_eq!(chat_tool_step(&json!([]), &ask("Order A-1001?")), None);
+        assert_eq!(order_number("A-12, B-123456789, AB-1234"), None);
+        assert_eq!(order_number("(Z-987)"), Some("Z-987".into()));
+    }
+
+    #[test]
+    fn tool_results_are_answered_with_what_they_gave() {
+        let messages = vec![
+            json!({"role": "user", "content": "Where is A-1001?"}),
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "order_status", "arguments": "{}"}}]}),
+            json!({"role": "tool", "tool_call_id": "c1", "content": "{\"status\":\"shipped\"}"}),
+        ];
+        assert_eq!(
+            chat_tool_step(&tools(), &messages),
+            Some(Step::Answer(
+                "[offline stand-in] order_status answered: {\"status\":\"shipped\"}".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn converse_tool_use_and_results_are_read_from_their_blocks() {
+        let config = json!({"tools": [{"toolSpec": {"name": "order_status"}}]});
+        let ask = vec![json!({"role": "user", "content": [{"text": "Order A-1003, please"}]})];
+        assert_eq!(
+            converse_tool_step(&config, &ask),
+            Some(Step::CallOrderStatus("A-1003".into()))
+        );
+        assert_eq!(converse_tool_step(&json!({}), &ask), None);
+        let mut answered = ask.clone();
+        answered.push(json!({"role": "assistant", "content": [
+            {"toolUse": {"toolUseId": "t1", "name": "order_status", "input": {}}}]}));
+        answered.push(
+            json!({"role": "user", "content": [{"toolResult": {"toolUseId": "t1",
+            "content": [{"text": "{\"status\":\"delivered\"}"}]}}]}),
+        );
+        assert_eq!(
+            converse_tool_step(&config, &answered),
+            Some(Step::Answer(
+                "[offline stand-in] order_status answered: {\"status\":\"delivered\"}".into()
+            ))
+        );
+        assert_eq!(result_text(&json!([{"json": {"a": 1}}])), "{\"a\":1}");
     }
 }

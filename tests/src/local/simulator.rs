@@ -1,6 +1,8 @@
 //! The WhatsApp simulator: what its users do (write, re-deliver) and see (replies, typing,
-//! statuses, alert mails, notices), served as a page and a small JSON API.
+//! statuses, the example's tool calls, alert mails, notices), served as a page and a small JSON
+//! API.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +18,7 @@ use shared::inbound::MediaKind;
 use shared::meta::signature::sign;
 
 use super::media::{MediaStore, URL_LIFETIME, UploadError, kind_of, max_file_bytes};
+use super::shop::{Example, ShopCall};
 use super::stand_ins::LlmMode;
 use super::{INVOKE_TIMEOUT, PHONE_NUMBER_ID};
 use crate::resources::LOCAL_SECRET;
@@ -26,7 +29,7 @@ use crate::runtime::{LambdaFunction, http_answer, http_api_event};
 pub struct Event {
     /// Its position in the feed.
     pub seq: u64,
-    /// `reply`, `typing`, `status`, `sent`, `mail` or `notice`.
+    /// `reply`, `typing`, `status`, `sent`, `tool`, `mail` or `notice`.
     pub kind: String,
     /// The user concerned (phone number), when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,13 +48,21 @@ pub(super) struct Simulator {
     base_url: String,
     last_delivery: Mutex<Option<Vec<u8>>>,
     llm: LlmMode,
+    example: Example,
+    /// The users whose messages each function is handling, by the function's name.
+    in_flight: Mutex<HashMap<String, Vec<String>>>,
     /// The files users sent, served through the Graph API's media flow.
     pub(super) media: Arc<MediaStore>,
 }
 
 impl Simulator {
     /// The state of a simulator served at `base_url`, delivering to `webhook`.
-    pub(super) fn new(webhook: LambdaFunction, base_url: String, llm: LlmMode) -> Self {
+    pub(super) fn new(
+        webhook: LambdaFunction,
+        base_url: String,
+        llm: LlmMode,
+        example: Example,
+    ) -> Self {
         let base_url_for_media = base_url.clone();
         Self {
             webhook,
@@ -61,6 +72,8 @@ impl Simulator {
             base_url,
             last_delivery: Mutex::new(None),
             llm,
+            example,
+            in_flight: Mutex::new(HashMap::new()),
             media: Arc::new(MediaStore::new(base_url_for_media, URL_LIFETIME)),
         }
     }
@@ -74,6 +87,37 @@ impl Simulator {
             user,
             data,
         });
+    }
+
+    /// Notes that `function` is handling messages of `users` (none once it is done).
+    pub(super) fn set_in_flight(&self, function: &str, users: Vec<String>) {
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        match users.is_empty() {
+            true => in_flight.remove(function),
+            false => in_flight.insert(function.to_owned(), users),
+        };
+    }
+
+    /// The users whose messages `function` is handling.
+    pub(super) fn in_flight(&self, function: &str) -> Vec<String> {
+        let in_flight = self.in_flight.lock().expect("in-flight lock");
+        in_flight.get(function).cloned().unwrap_or_default()
+    }
+
+    /// Shows a call of the example's shop in the conversations of `users`, those whose messages
+    /// were being answered when it was made: `tool`, with its name, status and time.
+    pub(super) fn push_tool_call(&self, call: &ShopCall, users: Vec<String>) {
+        let user = match users.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        };
+        self.push(
+            "tool",
+            user,
+            json!({"text": call.summary(), "tool": call.tool, "status": call.status,
+                "elapsed_ms": call.elapsed_ms, "time_ms": call.time_ms, "replayed": call.replayed,
+                "users": users}),
+        );
     }
 
     /// The position of the last event in the feed.
@@ -443,6 +487,7 @@ async fn api_events(
 async fn api_info(State(simulator): State<Arc<Simulator>>) -> Response {
     axum::Json(
         json!({"llm": simulator.llm.describe(), "stand_in": simulator.llm.is_stand_in(),
+        "example": simulator.example == Example::Shop,
         "webhook_url": format!("{}/webhook", simulator.base_url)}),
     )
     .into_response()
