@@ -175,37 +175,29 @@ impl DynamoDbConversationStore {
 
     /// Marks `message_id` answered, on condition that `token` still holds it.
     async fn finish_one(&self, message_id: &str, token: &str, now: i64) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table_name)
-            .key("pk", AttributeValue::S(claim_key(message_id)))
-            .update_expression("SET #s = :d, #at = :now, #exp = :exp REMOVE #u, #pending, #rounds")
-            .condition_expression("#s = :p AND #k = :token")
-            .set_expression_attribute_names(Some(claim_names(&[
-                "#s", "#k", "#u", "#at", "#exp", "#pending", "#rounds",
-            ])))
-            .expression_attribute_values(":d", s(DONE))
-            .expression_attribute_values(":p", s(PROCESSING))
-            .expression_attribute_values(":token", s(token))
-            .expression_attribute_values(":now", number(now))
-            .expression_attribute_values(":exp", number(claim_expiry(now)))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
-                self.meter(output.consumed_capacity(), true);
-                Ok(())
-            }
-            Err(error) if is_refused(&error) => Err(StoreError::ClaimLost),
-            Err(error) => Err(unavailable(error)),
+        let written = self
+            .update_held(
+                message_id,
+                token,
+                "SET #s = :d, #at = :now, #exp = :exp REMOVE #u, #pending, #rounds",
+                &["#at", "#exp", "#u", "#pending", "#rounds"],
+                vec![
+                    (":d", s(DONE)),
+                    (":now", number(now)),
+                    (":exp", number(claim_expiry(now))),
+                ],
+            )
+            .await?;
+        if written {
+            Ok(())
+        } else {
+            Err(StoreError::ClaimLost)
         }
     }
 
     /// Gives back `message_id`'s claim if `token` holds it, keeping `pending` on it when given
     /// (and any pending answer it already had). A claim no longer held with `token` is left as
-    /// it is.
+    /// it is: taken over, or done, whatever is still ours lapses with its lease.
     async fn give_back(
         &self,
         message_id: &str,
@@ -215,10 +207,37 @@ impl DynamoDbConversationStore {
         let (update, names): (&str, &[&str]) = match pending {
             Some(_) => (
                 "SET #s = :r, #pending = :pending REMOVE #u",
-                &["#s", "#k", "#u", "#pending"],
+                &["#u", "#pending"],
             ),
-            None => ("SET #s = :r REMOVE #u", &["#s", "#k", "#u"]),
+            None => ("SET #s = :r REMOVE #u", &["#u"]),
         };
+        let values = pending
+            .map(|p| (":pending", encode_pending(p)))
+            .into_iter()
+            .chain([(":r", s(RELEASED))])
+            .collect();
+        self.update_held(message_id, token, update, names, values)
+            .await
+            .map(|_| ())
+    }
+
+    /// Applies `update` (using the placeholders `names` besides `#s` and `#k`, and `values`
+    /// besides `:p` and `:token`) to `message_id`'s claim, on condition that `token` holds it.
+    /// `Ok(false)` when the condition refused it.
+    async fn update_held(
+        &self,
+        message_id: &str,
+        token: &str,
+        update: &str,
+        names: &[&str],
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<bool, StoreError> {
+        let names: Vec<&str> = ["#s", "#k"].iter().chain(names).copied().collect();
+        let values = values
+            .into_iter()
+            .chain([(":p", s(PROCESSING)), (":token", s(token))])
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
         let result = self
             .client
             .update_item()
@@ -226,28 +245,17 @@ impl DynamoDbConversationStore {
             .key("pk", AttributeValue::S(claim_key(message_id)))
             .update_expression(update)
             .condition_expression("#s = :p AND #k = :token")
-            .set_expression_attribute_names(Some(claim_names(names)))
-            .set_expression_attribute_values(Some(
-                pending
-                    .map(|p| (":pending".to_owned(), encode_pending(p)))
-                    .into_iter()
-                    .chain([
-                        (":r".to_owned(), s(RELEASED)),
-                        (":p".to_owned(), s(PROCESSING)),
-                        (":token".to_owned(), s(token)),
-                    ])
-                    .collect(),
-            ))
+            .set_expression_attribute_names(Some(claim_names(&names)))
+            .set_expression_attribute_values(Some(values))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         match result {
             Ok(output) => {
                 self.meter(output.consumed_capacity(), true);
-                Ok(())
+                Ok(true)
             }
-            // Taken over, or done: whatever is still ours lapses with its lease.
-            Err(error) if is_refused(&error) => Ok(()),
+            Err(error) if is_refused(&error) => Ok(false),
             Err(error) => Err(unavailable(error)),
         }
     }
@@ -597,27 +605,14 @@ impl ConversationStore for DynamoDbConversationStore {
         else {
             return Ok(());
         };
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table_name)
-            .key("pk", AttributeValue::S(claim_key(first)))
-            .update_expression("SET #rounds = :rounds")
-            .condition_expression("#s = :p AND #k = :token")
-            .set_expression_attribute_names(Some(claim_names(&["#s", "#k", "#rounds"])))
-            .expression_attribute_values(":rounds", encoded)
-            .expression_attribute_values(":p", s(PROCESSING))
-            .expression_attribute_values(":token", s(token))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        match result {
-            Ok(output) => {
-                self.meter(output.consumed_capacity(), true);
-                Ok(())
-            }
-            Err(error) if is_refused(&error) => Err(StoreError::ClaimLost),
-            Err(error) => Err(unavailable(error)),
+        let update = "SET #rounds = :rounds";
+        let values = vec![(":rounds", encoded)];
+        match self
+            .update_held(first, token, update, &["#rounds"], values)
+            .await?
+        {
+            true => Ok(()),
+            false => Err(StoreError::ClaimLost),
         }
     }
 
