@@ -217,6 +217,15 @@ log_events! {
     /// WARN: the model still asked for tools after `TOOLS_MAX_ROUNDS` rounds; its text (or the
     /// fallback message) is the answer.
     ToolRoundLimit = "tool_round_limit",
+    /// INFO: a message of a user who opted out (STOP) is marked done: nothing is sent, no model
+    /// is called.
+    UserOptedOut = "user_opted_out",
+    /// INFO: a user opted out (a stop keyword) or back in (a start keyword).
+    OptOutChanged = "opt_out_changed",
+    /// INFO: a user reset the conversation (`/reset`); its history is forgotten.
+    ConversationReset = "conversation_reset",
+    /// WARN: a user is over `RATE_LIMIT_PER_MINUTE`: no model call; one notice per minute.
+    RateLimited = "rate_limited",
 }
 
 impl LogEvent {
@@ -352,6 +361,10 @@ mod tests {
                 "tool_rounds_resumed",
                 "tool_rounds_not_kept",
                 "tool_round_limit",
+                "user_opted_out",
+                "opt_out_changed",
+                "conversation_reset",
+                "rate_limited",
             ]
         );
     }

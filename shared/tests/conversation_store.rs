@@ -20,7 +20,7 @@ use shared::conversation::dynamodb::{
 use shared::conversation::{
     Claim, ClaimRequest, CompleteRequest, ConversationStore, HistoryPolicy, MarkOutcome,
     MoveRequest, Moved, PendingAnswer, Role, StoreError, ToolRounds, Turn, Undelivered,
-    UndeliveredRequest,
+    UndeliveredRequest, UserStanding,
 };
 use shared::inbound::ConversationKey;
 use testkit::CallCounter;
@@ -94,6 +94,7 @@ impl Fixture {
                 token,
                 lease_until: now + LEASE,
                 now,
+                rate_window_seconds: 0,
             })
             .await
     }
@@ -589,6 +590,7 @@ async fn a_missing_table_is_reported_unavailable() {
             token: "inv-1",
             lease_until: NOW + LEASE,
             now: NOW,
+            rate_window_seconds: 0,
         })
         .await;
     assert!(
@@ -743,6 +745,100 @@ async fn tool_rounds_stay_with_the_claim_through_a_lapsed_lease_until_completed(
     assert!(!kept().await);
 }
 
+#[tokio::test]
+async fn the_claim_reads_the_opt_out_and_counts_the_rate_window_in_the_same_round_trip() {
+    let f = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let claim = |ids: Vec<String>, now: i64| {
+        let f = &f;
+        async move {
+            f.store
+                .claim(ClaimRequest {
+                    conversation: &f.conversation,
+                    message_ids: &ids,
+                    token: "inv",
+                    lease_until: now + LEASE,
+                    now,
+                    rate_window_seconds: 60,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let first = claim(ids(&["wamid.r1", "wamid.r2"]), NOW).await;
+    assert_eq!(
+        first.standing,
+        UserStanding {
+            opted_out: false,
+            in_window: 2,
+            counted: 2
+        }
+    );
+    let before = f.calls.count();
+    let second = claim(ids(&["wamid.r3"]), NOW + 1).await;
+    let per_claim = f.calls.count() - before;
+    assert_eq!((second.standing.in_window, second.standing.counted), (3, 1));
+    // The next minute has its own window.
+    let window = NOW - NOW.rem_euclid(60) + 60;
+    let next = claim(ids(&["wamid.r4"]), window).await;
+    assert_eq!(next.standing.in_window, 1);
+
+    f.store
+        .set_opted_out(&f.conversation, true, NOW)
+        .await
+        .unwrap();
+    let before = f.calls.count();
+    let opted = claim(ids(&["wamid.r5"]), window + 1).await;
+    assert!(opted.standing.opted_out);
+    assert_eq!(
+        f.calls.count() - before,
+        per_claim,
+        "the opt-out is read with the history: no request more"
+    );
+    f.store
+        .set_opted_out(&f.conversation, false, NOW)
+        .await
+        .unwrap();
+    assert!(
+        !claim(ids(&["wamid.r6"]), window + 2)
+            .await
+            .standing
+            .opted_out
+    );
+    assert!(
+        f.raw(&shared::conversation::dynamodb::standing::opt_out_key(
+            &f.conversation
+        ))
+        .await
+        .is_none(),
+        "opting in again keeps nothing"
+    );
+}
+
+#[tokio::test]
+async fn forgetting_a_conversation_leaves_its_ids_answered() {
+    let f = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    answer_in(&f, &f.conversation, "wamid.f1", "remember me", NOW).await;
+    assert_eq!(
+        claim_in(&f, &f.conversation, "wamid.f2", NOW)
+            .await
+            .history
+            .len(),
+        2
+    );
+    f.store.forget_conversation(&f.conversation).await.unwrap();
+    f.store.forget_conversation(&f.conversation).await.unwrap();
+    assert!(
+        claim_in(&f, &f.conversation, "wamid.f3", NOW)
+            .await
+            .history
+            .is_empty()
+    );
+    assert_eq!(
+        claim_in(&f, &f.conversation, "wamid.f1", NOW).await.done,
+        ids(&["wamid.f1"])
+    );
+}
+
 /// Answers `text` in `conversation` as message `id` at `now`: a claim and a completion.
 async fn answer_in(fx: &Fixture, conversation: &ConversationKey, id: &str, text: &str, now: i64) {
     let message_ids = ids(&[id]);
@@ -754,6 +850,7 @@ async fn answer_in(fx: &Fixture, conversation: &ConversationKey, id: &str, text:
             token: "inv",
             lease_until: now + LEASE,
             now,
+            rate_window_seconds: 0,
         })
         .await
         .unwrap();
@@ -783,6 +880,7 @@ async fn claim_in(fx: &Fixture, conversation: &ConversationKey, id: &str, now: i
             token: "later",
             lease_until: now + LEASE,
             now,
+            rate_window_seconds: 0,
         })
         .await
         .unwrap()

@@ -92,6 +92,7 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
             token: &token,
             lease_until: invocation.deadline_epoch + CLAIM_MARGIN.as_secs() as i64,
             now: claimed_at,
+            rate_window_seconds: self.behaviour.controls.rate_window_seconds(),
         };
         let mut claim = match self.store.claim(request).await {
             Ok(claim) => claim,

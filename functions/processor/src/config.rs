@@ -8,6 +8,8 @@ use shared::llm::{Guardrail, Provider};
 use shared::secrets::DEFAULT_REFRESH;
 use shared::whatsapp::graph::DEFAULT_BASE_URL as META_DEFAULT_BASE_URL;
 
+use crate::controls::Controls;
+
 /// The Graph API version used unless `META_API_VERSION` says otherwise.
 pub const DEFAULT_META_API_VERSION: &str = "v26.0";
 /// The persona used unless `SYSTEM_PROMPT` says otherwise.
@@ -19,6 +21,21 @@ pub const DEFAULT_FALLBACK_MESSAGE: &str =
 /// Sent for messages the bot cannot read, unless `UNSUPPORTED_MESSAGE` says otherwise.
 pub const DEFAULT_UNSUPPORTED_MESSAGE: &str = "Sorry, I can't open that kind of message. I can read \
 text, voice notes, photos, PDF and text documents, locations and contacts.";
+
+/// The confirmation of an opt-out unless `OPTED_OUT_MESSAGE` says otherwise.
+pub const DEFAULT_OPTED_OUT_MESSAGE: &str =
+    "You won't get any more messages from us. Send START if you want to talk again.";
+
+/// The confirmation of an opt-in unless `OPTED_IN_MESSAGE` says otherwise.
+pub const DEFAULT_OPTED_IN_MESSAGE: &str = "Welcome back! How can I help you?";
+
+/// The confirmation of `/reset` unless `RESET_MESSAGE` says otherwise.
+pub const DEFAULT_RESET_MESSAGE: &str =
+    "Done: I've forgotten our conversation. What can I do for you?";
+
+/// The rate limit's notice unless `RATE_LIMITED_MESSAGE` says otherwise.
+pub const DEFAULT_RATE_LIMITED_MESSAGE: &str =
+    "You're sending messages faster than I can answer. Please wait a minute, then write again.";
 
 /// Sent when a voice note cannot be heard, unless `VOICE_NOTE_FAILED_MESSAGE` says otherwise.
 pub const DEFAULT_VOICE_NOTE_FAILED_MESSAGE: &str =
@@ -61,6 +78,14 @@ pub const VARIABLES: &[&str] = &[
     "KNOWLEDGE_BASE_TOP_K",
     "TOOLS_URI",
     "TOOLS_MAX_ROUNDS",
+    "STOP_KEYWORDS",
+    "START_KEYWORDS",
+    "OPTED_OUT_MESSAGE",
+    "OPTED_IN_MESSAGE",
+    "RESET_MESSAGE",
+    "RATE_LIMIT_PER_MINUTE",
+    "RATE_LIMITED_MESSAGE",
+    "MAINTENANCE_MESSAGE",
 ];
 
 /// The processor's configuration.
@@ -134,6 +159,11 @@ pub struct Config {
     pub tools_uri: Option<DocumentUri>,
     /// `TOOLS_MAX_ROUNDS` (default 3, 1 to 5): how many rounds of tool calls one answer may make.
     pub tools_max_rounds: u32,
+    /// The controls every conversation has: `STOP_KEYWORDS` (default `STOP,BAJA`),
+    /// `START_KEYWORDS` (`START,ALTA`), `OPTED_OUT_MESSAGE`, `OPTED_IN_MESSAGE`, `RESET_MESSAGE`,
+    /// `RATE_LIMIT_PER_MINUTE` (default 10, 0 for none), `RATE_LIMITED_MESSAGE`,
+    /// `MAINTENANCE_MESSAGE` (the kill switch: set, every message gets it and no model is called).
+    pub controls: Controls,
     /// `KNOWLEDGE_BASE_ID` (none by default): the Amazon Bedrock knowledge base each user's turn
     /// is sent to (`Retrieve`), its passages going to the model with the turn.
     pub knowledge_base_id: Option<String>,
@@ -234,6 +264,7 @@ impl Config {
             memory_mb: env.parsed_or("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 128)?,
             knowledge_uri: document_uri(env, "KNOWLEDGE_URI")?,
             tools_uri: document_uri(env, "TOOLS_URI")?,
+            controls: controls(env)?,
             tools_max_rounds: tools_max_rounds(env)?,
             knowledge_max_tokens: knowledge_max_tokens(env)?,
             knowledge_refresh: env
@@ -242,6 +273,46 @@ impl Config {
             knowledge_base_top_k: knowledge_base_top_k(env)?,
         })
     }
+}
+
+/// The controls' settings and texts, with their defaults.
+fn controls<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Controls, ConfigError> {
+    let text = |name, default: &str| env.optional(name).unwrap_or_else(|| default.to_owned());
+    let rate_limit_per_minute: u64 = env.parsed_or("RATE_LIMIT_PER_MINUTE", 10)?;
+    if rate_limit_per_minute > 10_000 {
+        return Err(invalid(
+            "RATE_LIMIT_PER_MINUTE",
+            "it must be at most 10000 (0 for no limit)",
+        ));
+    }
+    Ok(Controls {
+        stop_keywords: keywords(env, "STOP_KEYWORDS", "STOP,BAJA")?,
+        start_keywords: keywords(env, "START_KEYWORDS", "START,ALTA")?,
+        opted_out_message: text("OPTED_OUT_MESSAGE", DEFAULT_OPTED_OUT_MESSAGE),
+        opted_in_message: text("OPTED_IN_MESSAGE", DEFAULT_OPTED_IN_MESSAGE),
+        reset_message: text("RESET_MESSAGE", DEFAULT_RESET_MESSAGE),
+        rate_limit_per_minute,
+        rate_limited_message: text("RATE_LIMITED_MESSAGE", DEFAULT_RATE_LIMITED_MESSAGE),
+        maintenance_message: env.optional("MAINTENANCE_MESSAGE"),
+    })
+}
+
+/// A comma-separated list of keywords, upper-cased; each a single word.
+fn keywords<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    name: &'static str,
+    default: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let list = env.optional(name).unwrap_or_else(|| default.to_owned());
+    let words: Vec<String> = list
+        .split(',')
+        .map(|word| word.trim().to_uppercase())
+        .filter(|word| !word.is_empty())
+        .collect();
+    if words.is_empty() || words.iter().any(|w| w.contains(char::is_whitespace)) {
+        return Err(invalid(name, "it must be single words separated by commas"));
+    }
+    Ok(words)
 }
 
 /// A document's `s3://` or `file://` URI from the variable `name`, when set.

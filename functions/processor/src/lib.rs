@@ -67,6 +67,7 @@ mod answer;
 pub mod as_text;
 mod claim;
 pub mod config;
+pub mod controls;
 mod ground;
 mod identity;
 mod listen;
@@ -107,6 +108,7 @@ use tokio::time::Instant;
 
 use claim::{Claimed, ClaimedBurst};
 pub use config::Config;
+pub use controls::Controls;
 use media_lane::MediaLanes;
 use plan::QueuedRecord;
 use prompt::Input;
@@ -164,6 +166,9 @@ pub struct Behaviour {
     pub max_message_age: Option<Duration>,
     /// How many bursts may hold media at once (`media_lane.rs`).
     pub media_lanes: usize,
+    /// The controls every conversation has: opt-out, reset, the kill switch, the rate limit
+    /// (`controls.rs`).
+    pub controls: Controls,
 }
 
 /// The invocation being served.
@@ -286,6 +291,7 @@ pub fn build<S: Secrets + 'static>(
         max_receive_count: config.max_receive_count,
         max_message_age: config.max_message_age,
         media_lanes: media_lane::lanes_for_memory(config.memory_mb),
+        controls: config.controls.clone(),
     };
     let processor = Processor::new(store, llm, graph, transcriber, behaviour);
     ground(processor, config, aws, secrets)
@@ -478,15 +484,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
             Claimed::Ready(claimed) => *claimed,
             Claimed::Ended(outcome, done) => return (outcome, done),
         };
-        if self
-            .take_in_media(&mut claimed, invocation, metrics)
-            .await
-            .is_err()
-        {
-            return self.retry(claimed).await;
-        }
-        let input = Input::of(&claimed.messages);
-        let Ok(answer) = self.answer(&claimed, input, invocation, metrics).await else {
+        let Ok(answer) = self.get_answer(&mut claimed, invocation, metrics).await else {
             return self.retry(claimed).await;
         };
         let sent_answer = match self.reply(&claimed, &answer, invocation, metrics).await {
@@ -504,6 +502,22 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
         tracing::info!(event = LogEvent::BurstHandled.as_str(), user = %claimed.user, messages = claimed.messages.len(),
             replies = answer.replies.len(), "conversation answered");
         answered(claimed)
+    }
+
+    /// The claimed burst's answer: a control's (`controls.rs`), or, after the media steps, the
+    /// model's. `Err(Retry)` when a step failed in a way that may pass.
+    async fn get_answer(
+        &self,
+        claimed: &mut ClaimedBurst<'_>,
+        invocation: &Invocation,
+        metrics: &mut Metrics,
+    ) -> Result<answer::Answer, reply::Retry> {
+        if let Some(answer) = self.control(claimed, metrics).await? {
+            return Ok(answer);
+        }
+        self.take_in_media(claimed, invocation, metrics).await?;
+        let input = Input::of(&claimed.messages);
+        self.answer(claimed, input, invocation, metrics).await
     }
 
     /// Gives up on a claimed burst for now: releases its claims so that the retry can take them

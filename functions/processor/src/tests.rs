@@ -2,13 +2,13 @@
 //! behaviours run against DynamoDB in moto and local HTTP stand-ins for the LLM and Meta in
 //! `tests/`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use shared::conversation::{
     Claim, ClaimRequest, CompleteRequest, HistoryPolicy, MarkOutcome, MoveRequest, Moved,
-    PendingAnswer, ToolRounds, UndeliveredRequest, mark_undelivered,
+    PendingAnswer, ToolRounds, UndeliveredRequest, UserStanding, mark_undelivered,
 };
 use shared::inbound::ConversationKey;
 use shared::llm::Completion;
@@ -35,6 +35,10 @@ struct FakeStoreState {
     pending: Option<PendingAnswer>,
     /// The tool rounds kept with the claims.
     tool_rounds: Option<ToolRounds>,
+    /// The conversations whose users opted out.
+    opted_out: HashSet<String>,
+    /// Messages counted per conversation (one window for the whole test).
+    counted: HashMap<String, u64>,
     calls: usize,
 }
 
@@ -90,6 +94,18 @@ impl ConversationStore for FakeStore {
             .get(request.conversation.as_str())
             .cloned()
             .unwrap_or_default();
+        let key = request.conversation.as_str().to_owned();
+        let counted = if request.rate_window_seconds > 0 {
+            request.message_ids.len() as u64
+        } else {
+            0
+        };
+        *state.counted.entry(key.clone()).or_default() += counted;
+        claim.standing = UserStanding {
+            opted_out: state.opted_out.contains(&key),
+            in_window: state.counted.get(&key).copied().unwrap_or_default(),
+            counted,
+        };
         Ok(claim)
     }
 
@@ -170,6 +186,30 @@ impl ConversationStore for FakeStore {
         if let Some(pending) = pending {
             state.pending = Some(pending.clone());
         }
+        Ok(())
+    }
+
+    async fn set_opted_out(
+        &self,
+        conversation: &ConversationKey,
+        opted_out: bool,
+        _: i64,
+    ) -> Result<(), StoreError> {
+        let mut state = self.0.lock().unwrap();
+        state.calls += 1;
+        let key = conversation.as_str().to_owned();
+        if opted_out {
+            state.opted_out.insert(key);
+        } else {
+            state.opted_out.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn forget_conversation(&self, conversation: &ConversationKey) -> Result<(), StoreError> {
+        let mut state = self.0.lock().unwrap();
+        state.calls += 1;
+        state.turns.remove(conversation.as_str());
         Ok(())
     }
 
@@ -356,6 +396,16 @@ fn behaviour() -> Behaviour {
         max_receive_count: 5,
         max_message_age: Some(Duration::from_secs(24 * 3600)),
         media_lanes: 1,
+        controls: Controls {
+            stop_keywords: vec!["STOP".into(), "BAJA".into()],
+            start_keywords: vec!["START".into(), "ALTA".into()],
+            opted_out_message: "You are unsubscribed.".into(),
+            opted_in_message: "Welcome back.".into(),
+            reset_message: "Forgotten.".into(),
+            rate_limit_per_minute: 0,
+            rate_limited_message: "Slow down.".into(),
+            maintenance_message: None,
+        },
     }
 }
 
@@ -767,6 +817,7 @@ async fn messages_held_by_another_invocation_are_retried_without_an_llm_call() {
             token: "other",
             lease_until: now + 600,
             now,
+            rate_window_seconds: 0,
         })
         .await
         .unwrap();
@@ -1043,6 +1094,7 @@ async fn a_resumed_answer_sends_only_the_parts_not_yet_sent() {
         token: "earlier",
         lease_until: now + 600,
         now,
+        rate_window_seconds: 0,
     };
     p.store.claim(request).await.unwrap();
     let pending = PendingAnswer {
@@ -1805,4 +1857,103 @@ async fn a_voice_note_whose_answer_is_kept_is_not_downloaded_or_heard_again_on_t
         p.whatsapp.texts(),
         ["echo: [voice note] a note of 12 bytes"]
     );
+}
+
+/// A processor whose controls are `controls` over the test's defaults.
+fn controlled(controls: impl FnOnce(&mut Controls)) -> TestProcessor {
+    let mut behaviour = behaviour();
+    controls(&mut behaviour.controls);
+    Processor::new(
+        FakeStore::default(),
+        FakeLlm::default(),
+        FakeWhatsApp::default(),
+        FakeTranscriber::default(),
+        behaviour,
+    )
+}
+
+#[tokio::test]
+async fn stop_is_confirmed_once_then_nothing_is_sent_until_start() {
+    let p = controlled(|_| {});
+    p.run(vec![text_record("s1", "1555", "w1", "Hi")]).await;
+    p.run(vec![text_record("s2", "1555", "w2", "STOP")]).await;
+    p.run(vec![text_record("s3", "1555", "w3", "are you there?")])
+        .await;
+    p.run(vec![text_record("s4", "1555", "w4", "baja")]).await;
+    assert_eq!(
+        p.whatsapp.texts(),
+        ["echo: Hi", "You are unsubscribed."],
+        "confirmed once, then silence"
+    );
+    assert_eq!(p.llm.prompts().len(), 1, "no model call while opted out");
+    // Another user is unaffected.
+    p.run(vec![text_record("s5", "1666", "w5", "Hello")]).await;
+    assert_eq!(p.whatsapp.texts().last().unwrap(), "echo: Hello");
+
+    p.run(vec![text_record("s6", "1555", "w6", "Start!")]).await;
+    p.run(vec![text_record("s7", "1555", "w7", "back again")])
+        .await;
+    let texts = p.whatsapp.texts();
+    assert_eq!(
+        texts[texts.len() - 2..],
+        ["Welcome back.", "echo: back again"]
+    );
+    // The commands are not remembered; the conversation goes on from before the STOP.
+    let turns = p.store.turns("PNID:1555");
+    let remembered: Vec<&str> = turns.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(
+        remembered,
+        ["Hi", "echo: Hi", "back again", "echo: back again"]
+    );
+}
+
+#[tokio::test]
+async fn reset_forgets_the_conversation_and_is_confirmed() {
+    let p = controlled(|_| {});
+    p.run(vec![text_record("s1", "1555", "w1", "My name is Ana")])
+        .await;
+    p.run(vec![text_record("s2", "1555", "w2", "/reset")]).await;
+    p.run(vec![text_record("s3", "1555", "w3", "What is my name?")])
+        .await;
+    assert_eq!(
+        p.whatsapp.texts(),
+        [
+            "echo: My name is Ana",
+            "Forgotten.",
+            "echo: What is my name?"
+        ]
+    );
+    let prompts = p.llm.prompts();
+    assert_eq!(prompts.len(), 2);
+    assert_eq!(prompts[1].turns.len(), 1, "nothing of before the reset");
+    // A redelivery of the reset is not answered again.
+    p.run(vec![text_record("s2", "1555", "w2", "/reset")]).await;
+    assert_eq!(p.whatsapp.texts().len(), 3);
+}
+
+#[tokio::test]
+async fn beyond_the_rate_limit_one_notice_and_no_model_call() {
+    let p = controlled(|c| c.rate_limit_per_minute = 10);
+    for n in 0..15 {
+        let id = format!("w{n}");
+        p.run(vec![text_record(&format!("s{n}"), "1555", &id, "hi")])
+            .await;
+    }
+    assert_eq!(p.llm.prompts().len(), 10);
+    let texts = p.whatsapp.texts();
+    assert_eq!(texts.len(), 11, "ten answers and one notice: {texts:?}");
+    assert_eq!(texts[10], "Slow down.");
+    // Another user has their own window.
+    p.run(vec![text_record("t1", "1666", "x1", "hi")]).await;
+    assert_eq!(p.llm.prompts().len(), 11);
+}
+
+#[tokio::test]
+async fn the_kill_switch_answers_with_the_maintenance_text_but_stop_still_works() {
+    let p = controlled(|c| c.maintenance_message = Some("Back soon.".into()));
+    p.run(vec![text_record("s1", "1555", "w1", "Hi")]).await;
+    p.run(vec![text_record("s2", "1555", "w2", "stop")]).await;
+    p.run(vec![text_record("s3", "1555", "w3", "Hi?")]).await;
+    assert_eq!(p.whatsapp.texts(), ["Back soon.", "You are unsubscribed."]);
+    assert!(p.llm.prompts().is_empty());
 }

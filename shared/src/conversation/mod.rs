@@ -250,6 +250,9 @@ pub struct ClaimRequest<'a> {
     pub lease_until: i64,
     /// The current time, in seconds since the epoch.
     pub now: i64,
+    /// The rate window's length in seconds in which the burst's messages are counted (60 for a
+    /// per-minute limit); 0 counts nothing.
+    pub rate_window_seconds: i64,
 }
 
 /// The outcome of a claim.
@@ -274,6 +277,9 @@ pub struct Claim {
     /// gave them up, when every message they answer is among [`Claim::claimed`]: carried on
     /// instead of calling the tools again.
     pub tool_rounds: Option<ToolRounds>,
+    /// The user's standing, read in the same round trip: opted out or not, and how many messages
+    /// they sent in the current rate window (this burst's counted).
+    pub standing: UserStanding,
 }
 
 /// The rounds of tool use made for a burst (its calls and their results), kept with the claim
@@ -349,6 +355,18 @@ pub struct Moved {
     pub turns: usize,
     /// How many answered message ids were copied that the new conversation did not know.
     pub message_ids: usize,
+}
+
+/// What the store knows of a user, read when a burst is claimed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserStanding {
+    /// Whether the user opted out (STOP): nothing is sent to them until they opt in again.
+    pub opted_out: bool,
+    /// How many messages the user sent in the current window, this burst's included (0 when
+    /// nothing is counted).
+    pub in_window: u64,
+    /// How many of those this claim counted (the burst's messages; 0 when nothing is counted).
+    pub counted: u64,
 }
 
 /// The capacity a store's calls consumed, as DynamoDB reports it.
@@ -428,6 +446,22 @@ pub trait ConversationStore: Send + Sync {
         &self,
         token: &str,
         rounds: &ToolRounds,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records that the user opted out (`true`, STOP) or in again (`false`, START). Setting the
+    /// same value again changes nothing.
+    fn set_opted_out(
+        &self,
+        conversation: &ConversationKey,
+        opted_out: bool,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Forgets the conversation's history (`/reset`); the answered message ids stay known, so
+    /// that a redelivery is still not answered again. Forgetting twice changes nothing.
+    fn forget_conversation(
+        &self,
+        conversation: &ConversationKey,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The capacity consumed since the last call, for metrics; nothing for a store that does not

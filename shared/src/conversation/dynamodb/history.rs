@@ -3,7 +3,7 @@
 //! the exchange's sequence number `n` (1 for the first), its `turns` and `expires_at`. Exchange
 //! `n` goes to slot `n mod slots`, replacing the one that many exchanges older, so that storing
 //! an exchange writes only that exchange, whatever the conversation's past. All slots (and the
-//! first layout's item) are read with one `BatchGetItem`.
+//! first layout's item, and the user's opt-out record) are read with one `BatchGetItem`.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -46,6 +46,8 @@ pub(super) struct StoredExchange {
 pub(super) struct History {
     pub(super) exchanges: Vec<StoredExchange>,
     pub(super) legacy: Option<LegacyItem>,
+    /// Whether the user's opt-out record, read with the history, says they opted out.
+    pub(super) opted_out: bool,
 }
 
 impl History {
@@ -57,9 +59,14 @@ impl History {
     ) -> Self {
         let mut history = Self::default();
         let legacy_pk = super::legacy::legacy_key(conversation);
+        let opt_out_pk = AttributeValue::S(super::standing::opt_out_key(conversation));
         for item in items {
             if item.get("pk") == Some(&legacy_pk) {
                 history.legacy = Some(LegacyItem(item));
+                continue;
+            }
+            if item.get("pk") == Some(&opt_out_pk) {
+                history.opted_out = super::standing::says_opted_out(&item);
                 continue;
             }
             let slot = (0..slots).find(|slot| {

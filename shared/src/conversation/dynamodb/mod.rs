@@ -10,7 +10,8 @@
 //!   `expires_at` ([`CLAIM_MEMORY_SECONDS`] after the last write: Meta's 7 days of redelivery
 //!   and a day);
 //! - the **history**, one item per exchange in a ring of slots (see [`history`]);
-//! - the first layout's conversation item (see [`legacy`]), read and honoured until it expires.
+//! - the first layout's conversation item (see [`legacy`]), read and honoured until it expires;
+//! - a user's opt-out record and rate window counters (see [`standing`]).
 //!
 //! Claiming is, in one round trip, one conditional `UpdateItem` per message id (returning the
 //! claim as it was) and one `BatchGetItem` of the history. Completing is, in one round trip,
@@ -21,6 +22,7 @@
 mod codec;
 pub mod history;
 pub mod legacy;
+pub mod standing;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -43,8 +45,8 @@ use self::legacy::{LegacyItem, legacy_key};
 use super::{
     CLAIM_MEMORY_SECONDS, Claim, ClaimRequest, CompleteRequest, ConsumedCapacity,
     ConversationStore, HistoryPolicy, MarkOutcome, MoveRequest, Moved, PendingAnswer, StoreError,
-    ToolRounds, Turn, UndeliveredRequest, exchanges, mark_undelivered, truncate_bytes,
-    undelivered_in_a_row,
+    ToolRounds, Turn, UndeliveredRequest, UserStanding, exchanges, mark_undelivered,
+    truncate_bytes, undelivered_in_a_row,
 };
 use crate::dynamodb_expression::number;
 use crate::inbound::ConversationKey;
@@ -283,6 +285,7 @@ impl DynamoDbConversationStore {
             .map(|slot| AttributeValue::S(slot_key(conversation, slot)))
             .collect();
         keys.push(legacy_key(conversation));
+        keys.push(AttributeValue::S(standing::opt_out_key(conversation)));
         let chunks = keys
             .chunks(MAX_BATCH_KEYS)
             .map(|chunk| self.batch_get(chunk));
@@ -470,7 +473,12 @@ impl ConversationStore for DynamoDbConversationStore {
             return Ok(Claim::default());
         }
         let claims = join_all(ids.iter().map(|id| self.claim_one(id, &request)));
-        let (claims, history) = tokio::join!(claims, self.read_history(request.conversation));
+        let messages = u64::try_from(ids.len()).unwrap_or(u64::MAX);
+        let (claims, history, standing) = tokio::join!(
+            claims,
+            self.read_history(request.conversation),
+            self.count(&request, messages)
+        );
         let mut sorted = Sorted::default();
         let mut failure = None;
         for (id, result) in ids.iter().zip(claims) {
@@ -481,19 +489,26 @@ impl ConversationStore for DynamoDbConversationStore {
                 Err(error) => failure = Some(error),
             }
         }
-        let history = match (history, failure) {
-            (Ok(history), None) => history,
-            (history, failure) => {
+        let (history, in_window) = match (history, standing, failure) {
+            (Ok(history), Ok(in_window), None) => (history, in_window),
+            (history, standing, failure) => {
                 self.release_all(&sorted.claimed_ids(), request.token).await;
                 return Err(failure
                     .or(history.err())
+                    .or(standing.err())
                     .unwrap_or(StoreError::Unavailable("the claim failed".into())));
             }
         };
         if let Some(legacy) = &history.legacy {
             self.honour_legacy(legacy, &mut sorted, &request).await;
         }
-        Ok(sorted.into_claim(&ids, &history, &self.policy, request.now))
+        let standing = UserStanding {
+            opted_out: history.opted_out,
+            in_window,
+            counted: if in_window > 0 { messages } else { 0 },
+        };
+        let claim = sorted.into_claim(&ids, &history, &self.policy, request.now);
+        Ok(Claim { standing, ..claim })
     }
 
     async fn complete(&self, request: CompleteRequest<'_>) -> Result<(), StoreError> {
@@ -614,6 +629,20 @@ impl ConversationStore for DynamoDbConversationStore {
             true => Ok(()),
             false => Err(StoreError::ClaimLost),
         }
+    }
+
+    async fn set_opted_out(
+        &self,
+        conversation: &ConversationKey,
+        opted_out: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write_opt_out(conversation, opted_out, now).await
+    }
+
+    async fn forget_conversation(&self, conversation: &ConversationKey) -> Result<(), StoreError> {
+        let history = self.read_history(conversation).await?;
+        self.forget_history(conversation, &history).await
     }
 
     fn take_consumed(&self) -> ConsumedCapacity {
@@ -786,6 +815,7 @@ impl Sorted {
             history_seq: history.seq(),
             pending,
             tool_rounds,
+            standing: UserStanding::default(),
         }
     }
 }
