@@ -1258,6 +1258,29 @@ fn the_tools_file_is_read_on_exactly_that_object_and_passed_on() {
 }
 
 #[test]
+fn the_rate_limit_and_the_kill_switch_reach_the_processor() {
+    let template = Template::load();
+    let config = |parameters: &[(&str, &str)]| {
+        let env = processor_environment(&template, parameters);
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        processor::Config::from(&shared::env_config::Env::from_pairs(&pairs))
+            .unwrap()
+            .controls
+    };
+    let defaults = config(&[]);
+    assert_eq!(
+        (defaults.rate_limit_per_minute, defaults.maintenance_message),
+        (10, None)
+    );
+    let set = config(&[
+        ("RateLimitPerMinute", "0"),
+        ("MaintenanceMessage", "Back at 10:00."),
+    ]);
+    assert_eq!(set.rate_limit_per_minute, 0);
+    assert_eq!(set.maintenance_message.as_deref(), Some("Back at 10:00."));
+}
+
+#[test]
 fn the_knowledge_base_is_queried_on_exactly_that_one_and_passed_on() {
     let template = Template::load();
     let retrieve = |parameters: &[(&str, &str)]| -> BTreeSet<BedrockGrant> {

@@ -20,6 +20,9 @@
 //!    that no redelivery answers it); the message ids are claimed and the history read in one
 //!    store call; ids already answered are skipped, ids another invocation holds are retried
 //!    later.
+//!    Then the controls (`controls.rs`): STOP/START opt-out, `/reset`, the kill switch and the
+//!    rate limit answer without media or a model call when they apply (the opt-out and the
+//!    rate window are read with the claim).
 //!    Then hear the claimed voice notes (`listen.rs`): each is downloaded from Meta and
 //!    transcribed, and its transcript (`[voice note] …`) is what the model and the memory see;
 //!    look at the images (`look.rs`): each is downloaded and goes to the model with the user's
