@@ -326,7 +326,7 @@ impl Harness {
             .collect()
     }
 
-    async fn item(&self, pk: &str) -> HashMap<String, AttributeValue> {
+    pub async fn item(&self, pk: &str) -> HashMap<String, AttributeValue> {
         self.dynamodb
             .get_item()
             .table_name(&self.table)
