@@ -226,6 +226,9 @@ log_events! {
     ConversationReset = "conversation_reset",
     /// WARN: a user is over `RATE_LIMIT_PER_MINUTE`: no model call; one notice per minute.
     RateLimited = "rate_limited",
+    /// WARN: a user's answers took `DAILY_TOKEN_BUDGET` today: no model call until tomorrow
+    /// (UTC); one notice that day.
+    TokenBudgetReached = "token_budget_reached",
 }
 
 impl LogEvent {
@@ -365,6 +368,7 @@ mod tests {
                 "opt_out_changed",
                 "conversation_reset",
                 "rate_limited",
+                "token_budget_reached",
             ]
         );
     }

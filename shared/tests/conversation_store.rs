@@ -95,6 +95,7 @@ impl Fixture {
                 lease_until: now + LEASE,
                 now,
                 rate_window_seconds: 0,
+                budget_day: None,
             })
             .await
     }
@@ -591,6 +592,7 @@ async fn a_missing_table_is_reported_unavailable() {
             lease_until: NOW + LEASE,
             now: NOW,
             rate_window_seconds: 0,
+            budget_day: None,
         })
         .await;
     assert!(
@@ -759,6 +761,7 @@ async fn the_claim_reads_the_opt_out_and_counts_the_rate_window_in_the_same_roun
                     lease_until: now + LEASE,
                     now,
                     rate_window_seconds: 60,
+                    budget_day: None,
                 })
                 .await
                 .unwrap()
@@ -770,7 +773,9 @@ async fn the_claim_reads_the_opt_out_and_counts_the_rate_window_in_the_same_roun
         UserStanding {
             opted_out: false,
             in_window: 2,
-            counted: 2
+            counted: 2,
+            tokens_today: 0,
+            budget_noticed: false,
         }
     );
     let before = f.calls.count();
@@ -815,6 +820,66 @@ async fn the_claim_reads_the_opt_out_and_counts_the_rate_window_in_the_same_roun
 }
 
 #[tokio::test]
+async fn a_day_s_tokens_are_read_with_the_claim_and_its_notice_noted_once() {
+    let f = Fixture::new(HistoryPolicy::new(20, 14)).await;
+    let day = NOW.div_euclid(86_400);
+    f.store
+        .add_tokens(&f.conversation, day, 700, NOW)
+        .await
+        .unwrap();
+    f.store
+        .add_tokens(&f.conversation, day, 350, NOW)
+        .await
+        .unwrap();
+    f.store
+        .add_tokens(&f.conversation, day - 1, 5000, NOW)
+        .await
+        .unwrap();
+    let claim = |id: &str, budget_day| {
+        let f = &f;
+        let ids = ids(&[id]);
+        async move {
+            f.store
+                .claim(ClaimRequest {
+                    conversation: &f.conversation,
+                    message_ids: &ids,
+                    token: "inv",
+                    lease_until: NOW + LEASE,
+                    now: NOW,
+                    rate_window_seconds: 0,
+                    budget_day,
+                })
+                .await
+                .unwrap()
+                .standing
+        }
+    };
+    let standing = claim("wamid.b1", Some(day)).await;
+    assert_eq!(
+        (standing.tokens_today, standing.budget_noticed),
+        (1050, false)
+    );
+    assert_eq!(
+        claim("wamid.b2", None).await.tokens_today,
+        0,
+        "no budget, nothing read"
+    );
+    assert!(
+        f.store
+            .note_budget_notice(&f.conversation, day, NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !f.store
+            .note_budget_notice(&f.conversation, day, NOW)
+            .await
+            .unwrap()
+    );
+    assert!(claim("wamid.b3", Some(day)).await.budget_noticed);
+}
+
+#[tokio::test]
 async fn forgetting_a_conversation_leaves_its_ids_answered() {
     let f = Fixture::new(HistoryPolicy::new(20, 14)).await;
     answer_in(&f, &f.conversation, "wamid.f1", "remember me", NOW).await;
@@ -851,6 +916,7 @@ async fn answer_in(fx: &Fixture, conversation: &ConversationKey, id: &str, text:
             lease_until: now + LEASE,
             now,
             rate_window_seconds: 0,
+            budget_day: None,
         })
         .await
         .unwrap();
@@ -881,6 +947,7 @@ async fn claim_in(fx: &Fixture, conversation: &ConversationKey, id: &str, now: i
             lease_until: now + LEASE,
             now,
             rate_window_seconds: 0,
+            budget_day: None,
         })
         .await
         .unwrap()

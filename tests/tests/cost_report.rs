@@ -38,6 +38,28 @@ async fn small_run() -> Measurement {
         .unwrap_or_else(|e| panic!("the workload runs: {e}"))
 }
 
+/// The DynamoDB actions the processor's role is granted in template.yaml (statement
+/// `Conversations`).
+fn processor_dynamodb_grants() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+    let template: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let statements = &template["Resources"]["ProcessorRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"];
+    let conversations = statements
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"].as_str() == Some("Conversations"))
+        .expect("the Conversations statement");
+    conversations["Action"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The requests `caller` made of `service`'s `operation`, empty receives included.
 fn requests(run: &Measurement, caller: &str, service: &str, operation: &str) -> usize {
     run.aws_calls
@@ -49,6 +71,23 @@ fn requests(run: &Measurement, caller: &str, service: &str, operation: &str) -> 
 #[tokio::test]
 async fn a_small_workload_is_counted_and_priced_as_it_ran() {
     let run = small_run().await;
+    // Moto does not check IAM: every DynamoDB action the processor called is granted to it.
+    let granted = processor_dynamodb_grants();
+    for call in run.aws_calls.iter().filter(|c| c.caller == "processor") {
+        if call.service == "dynamodb" {
+            let action = format!("dynamodb:{}", call.operation);
+            assert!(
+                granted.contains(&action),
+                "{action} is not granted: {granted:?}"
+            );
+        }
+    }
+    assert!(
+        run.aws_calls
+            .iter()
+            .any(|c| c.caller == "processor" && c.service == "dynamodb"),
+        "the processor's DynamoDB calls were seen"
+    );
     // Every message answered once, in one text (600 characters), from one LLM call each (a
     // user writes again only after the reply, so nothing is coalesced).
     assert_eq!(

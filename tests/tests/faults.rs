@@ -1133,8 +1133,9 @@ async fn a_hanging_completing_write_ends_in_time_and_gives_no_second_answer() {
     );
     assert_eq!(rig.deliver(&body).await, 200);
     let queued = rig.take_queued().await;
-    // The claim goes through; the write after the reply hangs.
-    proxy.hang("UpdateItem", 1);
+    // The claim and the rate window's counter (two UpdateItems, concurrent) go through; the
+    // write after the reply hangs.
+    proxy.hang("UpdateItem", 2);
     let answer = rig.process_within(&queued, Duration::from_secs(20)).await;
     assert_no_batch_failures(&answer);
     assert_eq!(rig.replies().len(), 1, "the reply went out");

@@ -48,9 +48,15 @@ const FUNCTIONS: [Function; 3] = [
             ("sqs:ReceiveMessage", "InboundQueue"),
             ("sqs:DeleteMessage", "InboundQueue"),
             ("sqs:GetQueueAttributes", "InboundQueue"),
-            // DynamoDbConversationStore: UpdateItem (claim, complete, release), GetItem (fallback read).
-            ("dynamodb:UpdateItem", "Table"),
+            // DynamoDbConversationStore: UpdateItem (claim, complete, release, counters),
+            // BatchGetItem (the history and the user's records), PutItem (exchanges, opt-out),
+            // DeleteItem (reset, move, opt-in), GetItem (a refused claim read back).
+            // tests/tests/cost_report.rs checks these against what the processor really calls.
+            ("dynamodb:BatchGetItem", "Table"),
+            ("dynamodb:DeleteItem", "Table"),
             ("dynamodb:GetItem", "Table"),
+            ("dynamodb:PutItem", "Table"),
+            ("dynamodb:UpdateItem", "Table"),
             ("secretsmanager:GetSecretValue", "AppSecret"),
         ],
     },
@@ -1258,7 +1264,7 @@ fn the_tools_file_is_read_on_exactly_that_object_and_passed_on() {
 }
 
 #[test]
-fn the_rate_limit_and_the_kill_switch_reach_the_processor() {
+fn the_rate_limit_the_token_budget_and_the_kill_switch_reach_the_processor() {
     let template = Template::load();
     let config = |parameters: &[(&str, &str)]| {
         let env = processor_environment(&template, parameters);
@@ -1272,10 +1278,13 @@ fn the_rate_limit_and_the_kill_switch_reach_the_processor() {
         (defaults.rate_limit_per_minute, defaults.maintenance_message),
         (10, None)
     );
+    assert_eq!(defaults.daily_token_budget, 0);
     let set = config(&[
         ("RateLimitPerMinute", "0"),
         ("MaintenanceMessage", "Back at 10:00."),
+        ("DailyTokenBudget", "200000"),
     ]);
+    assert_eq!(set.daily_token_budget, 200_000);
     assert_eq!(set.rate_limit_per_minute, 0);
     assert_eq!(set.maintenance_message.as_deref(), Some("Back at 10:00."));
 }

@@ -38,6 +38,9 @@ pub struct Answer {
     /// How many parts of the replies (split, counted in order) an earlier invocation already
     /// sent: those are not sent again.
     pub parts_sent: usize,
+    /// The tokens (in and out) the model's calls for this answer took, as the providers
+    /// reported them: counted against `DAILY_TOKEN_BUDGET`.
+    pub tokens: u64,
 }
 
 impl Answer {
@@ -62,6 +65,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
         }
         let mut replies: Vec<String> = Vec::new();
         let mut user_turn = None;
+        let tokens_before = tokens_used(metrics);
         if let Some(user_text) = input.user_text {
             if input.coalesced > 0 {
                 metrics.count("MessagesCoalesced", input.coalesced);
@@ -85,6 +89,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
             user_turn,
             replies,
             parts_sent: 0,
+            tokens: tokens_used(metrics).saturating_sub(tokens_before),
         })
     }
 
@@ -251,6 +256,13 @@ impl<C, L: Llm, W, T> Processor<C, L, W, T> {
     }
 }
 
+/// The tokens the LLM calls counted in `metrics` took so far (`complete` counts them).
+fn tokens_used(metrics: &Metrics) -> u64 {
+    metrics
+        .counter("LlmTokensIn")
+        .saturating_add(metrics.counter("LlmTokensOut"))
+}
+
 /// The answer's text. Tool calls are run by `tools.rs`: an answer that still holds only calls
 /// (no tools offered, or `TOOLS_MAX_ROUNDS` reached) is no answer, so that the user gets the
 /// fallback, never an empty reply.
@@ -305,5 +317,6 @@ fn resumed_answer(claimed: &ClaimedBurst<'_>, input: &Input<'_>) -> Option<Answe
             .map(|text| Turn::new(Role::User, text, claimed.claimed_at)),
         replies: pending.replies.clone(),
         parts_sent: pending.parts_sent,
+        tokens: 0,
     })
 }

@@ -93,6 +93,7 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
             lease_until: invocation.deadline_epoch + CLAIM_MARGIN.as_secs() as i64,
             now: claimed_at,
             rate_window_seconds: self.behaviour.controls.rate_window_seconds(),
+            budget_day: self.behaviour.controls.budget_day(claimed_at),
         };
         let mut claim = match self.store.claim(request).await {
             Ok(claim) => claim,

@@ -33,6 +33,10 @@ pub const DEFAULT_OPTED_IN_MESSAGE: &str = "Welcome back! How can I help you?";
 pub const DEFAULT_RESET_MESSAGE: &str =
     "Done: I've forgotten our conversation. What can I do for you?";
 
+/// The daily budget's notice unless `BUDGET_REACHED_MESSAGE` says otherwise.
+pub const DEFAULT_BUDGET_REACHED_MESSAGE: &str =
+    "We've talked a lot today! I'll be glad to answer again tomorrow.";
+
 /// The rate limit's notice unless `RATE_LIMITED_MESSAGE` says otherwise.
 pub const DEFAULT_RATE_LIMITED_MESSAGE: &str =
     "You're sending messages faster than I can answer. Please wait a minute, then write again.";
@@ -86,6 +90,8 @@ pub const VARIABLES: &[&str] = &[
     "RATE_LIMIT_PER_MINUTE",
     "RATE_LIMITED_MESSAGE",
     "MAINTENANCE_MESSAGE",
+    "DAILY_TOKEN_BUDGET",
+    "BUDGET_REACHED_MESSAGE",
 ];
 
 /// The processor's configuration.
@@ -162,7 +168,8 @@ pub struct Config {
     /// The controls every conversation has: `STOP_KEYWORDS` (default `STOP,BAJA`),
     /// `START_KEYWORDS` (`START,ALTA`), `OPTED_OUT_MESSAGE`, `OPTED_IN_MESSAGE`, `RESET_MESSAGE`,
     /// `RATE_LIMIT_PER_MINUTE` (default 10, 0 for none), `RATE_LIMITED_MESSAGE`,
-    /// `MAINTENANCE_MESSAGE` (the kill switch: set, every message gets it and no model is called).
+    /// `MAINTENANCE_MESSAGE` (the kill switch: set, every message gets it and no model is called),
+    /// `DAILY_TOKEN_BUDGET` (default 0, none), `BUDGET_REACHED_MESSAGE`.
     pub controls: Controls,
     /// `KNOWLEDGE_BASE_ID` (none by default): the Amazon Bedrock knowledge base each user's turn
     /// is sent to (`Retrieve`), its passages going to the model with the turn.
@@ -294,6 +301,8 @@ fn controls<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Controls, Con
         rate_limit_per_minute,
         rate_limited_message: text("RATE_LIMITED_MESSAGE", DEFAULT_RATE_LIMITED_MESSAGE),
         maintenance_message: env.optional("MAINTENANCE_MESSAGE"),
+        daily_token_budget: env.parsed_or("DAILY_TOKEN_BUDGET", 0)?,
+        budget_reached_message: text("BUDGET_REACHED_MESSAGE", DEFAULT_BUDGET_REACHED_MESSAGE),
     })
 }
 
@@ -622,6 +631,10 @@ mod tests {
             ("TOOLS_URI", "https://shop.example/tools.json"),
             ("TOOLS_MAX_ROUNDS", "0"),
             ("TOOLS_MAX_ROUNDS", "6"),
+            ("RATE_LIMIT_PER_MINUTE", "10001"),
+            ("DAILY_TOKEN_BUDGET", "-1"),
+            ("STOP_KEYWORDS", "STOP, PLEASE STOP"),
+            ("START_KEYWORDS", " , "),
         ] {
             let result = config(&[REQUIRED[0], REQUIRED[1], (name, value)]);
             assert!(

@@ -9,6 +9,9 @@
 //! - **The rate limit** (`RATE_LIMIT_PER_MINUTE`): the messages a user sends in a minute are
 //!   counted with the claim; beyond the limit, no model call, and the burst that crosses it gets
 //!   one notice (`RATE_LIMITED_MESSAGE`) for the window.
+//! - **The daily token budget** (`DAILY_TOKEN_BUDGET`): the tokens of each user's answers are
+//!   counted per day (UTC); once a day's count reaches the budget, no model call until the next
+//!   day, and one notice (`BUDGET_REACHED_MESSAGE`) that day.
 //!
 //! A control's reply goes through the same reply and record steps as an answer, so it is sent
 //! once per message; it is not remembered in the history.
@@ -44,6 +47,11 @@ pub struct Controls {
     /// The kill switch: when set, every message gets this text and no model is called
     /// (`MAINTENANCE_MESSAGE`).
     pub maintenance_message: Option<String>,
+    /// The tokens (in and out) a user's answers may take in a day (UTC); 0 for no budget
+    /// (`DAILY_TOKEN_BUDGET`).
+    pub daily_token_budget: u64,
+    /// The notice that the day's budget is spent, once a day (`BUDGET_REACHED_MESSAGE`).
+    pub budget_reached_message: String,
 }
 
 /// What a message asks of the bot itself.
@@ -80,6 +88,11 @@ impl Controls {
         }
     }
 
+    /// The day (days since the epoch, UTC) at `now` whose tokens are counted, with a budget.
+    pub fn budget_day(&self, now: i64) -> Option<i64> {
+        (self.daily_token_budget > 0).then(|| now.div_euclid(86_400))
+    }
+
     /// The window the claim counts messages in: a minute with a limit, none without.
     pub fn rate_window_seconds(&self) -> i64 {
         if self.rate_limit_per_minute > 0 {
@@ -97,6 +110,7 @@ impl Answer {
             user_turn: None,
             replies: vec![text.to_owned()],
             parts_sent: 0,
+            tokens: 0,
         }
     }
 
@@ -106,6 +120,7 @@ impl Answer {
             user_turn: None,
             replies: Vec::new(),
             parts_sent: 0,
+            tokens: 0,
         }
     }
 }
@@ -148,7 +163,58 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
             metrics.count("MaintenanceReplies", 1);
             return Ok(Some(Answer::control(text)));
         }
-        Ok(self.rate_limited(claimed, metrics))
+        if let Some(answer) = self.rate_limited(claimed, metrics) {
+            return Ok(Some(answer));
+        }
+        Ok(self.over_budget(claimed, metrics).await)
+    }
+
+    /// The burst's answer when the user's answers took the day's budget: the notice, once a
+    /// day, else nothing. A notice that cannot be noted is not sent (a later message tries
+    /// again).
+    async fn over_budget(
+        &self,
+        claimed: &ClaimedBurst<'_>,
+        metrics: &mut Metrics,
+    ) -> Option<Answer> {
+        let controls = &self.behaviour.controls;
+        let standing = claimed.claim.standing;
+        let day = controls.budget_day(claimed.claimed_at)?;
+        if standing.tokens_today < controls.daily_token_budget {
+            return None;
+        }
+        metrics.count("MessagesOverBudget", claimed.messages.len() as u64);
+        tracing::warn!(event = LogEvent::TokenBudgetReached.as_str(), user = %claimed.user,
+            tokens_today = standing.tokens_today, budget = controls.daily_token_budget,
+            "the user's answers took DAILY_TOKEN_BUDGET today: no model call until tomorrow (UTC)");
+        if standing.budget_noticed {
+            return Some(Answer::nothing());
+        }
+        let note = self
+            .store
+            .note_budget_notice(&claimed.conversation, day, claimed.claimed_at);
+        match tokio::time::timeout(STORE_RESERVE, note).await {
+            Ok(Ok(true)) => Some(Answer::control(&controls.budget_reached_message)),
+            _ => Some(Answer::nothing()),
+        }
+    }
+
+    /// Adds the tokens `answer` took to the user's count of the day, when there is a budget.
+    /// Best effort: a count that cannot be written is a WARN.
+    pub(crate) async fn count_tokens(&self, claimed: &ClaimedBurst<'_>, tokens: u64) {
+        let Some(day) = self.behaviour.controls.budget_day(claimed.claimed_at) else {
+            return;
+        };
+        if tokens == 0 {
+            return;
+        }
+        let add = self
+            .store
+            .add_tokens(&claimed.conversation, day, tokens, claimed.claimed_at);
+        if !matches!(tokio::time::timeout(STORE_RESERVE, add).await, Ok(Ok(()))) {
+            tracing::warn!(event = LogEvent::StoreFailed.as_str(), user = %claimed.user,
+                "could not count the answer's tokens against DAILY_TOKEN_BUDGET");
+        }
     }
 
     /// Records the opt-out (`opted_out`) or the opt-in, confirming it once.
@@ -257,6 +323,8 @@ mod tests {
             rate_limit_per_minute: 10,
             rate_limited_message: "slow down".into(),
             maintenance_message: None,
+            daily_token_budget: 0,
+            budget_reached_message: "enough".into(),
         }
     }
 
@@ -288,5 +356,12 @@ mod tests {
             ..controls()
         };
         assert_eq!(off.rate_window_seconds(), 0);
+        assert_eq!(off.budget_day(86_400 * 3 + 5), None);
+        let budget = Controls {
+            daily_token_budget: 1000,
+            ..controls()
+        };
+        assert_eq!(budget.budget_day(86_400 * 3 + 5), Some(3));
+        assert_eq!(budget.budget_day(86_400 * 3 - 1), Some(2));
     }
 }

@@ -498,10 +498,14 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
                     replies: answer.replies,
                     parts_sent: undelivered.parts_sent,
                 };
+                // Bought now, sent by the retry: counted once, here.
+                self.count_tokens(&claimed, answer.tokens).await;
                 return self.retry_with(claimed, Some(pending)).await;
             }
         };
-        self.record(&claimed, answer.user_turn, sent_answer).await;
+        let count = self.count_tokens(&claimed, answer.tokens);
+        let record = self.record(&claimed, answer.user_turn, sent_answer);
+        tokio::join!(count, record);
         tracing::info!(event = LogEvent::BurstHandled.as_str(), user = %claimed.user, messages = claimed.messages.len(),
             replies = answer.replies.len(), "conversation answered");
         answered(claimed)

@@ -39,6 +39,8 @@ struct FakeStoreState {
     opted_out: HashSet<String>,
     /// Messages counted per conversation (one window for the whole test).
     counted: HashMap<String, u64>,
+    /// Tokens counted per conversation (one day for the whole test), and whether noticed.
+    tokens: HashMap<String, (u64, bool)>,
     calls: usize,
 }
 
@@ -101,10 +103,16 @@ impl ConversationStore for FakeStore {
             0
         };
         *state.counted.entry(key.clone()).or_default() += counted;
+        let (tokens_today, budget_noticed) = match request.budget_day {
+            Some(_) => state.tokens.get(&key).copied().unwrap_or_default(),
+            None => (0, false),
+        };
         claim.standing = UserStanding {
             opted_out: state.opted_out.contains(&key),
             in_window: state.counted.get(&key).copied().unwrap_or_default(),
             counted,
+            tokens_today,
+            budget_noticed,
         };
         Ok(claim)
     }
@@ -204,6 +212,37 @@ impl ConversationStore for FakeStore {
             state.opted_out.remove(&key);
         }
         Ok(())
+    }
+
+    async fn add_tokens(
+        &self,
+        conversation: &ConversationKey,
+        _: i64,
+        tokens: u64,
+        _: i64,
+    ) -> Result<(), StoreError> {
+        let mut state = self.0.lock().unwrap();
+        state.calls += 1;
+        let key = conversation.as_str().to_owned();
+        state.tokens.entry(key).or_default().0 += tokens;
+        Ok(())
+    }
+
+    async fn note_budget_notice(
+        &self,
+        conversation: &ConversationKey,
+        _: i64,
+        _: i64,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.0.lock().unwrap();
+        state.calls += 1;
+        let entry = state
+            .tokens
+            .entry(conversation.as_str().to_owned())
+            .or_default();
+        let first = !entry.1;
+        entry.1 = true;
+        Ok(first)
     }
 
     async fn forget_conversation(&self, conversation: &ConversationKey) -> Result<(), StoreError> {
@@ -405,6 +444,8 @@ fn behaviour() -> Behaviour {
             rate_limit_per_minute: 0,
             rate_limited_message: "Slow down.".into(),
             maintenance_message: None,
+            daily_token_budget: 0,
+            budget_reached_message: "Enough for today.".into(),
         },
     }
 }
@@ -818,6 +859,7 @@ async fn messages_held_by_another_invocation_are_retried_without_an_llm_call() {
             lease_until: now + 600,
             now,
             rate_window_seconds: 0,
+            budget_day: None,
         })
         .await
         .unwrap();
@@ -1095,6 +1137,7 @@ async fn a_resumed_answer_sends_only_the_parts_not_yet_sent() {
         lease_until: now + 600,
         now,
         rate_window_seconds: 0,
+        budget_day: None,
     };
     p.store.claim(request).await.unwrap();
     let pending = PendingAnswer {
@@ -1956,4 +1999,40 @@ async fn the_kill_switch_answers_with_the_maintenance_text_but_stop_still_works(
     p.run(vec![text_record("s3", "1555", "w3", "Hi?")]).await;
     assert_eq!(p.whatsapp.texts(), ["Back soon.", "You are unsubscribed."]);
     assert!(p.llm.prompts().is_empty());
+}
+
+#[tokio::test]
+async fn once_the_day_s_tokens_reach_the_budget_one_notice_and_no_model_call() {
+    let mut behaviour = behaviour();
+    behaviour.controls.daily_token_budget = 100;
+    // Each answer takes 40 tokens.
+    let answers = (0..5)
+        .map(|n| {
+            Ok(Completion {
+                input_tokens: Some(30),
+                output_tokens: Some(10),
+                ..completion(&format!("answer {n}"))
+            })
+        })
+        .collect();
+    let p = Processor::new(
+        FakeStore::default(),
+        FakeLlm::scripted(answers),
+        FakeWhatsApp::default(),
+        FakeTranscriber::default(),
+        behaviour,
+    );
+    for n in 0..5 {
+        let id = format!("w{n}");
+        p.run(vec![text_record(&format!("s{n}"), "1555", &id, "hi")])
+            .await;
+    }
+    assert_eq!(p.llm.prompts().len(), 3, "40, 80, then 120 ≥ 100");
+    assert_eq!(
+        p.whatsapp.texts(),
+        ["answer 0", "answer 1", "answer 2", "Enough for today."]
+    );
+    // Another user has their own budget.
+    p.run(vec![text_record("t1", "1666", "x1", "hi")]).await;
+    assert_eq!(p.llm.prompts().len(), 4);
 }

@@ -109,3 +109,33 @@ async fn the_kill_switch_answers_without_the_model() {
     );
     assert!(h.llm.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_spent_daily_budget_gets_one_notice_and_no_model_call() {
+    // The stand-in reports 49 tokens per answer (42 in, 7 out).
+    let h = Harness::new("openai", &[("DAILY_TOKEN_BUDGET", "100")]).await;
+    for n in 0..5 {
+        say(&h, USER, &format!("question {n}")).await;
+    }
+    assert_eq!(h.llm.requests().len(), 3, "49, 98, then 147 ≥ 100");
+    let sent = h.sent_texts();
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert_eq!(
+        sent[3],
+        "We've talked a lot today! I'll be glad to answer again tomorrow."
+    );
+    let day = shared::clock::now_epoch_seconds().div_euclid(86_400);
+    let count = h
+        .item(&shared::conversation::dynamodb::standing::budget_key(
+            &shared::inbound::ConversationKey::new(common::PHONE_NUMBER_ID, USER),
+            day,
+        ))
+        .await;
+    assert_eq!(
+        count
+            .get("n")
+            .and_then(|n| n.as_n().ok())
+            .map(String::as_str),
+        Some("147")
+    );
+}

@@ -253,6 +253,9 @@ pub struct ClaimRequest<'a> {
     /// The rate window's length in seconds in which the burst's messages are counted (60 for a
     /// per-minute limit); 0 counts nothing.
     pub rate_window_seconds: i64,
+    /// The day (days since the epoch) whose token count is read with the claim, when a daily
+    /// token budget is on.
+    pub budget_day: Option<i64>,
 }
 
 /// The outcome of a claim.
@@ -367,6 +370,10 @@ pub struct UserStanding {
     pub in_window: u64,
     /// How many of those this claim counted (the burst's messages; 0 when nothing is counted).
     pub counted: u64,
+    /// The tokens the user's answers took on [`ClaimRequest::budget_day`] (0 without a budget).
+    pub tokens_today: u64,
+    /// Whether the user was already told that day's budget is spent.
+    pub budget_noticed: bool,
 }
 
 /// The capacity a store's calls consumed, as DynamoDB reports it.
@@ -456,6 +463,24 @@ pub trait ConversationStore: Send + Sync {
         opted_out: bool,
         now: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Adds `tokens` to the user's count for `day` (days since the epoch), kept two days.
+    fn add_tokens(
+        &self,
+        conversation: &ConversationKey,
+        day: i64,
+        tokens: u64,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Notes that the user was told `day`'s budget is spent; `true` when this call noted it
+    /// first (so that the notice goes out once a day).
+    fn note_budget_notice(
+        &self,
+        conversation: &ConversationKey,
+        day: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Forgets the conversation's history (`/reset`); the answered message ids stay known, so
     /// that a redelivery is still not answered again. Forgetting twice changes nothing.

@@ -48,6 +48,8 @@ pub(super) struct History {
     pub(super) legacy: Option<LegacyItem>,
     /// Whether the user's opt-out record, read with the history, says they opted out.
     pub(super) opted_out: bool,
+    /// The day's token count and whether its notice went out, when it was read with the history.
+    pub(super) budget: (u64, bool),
 }
 
 impl History {
@@ -60,6 +62,11 @@ impl History {
         let mut history = Self::default();
         let legacy_pk = super::legacy::legacy_key(conversation);
         let opt_out_pk = AttributeValue::S(super::standing::opt_out_key(conversation));
+        let budget_prefix = format!(
+            "{}{}#",
+            super::standing::BUDGET_KEY_PREFIX,
+            conversation.as_str()
+        );
         for item in items {
             if item.get("pk") == Some(&legacy_pk) {
                 history.legacy = Some(LegacyItem(item));
@@ -67,6 +74,11 @@ impl History {
             }
             if item.get("pk") == Some(&opt_out_pk) {
                 history.opted_out = super::standing::says_opted_out(&item);
+                continue;
+            }
+            let pk = item.get("pk").and_then(|pk| pk.as_s().ok());
+            if pk.is_some_and(|pk| pk.starts_with(&budget_prefix)) {
+                history.budget = super::standing::budget_of(&item);
                 continue;
             }
             let slot = (0..slots).find(|slot| {

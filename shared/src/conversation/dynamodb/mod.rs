@@ -280,12 +280,25 @@ impl DynamoDbConversationStore {
 
     /// Reads `conversation`'s history: every slot and the first layout's item, consistently.
     async fn read_history(&self, conversation: &ConversationKey) -> Result<History, StoreError> {
+        self.read_history_with(conversation, None).await
+    }
+
+    /// Reads the history, the opt-out record and, with `budget_day`, that day's token count, in
+    /// one `BatchGetItem` (more than 100 keys take more).
+    async fn read_history_with(
+        &self,
+        conversation: &ConversationKey,
+        budget_day: Option<i64>,
+    ) -> Result<History, StoreError> {
         let slots = self.policy.max_exchanges();
         let mut keys: Vec<AttributeValue> = (0..slots)
             .map(|slot| AttributeValue::S(slot_key(conversation, slot)))
             .collect();
         keys.push(legacy_key(conversation));
         keys.push(AttributeValue::S(standing::opt_out_key(conversation)));
+        if let Some(day) = budget_day {
+            keys.push(AttributeValue::S(standing::budget_key(conversation, day)));
+        }
         let chunks = keys
             .chunks(MAX_BATCH_KEYS)
             .map(|chunk| self.batch_get(chunk));
@@ -476,7 +489,7 @@ impl ConversationStore for DynamoDbConversationStore {
         let messages = u64::try_from(ids.len()).unwrap_or(u64::MAX);
         let (claims, history, standing) = tokio::join!(
             claims,
-            self.read_history(request.conversation),
+            self.read_history_with(request.conversation, request.budget_day),
             self.count(&request, messages)
         );
         let mut sorted = Sorted::default();
@@ -506,6 +519,8 @@ impl ConversationStore for DynamoDbConversationStore {
             opted_out: history.opted_out,
             in_window,
             counted: if in_window > 0 { messages } else { 0 },
+            tokens_today: history.budget.0,
+            budget_noticed: history.budget.1,
         };
         let claim = sorted.into_claim(&ids, &history, &self.policy, request.now);
         Ok(Claim { standing, ..claim })
@@ -638,6 +653,25 @@ impl ConversationStore for DynamoDbConversationStore {
         now: i64,
     ) -> Result<(), StoreError> {
         self.write_opt_out(conversation, opted_out, now).await
+    }
+
+    async fn add_tokens(
+        &self,
+        conversation: &ConversationKey,
+        day: i64,
+        tokens: u64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.add_day_tokens(conversation, day, tokens, now).await
+    }
+
+    async fn note_budget_notice(
+        &self,
+        conversation: &ConversationKey,
+        day: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.note_notice(conversation, day, now).await
     }
 
     async fn forget_conversation(&self, conversation: &ConversationKey) -> Result<(), StoreError> {
@@ -855,7 +889,7 @@ fn unavailable(error: impl std::error::Error) -> StoreError {
 }
 
 /// Whether an update was refused by its condition.
-fn is_refused<R>(error: &SdkError<UpdateError, R>) -> bool {
+pub(super) fn is_refused<R>(error: &SdkError<UpdateError, R>) -> bool {
     error
         .as_service_error()
         .is_some_and(UpdateError::is_conditional_check_failed_exception)

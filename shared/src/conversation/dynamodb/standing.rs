@@ -2,7 +2,9 @@
 //! opt-out record, read with the history, `pk = "u#<conversation key>"` with
 //! `opted_out` and `at` (no expiry: it is what keeps the bot silent), deleted when the user opts
 //! in again; and the rate window counters, `pk = "r#<conversation key>#<window number>"` with
-//! `n` (messages counted in the window) and `expires_at` one window after it ends.
+//! `n` (messages counted in the window) and `expires_at` one window after it ends; and the daily
+//! token counts, `pk = "b#<conversation key>#<day>"` with `n` (tokens), `noticed` (the user was
+//! told the budget is spent) and `expires_at` two days later.
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValue};
 
@@ -28,6 +30,27 @@ pub fn opt_out_key(conversation: &ConversationKey) -> String {
 fn rate_key(conversation: &ConversationKey, now: i64, window_seconds: i64) -> String {
     let window = now.div_euclid(window_seconds.max(1));
     format!("{RATE_KEY_PREFIX}{}#{window}", conversation.as_str())
+}
+
+/// The prefix of a day's token count.
+pub const BUDGET_KEY_PREFIX: &str = "b#";
+
+/// The partition key of `conversation`'s token count of `day`.
+pub fn budget_key(conversation: &ConversationKey, day: i64) -> String {
+    format!("{BUDGET_KEY_PREFIX}{}#{day}", conversation.as_str())
+}
+
+/// A day's token count and whether its notice went out, from its item.
+pub(super) fn budget_of(item: &Item) -> (u64, bool) {
+    let tokens = item
+        .get("n")
+        .and_then(parse_number)
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0);
+    let noticed = item
+        .get("noticed")
+        .is_some_and(|value| value.as_bool().is_ok_and(|noticed| *noticed));
+    (tokens, noticed)
 }
 
 /// Whether an opt-out record says the user opted out.
@@ -76,6 +99,63 @@ impl DynamoDbConversationStore {
         Ok(counted
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(messages))
+    }
+
+    /// Adds `tokens` to `day`'s count.
+    pub(super) async fn add_day_tokens(
+        &self,
+        conversation: &ConversationKey,
+        day: i64,
+        tokens: u64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .key("pk", AttributeValue::S(budget_key(conversation, day)))
+            .update_expression("ADD #n :n SET #exp = :exp")
+            .expression_attribute_names("#n", "n")
+            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_values(":n", number(i64::try_from(tokens).unwrap_or(i64::MAX)))
+            .expression_attribute_values(":exp", number(now.saturating_add(2 * 86_400)))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        self.meter(output.consumed_capacity(), true);
+        Ok(())
+    }
+
+    /// Sets `day`'s `noticed` unless it was set; `true` when this call set it.
+    pub(super) async fn note_notice(
+        &self,
+        conversation: &ConversationKey,
+        day: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .key("pk", AttributeValue::S(budget_key(conversation, day)))
+            .update_expression("SET #noticed = :yes, #exp = :exp")
+            .condition_expression("attribute_not_exists(#noticed)")
+            .expression_attribute_names("#noticed", "noticed")
+            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":exp", number(now.saturating_add(2 * 86_400)))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                self.meter(output.consumed_capacity(), true);
+                Ok(true)
+            }
+            Err(error) if super::is_refused(&error) => Ok(false),
+            Err(error) => Err(unavailable(error)),
+        }
     }
 
     /// Writes (opting out) or deletes (opting in) the user's opt-out record.
