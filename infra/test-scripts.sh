@@ -63,6 +63,7 @@ case "$1 $2" in
       *"'KnowledgeBucketName'"*) echo "${FAKE_KNOWLEDGE_BUCKET:-None}" ;;
       # A parameter's value; None when the stack does not have the parameter.
       *"'KnowledgeUri'"*) echo "${FAKE_KNOWLEDGE_URI-None}" ;;
+      *"'ToolsUri'"*) echo "${FAKE_TOOLS_URI-None}" ;;
       *"'KnowledgeMaxTokens'"*) echo "${FAKE_KNOWLEDGE_MAX_TOKENS:-8000}" ;;
       *) echo None ;;
     esac
@@ -90,7 +91,7 @@ case "$1 $2" in
       echo "An error occurred (403) when calling the HeadObject operation: Forbidden" >&2
       exit 254
     fi
-    printf '%s\t%s\t%s\t%s\n' 1234 '"9b2cf535f27731c974343645a3985328"' 2026-03-01T10:20:30+00:00 "text/markdown; charset=utf-8"
+    printf '%s\t%s\t%s\t%s\n' 1234 '"9b2cf535f27731c974343645a3985328"' 2026-03-01T10:20:30+00:00 "${FAKE_HEAD_TYPE:-text/markdown; charset=utf-8}"
     ;;
   "sesv2 get-account") echo False ;;
   *)
@@ -132,6 +133,7 @@ reset() {
   export FAKE_WEBHOOK_URL="https://abc123.execute-api.us-east-1.amazonaws.com/webhook"
   export FAKE_KNOWLEDGE_BUCKET="whatsapp-assistant-dev-knowledgebucket-1a2b3c4d5e6f"
   unset FAKE_NO_STACK FAKE_SES_EXISTING FAKE_KNOWLEDGE_URI FAKE_KNOWLEDGE_MAX_TOKENS FAKE_HEAD_DENIED
+  unset FAKE_TOOLS_URI FAKE_HEAD_TYPE
 }
 
 # run CMD...: runs with no stdin; leaves out, err and status.
@@ -567,7 +569,7 @@ run "${knowledge[@]}" put "$docs/FAQ.md" --key '../FAQ.md'
 expect "knowledge put: a key with .. is refused" eval 'test "$status" != 0 && test "$(ncalls)" = 0'
 reset
 run "${knowledge[@]}" put
-expect "knowledge put: no file -> fails, calls nothing" eval 'test "$status" != 0 && contains "$err" "put needs the document" && test "$(ncalls)" = 0'
+expect "knowledge put: no file -> fails, calls nothing" eval 'test "$status" != 0 && contains "$err" "put needs a file" && test "$(ncalls)" = 0'
 reset
 run "${knowledge[@]}" upload "$docs/FAQ.md"
 expect "knowledge: an unknown command fails" eval 'test "$status" != 0 && contains "$err" "unknown command" && test "$(ncalls)" = 0'
@@ -611,6 +613,159 @@ export FAKE_KNOWLEDGE_URI="s3://shop-docs/faq.md" FAKE_HEAD_DENIED=1
 run "${knowledge[@]}" show
 expect "knowledge show: an unreadable object -> fails, naming knowledge_unavailable" \
   eval 'test "$status" != 0 && contains "$err" "cannot read s3://shop-docs/faq.md" && contains "$err" knowledge_unavailable'
+
+# ------------------------------------------------------------------ knowledge.sh --tools
+tools_dir="$work/tools"
+mkdir -p "$tools_dir"
+# A literal header value (as a key would be) that must never leave the file: not in any output,
+# nor on a command line.
+tools_marker="TOOLS-LITERAL-KEY-4d9a"
+python3 - "$infra/examples/shop/tools.json" "$tools_dir/shop.json" "$tools_marker" <<'PY'
+import json
+import sys
+
+src, dst, marker = sys.argv[1:4]
+with open(src, encoding="utf-8") as f:
+    doc = json.load(f)
+doc["tools"][0]["headers"]["X-Literal-Key"] = marker
+with open(dst, "w", encoding="utf-8") as f:
+    json.dump(doc, f, indent=2)
+PY
+# tools_variant NAME CODE: tools/NAME.json, the shop file changed by the Python statements CODE
+# (on `doc` and its list `tools`).
+tools_variant() {
+  python3 - "$tools_dir/shop.json" "$tools_dir/$1.json" "$2" <<'PY'
+import json
+import sys
+
+src, dst, code = sys.argv[1:4]
+with open(src, encoding="utf-8") as f:
+    doc = json.load(f)
+tools = doc["tools"]
+exec(code)
+with open(dst, "w", encoding="utf-8") as f:
+    json.dump(doc, f)
+PY
+}
+tools_leaks() { grep -rlF -- "$tools_marker" "$work/out" "$work/err" "$FAKE_AWS_DIR/calls" 2>/dev/null || true; }
+
+reset
+run "${knowledge[@]}" --help
+expect "knowledge --help: explains --tools and that the processor checks the rest (tools_file_invalid)" \
+  eval 'contains "$out" "put [--tools] FILE" && contains "$out" ToolsUri && contains "$out" tools_file_invalid'
+
+reset
+export FAKE_KNOWLEDGE_MAX_TOKENS=1
+run "${knowledge[@]}" put --tools "$tools_dir/shop.json"
+expect "knowledge put --tools: exits 0" test "$status" = 0
+expect "knowledge put --tools: uploads to the output bucket as tools/shop.json, application/json" \
+  eval 'calls | grep -qxF "s3api put-object --bucket $bucket --key tools/shop.json --body $tools_dir/shop.json --content-type application/json --query ETag --output text"'
+expect "knowledge put --tools: the uploaded body is the file" \
+  eval 'cmp -s "$tools_dir/shop.json" "$FAKE_AWS_DIR/body.$(cat "$FAKE_AWS_DIR/count")"'
+expect "knowledge put --tools: reads ToolsUri, neither KnowledgeUri nor the budget; no budget warning" \
+  eval 'calls | grep -q "ParameterKey==.ToolsUri." && ! calls | grep -q KnowledgeUri && ! calls | grep -q KnowledgeMaxTokens &&
+        ! contains "$err" budget'
+expect "knowledge put --tools: prints the ToolsUri, the samconfig.toml line and the deploy commands" \
+  eval 'contains "$out" "uses no tools file now (ToolsUri is empty)" && contains "$out" "\"ToolsUri=s3://$bucket/tools/shop.json\"," &&
+        contains "$out" "sam build && sam deploy" &&
+        contains "$out" "sam deploy --parameter-overrides Stage=dev AlertEmail=oncall@example.com AlertFromEmail=alerts@example.com LlmProvider=openai LogRetentionDays=14 WebhookFrontDoor=ApiGateway ToolsUri=s3://$bucket/tools/shop.json" &&
+        contains "$out" "Later versions of the tools file need no deploy"'
+expect "knowledge put --tools: prints nothing of the file (not its literal header value)" test -z "$(tools_leaks)"
+
+reset
+export FAKE_TOOLS_URI="s3://$bucket/tools/shop.json"
+run "${knowledge[@]}" put "$tools_dir/shop.json" --tools
+expect "knowledge put --tools: the same URI as the stack's ToolsUri -> no deploy needed, refresh and tools_file_invalid explained" \
+  eval 'test "$status" = 0 && contains "$out" "already uses ToolsUri=s3://$bucket/tools/shop.json" && contains "$out" "no deploy is needed" &&
+        contains "$out" KNOWLEDGE_REFRESH_SECONDS && contains "$out" tools_file_invalid && ! contains "$out" "sam deploy" &&
+        test -z "$(tools_leaks)"'
+
+reset
+export FAKE_KNOWLEDGE_URI="s3://$bucket/tools/shop.json"
+run "${knowledge[@]}" put --tools "$tools_dir/shop.json"
+expect "knowledge put --tools: compares with ToolsUri, not KnowledgeUri" \
+  eval 'test "$status" = 0 && ! contains "$out" "no deploy is needed" && contains "$out" "ToolsUri is empty"'
+
+reset
+cat >"$work/samconfig.toml" <<'TOML'
+version = 0.1
+[default.deploy.parameters]
+stack_name = "guided-stack"
+region = "eu-west-1"
+parameter_overrides = "Stage=\"dev\" KnowledgeUri=\"s3://shop-docs/faq.md\" ToolsUri=\"s3://shop-docs/tools-old.json\""
+TOML
+run "${knowledge[@]}" put --tools "$tools_dir/shop.json" --config-file "$work/samconfig.toml"
+expect "knowledge put --tools: samconfig's ToolsUri is to be replaced; the one-off deploy keeps KnowledgeUri" \
+  eval 'test "$status" = 0 && contains "$out" "replace" && contains "$out" "\"ToolsUri=s3://shop-docs/tools-old.json\" with \"ToolsUri=s3://$bucket/tools/shop.json\"" &&
+        contains "$out" "--parameter-overrides Stage=dev KnowledgeUri=s3://shop-docs/faq.md ToolsUri=s3://$bucket/tools/shop.json" &&
+        calls | grep -q "describe-stacks --stack-name guided-stack "'
+
+reset
+{ printf '\xef\xbb\xbf'; cat "$tools_dir/shop.json"; } >"$tools_dir/bom.json"
+run "${knowledge[@]}" put --tools "$tools_dir/bom.json" --key tools/v3.json --dry-run
+expect "knowledge put --tools --dry-run --key: a byte-order mark is accepted; nothing written; the ToolsUri shown" \
+  eval 'test "$status" = 0 && ! calls | grep -qv "^cloudformation describe-stacks " &&
+        contains "$out" "Would upload: $tools_dir/bom.json ($(($(wc -c <"$tools_dir/bom.json") - 3)) bytes, application/json)" &&
+        contains "$out" "to: s3://$bucket/tools/v3.json" && contains "$out" "ToolsUri=s3://$bucket/tools/v3.json" && test -z "$(tools_leaks)"'
+
+printf '{"tools": [{"name": "order_status", "headers": {"X-Literal-Key": "%s"}' "$tools_marker" >"$tools_dir/not-json.json"
+printf 'Caf\xe9 %s\n' "$tools_marker" >"$tools_dir/latin1.json"
+tools_variant no-tools 'doc = {}'
+tools_variant unknown-key 'doc["version"] = 2'
+tools_variant not-a-list 'doc["tools"] = {"order_status": tools[0]}'
+tools_variant empty-list 'doc["tools"] = []'
+tools_variant too-many 'doc["tools"] = [dict(tools[0], name=f"t{i}") for i in range(33)]'
+tools_variant not-an-object 'tools[1] = "search_products"'
+tools_variant duplicate 'tools[2]["name"] = "order_status"'
+tools_variant bad-name 'tools[1]["name"] = "search products"'
+tools_variant long-name 'tools[1]["name"] = "x" * 65'
+tools_variant no-name 'del tools[1]["name"]'
+tools_variant number-name 'tools[1]["name"] = 7'
+tools_variant no-url 'del tools[1]["url"]'
+tools_variant no-method-no-effects 'del tools[2]["method"]; del tools[2]["side_effects"]'
+for case in "not JSON:not-json:not JSON: Expecting" "not UTF-8:latin1:not UTF-8 text" \
+  "no tools:no-tools:no \"tools\" field" "an unknown top-level key:unknown-key:unknown top-level field \`version\`" \
+  "tools not a list:not-a-list:\"tools\" is not a list" "an empty list:empty-list:for no tools, deploy with ToolsUri empty" \
+  "33 tools:too-many:declares 33 tools; at most 32" "a tool not an object:not-an-object:tool #1: not an object" \
+  "duplicate names:duplicate:tool #2 \"order_status\": the name is already used by tool #0" \
+  "a name with a space:bad-name:tool #1: name must be" "a 65-character name:long-name:tool #1: name must be" \
+  "no name:no-name:tool #1 (unnamed): missing field \`name\`" "a number as name:number-name:tool #1: name must be a string" \
+  "a missing url:no-url:tool #1 \"search_products\": missing field \`url\`" \
+  "two missing fields:no-method-no-effects:tool #2 \"add_to_cart\": missing fields \`method\`, \`side_effects\`"; do
+  IFS=: read -r what name message <<<"$case"
+  reset
+  run "${knowledge[@]}" put --tools "$tools_dir/$name.json"
+  expect "knowledge put --tools: $what is refused ($message) before any call, showing nothing of the file" \
+    eval 'test "$status" != 0 && contains "$err" "$message" && contains "$err" "was not uploaded" && test "$(ncalls)" = 0 && test -z "$(tools_leaks)"'
+done
+
+reset
+run "${knowledge[@]}" put --tools "$docs/FAQ.md"
+expect "knowledge put --tools: a Markdown file is not a tools file" \
+  eval 'test "$status" != 0 && contains "$err" "not JSON" && test "$(ncalls)" = 0 && test -z "$(doc_leaks)"'
+
+reset
+run "${knowledge[@]}" show --tools
+expect "knowledge show --tools: no ToolsUri -> says there is none and how to put one, reads no object" \
+  eval 'test "$status" = 0 && contains "$out" "no tools file (ToolsUri is empty)" && contains "$out" "infra/knowledge.sh put --tools FILE" &&
+        ! calls | grep -q s3api && ! calls | grep -q KnowledgeUri'
+
+reset
+export FAKE_TOOLS_URI="s3://shop-docs/tools/v3.json" FAKE_KNOWLEDGE_URI="s3://shop-docs/faq.md" FAKE_HEAD_TYPE=application/json
+run "${knowledge[@]}" show --tools
+expect "knowledge show --tools: heads the object of the stack's ToolsUri" \
+  eval 'test "$status" = 0 && calls | grep -q "^s3api head-object --bucket shop-docs --key tools/v3.json " && ! calls | grep -q "key faq.md"'
+expect "knowledge show --tools: prints the ToolsUri, size in bytes (no tokens), ETag, LastModified and type" \
+  eval 'contains "$out" "tools file of stack whatsapp-assistant-dev" && contains "$out" "ToolsUri:      s3://shop-docs/tools/v3.json" &&
+        contains "$out" "size:          1234 bytes" && ! contains "$out" tokens && ! contains "$err" budget &&
+        contains "$out" "2026-03-01T10:20:30+00:00" && contains "$out" "Content-Type:  application/json"'
+
+reset
+export FAKE_TOOLS_URI="s3://shop-docs/tools.json" FAKE_HEAD_DENIED=1
+run "${knowledge[@]}" show --tools
+expect "knowledge show --tools: an unreadable object -> fails, naming tools_unavailable and put --tools" \
+  eval 'test "$status" != 0 && contains "$err" "cannot read s3://shop-docs/tools.json" && contains "$err" tools_unavailable &&
+        contains "$err" "put --tools FILE"'
 
 # ------------------------------------------------------------------ samconfig.toml and template.yaml
 if python3 -c 'import tomllib' 2>/dev/null; then
@@ -673,7 +828,7 @@ for output in ("SecretArn", "WebhookUrl", "KnowledgeBucketName"):
     if not re.search(rf"^  {output}:", template, re.M):
         problems.append(f"template.yaml has no output {output}, which the infra scripts read")
 
-for name in ("KnowledgeUri", "KnowledgeMaxTokens"):
+for name in ("KnowledgeUri", "KnowledgeMaxTokens", "ToolsUri"):
     if name not in names:
         problems.append(f"template.yaml has no parameter {name}, which infra/knowledge.sh reads")
 
