@@ -63,6 +63,37 @@ impl DeliveryFailure {
     }
 }
 
+/// Version of [`BusinessEcho`] written by this build.
+pub const BUSINESS_ECHO_VERSION: u32 = 1;
+
+/// The `kind` of a [`BusinessEcho`] body.
+const BUSINESS_ECHO_KIND: &str = "business_echo";
+
+/// A message a person sent to a user from the WhatsApp Business app on the bot's own number
+/// (coexistence, Meta's `smb_message_echoes`): someone at the business took the conversation, so
+/// the bot pauses for it. Only who and when are carried, never what was said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusinessEcho {
+    /// Body version, [`BUSINESS_ECHO_VERSION`] when written by this build.
+    pub v: u32,
+    /// The business phone number the message was sent from.
+    pub phone_number_id: String,
+    /// The user it went to, as conversations are keyed (phone number, else user id).
+    pub recipient: String,
+    /// Meta's id of the echoed message (`wamid…`).
+    pub message_id: String,
+    /// When it was sent, in seconds since the Unix epoch, when Meta said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+}
+
+impl BusinessEcho {
+    /// The conversation the echoed message belongs to.
+    pub fn conversation(&self) -> ConversationKey {
+        ConversationKey::new(&self.phone_number_id, &self.recipient)
+    }
+}
+
 /// What one queue record carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueueBody {
@@ -70,6 +101,8 @@ pub enum QueueBody {
     Message(InboundMessage),
     /// One of the bot's replies was not delivered.
     DeliveryFailure(DeliveryFailure),
+    /// A person at the business wrote to the user from the Business app on the same number.
+    BusinessEcho(BusinessEcho),
 }
 
 /// Why a record's body cannot be read.
@@ -122,6 +155,11 @@ impl QueueBody {
                 check_version(failure.v, DELIVERY_FAILURE_VERSION)?;
                 Ok(Self::DeliveryFailure(failure))
             }
+            Some(BUSINESS_ECHO_KIND) => {
+                let echo: BusinessEcho = serde_json::from_str(body).map_err(unreadable)?;
+                check_version(echo.v, BUSINESS_ECHO_VERSION)?;
+                Ok(Self::BusinessEcho(echo))
+            }
             Some(other) => Err(BodyError::UnknownKind(other.chars().take(40).collect())),
         }
     }
@@ -131,6 +169,7 @@ impl QueueBody {
         match self {
             Self::Message(message) => message.conversation(),
             Self::DeliveryFailure(failure) => failure.conversation(),
+            Self::BusinessEcho(echo) => echo.conversation(),
         }
     }
 }
@@ -140,6 +179,22 @@ pub fn tagged_failure(failure: &DeliveryFailure) -> impl Serialize + '_ {
     Tagged {
         kind: DELIVERY_FAILURE_KIND,
         failure,
+    }
+}
+
+/// The echo as written on the queue: the fields and its `kind`.
+#[derive(Serialize)]
+struct TaggedEcho<'a> {
+    kind: &'static str,
+    #[serde(flatten)]
+    echo: &'a BusinessEcho,
+}
+
+/// The JSON value a [`BusinessEcho`] is written as, with its `kind`.
+pub fn tagged_echo(echo: &BusinessEcho) -> impl Serialize + '_ {
+    TaggedEcho {
+        kind: BUSINESS_ECHO_KIND,
+        echo,
     }
 }
 
