@@ -569,6 +569,8 @@ fn partition<'a>(
         match &record.body {
             Ok(QueueBody::Message(message)) => burst.push((record, message)),
             Ok(QueueBody::DeliveryFailure(failure)) => failures.push((record, failure)),
+            // Taken in by the handoff step, which is being built (issue 15).
+            Ok(QueueBody::BusinessEcho(_)) => {}
             Err(error) => {
                 tracing::error!(event = LogEvent::RecordUnreadable.as_str(), sqs_message_id = %record.sqs_message_id,
                     receive_count = record.receive_count, error = %error,
