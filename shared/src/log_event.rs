@@ -229,6 +229,25 @@ log_events! {
     /// WARN: a user's answers took `DAILY_TOKEN_BUDGET` today: no model call until tomorrow
     /// (UTC); one notice that day.
     TokenBudgetReached = "token_budget_reached",
+    /// ERROR: a number's settings item is invalid (written by hand, not by `infra/numbers.sh`);
+    /// the stack's defaults are used for that number until it is fixed.
+    NumberSettingsInvalid = "number_settings_invalid",
+    /// INFO: a message to a number whose settings say `"enabled": false` is marked done
+    /// unanswered.
+    NumberDisabled = "number_disabled",
+    /// INFO: a conversation was handed to a person (a keyword, the model's tool, or a person
+    /// answering from the WhatsApp Business app); the bot is paused for it.
+    HandoffStarted = "handoff_started",
+    /// INFO: a message was relayed between a user and the agent during a handoff.
+    HandoffRelayed = "handoff_relayed",
+    /// INFO: the bot took a conversation back (`/bot #ref` or `HANDOFF_IDLE_HOURS` without the
+    /// agent writing).
+    HandoffEnded = "handoff_ended",
+    /// WARN: the agent wrote to the bot's number without a reference of an open handoff.
+    HandoffReferenceUnknown = "handoff_reference_unknown",
+    /// ERROR: the agent could not be told of a handoff or sent a user's message (their
+    /// WhatsApp window may be closed): on-call is mailed so that someone answers the user.
+    HandoffAgentNotReached = "handoff_agent_not_reached",
 }
 
 impl LogEvent {
@@ -369,6 +388,13 @@ mod tests {
                 "conversation_reset",
                 "rate_limited",
                 "token_budget_reached",
+                "number_settings_invalid",
+                "number_disabled",
+                "handoff_started",
+                "handoff_relayed",
+                "handoff_ended",
+                "handoff_reference_unknown",
+                "handoff_agent_not_reached",
             ]
         );
     }

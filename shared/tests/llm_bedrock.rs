@@ -56,6 +56,7 @@ fn settings(server: &RecordingServer, model: &str) -> LlmSettings {
             max_attempts: 3,
         },
         guardrail: None,
+        api_key_secret: None,
     }
 }
 

@@ -255,6 +255,7 @@ pub fn build<S: Secrets + 'static>(
         timeout: config.llm_timeout,
         backoff: Backoff::default(),
         guardrail: config.llm_guardrail.clone(),
+        api_key_secret: None,
     };
     let llm = ChatModel::new(
         config.llm_provider,

@@ -10,6 +10,7 @@ use super::http;
 use super::{Completion, Llm, LlmError, LlmSettings, Prompt, ToolCall, ToolDeclaration};
 use crate::conversation::Role;
 use crate::outbound_http::Answer;
+use crate::secrets::SecretsError;
 use crate::secrets::{SecretString, Secrets};
 
 /// Google's Gemini API.
@@ -55,7 +56,12 @@ impl<S: Secrets> Llm for GeminiChat<S> {
             return Err(LlmError::Timeout);
         }
         let secrets = http::read_secrets(&*self.secrets, deadline).await?;
-        let key = secrets.require("LLM_API_KEY", &secrets.llm_api_key)?;
+        let key = self.settings.api_key(&secrets).ok_or({
+            LlmError::Secrets(match &self.settings.api_key_secret {
+                Some(_) => SecretsError::MissingKey("the key llm.api_key_secret names"),
+                None => SecretsError::MissingKey("LLM_API_KEY"),
+            })
+        })?;
         let key_value = http::key_header("", key)?;
         let url = self.url();
         let body = http::json_body(&GenerateRequest::new(prompt), prompt.json_size_hint())?;

@@ -17,11 +17,12 @@ use tokio::time::Instant;
 
 use crate::conversation::Role;
 use crate::retry::{Backoff, RetryHint, Retryable};
-use crate::secrets::{Secrets, SecretsError};
+use crate::secrets::{AppSecrets, SecretString, Secrets, SecretsError};
 
 pub use bedrock::{BedrockChat, Guardrail};
 pub use gemini::GeminiChat;
 pub use openai::OpenAiChat;
+pub use crate::number_settings::ModelChoice;
 pub use tool_use::{ToolCall, ToolDeclaration, ToolResult, ToolRound};
 
 /// One message of a prompt.
@@ -66,6 +67,8 @@ pub struct Prompt {
     pub tools: Vec<ToolDeclaration>,
     /// The rounds of tool use so far after the last (user's) turn, oldest first.
     pub rounds: Vec<ToolRound>,
+    /// The model the business number chose, when not the stack's (`NumberSettings::llm`).
+    pub model: Option<ModelChoice>,
 }
 
 impl Prompt {
@@ -93,6 +96,7 @@ impl Prompt {
             files: Vec::new(),
             tools: Vec::new(),
             rounds: Vec::new(),
+            model: None,
         }
     }
 
@@ -366,6 +370,20 @@ pub struct LlmSettings {
     pub backoff: Backoff,
     /// The Bedrock guardrail every request goes through, if any; the other providers have none.
     pub guardrail: Option<Guardrail>,
+    /// The key of the secret that holds the API key, when it is not `LLM_API_KEY` (a number
+    /// answered by another provider's account, see [`ModelChoice`]).
+    pub api_key_secret: Option<String>,
+}
+
+impl LlmSettings {
+    /// The API key these settings name, from `secrets`: `LLM_API_KEY`, or the key a number's
+    /// settings name.
+    pub fn api_key<'a>(&self, secrets: &'a AppSecrets) -> Option<&'a SecretString> {
+        match &self.api_key_secret {
+            Some(key) => secrets.get(key),
+            None => secrets.llm_api_key.as_ref(),
+        }
+    }
 }
 
 /// Which API a [`ChatModel`] speaks.
@@ -476,6 +494,85 @@ impl<S: Secrets> Llm for ChatModel<S> {
             Self::OpenAi(model) => model.complete(prompt, deadline).await,
             Self::Gemini(model) => model.complete(prompt, deadline).await,
             Self::Bedrock(model) => model.complete(prompt, deadline).await,
+        }
+    }
+}
+
+/// The stack's chat model, and the models business numbers chose (`"llm"` in their settings),
+/// each built on its first prompt and reused: a prompt whose [`Prompt::model`] names one goes to
+/// it, any other to the stack's.
+pub struct ChatModels<S> {
+    stack: ChatModel<S>,
+    http: reqwest::Client,
+    aws: aws_config::SdkConfig,
+    settings: LlmSettings,
+    secrets: std::sync::Arc<S>,
+    chosen: std::sync::Mutex<std::collections::HashMap<ModelChoice, std::sync::Arc<ChatModel<S>>>>,
+}
+
+impl<S> ChatModels<S> {
+    /// The stack's model (`provider`, `settings`), and the means to build the ones numbers
+    /// choose: the same client, AWS configuration, timeouts, retries and secret. No I/O.
+    pub fn new(
+        provider: Provider,
+        http: reqwest::Client,
+        aws: &aws_config::SdkConfig,
+        settings: LlmSettings,
+        secrets: std::sync::Arc<S>,
+    ) -> Self {
+        let stack = ChatModel::new(
+            provider,
+            http.clone(),
+            aws,
+            settings.clone(),
+            secrets.clone(),
+        );
+        Self {
+            stack,
+            http,
+            aws: aws.clone(),
+            settings,
+            secrets,
+            chosen: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The model `choice` names, built on first use.
+    fn chosen(&self, choice: &ModelChoice) -> std::sync::Arc<ChatModel<S>> {
+        let mut chosen = match self.chosen.lock() {
+            Ok(chosen) => chosen,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        chosen
+            .entry(choice.clone())
+            .or_insert_with(|| {
+                let settings = LlmSettings {
+                    base_url: choice
+                        .base_url
+                        .clone()
+                        .or_else(|| choice.provider.default_base_url().map(str::to_owned))
+                        .unwrap_or_default(),
+                    model: choice.model.clone(),
+                    api_key_secret: choice.api_key_secret.clone(),
+                    ..self.settings.clone()
+                };
+                std::sync::Arc::new(ChatModel::new(
+                    choice.provider,
+                    self.http.clone(),
+                    &self.aws,
+                    settings,
+                    self.secrets.clone(),
+                ))
+            })
+            .clone()
+    }
+}
+
+impl<S: Secrets> Llm for ChatModels<S> {
+    async fn complete(&self, prompt: &Prompt, deadline: Instant) -> Result<Completion, LlmError> {
+        match &prompt.model {
+            None => self.stack.complete(prompt, deadline).await,
+            Some(choice) => self.chosen(choice).complete(prompt, deadline).await,
         }
     }
 }

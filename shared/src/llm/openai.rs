@@ -55,7 +55,7 @@ impl<S: Secrets> Llm for OpenAiChat<S> {
             return Err(LlmError::Timeout);
         }
         let secrets = http::read_secrets(&*self.secrets, deadline).await?;
-        let key = secrets.llm_api_key.as_ref();
+        let key = self.settings.api_key(&secrets);
         let authorization = key.map(|k| http::key_header("Bearer ", k)).transpose()?;
         let url = self.url();
         let body = ChatRequest::new(&self.settings.model, prompt);

@@ -64,6 +64,7 @@ pub fn settings(base_url: &str) -> LlmSettings {
             max_attempts: 3,
         },
         guardrail: None,
+        api_key_secret: None,
     }
 }
 
