@@ -444,7 +444,7 @@ import sys
 import time
 
 with open(sys.argv[1], encoding="utf-8") as f:
-    answer = json.load(f)
+    answer = json.loads(f.read() or "{}")  # the AWS CLI prints nothing when there is no item
 item = plain_item(answer.get("Item") or {})
 if "settings" not in item:
     sys.exit(f"numbers.sh: number {sys.argv[2]} has no settings: it uses the stack's defaults")
@@ -502,7 +502,7 @@ delete_number() {
   aws dynamodb delete-item --table-name "$table" --key "file://$key" --return-values ALL_OLD \
     --output json >"$work/old.json" ||
     die "could not delete the settings of number $number_id from $(table_description) (you need dynamodb:DeleteItem)"
-  if python3 -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("Attributes") else 1)' "$work/old.json" 2>/dev/null; then
+  if python3 -c 'import json, sys; sys.exit(0 if json.loads(open(sys.argv[1]).read() or "{}").get("Attributes") else 1)' "$work/old.json" 2>/dev/null; then
     echo "Deleted the settings of number $number_id from $(table_description)."
     echo "It uses the stack's defaults again within a minute."
   else
