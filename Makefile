@@ -4,8 +4,9 @@
 
 # Every test: the deploy scripts offline and against moto, the template lint, unit and
 # integration tests against a moto server started and stopped for them, the simulator page in
-# headless Chromium, and the functions built by the same `sam build` that deploys them. Offline but for the package
-# registries the project's own scripts install from on first use (PyPI, npm, Debian for Chromium).
+# headless Chromium, and the functions built by the same `sam build` that deploys them. Offline
+# but for the package registries the project's own scripts install from on first use (PyPI, npm,
+# Debian for Chromium).
 test: infra-test infra-moto-test lint-template cargo-test browser-test sam-build
 
 cargo-test:
