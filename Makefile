@@ -1,12 +1,13 @@
 # The two commands a newcomer needs are `make local` and `make test`; see README.md.
 # `make cost` is an extra: what the stack costs per million messages (README "Cost").
-.PHONY: test cargo-test browser-test infra-test lint-template sam-build lambda-build local cost
+.PHONY: test cargo-test browser-test infra-test infra-moto-test lint-template sam-build lambda-build local cost
 
-# Every test: the deploy scripts offline, the template lint, unit and integration tests against a
-# moto server started and stopped for them, the simulator page in headless Chromium, and the
-# functions built by the same `sam build` that deploys them. Offline but for the package
-# registries the project's own scripts install from on first use (PyPI, npm, Debian for Chromium).
-test: infra-test lint-template cargo-test browser-test sam-build
+# Every test: the deploy scripts offline and against moto, the template lint, unit and
+# integration tests against a moto server started and stopped for them, the simulator page in
+# headless Chromium, and the functions built by the same `sam build` that deploys them. Offline
+# but for the package registries the project's own scripts install from on first use (PyPI, npm,
+# Debian for Chromium).
+test: infra-test infra-moto-test lint-template cargo-test browser-test sam-build
 
 cargo-test:
 	tests/with-moto.sh cargo test --workspace
@@ -18,6 +19,11 @@ browser-test:
 # The infra/ scripts against a fake AWS CLI, and samconfig.toml against template.yaml.
 infra-test:
 	infra/test-scripts.sh
+
+# infra/numbers.sh and infra/user-data.sh with the real AWS CLI (tests/requirements.txt) against a
+# moto server: settings round trips, a user's export and delete.
+infra-moto-test: tests/with-moto.sh infra/test-against-moto.sh
+	tests/with-moto.sh infra/test-against-moto.sh
 
 # cfn-lint and `sam validate --lint`, offline, with dummy credentials.
 lint-template:

@@ -254,3 +254,109 @@ stack_output() {
   fi
   printf '%s\n' "$out"
 }
+
+# The stack's DynamoDB table (numbers.sh, user-data.sh). Scripts that take --table set it; else
+# resolve_table reads the stack's output TableName.
+opt_table=""
+table=""
+
+# resolve_table: settles $table from --table, else from the stack's output TableName (one
+# describe-stacks call). Exports the region and profile as resolve_target does.
+resolve_table() {
+  if [ -n "$opt_table" ]; then
+    resolve_target 0
+    table=$opt_table
+  else
+    resolve_target 1
+    table=$(stack_output TableName)
+  fi
+}
+
+# table_description: where the table commands go, for messages.
+table_description() {
+  if [ -n "$opt_table" ]; then
+    printf 'table %s, region %s' "$table" "${AWS_REGION:-${AWS_DEFAULT_REGION:-of the AWS CLI config}}"
+  else
+    printf 'table %s of %s' "$table" "$(target_description)"
+  fi
+}
+
+# scan_pages DIR FILTER NAMES_FILE VALUES_FILE [LIMIT]: scans $table with the filter expression
+# FILTER (attribute names and values from the JSON files NAMES_FILE and VALUES_FILE, passed as
+# file:// so that no value is on a command line), one request per page (--no-paginate, following
+# LastEvaluatedKey), and writes each page's JSON output to DIR/page.N (N from 1). LIMIT, when
+# given, is the number of items each request reads. Prints the number of pages.
+scan_pages() {
+  local dir=$1 filter=$2 names=$3 values=$4 limit=${5:-} n=0 start=()
+  local extra=()
+  if [ -n "$limit" ]; then extra=(--limit "$limit"); fi
+  while :; do
+    n=$((n + 1))
+    aws dynamodb scan --table-name "$table" --filter-expression "$filter" \
+      --expression-attribute-names "file://$names" --expression-attribute-values "file://$values" \
+      --consistent-read --no-paginate --output json "${extra[@]}" "${start[@]}" >"$dir/page.$n" ||
+      die "cannot scan $(table_description): does it exist, and may you dynamodb:Scan it?"
+    python3 - "$dir/page.$n" "$dir/start.$n" <<'PY' || die "the scan's answer was not understood"
+import json
+import sys
+
+with open(sys.argv[1], encoding="utf-8") as f:
+    page = json.load(f)
+last = page.get("LastEvaluatedKey")
+if last:
+    with open(sys.argv[2], "w", encoding="utf-8") as f:
+        json.dump(last, f)
+PY
+    if [ ! -f "$dir/start.$n" ]; then break; fi
+    start=(--exclusive-start-key "file://$dir/start.$n")
+  done
+  echo "$n"
+}
+
+# Python that turns DynamoDB's typed JSON into plain JSON: `plain(value)` for one attribute
+# value, `plain_item(item)` for an item. Numbers become int when whole, else float.
+dynamodb_plain_py=$(
+  cat <<'PY'
+import base64
+from decimal import Decimal
+
+
+def number(text):
+    value = Decimal(text)
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def plain(value):
+    (kind, inner), = value.items()
+    if kind == "S":
+        return inner
+    if kind == "N":
+        return number(inner)
+    if kind in ("BOOL", "NULL"):
+        return inner if kind == "BOOL" else None
+    if kind == "B":
+        return inner if isinstance(inner, str) else base64.b64encode(inner).decode()
+    if kind == "M":
+        return {k: plain(v) for k, v in inner.items()}
+    if kind == "L":
+        return [plain(v) for v in inner]
+    if kind == "SS" or kind == "BS":
+        return list(inner)
+    if kind == "NS":
+        return [number(v) for v in inner]
+    raise ValueError(f"unknown DynamoDB type {kind}")
+
+
+def plain_item(item):
+    return {k: plain(v) for k, v in item.items()}
+PY
+)
+
+# plain_py - ARGS... <<'PY' ... PY: runs the Python program on standard input with
+# dynamodb_plain_py's plain() and plain_item() defined first.
+plain_py() {
+  local code
+  code=$(cat)
+  shift
+  python3 -c "$dynamodb_plain_py"$'\n'"$code" "$@"
+}

@@ -4,7 +4,7 @@
 # answers like the AWS CLI would; nothing reaches AWS. Exits non-zero when a check fails.
 # Usage: infra/test-scripts.sh
 # The checks handed to `expect ... eval '...'` are single-quoted on purpose: eval expands them.
-# shellcheck disable=SC2016
+# shellcheck disable=SC2016,SC2034
 set -euo pipefail
 
 infra="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -61,6 +61,7 @@ case "$1 $2" in
       *"'SecretArn'"*) echo "${FAKE_SECRET_ARN:-None}" ;;
       *"'WebhookUrl'"*) echo "${FAKE_WEBHOOK_URL:-None}" ;;
       *"'KnowledgeBucketName'"*) echo "${FAKE_KNOWLEDGE_BUCKET:-None}" ;;
+      *"'TableName'"*) echo "${FAKE_TABLE:-None}" ;;
       # A parameter's value; None when the stack does not have the parameter.
       *"'KnowledgeUri'"*) echo "${FAKE_KNOWLEDGE_URI-None}" ;;
       *"'ToolsUri'"*) echo "${FAKE_TOOLS_URI-None}" ;;
@@ -94,6 +95,18 @@ case "$1 $2" in
     printf '%s\t%s\t%s\t%s\n' 1234 '"9b2cf535f27731c974343645a3985328"' 2026-03-01T10:20:30+00:00 "${FAKE_HEAD_TYPE:-text/markdown; charset=utf-8}"
     ;;
   "sesv2 get-account") echo False ;;
+  # DynamoDB: the k-th scan answers scan-page.k (none: an empty last page); get-item and
+  # delete-item answer get-item.json and delete-item.json (none: no item, which the CLI prints
+  # as nothing).
+  "dynamodb scan")
+    k=$(($(cat "$dir/scan-count" 2>/dev/null || echo 0) + 1))
+    echo "$k" >"$dir/scan-count"
+    if [ -f "$dir/scan-page.$k" ]; then cat "$dir/scan-page.$k"; else echo '{"Items": [], "Count": 0}'; fi
+    ;;
+  "dynamodb get-item") if [ -f "$dir/get-item.json" ]; then cat "$dir/get-item.json"; fi ;;
+  "dynamodb delete-item") if [ -f "$dir/delete-item.json" ]; then cat "$dir/delete-item.json"; fi ;;
+  "dynamodb put-item") ;;
+  "dynamodb batch-write-item") echo '{"UnprocessedItems": {}}' ;;
   *)
     echo "fake aws: unexpected call: $*" >&2
     exit 99
@@ -132,6 +145,7 @@ reset() {
   export FAKE_SECRET_ARN="arn:aws:secretsmanager:us-east-1:123456789012:secret:whatsapp-assistant-dev/app-AbCdEf"
   export FAKE_WEBHOOK_URL="https://abc123.execute-api.us-east-1.amazonaws.com/webhook"
   export FAKE_KNOWLEDGE_BUCKET="whatsapp-assistant-dev-knowledgebucket-1a2b3c4d5e6f"
+  export FAKE_TABLE="whatsapp-assistant-dev-Table-ABC123"
   unset FAKE_NO_STACK FAKE_SES_EXISTING FAKE_KNOWLEDGE_URI FAKE_KNOWLEDGE_MAX_TOKENS FAKE_HEAD_DENIED
   unset FAKE_TOOLS_URI FAKE_HEAD_TYPE
 }
@@ -180,6 +194,8 @@ put=("$infra/put-secret.sh")
 show=("$infra/show-webhook-setup.sh")
 ses=("$infra/verify-ses-sender.sh")
 knowledge=("$infra/knowledge.sh")
+numbers=("$infra/numbers.sh")
+userdata=("$infra/user-data.sh")
 
 # ------------------------------------------------------------------ static checks
 for script in "$infra"/*.sh; do
@@ -190,7 +206,7 @@ if command -v shellcheck >/dev/null 2>&1; then
 else
   skip "shellcheck infra/*.sh (shellcheck is not installed)"
 fi
-for script in put-secret.sh show-webhook-setup.sh verify-ses-sender.sh knowledge.sh; do
+for script in put-secret.sh show-webhook-setup.sh verify-ses-sender.sh knowledge.sh numbers.sh user-data.sh; do
   reset
   run "$infra/$script" --help
   expect "$script --help exits 0 and calls nothing" test "$status" = 0 -a "$(ncalls)" = 0 -a -n "$out"
@@ -767,6 +783,309 @@ expect "knowledge show --tools: an unreadable object -> fails, naming tools_unav
   eval 'test "$status" != 0 && contains "$err" "cannot read s3://shop-docs/tools.json" && contains "$err" tools_unavailable &&
         contains "$err" "put --tools FILE"'
 
+# ------------------------------------------------------------------ numbers.sh
+num_dir="$work/numbers"
+mkdir -p "$num_dir"
+# A persona's words that must never leave the file: not in any output, nor on a command line.
+num_marker="PRIVATE-PERSONA-9c1e"
+num_table="whatsapp-assistant-dev-Table-ABC123"
+num_leaks() { grep -rlF -- "$num_marker" "$work/out" "$work/err" "$FAKE_AWS_DIR/calls" 2>/dev/null || true; }
+# settings_variant NAME CODE: numbers/NAME.json, the shop's example settings changed by the Python
+# statements CODE (on the dict `doc`); each text value carries the marker.
+settings_variant() {
+  python3 - "$infra/examples/shop/number-settings.json" "$num_dir/$1.json" "$num_marker" "$2" <<'PY'
+import json
+import sys
+
+src, dst, marker, code = sys.argv[1:5]
+with open(src, encoding="utf-8") as f:
+    doc = json.load(f)
+doc["system_prompt"] += " " + marker
+exec(code)
+with open(dst, "w", encoding="utf-8") as f:
+    json.dump(doc, f, ensure_ascii=False)
+PY
+}
+settings_variant good 'pass'
+
+for args in "" "show" "show 12a" "show 123456789012345678901" "put 123" "list extra" "put 123 x.json --yes" "frob"; do
+  reset
+  # shellcheck disable=SC2086
+  run "${numbers[@]}" $args
+  expect "numbers.sh ${args:-(no command)}: refused before any AWS call" eval 'test "$status" != 0 && test -n "$err" && test "$(ncalls)" = 0'
+done
+reset
+run "${numbers[@]}" show 12a
+expect "numbers.sh: a phone_number_id that is not 1-20 digits is named as such" eval 'contains "$err" "PHONE_NUMBER_ID must be 1 to 20 digits"'
+for cmd in list show put delete; do
+  reset
+  run "${numbers[@]}" "$cmd" --help
+  expect "numbers.sh $cmd --help: its own usage, no call" eval 'test "$status" = 0 && contains "$out" "Usage: infra/numbers.sh $cmd" && test "$(ncalls)" = 0'
+done
+
+settings_variant typo 'doc["nmae"] = doc.pop("name")'
+settings_variant odd-key 'doc["x y " + "'"$num_marker"'"] = 1'
+settings_variant blank-name 'doc["name"] = "   "'
+settings_variant long-name 'doc["name"] = "n" * 81'
+settings_variant enabled-string 'doc["enabled"] = "true"'
+settings_variant long-prompt 'doc["system_prompt"] = doc["system_prompt"] * 1000'
+settings_variant no-model 'del doc["llm"]["model"]'
+settings_variant no-provider 'del doc["llm"]["provider"]'
+settings_variant bad-provider 'doc["llm"]["provider"] = "azure-'"$num_marker"'"'
+settings_variant llm-unknown 'doc["llm"]["temperature"] = 0.2'
+settings_variant bedrock-url 'doc["llm"]["provider"] = "bedrock"; del doc["llm"]["api_key_secret"]'
+settings_variant bedrock-key 'doc["llm"]["provider"] = "bedrock"; del doc["llm"]["base_url"]'
+settings_variant ftp-url 'doc["llm"]["base_url"] = "ftp://example.com/'"$num_marker"'"'
+settings_variant bad-secret-key 'doc["llm"]["api_key_secret"] = "SHOP-KEY"'
+settings_variant upper-bucket 'doc["knowledge_uri"] = "s3://Shop-Docs/faq.md"'
+settings_variant no-key 'doc["tools_uri"] = "s3://shop-docs/"'
+settings_variant https-uri 'doc["tools_uri"] = "https://shop-docs/tools.json"'
+settings_variant plus 'doc["handoff_agent_number"] = "+34600111222"'
+settings_variant number-int 'doc["handoff_agent_number"] = 34600111222'
+settings_variant short-number 'doc["handoff_agent_number"] = "3460011"'
+settings_variant no-keywords 'doc["handoff_keywords"] = []'
+settings_variant long-keyword 'doc["stop_keywords"] = ["STOP", "S" * 41]'
+settings_variant many-keywords 'doc["start_keywords"] = [f"K{i}" for i in range(21)]'
+settings_variant keyword-string 'doc["start_keywords"] = "START"'
+settings_variant rate-string 'doc["rate_limit_per_minute"] = "10"'
+settings_variant rate-high 'doc["rate_limit_per_minute"] = 1001'
+settings_variant rate-bool 'doc["rate_limit_per_minute"] = True'
+settings_variant budget-negative 'doc["daily_token_budget"] = -1'
+settings_variant budget-float 'doc["daily_token_budget"] = 1.5'
+settings_variant text-unknown 'doc["texts"]["welcome"] = "hola"'
+settings_variant text-blank 'doc["texts"]["maintenance"] = " \n "'
+settings_variant text-long 'doc["texts"]["fallback"] = "f" * 1001'
+settings_variant top-list 'doc = [doc]'
+printf '{"name": "a", "name": "%s"}' "$num_marker" >"$num_dir/duplicate.json"
+printf '{"name": "%s",' "$num_marker" >"$num_dir/not-json.json"
+printf '{"name": "Caf\xe9 %s"}' "$num_marker" >"$num_dir/latin1.json"
+for case in "an unknown field:typo:nmae: unknown field" "an unknown odd field:odd-key:(a name not shown): unknown field" \
+  "a blank name:blank-name:name: must not be empty or blank" "an 81-character name:long-name:name: must be 1 to 80 characters" \
+  "enabled as a string:enabled-string:enabled: must be true or false, not a string" \
+  "a 20001+ character persona:long-prompt:system_prompt: must be 1 to 20000 characters" \
+  "llm without model:no-model:llm.model: missing" "llm without provider:no-provider:llm.provider: missing" \
+  "an unknown provider:bad-provider:llm.provider: must be one of openai, gemini, bedrock" \
+  "an unknown llm field:llm-unknown:llm.temperature: unknown field" \
+  "a base_url for bedrock:bedrock-url:llm.base_url: not for provider bedrock" \
+  "an api_key_secret for bedrock:bedrock-key:llm.api_key_secret: not for provider bedrock" \
+  "an ftp base_url:ftp-url:llm.base_url: must be an http:// or https:// URL" \
+  "a secret key with a dash:bad-secret-key:llm.api_key_secret: must be 1 to 64 letters, digits or _" \
+  "an upper-case bucket:upper-bucket:knowledge_uri: must be s3://<bucket>/<key>" \
+  "an s3 URI without key:no-key:tools_uri: must be s3://<bucket>/<key>" \
+  "an https tools_uri:https-uri:tools_uri: must be s3://<bucket>/<key>" \
+  "an agent number with +:plus:handoff_agent_number: must be digits only: drop the leading '+'" \
+  "an agent number as integer:number-int:handoff_agent_number: must be a string of 8 to 15 digits, not an integer" \
+  "a 7-digit agent number:short-number:handoff_agent_number: must be 8 to 15 digits" \
+  "no handoff keywords:no-keywords:handoff_keywords: must hold 1 to 20 keywords (it holds 0)" \
+  "a 41-character keyword:long-keyword:stop_keywords[1]: must be 1 to 40 characters" \
+  "21 keywords:many-keywords:start_keywords: must hold 1 to 20 keywords (it holds 21)" \
+  "keywords as a string:keyword-string:start_keywords: must be a list of strings, not a string" \
+  "a rate as a string:rate-string:rate_limit_per_minute: must be an integer, not a string" \
+  "a rate over 1000:rate-high:rate_limit_per_minute: must be from 0 to 1000" \
+  "a rate as a boolean:rate-bool:rate_limit_per_minute: must be an integer, not a boolean" \
+  "a negative budget:budget-negative:daily_token_budget: must be from 0 to 1000000000" \
+  "a fractional budget:budget-float:daily_token_budget: must be an integer, not a number with a fraction" \
+  "an unknown text:text-unknown:texts.welcome: unknown field" \
+  "a blank maintenance text:text-blank:texts.maintenance: must not be empty or blank" \
+  "a 1001-character text:text-long:texts.fallback: must be 1 to 1000 characters" \
+  "a top-level list:top-list:(top level): must be a JSON object" \
+  "a duplicate field:duplicate:(file): the field \`name\` is given twice" \
+  "not JSON:not-json:(file): not JSON:" "not UTF-8:latin1:(file): not UTF-8 text"; do
+  IFS=: read -r what name message <<<"$case"
+  reset
+  run "${numbers[@]}" put 106540352242922 "$num_dir/$name.json"
+  expect "numbers.sh put: $what is refused (exit 2) naming the field, before any AWS call, showing no value" \
+    eval 'test "$status" = 2 && contains "$err" "$num_dir/$name.json: $message" && contains "$err" "nothing was sent to AWS" &&
+          test "$(ncalls)" = 0 && test -z "$(num_leaks)"'
+done
+
+settings_variant many-problems 'doc["name"] = ""; doc["enabled"] = 1; doc["llm"] = {"provider": "x"}; doc["texts"] = {"reset": 5}'
+reset
+run "${numbers[@]}" put 106540352242922 "$num_dir/many-problems.json"
+expect "numbers.sh put: every problem of a file is printed, one a line" \
+  eval 'test "$status" = 2 && test "$(grep -c "^$num_dir/many-problems.json: " "$work/err")" = 5 &&
+        contains "$err" "name: must not be empty" && contains "$err" "enabled: must be true or false, not an integer" &&
+        contains "$err" "llm.provider: must be one of" && contains "$err" "llm.model: missing" &&
+        contains "$err" "texts.reset: must be a string, not an integer" && test "$(ncalls)" = 0'
+
+reset
+run "${numbers[@]}" put 106540352242922 "$num_dir/good.json"
+n_put=$(cat "$FAKE_AWS_DIR/count" 2>/dev/null || echo 0)
+expect "numbers.sh put: finds the table by the stack output TableName, then one put-item of a file" \
+  eval 'test "$status" = 0 && test "$(ncalls)" = 2 && calls | head -1 | grep -q "^cloudformation describe-stacks --stack-name whatsapp-assistant-dev .*'"'"'TableName'"'"'" &&
+        calls | tail -1 | grep -qE "^dynamodb put-item --table-name $num_table --item file://[^ ]+$"'
+expect "numbers.sh put: the item is pk n#ID, the settings compact and equal to the file, updated_at now; mode 600" \
+  eval 'test "$(cat "$FAKE_AWS_DIR/mode.$n_put")" = 600 && python3 - "$FAKE_AWS_DIR/file.$n_put" "$num_dir/good.json" <<"PY"
+import json, sys, time
+item = json.load(open(sys.argv[1], encoding="utf-8"))
+want = json.load(open(sys.argv[2], encoding="utf-8"))
+assert set(item) == {"pk", "settings", "updated_at"}, sorted(item)
+assert item["pk"] == {"S": "n#106540352242922"}
+assert item["settings"]["S"] == json.dumps(want, separators=(",", ":"), ensure_ascii=False)
+assert abs(int(item["updated_at"]["N"]) - time.time()) < 600
+PY'
+expect "numbers.sh put: says the processors pick it up within a minute; no persona anywhere but in the file" \
+  eval 'contains "$out" "Saved the settings of number 106540352242922" && contains "$out" "within a minute" && test -z "$(num_leaks)"'
+
+reset
+run "${numbers[@]}" put 7 "$num_dir/good.json" --table my-table --region eu-west-3 --profile ops
+expect "numbers.sh put --table: no stack lookup; the region and profile reach the AWS CLI" \
+  eval 'test "$status" = 0 && test "$(ncalls)" = 1 && calls | grep -q "^dynamodb put-item --table-name my-table " &&
+        test "$(tail -1 "$FAKE_AWS_DIR/env")" = "eu-west-3|eu-west-3|ops"'
+
+reset
+python3 - "$FAKE_AWS_DIR/get-item.json" <<'PY'
+import json, sys
+settings = {"name": "Tienda Sol", "enabled": False, "llm": {"provider": "gemini", "model": "gemini-2.5-flash"}}
+item = {"pk": {"S": "n#123"}, "settings": {"S": json.dumps(settings, separators=(",", ":"))}, "updated_at": {"N": "1780000000"}}
+json.dump({"Item": item}, open(sys.argv[1], "w"))
+PY
+run "${numbers[@]}" show 123 --table t1
+expect "numbers.sh show: get-item of the number's key, the settings pretty-printed on stdout, updated_at on stderr" \
+  eval 'test "$status" = 0 && calls | grep -qE "^dynamodb get-item --table-name t1 --key file://[^ ]+ --consistent-read --output json$" &&
+        test "$(cat "$FAKE_AWS_DIR/file.1")" = "{\"pk\": {\"S\": \"n#123\"}}" &&
+        contains "$out" "\"provider\": \"gemini\"" && contains "$out" "  \"enabled\": false," &&
+        contains "$err" "updated_at 2026-05-28T20:26:40Z"'
+reset
+run "${numbers[@]}" show 123 --table t1
+expect "numbers.sh show: no item -> exit 1, says it uses the stack defaults" \
+  eval 'test "$status" = 1 && contains "$err" "number 123 has no settings: it uses the stack'"'"'s defaults" && test -z "$out"'
+
+reset
+python3 - "$FAKE_AWS_DIR" <<'PY'
+import json, sys
+d = sys.argv[1]
+def item(n, settings):
+    return {"pk": {"S": f"n#{n}"}, "settings": {"S": json.dumps(settings)}, "updated_at": {"N": "1780000000"}}
+json.dump({"Items": [item(222, {"name": "Second", "enabled": False})], "LastEvaluatedKey": {"pk": {"S": "n#222"}}},
+          open(f"{d}/scan-page.1", "w"))
+json.dump({"Items": [item(106540352242922, {"name": "Tienda Sol", "handoff_agent_number": "34600111222"})]},
+          open(f"{d}/scan-page.2", "w"))
+PY
+run "${numbers[@]}" list --table t1
+expect "numbers.sh list: scans n# items page by page (the second from LastEvaluatedKey)" \
+  eval 'test "$status" = 0 && test "$(ncalls)" = 2 &&
+        calls | head -1 | grep -qE "^dynamodb scan --table-name t1 --filter-expression begins_with\(#pk, :n\) .*--no-paginate" &&
+        calls | tail -1 | grep -qE -- "--exclusive-start-key file://" && test "$(cat "$FAKE_AWS_DIR/file.2")" = "{\"pk\": {\"S\": \"n#222\"}}"'
+expect "numbers.sh list: one line a number with name, enabled, the agent masked, updated_at" \
+  eval 'contains "$out" "phone_number_id" && echo "$out" | grep -qE "^222 +Second +false +- +2026-05-28T20:26:40Z$" &&
+        echo "$out" | grep -qE "^106540352242922 +Tienda Sol +- +\*{7}1222 " && ! contains "$out" 34600111222'
+
+reset
+run "${numbers[@]}" delete 123 --table t1
+expect "numbers.sh delete: without a terminal or --yes -> refused, no call" \
+  eval 'test "$status" != 0 && contains "$err" "--yes" && test "$(ncalls)" = 0'
+reset
+echo '{"Attributes": {"pk": {"S": "n#123"}}}' >"$FAKE_AWS_DIR/delete-item.json"
+run "${numbers[@]}" delete 123 --yes --table t1
+expect "numbers.sh delete --yes: delete-item of the number's key; says it falls back to the defaults" \
+  eval 'test "$status" = 0 && calls | grep -qE "^dynamodb delete-item --table-name t1 --key file://[^ ]+ --return-values ALL_OLD" &&
+        test "$(cat "$FAKE_AWS_DIR/file.1")" = "{\"pk\": {\"S\": \"n#123\"}}" && contains "$out" "Deleted the settings of number 123" &&
+        contains "$out" "defaults"'
+
+# ------------------------------------------------------------------ user-data.sh
+ud_user=34600111222
+ud_text="SECRET-MESSAGE-TEXT-77aa"
+ud_leaks() { grep -rlF -e "$ud_text" -e "$ud_user" "$work/out" "$work/err" "$FAKE_AWS_DIR/calls" 2>/dev/null || true; }
+# ud_pages: two scan pages of items the filter matched: the user's (on numbers 111 and 222) and
+# those of a user whose number begins with theirs, which the exact match must leave out.
+ud_pages() {
+  python3 - "$FAKE_AWS_DIR" "$ud_user" "$ud_text" <<'PY'
+import json, sys
+d, a, text = sys.argv[1:4]
+other = a + "9"
+s = lambda v: {"S": v}
+page1 = [
+    {"pk": s(f"h#111:{a}#1"), "turns": {"L": [{"M": {"role": s("user"), "text": s(text)}}]}, "expires_at": {"N": "1780000000"}},
+    {"pk": s(f"h#111:{a}#0"), "turns": {"L": []}, "expires_at": {"N": "1780000000"}},
+    {"pk": s(f"h#111:{other}#0"), "turns": {"L": [{"M": {"text": s(text)}}]}},
+    {"pk": s(f"u#111:{a}"), "opted_out": {"BOOL": True}, "at": {"N": "1780000000"}, "extra": s("x")},
+    {"pk": s(f"r#222:{a}#29666666"), "n": {"N": "2"}},
+]
+page2 = [
+    {"pk": s(f"id#wamid.1"), "c": s(f"222:{a}"), "s": s("d")},
+    {"pk": s(f"id#wamid.2"), "c": s(f"222:{other}"), "s": s("d")},
+    {"pk": s(f"ho#222:{a}"), "ref": s("0427"), "turns": {"L": [{"M": {"role": s("agent"), "text": s(text)}}]}},
+    {"pk": s("hr#222#0427"), "conv": s(f"222:{a}")},
+    {"pk": s(f"b#222:{a}#20601"), "n": {"N": "900"}, "noticed": {"BOOL": False}},
+    {"pk": s(f"conv#111:{a}"), "turns": {"L": []}},
+]
+json.dump({"Items": page1, "LastEvaluatedKey": {"pk": s(f"r#222:{a}#29666666")}}, open(f"{d}/scan-page.1", "w"))
+json.dump({"Items": page2}, open(f"{d}/scan-page.2", "w"))
+PY
+}
+
+for args in "" "export" "export abc" "export +" "export US.a-b" "delete 123 --out x.json" "export 123 --yes" "export 123 extra" "export 123 --page-size 0"; do
+  reset
+  # shellcheck disable=SC2086
+  run "${userdata[@]}" $args
+  expect "user-data.sh ${args:-(no command)}: refused before any AWS call" eval 'test "$status" != 0 && test -n "$err" && test "$(ncalls)" = 0'
+done
+
+reset
+ud_pages
+run "${userdata[@]}" export "+$ud_user" --out "$work/export.json"
+expect "user-data.sh export: finds the table, then scans page by page with the contains filter" \
+  eval 'test "$status" = 0 && test "$(ncalls)" = 3 && calls | head -1 | grep -q "'"'"'TableName'"'"'" &&
+        calls | sed -n 2p | grep -qF "dynamodb scan --table-name $num_table --filter-expression contains(#pk, :u) OR contains(#c, :u) OR contains(#conv, :u) " &&
+        test "$(cat "$FAKE_AWS_DIR/file.2")" = "{\":u\": {\"S\": \":$ud_user\"}}" &&
+        calls | sed -n 3p | grep -q -- "--exclusive-start-key file://"'
+expect "user-data.sh export: the file has mode 600; only the user's items, as plain JSON, by conversation and kind" \
+  eval 'test "$(stat -c %a "$work/export.json" 2>/dev/null || stat -f %Lp "$work/export.json")" = 600 &&
+        python3 - "$work/export.json" "$ud_user" "$ud_text" <<"PY"
+import json, sys
+doc = json.load(open(sys.argv[1], encoding="utf-8"))
+a, text = sys.argv[2:4]
+assert doc["user"] == a, doc["user"]
+c1, c2 = doc["conversations"][f"111:{a}"], doc["conversations"][f"222:{a}"]
+assert len(doc["conversations"]) == 2
+assert [h["pk"] for h in c1["history"]] == [f"h#111:{a}#0", f"h#111:{a}#1"]
+assert c1["history"][1]["turns"][0]["text"] == text and c1["history"][1]["expires_at"] == 1780000000
+assert c1["opt_out"] == {"pk": f"u#111:{a}", "opted_out": True, "at": 1780000000, "extra": "x"}
+assert c1["legacy"]["pk"] == f"conv#111:{a}" and c1["handoff"] is None and c1["claims"] == []
+assert [i["pk"] for i in c2["counters"]] == [f"b#222:{a}#20601", f"r#222:{a}#29666666"]
+assert [i["pk"] for i in c2["claims"]] == ["id#wamid.1"] and c2["references"][0]["conv"] == f"222:{a}"
+assert c2["handoff"]["ref"] == "0427" and c2["opt_out"] is None and c2["counters"][0]["noticed"] is False
+PY'
+expect "user-data.sh export: says the counts with the user masked; no number or text printed or on a command line" \
+  eval 'contains "$err" "exported 9 items of 2 conversations of user *******1222 to $work/export.json" && test -z "$out" &&
+        test -z "$(ud_leaks)"'
+
+reset
+ud_pages
+run "${userdata[@]}" export "$ud_user" --table t1 --page-size 50
+expect "user-data.sh export: to standard output without --out; --page-size is each request's --limit" \
+  eval 'test "$status" = 0 && python3 -c "import json, sys; assert len(json.loads(sys.argv[1])[\"conversations\"]) == 2" "$out" &&
+        calls | head -1 | grep -q -- "--limit 50" && ! calls | grep -q describe-stacks'
+
+reset
+ud_pages
+run "${userdata[@]}" delete "$ud_user" --table t1
+expect "user-data.sh delete: without a terminal or --yes -> refused after the scan, nothing written" \
+  eval 'test "$status" != 0 && contains "$err" "--yes" && ! calls | grep -qE "put-item|batch-write-item|delete-item"'
+
+reset
+ud_pages
+run "${userdata[@]}" delete "$ud_user" --yes --table t1
+n_ud=$(cat "$FAKE_AWS_DIR/count")
+expect "user-data.sh delete --yes: rewrites the opted-out record minimal, then one batch of the other 8 keys" \
+  eval 'test "$status" = 0 && calls | sed -n 3p | grep -qE "^dynamodb put-item --table-name t1 --item file://" &&
+        calls | sed -n 4p | grep -qE "^dynamodb batch-write-item --request-items file://" && test "$n_ud" = 4 &&
+        test "$(cat "$FAKE_AWS_DIR/file.3")" = "{\"pk\": {\"S\": \"u#111:$ud_user\"}, \"opted_out\": {\"BOOL\": true}, \"at\": {\"N\": \"1780000000\"}}" &&
+        python3 - "$FAKE_AWS_DIR/file.4" "$ud_user" <<"PY"
+import json, sys
+req = json.load(open(sys.argv[1]))
+a = sys.argv[2]
+keys = sorted(r["DeleteRequest"]["Key"]["pk"]["S"] for r in req["t1"])
+assert list(req) == ["t1"]
+assert keys == sorted([f"h#111:{a}#1", f"h#111:{a}#0", f"r#222:{a}#29666666", "id#wamid.1", f"ho#222:{a}",
+                       "hr#222#0427", f"b#222:{a}#20601", f"conv#111:{a}"]), keys
+PY'
+expect "user-data.sh delete: prints counts per kind and masked keys, no number, no text" \
+  eval 'contains "$out" "conversation 111:*******1222" && echo "$out" | grep -qE "^ +2 history slots" &&
+        echo "$out" | grep -qE "^ +2 rate and token counters" && echo "$out" | grep -qE "^ +1 opt-out records kept" &&
+        contains "$out" "total: 8 to delete, 1 to keep minimal" && test -z "$(ud_leaks)"'
+
 # ------------------------------------------------------------------ samconfig.toml and template.yaml
 if python3 -c 'import tomllib' 2>/dev/null; then
   if msg=$(python3 - "$root/samconfig.toml" "$root/template.yaml" <<'PY' 2>&1
@@ -824,7 +1143,7 @@ for prop in ("RoleName", "ManagedPolicyName", "UserName", "GroupName", "Instance
         problems.append(f"template.yaml names an IAM resource ({prop}): CAPABILITY_IAM no longer suffices")
 if "AWS::Serverless::Application" in template:
     problems.append("template.yaml has a nested application: CAPABILITY_AUTO_EXPAND is needed")
-for output in ("SecretArn", "WebhookUrl", "KnowledgeBucketName"):
+for output in ("SecretArn", "WebhookUrl", "KnowledgeBucketName", "TableName"):
     if not re.search(rf"^  {output}:", template, re.M):
         problems.append(f"template.yaml has no output {output}, which the infra scripts read")
 
