@@ -229,6 +229,11 @@ log_events! {
     /// WARN: a user's answers took `DAILY_TOKEN_BUDGET` today: no model call until tomorrow
     /// (UTC); one notice that day.
     TokenBudgetReached = "token_budget_reached",
+    /// INFO: a message a person sent from the WhatsApp Business app on the bot's number
+    /// (coexistence) went to the queue, in that user's conversation (never its text).
+    BusinessEchoEnqueued = "business_echo_enqueued",
+    /// WARN: the queue refused a business app echo; Meta delivers it again.
+    BusinessEchoNotEnqueued = "business_echo_not_enqueued",
 }
 
 impl LogEvent {
@@ -369,6 +374,8 @@ mod tests {
                 "conversation_reset",
                 "rate_limited",
                 "token_budget_reached",
+                "business_echo_enqueued",
+                "business_echo_not_enqueued",
             ]
         );
     }

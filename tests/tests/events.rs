@@ -47,6 +47,7 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
             Expect::Http(200, Some("1158201444")),
         ),
         ("webhook/text-message.json", Expect::Http(200, None)),
+        ("webhook/business-app-echo.json", Expect::Http(200, None)),
         ("webhook/text-message-base64.json", Expect::Http(200, None)),
         (
             "webhook/function-url-text-message.json",
