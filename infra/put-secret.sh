@@ -49,6 +49,15 @@ Options:
   --tool-key NAME      also set the key NAME from the environment variable NAME: a key the
                        tools file's headers read ({"secret": "NAME"}), e.g. SHOP_API_KEY;
                        upper-case letters, digits and _; repeatable
+  --app-secret-for APP also set META_APP_SECRET_APP from the variable of that name: the app
+                       secret of another Meta app whose numbers this stack serves (its
+                       webhooks are accepted too); APP is upper-case letters, digits and _,
+                       e.g. SHOP2; repeatable
+  --token-for PHONE_NUMBER_ID
+                       also set META_ACCESS_TOKEN_<PHONE_NUMBER_ID> from the variable of that
+                       name: the Graph API token used for that business number instead of
+                       META_ACCESS_TOKEN (a number of another app or business); digits only,
+                       as on Meta's API setup page; repeatable
   --dry-run            print which keys would be set or removed (names only); calls nothing
 EOF
   common_opts_help
@@ -66,6 +75,9 @@ Examples:
   infra/put-secret.sh --only-given          # only the variables that are exported
   infra/put-secret.sh --only-given --rotate-app-secret   # META_APP_SECRET is the new one
   infra/put-secret.sh --only-given --tool-key SHOP_API_KEY  # a business API's key, for tools
+  infra/put-secret.sh --only-given --app-secret-for SHOP2   # reads META_APP_SECRET_SHOP2
+  infra/put-secret.sh --only-given --token-for 106540352242922
+                                            # reads META_ACCESS_TOKEN_106540352242922
 
 Needs the AWS CLI and python3. AWS permissions: cloudformation:DescribeStacks (unless
 --secret-id), secretsmanager:GetSecretValue and secretsmanager:PutSecretValue on the secret.
@@ -79,6 +91,9 @@ no_llm_key=0
 remove_previous=0
 rotate=0
 tool_keys=()
+# Keys named by --app-secret-for and --token-for, and the option that named each.
+number_keys=()
+number_key_opts=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -96,6 +111,24 @@ while [ $# -gt 0 ]; do
         *" $2 "*) die "--tool-key $2: that key is set by its own variable, not as a tool key" ;;
       esac
       tool_keys+=("$2")
+      shift 2
+      ;;
+    --app-secret-for)
+      if [ $# -lt 2 ] || [ -z "$2" ]; then die "--app-secret-for needs an app name (see --help)"; fi
+      if [[ ! "$2" =~ ^[A-Z0-9][A-Z0-9_]{0,39}$ ]] || [ "$2" = PREVIOUS ]; then
+        die "--app-secret-for $2: an app name is upper-case letters, digits and _ (and not PREVIOUS, which is META_APP_SECRET_PREVIOUS's own variable)"
+      fi
+      number_keys+=("META_APP_SECRET_$2")
+      number_key_opts+=("--app-secret-for $2")
+      shift 2
+      ;;
+    --token-for)
+      if [ $# -lt 2 ] || [ -z "$2" ]; then die "--token-for needs a phone number id (see --help)"; fi
+      if [[ ! "$2" =~ ^[0-9]{1,30}$ ]]; then
+        die "--token-for $2: a phone number id is digits only (Meta's API setup page, Phone number ID)"
+      fi
+      number_keys+=("META_ACCESS_TOKEN_$2")
+      number_key_opts+=("--token-for $2")
       shift 2
       ;;
     --secret-id)
@@ -135,6 +168,14 @@ done
 for key in ${tool_keys[@]+"${tool_keys[@]}"}; do
   is_set "$key" || die "--tool-key $key: export $key first (its value is read from there, never shown)"
   to_set+=("$key")
+done
+for i in ${number_keys[@]+"${!number_keys[@]}"}; do
+  key=${number_keys[$i]}
+  is_set "$key" || die "${number_key_opts[$i]}: export $key first (its value is read from there, never shown)"
+  case " ${to_set[*]-} " in
+    *" $key "*) ;;
+    *) to_set+=("$key") ;;
+  esac
 done
 
 if [ "$only_given" = 1 ]; then

@@ -420,6 +420,36 @@ for bad in shop_key 9KEY "A B" LLM_API_KEY; do
   expect "put-secret --tool-key '$bad': refused before any call" eval 'test "$status" != 0 && test "$(ncalls)" = 0'
 done
 
+reset
+META_APP_SECRET_SHOP2=second-app-secret-not-to-be-seen META_ACCESS_TOKEN_106540352242922=second-token-not-to-be-seen \
+  run "${put[@]}" --only-given --app-secret-for SHOP2 --token-for 106540352242922
+expect "put-secret --app-secret-for/--token-for: set META_APP_SECRET_<APP> and META_ACCESS_TOKEN_<id>, keep the others, show no value" \
+  eval 'test "$status" = 0 && test "$(written META_APP_SECRET_SHOP2)" = second-app-secret-not-to-be-seen &&
+        test "$(written META_ACCESS_TOKEN_106540352242922)" = second-token-not-to-be-seen && test "$(written META_APP_SECRET)" = REPLACE_ME &&
+        contains "$out" "META_APP_SECRET_SHOP2 META_ACCESS_TOKEN_106540352242922" &&
+        ! grep -rqF -e second-app-secret-not-to-be-seen -e second-token-not-to-be-seen "$work/out" "$work/err" "$FAKE_AWS_DIR/calls" "$FAKE_AWS_DIR"/stdin.*'
+
+reset
+META_ACCESS_TOKEN_106540352242922=x run "${put[@]}" --dry-run --only-given --token-for 106540352242922
+expect "put-secret --token-for --dry-run: names the key, calls nothing" \
+  eval 'test "$status" = 0 && contains "$out" "Would set: META_ACCESS_TOKEN_106540352242922" && test "$(ncalls)" = 0'
+
+reset
+run "${put[@]}" --only-given --app-secret-for SHOP2
+expect "put-secret --app-secret-for: an unset variable is refused before any call" \
+  eval 'test "$status" != 0 && contains "$err" "export META_APP_SECRET_SHOP2 first" && test "$(ncalls)" = 0'
+reset
+META_ACCESS_TOKEN_123=" padded " run "${put[@]}" --only-given --token-for 123
+expect "put-secret --token-for: a value with whitespace is refused without showing it" \
+  eval 'test "$status" != 0 && contains "$err" "META_ACCESS_TOKEN_123 starts or ends with whitespace" && ! contains "$err" padded && test "$(ncalls)" = 0'
+for bad in "--app-secret-for shop2" "--app-secret-for PREVIOUS" "--app-secret-for A-B" "--app-secret-for" \
+  "--token-for 12a" "--token-for +15551234567" "--token-for"; do
+  reset
+  # shellcheck disable=SC2086 # split on purpose: the option and its value
+  META_APP_SECRET_shop2=x META_ACCESS_TOKEN_12a=x run "${put[@]}" --only-given $bad
+  expect "put-secret $bad: refused before any call" eval 'test "$status" != 0 && test "$(ncalls)" = 0'
+done
+
 # ------------------------------------------------------------------ show-webhook-setup.sh
 reset
 run "${show[@]}"

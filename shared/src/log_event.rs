@@ -248,6 +248,11 @@ log_events! {
     /// ERROR: the agent could not be told of a handoff or sent a user's message (their
     /// WhatsApp window may be closed): on-call is mailed so that someone answers the user.
     HandoffAgentNotReached = "handoff_agent_not_reached",
+    /// INFO: a message a person sent from the WhatsApp Business app on the bot's number
+    /// (coexistence) went to the queue, in that user's conversation (never its text).
+    BusinessEchoEnqueued = "business_echo_enqueued",
+    /// WARN: the queue refused a business app echo; Meta delivers it again.
+    BusinessEchoNotEnqueued = "business_echo_not_enqueued",
 }
 
 impl LogEvent {
@@ -395,6 +400,8 @@ mod tests {
                 "handoff_ended",
                 "handoff_reference_unknown",
                 "handoff_agent_not_reached",
+                "business_echo_enqueued",
+                "business_echo_not_enqueued",
             ]
         );
     }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::inbound::InboundMessage;
-use crate::queue_body::{DeliveryFailure, tagged_failure};
+use crate::queue_body::{BusinessEcho, DeliveryFailure, tagged_echo, tagged_failure};
 
 /// The most entries one `SendMessageBatch` call accepts.
 pub const MAX_BATCH: usize = 10;
@@ -45,6 +45,17 @@ impl QueueEntry {
             group_id: fifo_id(failure.conversation().as_str()),
             deduplication_id: fifo_id(&format!("failed:{}", failure.message_id)),
             body: ascii_json(&tagged_failure(failure))?,
+        })
+    }
+
+    /// The entry for a message a person sent from the WhatsApp Business app: in the group of
+    /// that user's conversation, so that it is seen in order with the user's messages,
+    /// deduplicated by `echo:<message id>`.
+    pub fn for_business_echo(echo: &BusinessEcho) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            group_id: fifo_id(echo.conversation().as_str()),
+            deduplication_id: fifo_id(&format!("echo:{}", echo.message_id)),
+            body: ascii_json(&tagged_echo(echo))?,
         })
     }
 }

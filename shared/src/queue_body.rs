@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::inbound::{ConversationKey, INBOUND_MESSAGE_VERSION, InboundMessage};
-use crate::meta::notification::StatusUpdate;
+use crate::meta::notification::{MessageEcho, StatusUpdate};
 
 /// Version of [`DeliveryFailure`] written by this build.
 pub const DELIVERY_FAILURE_VERSION: u32 = 1;
@@ -88,6 +88,21 @@ pub struct BusinessEcho {
 }
 
 impl BusinessEcho {
+    /// The body an echo Meta sent is queued as: `None` when it names no business number, no
+    /// message id or no user.
+    pub fn of(echo: &MessageEcho) -> Option<Self> {
+        if echo.phone_number_id.is_empty() || echo.message_id.is_empty() {
+            return None;
+        }
+        Some(Self {
+            v: BUSINESS_ECHO_VERSION,
+            phone_number_id: echo.phone_number_id.clone(),
+            recipient: echo.recipient().filter(|r| !r.is_empty())?.to_owned(),
+            message_id: echo.message_id.clone(),
+            timestamp: echo.timestamp,
+        })
+    }
+
     /// The conversation the echoed message belongs to.
     pub fn conversation(&self) -> ConversationKey {
         ConversationKey::new(&self.phone_number_id, &self.recipient)
@@ -246,6 +261,74 @@ mod tests {
             QueueBody::read(&entry.body),
             Ok(QueueBody::DeliveryFailure(failure))
         );
+    }
+
+    fn echo() -> MessageEcho {
+        MessageEcho {
+            phone_number_id: "PNID".into(),
+            message_id: "wamid.echo".into(),
+            to: Some("15551234567".into()),
+            to_user_id: Some("US.1".into()),
+            message_type: Some("text".into()),
+            timestamp: Some(1_739_321_024),
+        }
+    }
+
+    #[test]
+    fn an_echo_goes_to_the_users_conversation_group_and_reads_back() {
+        let business = BusinessEcho::of(&echo()).unwrap();
+        assert_eq!(business.recipient, "15551234567");
+        let entry = QueueEntry::for_business_echo(&business).unwrap();
+        let message_group =
+            crate::queue::fifo_id(ConversationKey::new("PNID", "15551234567").as_str());
+        assert_eq!(
+            entry.group_id, message_group,
+            "the group of that user's messages"
+        );
+        assert_eq!(entry.deduplication_id, "echo:wamid.echo");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&entry.body).unwrap(),
+            serde_json::json!({"kind": "business_echo", "v": 1, "phone_number_id": "PNID",
+                "recipient": "15551234567", "message_id": "wamid.echo", "timestamp": 1_739_321_024})
+        );
+        assert_eq!(
+            QueueBody::read(&entry.body),
+            Ok(QueueBody::BusinessEcho(business))
+        );
+        let long = BusinessEcho::of(&MessageEcho {
+            message_id: format!("wamid.{}", "x".repeat(130)),
+            ..echo()
+        })
+        .unwrap();
+        let entry = QueueEntry::for_business_echo(&long).unwrap();
+        assert!(entry.deduplication_id.starts_with("sha256-"), "{entry:?}");
+        assert_ne!(
+            entry.deduplication_id,
+            crate::queue::fifo_id(&long.message_id)
+        );
+    }
+
+    #[test]
+    fn an_echo_to_nobody_or_from_no_number_is_not_queued() {
+        let by_user_id = MessageEcho { to: None, ..echo() };
+        assert_eq!(BusinessEcho::of(&by_user_id).unwrap().recipient, "US.1");
+        for unusable in [
+            MessageEcho {
+                to: None,
+                to_user_id: None,
+                ..echo()
+            },
+            MessageEcho {
+                phone_number_id: String::new(),
+                ..echo()
+            },
+            MessageEcho {
+                message_id: String::new(),
+                ..echo()
+            },
+        ] {
+            assert_eq!(BusinessEcho::of(&unusable), None, "{unusable:?}");
+        }
     }
 
     #[test]

@@ -13,6 +13,14 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+/// The prefix of the keys holding another Meta app's secret (`META_APP_SECRET_SHOP2`), each
+/// accepted as a webhook signing key.
+pub const APP_SECRET_PREFIX: &str = "META_APP_SECRET_";
+
+/// The prefix of the keys holding one business number's Graph API token
+/// (`META_ACCESS_TOKEN_<phone_number_id>`).
+pub const ACCESS_TOKEN_PREFIX: &str = "META_ACCESS_TOKEN_";
+
 /// How long secrets are cached before they are read again, unless configured otherwise.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
 
@@ -131,13 +139,37 @@ impl AppSecrets {
         value.as_ref().ok_or(SecretsError::MissingKey(key))
     }
 
-    /// The app secrets that may have signed a webhook: the current one, then the previous one.
+    /// The app secrets that may have signed a webhook: the current one, the previous one, then
+    /// every other Meta app's (`META_APP_SECRET_<SUFFIX>`, such as `META_APP_SECRET_SHOP2`, in
+    /// key order), when one stack serves numbers of several apps. Blank values are left out;
+    /// `META_APP_SECRET` is required.
     pub fn webhook_signing_keys(&self) -> Result<Vec<&[u8]>, SecretsError> {
         let current = self.require("META_APP_SECRET", &self.meta_app_secret)?;
+        let other_apps = self
+            .keys
+            .iter()
+            .filter(|(key, _)| {
+                key.strip_prefix(APP_SECRET_PREFIX)
+                    .is_some_and(|suffix| !suffix.is_empty() && suffix != "PREVIOUS")
+            })
+            .map(|(_, value)| value);
         Ok(std::iter::once(current)
             .chain(self.meta_app_secret_previous.as_ref())
+            .chain(other_apps)
             .map(|s| s.expose().as_bytes())
             .collect())
+    }
+
+    /// The Graph API token for calls made as the business number `phone_number_id`: its own
+    /// `META_ACCESS_TOKEN_<phone_number_id>` when the secret has one (a number of another Meta
+    /// app, or of another business), else `META_ACCESS_TOKEN`.
+    pub fn access_token_for(&self, phone_number_id: &str) -> Result<&SecretString, SecretsError> {
+        if !phone_number_id.is_empty()
+            && let Some(token) = self.get(&format!("{ACCESS_TOKEN_PREFIX}{phone_number_id}"))
+        {
+            return Ok(token);
+        }
+        self.require("META_ACCESS_TOKEN", &self.meta_access_token)
     }
 }
 
@@ -378,6 +410,65 @@ mod tests {
         assert_eq!(
             secrets.webhook_signing_keys().unwrap(),
             vec![b"new".as_slice(), b"old".as_slice()]
+        );
+    }
+
+    #[test]
+    fn every_other_apps_secret_is_a_signing_key_and_blank_ones_are_not() {
+        let secrets = AppSecrets::from_json(
+            r#"{"META_APP_SECRET":"first","META_APP_SECRET_PREVIOUS":"old",
+                "META_APP_SECRET_SHOP2":"second","META_APP_SECRET_SHOP3":"  ",
+                "META_APP_SECRET_":"no-suffix","META_APP_SECRETS":"other-key",
+                "META_ACCESS_TOKEN":"token"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            secrets.webhook_signing_keys().unwrap(),
+            vec![b"first".as_slice(), b"old".as_slice(), b"second".as_slice()]
+        );
+    }
+
+    #[test]
+    fn a_delivery_signed_by_the_second_app_is_accepted_and_by_none_refused() {
+        use crate::meta::signature::{SignatureError, sign, verify};
+        let secrets = AppSecrets::from_json(
+            r#"{"META_APP_SECRET":"first","META_APP_SECRET_SHOP2":"second","META_APP_SECRET_BLANK":""}"#,
+        )
+        .unwrap();
+        let keys = secrets.webhook_signing_keys().unwrap();
+        let body = br#"{"object":"whatsapp_business_account"}"#;
+        assert_eq!(verify(body, Some(&sign(body, b"second")), &keys), Ok(()));
+        assert_eq!(verify(body, Some(&sign(body, b"first")), &keys), Ok(()));
+        assert_eq!(
+            verify(body, Some(&sign(body, b"third")), &keys),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(body, Some(&sign(body, b"")), &keys),
+            Err(SignatureError::Mismatch),
+            "a blank secret is never a key"
+        );
+    }
+
+    #[test]
+    fn a_number_uses_its_own_token_else_the_default() {
+        let secrets = AppSecrets::from_json(
+            r#"{"META_ACCESS_TOKEN":"default","META_ACCESS_TOKEN_222":"token-b","META_ACCESS_TOKEN_333":" "}"#,
+        )
+        .unwrap();
+        let token = |id: &str| secrets.access_token_for(id).map(SecretString::expose);
+        assert_eq!(token("222"), Ok("token-b"));
+        assert_eq!(token("111"), Ok("default"));
+        assert_eq!(token("333"), Ok("default"), "a blank token is absent");
+        assert_eq!(token(""), Ok("default"));
+        let only_b = AppSecrets::from_json(r#"{"META_ACCESS_TOKEN_222":"token-b"}"#).unwrap();
+        assert_eq!(
+            only_b.access_token_for("222").map(SecretString::expose),
+            Ok("token-b")
+        );
+        assert_eq!(
+            only_b.access_token_for("111"),
+            Err(SecretsError::MissingKey("META_ACCESS_TOKEN"))
         );
     }
 

@@ -410,3 +410,54 @@ async fn meta_s_final_codes_are_sent_once_and_classified() {
         assert_eq!(server.requests().len(), 1, "{code}: not retried now");
     }
 }
+
+/// Every call made for a number with its own `META_ACCESS_TOKEN_<phone_number_id>` carries that
+/// token; calls for other numbers carry `META_ACCESS_TOKEN`.
+#[tokio::test]
+async fn each_number_calls_with_its_own_token_else_the_default() {
+    let server = RecordingServer::start(|request| {
+        if request.json()["status"] == "read" {
+            Canned::json(200, json!({"success": true}))
+        } else {
+            sent()
+        }
+    })
+    .await;
+    let secrets = AppSecrets::from_json(
+        r#"{"META_ACCESS_TOKEN":"token-a","META_ACCESS_TOKEN_222":"token-b"}"#,
+    )
+    .unwrap();
+    let api = GraphApi::new(
+        reqwest::Client::new(),
+        settings(&server),
+        Arc::new(StaticSecrets(Arc::new(secrets))),
+    );
+    api.send_text("222", &phone(), "from B", in_a_minute())
+        .await
+        .unwrap();
+    api.mark_read_and_typing("222", "wamid.IN").await.unwrap();
+    api.send_text("111", &phone(), "from A", in_a_minute())
+        .await
+        .unwrap();
+    api.mark_read_and_typing("111", "wamid.IN2").await.unwrap();
+    let calls: Vec<(String, Option<String>)> = server
+        .requests()
+        .iter()
+        .map(|r| (r.path.clone(), r.header("authorization").map(str::to_owned)))
+        .collect();
+    let call = |number: &str, token: &str| {
+        (
+            format!("/v23.0/{number}/messages"),
+            Some(format!("Bearer {token}")),
+        )
+    };
+    assert_eq!(
+        calls,
+        vec![
+            call("222", "token-b"),
+            call("222", "token-b"),
+            call("111", "token-a"),
+            call("111", "token-a"),
+        ]
+    );
+}

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 const TOKEN: &str = "EAAG-media-token-7c1d";
 const MEDIA_ID: &str = "1037543291543636";
+const PNID: &str = "106540352242922";
 
 /// A few bytes that start like an OGG file.
 fn voice_note() -> Vec<u8> {
@@ -93,7 +94,7 @@ async fn a_voice_note_is_fetched_in_meta_two_steps_with_the_token_on_both() {
     .await;
     let limits = MediaLimits::for_kind(MediaKind::Audio);
     let media = graph(&meta)
-        .download(MEDIA_ID, &limits, soon())
+        .download(PNID, MEDIA_ID, &limits, soon())
         .await
         .unwrap();
     assert_eq!(media.bytes, bytes);
@@ -118,7 +119,7 @@ async fn a_file_whose_bytes_do_not_match_metas_sha256_is_fetched_again_then_refu
     })
     .await;
     let limits = MediaLimits::for_kind(MediaKind::Audio);
-    let outcome = graph(&meta).download(MEDIA_ID, &limits, soon()).await;
+    let outcome = graph(&meta).download(PNID, MEDIA_ID, &limits, soon()).await;
     assert_eq!(outcome, Err(MediaError::ChecksumMismatch));
     assert!(!MediaError::ChecksumMismatch.is_final());
     assert_eq!(meta.requests().len(), 6, "three attempts of both steps");
@@ -131,7 +132,7 @@ async fn a_refused_type_or_a_declared_size_over_the_cap_is_final_before_any_byte
     })
     .await;
     let limits = MediaLimits::for_kind(MediaKind::Document);
-    let outcome = graph(&meta).download(MEDIA_ID, &limits, soon()).await;
+    let outcome = graph(&meta).download(PNID, MEDIA_ID, &limits, soon()).await;
     assert_eq!(
         outcome,
         Err(MediaError::TypeNotAllowed(
@@ -152,7 +153,7 @@ async fn a_refused_type_or_a_declared_size_over_the_cap_is_final_before_any_byte
         max_bytes: 1000,
         ..MediaLimits::for_kind(MediaKind::Audio)
     };
-    let outcome = graph(&big).download(MEDIA_ID, &tiny, soon()).await;
+    let outcome = graph(&big).download(PNID, MEDIA_ID, &tiny, soon()).await;
     assert_eq!(outcome, Err(MediaError::TooLarge { max: 1000 }));
     assert_eq!(big.requests().len(), 1, "Meta said 2006 bytes");
 }
@@ -167,7 +168,7 @@ async fn a_file_larger_than_declared_is_cut_off_at_the_cap() {
         max_bytes: 2500,
         ..MediaLimits::for_kind(MediaKind::Image)
     };
-    let outcome = graph(&meta).download(MEDIA_ID, &limits, soon()).await;
+    let outcome = graph(&meta).download(PNID, MEDIA_ID, &limits, soon()).await;
     assert_eq!(outcome, Err(MediaError::TooLarge { max: 2500 }));
     assert!(outcome.unwrap_err().is_final());
 }
@@ -188,7 +189,7 @@ async fn an_expired_url_is_retried_with_fresh_details_and_a_bad_token_is_final()
     .await;
     let limits = MediaLimits::for_kind(MediaKind::Audio);
     let media = graph(&meta)
-        .download(MEDIA_ID, &limits, soon())
+        .download(PNID, MEDIA_ID, &limits, soon())
         .await
         .unwrap();
     assert_eq!(media.bytes, bytes);
@@ -202,7 +203,9 @@ async fn an_expired_url_is_retried_with_fresh_details_and_a_bad_token_is_final()
         )
     })
     .await;
-    let outcome = graph(&refused).download(MEDIA_ID, &limits, soon()).await;
+    let outcome = graph(&refused)
+        .download(PNID, MEDIA_ID, &limits, soon())
+        .await;
     assert!(
         matches!(
             &outcome,
@@ -216,4 +219,51 @@ async fn an_expired_url_is_retried_with_fresh_details_and_a_bad_token_is_final()
     assert_eq!(refused.requests().len(), 1, "not retried");
     let text = format!("{:?}", outcome.unwrap_err());
     assert!(!text.contains(TOKEN), "{text}");
+}
+
+/// Media sent to a number with its own token is read with that token, on both steps.
+#[tokio::test]
+async fn a_number_with_its_own_token_downloads_with_it() {
+    let bytes = voice_note();
+    let served = bytes.clone();
+    let meta = meta_serving("audio/ogg", sha256(&bytes), move || {
+        Canned::bytes(200, "audio/ogg", served.clone())
+    })
+    .await;
+    let secrets = AppSecrets::from_json(&format!(
+        r#"{{"META_ACCESS_TOKEN":"{TOKEN}","META_ACCESS_TOKEN_{PNID}":"token-of-b"}}"#
+    ))
+    .unwrap();
+    let api = GraphApi::new(
+        reqwest::Client::new(),
+        GraphSettings {
+            base_url: meta.url.clone(),
+            api_version: "v23.0".into(),
+            timeout: Duration::from_secs(5),
+            backoff: Backoff::default(),
+        },
+        Arc::new(StaticSecrets(Arc::new(secrets))),
+    );
+    let limits = MediaLimits::for_kind(MediaKind::Audio);
+    api.download(PNID, MEDIA_ID, &limits, soon()).await.unwrap();
+    api.download("111", MEDIA_ID, &limits, soon())
+        .await
+        .unwrap();
+    let requests = meta.requests();
+    let tokens: Vec<Option<&str>> = requests
+        .iter()
+        .map(|r| {
+            r.header("authorization")
+                .map(|h| h.trim_start_matches("Bearer "))
+        })
+        .collect();
+    assert_eq!(
+        tokens,
+        vec![
+            Some("token-of-b"),
+            Some("token-of-b"),
+            Some(TOKEN),
+            Some(TOKEN)
+        ]
+    );
 }

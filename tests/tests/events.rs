@@ -47,6 +47,7 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
             Expect::Http(200, Some("1158201444")),
         ),
         ("webhook/text-message.json", Expect::Http(200, None)),
+        ("webhook/business-app-echo.json", Expect::Http(200, None)),
         ("webhook/text-message-base64.json", Expect::Http(200, None)),
         (
             "webhook/function-url-text-message.json",
@@ -170,7 +171,7 @@ async fn every_sample_runs_through_its_functions_binary() {
         check(sample, &expect, runner.invoke(&event, TIMEOUT).await);
         ran += 1;
     }
-    assert_eq!(ran, 11);
+    assert_eq!(ran, 12);
 
     // The processor's samples were answered through the stand-ins: one reply per burst.
     let replies: Vec<Value> = meta
@@ -187,10 +188,18 @@ async fn every_sample_runs_through_its_functions_binary() {
         &stack.resolver.refs["InboundQueue"],
     )
     .await;
+    let kinds: Vec<Option<String>> = queued
+        .iter()
+        .map(|m| {
+            let body: Value = serde_json::from_str(&m.body).unwrap();
+            body["kind"].as_str().map(str::to_owned)
+        })
+        .collect();
     assert_eq!(
-        queued.len(),
-        1,
-        "the base64 and function URL samples carry the same message id: deduplicated"
+        kinds,
+        [Some("business_echo".to_owned()), None],
+        "the Business app echo (its sample runs first, by name), then one message (the base64 \
+         and function URL samples carry the same message id: deduplicated)"
     );
     // The alerter's samples were mailed, the failed invocation's alarm too.
     let mails = testkit::mail::sent_mails_to(&oncall).await;

@@ -39,6 +39,7 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
     ) -> Result<(), Retry> {
         let deadline = invocation.deadline_before(REPLY_RESERVE);
         let user = claimed.user.clone();
+        let number = claimed.phone_number_id;
         for message in &mut claimed.messages {
             let Treatment::Listen {
                 media_id,
@@ -48,8 +49,11 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
                 continue;
             };
             let heard = match self.behaviour.audio_inline {
-                true => self.hand_over(media_id, deadline, &mut claimed.files).await,
-                false => self.hear(media_id, mime_type, deadline).await,
+                true => {
+                    self.hand_over(number, media_id, deadline, &mut claimed.files)
+                        .await
+                }
+                false => self.hear(number, media_id, mime_type, deadline).await,
             };
             message.treatment = match heard {
                 Ok(transcript) => {
@@ -76,6 +80,7 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
     /// turn and the memory then hold `[voice note]` alone.
     async fn hand_over(
         &self,
+        phone_number_id: &str,
         media_id: &str,
         deadline: Instant,
         files: &mut Vec<InlineFile>,
@@ -83,7 +88,7 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
         let limits = within_inline_allowance(MediaLimits::for_kind(MediaKind::Audio), files);
         let media = self
             .whatsapp
-            .download(media_id, &limits, deadline)
+            .download(phone_number_id, media_id, &limits, deadline)
             .await
             .map_err(|e| classify(e.is_final(), e.to_string()))?;
         files.push(InlineFile {
@@ -96,6 +101,7 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
     /// Downloads and transcribes one voice note.
     async fn hear(
         &self,
+        phone_number_id: &str,
         media_id: &str,
         mime_type: &str,
         deadline: Instant,
@@ -103,7 +109,7 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
         let limits = MediaLimits::for_kind(MediaKind::Audio);
         let media = self
             .whatsapp
-            .download(media_id, &limits, deadline)
+            .download(phone_number_id, media_id, &limits, deadline)
             .await
             .map_err(|e| classify(e.is_final(), e.to_string()))?;
         let mime_type = if media.mime_type.is_empty() {

@@ -41,7 +41,11 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
             let kind = *kind;
             let limits = within_inline_allowance(limits_for(kind), &claimed.files);
             let caption = caption.clone();
-            match self.whatsapp.download(media_id, &limits, deadline).await {
+            match self
+                .whatsapp
+                .download(claimed.phone_number_id, media_id, &limits, deadline)
+                .await
+            {
                 Ok(media) => {
                     metrics.count("ImagesSeen", 1);
                     claimed.files.push(InlineFile {

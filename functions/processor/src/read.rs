@@ -44,7 +44,11 @@ impl<C, L, W: MediaSource, T> Processor<C, L, W, T> {
             let heading = document_heading(filename.as_deref(), caption.as_deref());
             let limits =
                 within_inline_allowance(MediaLimits::for_kind(MediaKind::Document), &claimed.files);
-            message.treatment = match self.whatsapp.download(media_id, &limits, deadline).await {
+            message.treatment = match self
+                .whatsapp
+                .download(claimed.phone_number_id, media_id, &limits, deadline)
+                .await
+            {
                 Ok(media) => {
                     metrics.count("DocumentsRead", 1);
                     self.document(media, heading, caption, &mut claimed.files)

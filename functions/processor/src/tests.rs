@@ -376,6 +376,7 @@ fn meta_error(code: i64) -> WhatsAppError {
 impl MediaSource for FakeWhatsApp {
     async fn download(
         &self,
+        _phone_number_id: &str,
         media_id: &str,
         _limits: &MediaLimits,
         _deadline: Instant,
@@ -1712,7 +1713,13 @@ impl WhatsApp for GatedWhatsApp {
 
 /// These tests send text only: a download is a test error.
 impl MediaSource for GatedWhatsApp {
-    async fn download(&self, _: &str, _: &MediaLimits, _: Instant) -> Result<Media, MediaError> {
+    async fn download(
+        &self,
+        _: &str,
+        _: &str,
+        _: &MediaLimits,
+        _: Instant,
+    ) -> Result<Media, MediaError> {
         Err(MediaError::ChecksumMismatch)
     }
 }

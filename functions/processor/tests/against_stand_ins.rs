@@ -68,6 +68,74 @@ async fn the_sample_event_is_answered_through_the_openai_api_and_the_graph_api()
     );
 }
 
+/// One stack, two business numbers: every Graph call made for the second number (read and
+/// typing, media, the reply) carries that number's own token, the first number's the default.
+#[tokio::test]
+async fn each_number_is_answered_with_its_own_access_token() {
+    let h = Harness::with_llm("openai", &[], |request: &RecordedRequest| {
+        if request.path.ends_with("/audio/transcriptions") {
+            Canned::json(200, json!({"text": "Are you open?"}))
+        } else {
+            openai_answer(request)
+        }
+    })
+    .await;
+    let voice = content_record(
+        "s2",
+        USER,
+        &unique("b-voice"),
+        json!({"type": "media", "kind": "audio", "media_id": "voice-1",
+               "mime_type": "audio/ogg; codecs=opus", "voice": true}),
+        1,
+    );
+    let response = h
+        .handle(&event(vec![
+            to_number(
+                record("s1", USER, &unique("b"), "Hi B", 1),
+                SECOND_PHONE_NUMBER_ID,
+            ),
+            to_number(voice, SECOND_PHONE_NUMBER_ID),
+            record("s3", "15557654321", &unique("a"), "Hi A", 1),
+        ]))
+        .await;
+    assert!(failures(&response).is_empty(), "{response:?}");
+    let calls: Vec<(String, Option<String>)> = h
+        .meta
+        .requests()
+        .iter()
+        .map(|r| (r.path.clone(), r.header("authorization").map(str::to_owned)))
+        .collect();
+    let second = format!("Bearer {SECOND_NUMBER_TOKEN}");
+    let default = "Bearer meta-token-for-tests".to_owned();
+    let to_second: Vec<_> = calls
+        .iter()
+        .filter(|(_, token)| token.as_ref() == Some(&second))
+        .collect();
+    let to_first: Vec<_> = calls
+        .iter()
+        .filter(|(_, token)| token.as_ref() == Some(&default))
+        .collect();
+    assert_eq!(to_second.len() + to_first.len(), calls.len(), "{calls:?}");
+    let messages_path = |number: &str| format!("/v26.0/{number}/messages");
+    assert_eq!(
+        to_second
+            .iter()
+            .filter(|(path, _)| *path == messages_path(SECOND_PHONE_NUMBER_ID))
+            .count(),
+        2,
+        "B's read and typing, then B's reply: {calls:?}"
+    );
+    assert!(
+        to_second.iter().any(|(path, _)| path.contains("voice-1")),
+        "B's voice note is downloaded with B's token: {calls:?}"
+    );
+    assert_eq!(
+        to_first,
+        vec![&(messages_path(PHONE_NUMBER_ID), Some(default.clone())); 2],
+        "A's read and typing, then A's reply: {calls:?}"
+    );
+}
+
 #[tokio::test]
 async fn gemini_gets_its_native_request_and_its_answer_is_sent() {
     let h = Harness::new("gemini", &[]).await;

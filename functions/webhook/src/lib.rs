@@ -8,7 +8,7 @@
 //! | `POST` over 4 MiB | 413, before anything else (Meta sends at most 3 MB) |
 //! | `POST` with a missing, malformed or wrong signature | 401, nothing queued |
 //! | `POST` of signed bytes that are not JSON, even read leniently | 400 |
-//! | `POST` of signed JSON | 200 once every inbound message, and every `failed` status of a message to a user, is queued; other statuses and shapes are logged |
+//! | `POST` of signed JSON | 200 once every inbound message, every `failed` status of a message to a user, and every Business app echo is queued; other statuses and shapes are logged |
 //! | the queue refuses any message, or the secret cannot be read | 500, so that Meta delivers again (the other messages are queued all the same) |
 //! | any other method | 405 |
 
@@ -22,7 +22,7 @@ use shared::meta::notification::{self, Delivery, ParseError, Skipped};
 use shared::meta::signature::{self, SIGNATURE_HEADER, SignatureError};
 use shared::privacy::mask;
 use shared::queue::{self as queue, MessageQueue, QueueEntry, QueueError};
-use shared::queue_body::DeliveryFailure;
+use shared::queue_body::{BusinessEcho, DeliveryFailure};
 use shared::secrets::{DEFAULT_REFRESH, Secrets, SecretsError};
 use shared::whatsapp::MetaErrorClass;
 
@@ -127,6 +127,9 @@ pub struct Receipt {
     pub enqueued: usize,
     /// Failed statuses put on the queue, for the processor to mark those replies undelivered.
     pub failures_enqueued: usize,
+    /// Messages sent from the WhatsApp Business app on a business number (coexistence echoes)
+    /// put on the queue, each in its user's conversation.
+    pub echoes_enqueued: usize,
     /// Statuses logged.
     pub statuses: usize,
     /// Parts of the body logged and not acted on.
@@ -225,10 +228,16 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
             .iter()
             .filter_map(DeliveryFailure::of)
             .collect();
-        self.enqueue(&delivery, &failures).await?;
+        let echoes: Vec<BusinessEcho> = delivery
+            .echoes
+            .iter()
+            .filter_map(BusinessEcho::of)
+            .collect();
+        self.enqueue(&delivery, &failures, &echoes).await?;
         let receipt = Receipt {
             enqueued: delivery.messages.len(),
             failures_enqueued: failures.len(),
+            echoes_enqueued: echoes.len(),
             statuses: delivery.statuses.len(),
             skipped: delivery.skipped.len(),
             malformed: delivery.malformed.len(),
@@ -237,6 +246,7 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
             event = LogEvent::DeliveryAccepted.as_str(),
             enqueued = receipt.enqueued,
             failures_enqueued = receipt.failures_enqueued,
+            echoes_enqueued = receipt.echoes_enqueued,
             statuses = receipt.statuses,
             skipped = receipt.skipped,
             malformed = receipt.malformed,
@@ -245,29 +255,24 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
         Ok(receipt)
     }
 
-    /// Sends the delivery's messages, then its `failures`, in `SendMessageBatch` calls, in order,
-    /// so that each conversation's messages enter its FIFO group in the order Meta listed them.
-    /// A failed call does not stop the others: every conversation that can be queued is, and
-    /// the error makes Meta deliver again (deduplication drops what was queued).
+    /// Sends the delivery's messages, then its `failures`, then its `echoes`, in
+    /// `SendMessageBatch` calls, in order, so that each conversation's messages enter its FIFO
+    /// group in the order Meta listed them. A failed call does not stop the others: every
+    /// conversation that can be queued is, and the error makes Meta deliver again
+    /// (deduplication drops what was queued).
     async fn enqueue(
         &self,
         delivery: &Delivery,
         failures: &[DeliveryFailure],
+        echoes: &[BusinessEcho],
     ) -> Result<(), WebhookError> {
-        let body_error = |e: serde_json::Error| QueueError::Body(e.to_string());
-        let mut entries = delivery
-            .messages
-            .iter()
-            .map(QueueEntry::for_message)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(body_error)?;
-        for failure in failures {
-            entries.push(QueueEntry::for_delivery_failure(failure).map_err(body_error)?);
-        }
+        let entries = queue_entries(delivery, failures, echoes)?;
         let report = queue::send_in_order(&self.queue, &entries).await;
-        let (messages_accepted, failures_accepted) =
+        let (messages_accepted, others_accepted) =
             report.accepted.split_at(delivery.messages.len());
+        let (failures_accepted, echoes_accepted) = others_accepted.split_at(failures.len());
         log_failures_enqueued(failures, failures_accepted);
+        log_echoes_enqueued(echoes, echoes_accepted);
         for (message, accepted) in delivery.messages.iter().zip(messages_accepted) {
             let from = mask(message.sender.id());
             if *accepted {
@@ -281,6 +286,45 @@ impl<Q: MessageQueue, S: Secrets> Webhook<Q, S> {
         match report.errors.into_iter().next() {
             None => Ok(()),
             Some(error) => Err(error.into()),
+        }
+    }
+}
+
+/// The queue entries of a delivery: its messages, then its `failures`, then its `echoes`.
+fn queue_entries(
+    delivery: &Delivery,
+    failures: &[DeliveryFailure],
+    echoes: &[BusinessEcho],
+) -> Result<Vec<QueueEntry>, QueueError> {
+    let body_error = |e: serde_json::Error| QueueError::Body(e.to_string());
+    let mut entries = delivery
+        .messages
+        .iter()
+        .map(QueueEntry::for_message)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(body_error)?;
+    for failure in failures {
+        entries.push(QueueEntry::for_delivery_failure(failure).map_err(body_error)?);
+    }
+    for echo in echoes {
+        entries.push(QueueEntry::for_business_echo(echo).map_err(body_error)?);
+    }
+    Ok(entries)
+}
+
+/// Logs each echo, queued or not: who and when, never what was said.
+fn log_echoes_enqueued(echoes: &[BusinessEcho], accepted: &[bool]) {
+    for (echo, accepted) in echoes.iter().zip(accepted) {
+        let (message_id, recipient) = (&echo.message_id, mask(&echo.recipient));
+        let phone_number_id = &echo.phone_number_id;
+        if *accepted {
+            tracing::info!(event = LogEvent::BusinessEchoEnqueued.as_str(), message_id = %message_id,
+                recipient = %recipient, phone_number_id = %phone_number_id, timestamp = echo.timestamp,
+                "a message sent from the WhatsApp Business app queued for its conversation");
+        } else {
+            tracing::warn!(event = LogEvent::BusinessEchoNotEnqueued.as_str(), message_id = %message_id,
+                recipient = %recipient, phone_number_id = %phone_number_id,
+                "a message sent from the WhatsApp Business app not queued; Meta will deliver it again");
         }
     }
 }

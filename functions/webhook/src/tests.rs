@@ -443,6 +443,7 @@ async fn statuses_are_logged_and_only_failures_of_a_users_message_queued() {
         Receipt {
             enqueued: 0,
             failures_enqueued: 1,
+            echoes_enqueued: 0,
             statuses: 3,
             skipped: 0,
             malformed: 0
@@ -462,6 +463,123 @@ async fn statuses_are_logged_and_only_failures_of_a_users_message_queued() {
         (failure.message_id.as_str(), failure.error_code),
         ("wamid.f", Some(131_047))
     );
+}
+
+#[tokio::test]
+async fn the_business_app_echo_sample_is_queued_in_the_users_conversation() {
+    let webhook = webhook();
+    let response = webhook
+        .handle(event(include_str!(
+            "../../../events/webhook/business-app-echo.json"
+        )))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", text_of(&response));
+    let batches = webhook.queue.batches.lock().unwrap();
+    let [entry] = batches
+        .concat()
+        .try_into()
+        .unwrap_or_else(|b| panic!("one entry: {b:?}"));
+    // The same group as the user's messages (see the text-message sample's test).
+    assert_eq!(entry.group_id, "106540352242922:15551234567");
+    assert_eq!(
+        entry.deduplication_id,
+        "echo:wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"
+    );
+    assert!(
+        !entry.body.contains("Marta"),
+        "no text is queued: {}",
+        entry.body
+    );
+    assert_eq!(
+        QueueBody::read(&entry.body),
+        Ok(QueueBody::BusinessEcho(shared::queue_body::BusinessEcho {
+            v: 1,
+            phone_number_id: "106540352242922".into(),
+            recipient: "15551234567".into(),
+            message_id: "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA".into(),
+            timestamp: Some(1_795_255_260),
+        }))
+    );
+}
+
+#[tokio::test]
+async fn echoes_follow_the_deliverys_messages_and_each_goes_to_its_users_group() {
+    let webhook = webhook();
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"changes":[
+        {"field":"smb_message_echoes","value":{"metadata":{"phone_number_id":"P"},"message_echoes":[
+            {"from":"15550783881","to":"+1 555 123 4567","id":"wamid.e1","timestamp":"1700000001","type":"text","text":{"body":"hi"}},
+            {"from":"15550783881","to_user_id":"US.42","id":"wamid.e2","type":"image","image":{"id":"9"}},
+            {"from":"15550783881","id":"wamid.nobody","type":"text"}]}},
+        {"field":"messages","value":{"metadata":{"phone_number_id":"P"},"messages":[
+            {"from":"15551234567","id":"wamid.m1","timestamp":"1700000000","type":"text","text":{"body":"hello"}}]}}]}]}"#;
+    let receipt = webhook
+        .receive(body, Some(&sign(body, APP_SECRET.as_bytes())))
+        .await
+        .unwrap();
+    assert_eq!(
+        (receipt.enqueued, receipt.echoes_enqueued, receipt.skipped),
+        (1, 2, 1)
+    );
+    let entries: Vec<(String, String)> = webhook
+        .queue
+        .batches
+        .lock()
+        .unwrap()
+        .concat()
+        .into_iter()
+        .map(|e| (e.group_id, e.deduplication_id))
+        .collect();
+    let pair = |group: &str, id: &str| (group.to_owned(), id.to_owned());
+    assert_eq!(
+        entries,
+        [
+            pair("P:15551234567", "wamid.m1"),
+            pair("P:15551234567", "echo:wamid.e1"),
+            pair("P:US.42", "echo:wamid.e2"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_echo_is_a_500_so_that_meta_delivers_it_again() {
+    let webhook = Webhook::new(
+        RecordingQueue {
+            fail_with: Some(QueueError::Send("throttled".into())),
+            ..RecordingQueue::default()
+        },
+        secrets(),
+    );
+    let response = webhook
+        .handle(event(include_str!(
+            "../../../events/webhook/business-app-echo.json"
+        )))
+        .await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+/// A second Meta app's secret (`META_APP_SECRET_<SUFFIX>`) signs deliveries as well as the
+/// first app's; a secret configured nowhere does not.
+#[tokio::test]
+async fn a_delivery_signed_by_a_second_apps_secret_is_accepted() {
+    let secrets = AppSecrets::from_json(
+        r#"{"META_APP_SECRET":"local-app-secret","META_APP_SECRET_SHOP2":"second-app-secret","META_APP_SECRET_OLD":""}"#,
+    )
+    .unwrap();
+    let webhook = Webhook::new(RecordingQueue::default(), StaticSecrets(Arc::new(secrets)));
+    let body = messages_body(1);
+    let by_second = post(&body, Some(&sign(&body, b"second-app-secret")));
+    assert_eq!(webhook.handle(by_second).await.status(), StatusCode::OK);
+    let by_stranger = post(&body, Some(&sign(&body, b"third-app-secret")));
+    assert_eq!(
+        webhook.handle(by_stranger).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let by_blank = post(&body, Some(&sign(&body, b"")));
+    assert_eq!(
+        webhook.handle(by_blank).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(queued_bodies(&webhook).len(), 1);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! What the webhook writes to its logs, read back from the JSON log layer: numbers masked, no
 //! message text, no secrets, failed statuses at WARN when the cause is the user's and at
-//! ERROR otherwise. Alone in its own test binary, because
+//! ERROR otherwise, Business app echoes at INFO without their text. Alone in its own test binary, because
 //! tracing caches per call site whether a log line is enabled, and a test that captures logs
 //! races with other tests' threads reaching the same call sites first.
 #![allow(
@@ -23,7 +23,9 @@ async fn logs_mask_numbers_and_hold_no_bodies_or_secrets() {
         "contacts":[{"profile":{"name":"Ana"},"wa_id":"15551234567"}],
         "messages":[{"from":"15551234567","id":"wamid.m","type":"text","text":{"body":"my secret plans"}}],
         "statuses":[{"id":"wamid.s","status":"failed","recipient_id":"15557654321","errors":[{"code":131047,"title":"Re-engagement message"}]},
-                     {"id":"wamid.p","status":"failed","recipient_id":"15557654321","errors":[{"code":131042,"title":"Payment problem"}]}]}}]}]}"#;
+                     {"id":"wamid.p","status":"failed","recipient_id":"15557654321","errors":[{"code":131042,"title":"Payment problem"}]}]}},
+        {"field":"smb_message_echoes","value":{"metadata":{"phone_number_id":"P"},
+        "message_echoes":[{"from":"15550783881","to":"15559876543","id":"wamid.e","timestamp":"1795255260","type":"text","text":{"body":"a note from the owner"}}]}}]}]}"#;
     assert_eq!(
         harness
             .webhook
@@ -42,8 +44,8 @@ async fn logs_mask_numbers_and_hold_no_bodies_or_secrets() {
     );
     assert_eq!(
         harness.drain().await.len(),
-        3,
-        "the message and both failures are queued"
+        4,
+        "the message, both failures and the echo are queued"
     );
 
     let text = logs.text();
@@ -55,7 +57,9 @@ async fn logs_mask_numbers_and_hold_no_bodies_or_secrets() {
     for forbidden in [
         "15551234567",
         "15557654321",
+        "15559876543",
         "my secret plans",
+        "a note from the owner",
         APP_SECRET,
         VERIFY_TOKEN,
     ] {
@@ -78,6 +82,13 @@ async fn logs_mask_numbers_and_hold_no_bodies_or_secrets() {
             .any(|l| l["fields"]["event"] == "delivery_failure_enqueued"),
         "{text}"
     );
+    let echo = lines
+        .iter()
+        .find(|l| l["fields"]["event"] == "business_echo_enqueued")
+        .unwrap_or_else(|| panic!("a business_echo_enqueued line: {text}"));
+    assert_eq!(echo["level"], "INFO");
+    assert_eq!(echo["fields"]["recipient"], "*******6543");
+    assert_eq!(echo["fields"]["message_id"], "wamid.e");
     let refused = lines
         .iter()
         .find(|l| l["fields"]["status"] == 401)

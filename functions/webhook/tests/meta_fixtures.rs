@@ -1,6 +1,7 @@
 //! Every Meta-shaped webhook body in `../shared/fixtures/meta-webhooks/` (beside the checkout),
-//! signed here, must be accepted with 200: its inbound messages, and its failed statuses of
-//! messages to a user, land on the queue (in moto's server); other statuses and shapes do not.
+//! signed here, must be accepted with 200: its inbound messages, its failed statuses of
+//! messages to a user, and its Business app echoes land on the queue (in moto's server); other
+//! statuses and shapes do not.
 //! The folder is handed to CI; a clone without it skips this test and says so.
 #![allow(
     clippy::unwrap_used,
@@ -68,8 +69,30 @@ fn expected_failure_ids(body: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The ids of the fixture's Business app echoes (`smb_message_echoes`) that name a user.
+fn expected_echo_ids(body: &Value) -> Vec<String> {
+    let array = |v: &Value, key: &str| -> Vec<Value> {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    array(body, "entry")
+        .iter()
+        .flat_map(|entry| array(entry, "changes"))
+        .filter(|change| change.get("field").and_then(Value::as_str) == Some("smb_message_echoes"))
+        .flat_map(|change| array(&change["value"], "message_echoes"))
+        .filter(|echo| {
+            ["to", "to_user_id"]
+                .iter()
+                .any(|k| echo[*k].as_str().is_some_and(|id| !id.trim().is_empty()))
+        })
+        .map(|echo| echo["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 #[tokio::test]
-async fn every_meta_fixture_is_accepted_and_only_messages_and_failures_are_queued() {
+async fn every_meta_fixture_is_accepted_and_only_messages_failures_and_echoes_are_queued() {
     let dir = fixtures_dir();
     if !dir.is_dir() {
         eprintln!(
@@ -86,7 +109,8 @@ async fn every_meta_fixture_is_accepted_and_only_messages_and_failures_are_queue
     files.sort();
     assert!(!files.is_empty(), "no fixtures in {}", dir.display());
 
-    let (mut cases, mut queued_total, mut quiet_cases, mut failures_total) = (0, 0, 0, 0);
+    let (mut cases, mut queued_total, mut quiet_cases, mut failures_total, mut echoes_total) =
+        (0, 0, 0, 0, 0);
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let cases_in_file: serde_json::Map<String, Value> =
@@ -98,23 +122,26 @@ async fn every_meta_fixture_is_accepted_and_only_messages_and_failures_are_queue
             let response = harness.webhook.handle(signed_post(&raw, APP_SECRET)).await;
             assert_eq!(response.status(), StatusCode::OK, "{name} / {case}");
 
-            let (mut queued, mut failures) = (Vec::new(), Vec::new());
+            let (mut queued, mut failures, mut echoes) = (Vec::new(), Vec::new(), Vec::new());
             for record in harness.drain().await {
                 match QueueBody::read(&record.body).unwrap() {
                     QueueBody::Message(message) => queued.push(message.id),
                     QueueBody::DeliveryFailure(failure) => failures.push(failure.message_id),
+                    QueueBody::BusinessEcho(echo) => echoes.push(echo.message_id),
                 }
             }
             assert_eq!(queued, expected_message_ids(&body), "{name} / {case}");
             assert_eq!(failures, expected_failure_ids(&body), "{name} / {case}");
+            assert_eq!(echoes, expected_echo_ids(&body), "{name} / {case}");
             failures_total += failures.len();
+            echoes_total += echoes.len();
             cases += 1;
             queued_total += queued.len();
             quiet_cases += usize::from(queued.is_empty());
         }
     }
     eprintln!(
-        "{cases} fixture cases accepted; {queued_total} messages and {failures_total} failed statuses queued; {quiet_cases} cases queued no message"
+        "{cases} fixture cases accepted; {queued_total} messages, {failures_total} failed statuses and {echoes_total} echoes queued; {quiet_cases} cases queued no message"
     );
     assert!(queued_total > 0 && quiet_cases > 0);
 }

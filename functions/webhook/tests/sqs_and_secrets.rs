@@ -58,6 +58,52 @@ async fn a_signed_sample_event_lands_on_the_queue_with_group_and_dedup_ids() {
     );
 }
 
+/// A message sent from the WhatsApp Business app on the bot's number (coexistence) lands in
+/// the group of that user's conversation, after the user's message, as a `business_echo` body
+/// without its text; Meta's redelivery of it is deduplicated.
+#[tokio::test]
+async fn a_business_app_echo_lands_in_the_users_group_after_their_message() {
+    let harness = Harness::new().await;
+    let message =
+        lambda_http::request::from_str(include_str!("../../../events/webhook/text-message.json"))
+            .unwrap();
+    assert_eq!(
+        harness.webhook.handle(message).await.status(),
+        StatusCode::OK
+    );
+    for _ in 0..2 {
+        let echo = lambda_http::request::from_str(include_str!(
+            "../../../events/webhook/business-app-echo.json"
+        ))
+        .unwrap();
+        assert_eq!(harness.webhook.handle(echo).await.status(), StatusCode::OK);
+    }
+
+    let queued = harness.drain().await;
+    assert_eq!(
+        queued.len(),
+        2,
+        "the redelivered echo is deduplicated: {queued:?}"
+    );
+    assert!(
+        queued
+            .iter()
+            .all(|m| m.group_id == "106540352242922:15551234567")
+    );
+    let echo_id = "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA";
+    assert_eq!(queued[1].deduplication_id, format!("echo:{echo_id}"));
+    let body: serde_json::Value = serde_json::from_str(&queued[1].body).unwrap();
+    assert_eq!(
+        body,
+        json!({"kind": "business_echo", "v": 1, "phone_number_id": "106540352242922",
+            "recipient": "15551234567", "message_id": echo_id, "timestamp": 1_795_255_260})
+    );
+    assert!(matches!(
+        shared::queue_body::QueueBody::read(&queued[0].body),
+        Ok(shared::queue_body::QueueBody::Message(_))
+    ));
+}
+
 #[tokio::test]
 async fn each_conversation_keeps_its_order_and_redeliveries_are_deduplicated() {
     let harness = Harness::new().await;

@@ -1,9 +1,11 @@
 //! Parsing of the webhook notifications (the bodies) that Meta's WhatsApp Cloud API posts.
 //!
 //! A body is `{"object": "whatsapp_business_account", "entry": [{"changes": [{"field", "value"}]}]}`.
-//! Only changes with `field: "messages"` carry what this product acts on: inbound `messages[]`
-//! and delivery `statuses[]`. Everything else (calls, template and account updates, message
-//! echoes…) is reported as skipped so that the caller can log it and still answer 200.
+//! Two fields carry what this product acts on: `messages` (inbound `messages[]` and delivery
+//! `statuses[]`) and `smb_message_echoes` (`message_echoes[]`: what a person at the business
+//! sent from the WhatsApp Business app on the same number, under coexistence). Everything else
+//! (calls, template and account updates…) is reported as skipped so that the caller can log it
+//! and still answer 200.
 //!
 //! Parsing is lenient on purpose: each entry, change, message and status is read on its own, so
 //! that one element of an unexpected shape never costs the others. A message is only refused
@@ -19,6 +21,9 @@ use crate::inbound::{
 
 /// The `object` of WhatsApp Business Account webhooks.
 pub const WHATSAPP_OBJECT: &str = "whatsapp_business_account";
+
+/// The field of the changes that echo messages sent from the WhatsApp Business app.
+pub const ECHOES_FIELD: &str = "smb_message_echoes";
 
 /// Why a body could not be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,35 @@ pub struct Delivery {
     pub skipped: Vec<Skipped>,
     /// Messages that cannot be queued because an id or the sender is missing: logged at ERROR.
     pub malformed: Vec<MalformedMessage>,
+    /// Messages sent by a person from the WhatsApp Business app on a business number, in the
+    /// order Meta listed them: these go to the queue, each in its user's conversation.
+    pub echoes: Vec<MessageEcho>,
+}
+
+/// A message a person at the business sent from the WhatsApp Business app (or a linked device)
+/// on a number that Cloud API also serves (coexistence). What it said is not kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageEcho {
+    /// The business number it was sent from (`metadata.phone_number_id`).
+    pub phone_number_id: String,
+    /// Its id (`wamid…`).
+    pub message_id: String,
+    /// The user's phone number (`to`), digits only when Meta wrote it as `+1 650…`.
+    pub to: Option<String>,
+    /// The user's business-scoped user id (`to_user_id`, `US.…`), when Meta sent one.
+    pub to_user_id: Option<String>,
+    /// Its type, as Meta spells it (`text`, `image`, `edit`, `revoke`…).
+    pub message_type: Option<String>,
+    /// When it was sent, in seconds since the Unix epoch.
+    pub timestamp: Option<i64>,
+}
+
+impl MessageEcho {
+    /// The user it went to, as conversations are keyed: the phone number, else the
+    /// business-scoped user id.
+    pub fn recipient(&self) -> Option<&str> {
+        self.to.as_deref().or(self.to_user_id.as_deref())
+    }
 }
 
 /// A delivery status (`sent`, `delivered`, `read`, `played`, `failed`) of an outgoing message.
@@ -148,6 +182,12 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
                         .skipped
                         .push(Skipped::Shape("a messages change without a value")),
                 },
+                Some(ECHOES_FIELD) => match change.get("value") {
+                    Some(value) if value.is_object() => read_echoes_value(value, &mut delivery),
+                    _ => delivery
+                        .skipped
+                        .push(Skipped::Shape("an echoes change without a value")),
+                },
                 Some(field) => delivery.skipped.push(Skipped::Field(field.to_owned())),
                 None => delivery
                     .skipped
@@ -196,6 +236,50 @@ fn read_messages_value(value: &Value, delivery: &mut Delivery) {
     delivery
         .errors
         .extend(list(value, "errors").iter().map(read_error));
+}
+
+/// The `message_echoes[]` of an `smb_message_echoes` change; an echo without an id, a user or
+/// a business number is skipped as a shape.
+fn read_echoes_value(value: &Value, delivery: &mut Delivery) {
+    let phone_number_id = value
+        .get("metadata")
+        .and_then(|m| str_field(m, "phone_number_id"))
+        .filter(|id| !id.is_empty());
+    for raw in list(value, "message_echoes") {
+        let non_empty = |key: &str| str_field(raw, key).filter(|s| !s.trim().is_empty());
+        let echo = MessageEcho {
+            phone_number_id: phone_number_id.clone().unwrap_or_default(),
+            message_id: non_empty("id").unwrap_or_default(),
+            to: non_empty("to").map(|to| user_phone_number(&to)),
+            to_user_id: non_empty("to_user_id"),
+            message_type: non_empty("type"),
+            timestamp: raw.get("timestamp").and_then(epoch_seconds),
+        };
+        if echo.phone_number_id.is_empty() || echo.message_id.is_empty() {
+            delivery
+                .skipped
+                .push(Skipped::Shape("an echo without an id or a business number"));
+        } else if echo.recipient().is_none() {
+            delivery
+                .skipped
+                .push(Skipped::Shape("an echo without a user"));
+        } else {
+            delivery.echoes.push(echo);
+        }
+    }
+}
+
+/// A user's phone number as conversations are keyed (`wa_id`: digits only): an echo's `to` is
+/// the number as the business typed it, such as `+1 650-555-1234`. Anything else is kept as is.
+fn user_phone_number(to: &str) -> String {
+    let to = to.trim();
+    let digits: String = to.chars().filter(char::is_ascii_digit).collect();
+    let formatting = |c: char| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.');
+    if !digits.is_empty() && to.chars().all(formatting) {
+        digits
+    } else {
+        to.to_owned()
+    }
 }
 
 fn read_message(
@@ -973,5 +1057,115 @@ mod tests {
             .map(|m| m.id)
             .collect();
         assert_eq!(ids, ["a", "b", "c"]);
+    }
+
+    /// An `smb_message_echoes` delivery as Meta documents it: a text and an image sent from the
+    /// Business app, one to a `+`-written number, one to a user known by user id only.
+    fn echoes_body() -> Vec<u8> {
+        serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{
+            "id": "102290129340398",
+            "changes": [{"field": "smb_message_echoes", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+                "message_echoes": [
+                    {"from": "15550783881", "to": "+1 650-555-1234",
+                     "id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA=",
+                     "timestamp": "1739321024", "type": "text",
+                     "text": {"body": "Here's the info you requested!"}},
+                    {"from": "15550783881", "to_user_id": "US.13491208655302741918",
+                     "id": "wamid.echo2", "timestamp": 1739321030, "type": "image",
+                     "image": {"id": "1479537139650973", "caption": "our menu"}}
+                ]}}]}]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn reads_business_app_echoes_without_their_content() {
+        let delivery = parse(&echoes_body()).unwrap();
+        assert!(delivery.messages.is_empty() && delivery.skipped.is_empty());
+        assert_eq!(
+            delivery.echoes,
+            vec![
+                MessageEcho {
+                    phone_number_id: "106540352242922".into(),
+                    message_id: "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA="
+                        .into(),
+                    to: Some("16505551234".into()),
+                    to_user_id: None,
+                    message_type: Some("text".into()),
+                    timestamp: Some(1_739_321_024),
+                },
+                MessageEcho {
+                    phone_number_id: "106540352242922".into(),
+                    message_id: "wamid.echo2".into(),
+                    to: None,
+                    to_user_id: Some("US.13491208655302741918".into()),
+                    message_type: Some("image".into()),
+                    timestamp: Some(1_739_321_030),
+                },
+            ]
+        );
+        assert_eq!(delivery.echoes[0].recipient(), Some("16505551234"));
+        assert_eq!(
+            delivery.echoes[1].recipient(),
+            Some("US.13491208655302741918")
+        );
+        assert!(!format!("{:?}", delivery.echoes).contains("info you requested"));
+    }
+
+    #[test]
+    fn an_echo_prefers_the_phone_number_and_keeps_an_id_that_is_not_one() {
+        assert_eq!(user_phone_number("16505551234"), "16505551234");
+        assert_eq!(user_phone_number(" +44 (20) 7946.0958 "), "442079460958");
+        assert_eq!(user_phone_number("US.1349"), "US.1349");
+        assert_eq!(user_phone_number("+"), "+");
+        let raw = serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{
+            "changes": [{"field": "smb_message_echoes", "value": {"metadata": {"phone_number_id": "P"},
+                "message_echoes": [{"to": "15551234567", "to_user_id": "US.1", "id": "w", "type": "revoke",
+                    "revoke": {"original_message_id": "w0"}}]}}]}]}))
+        .unwrap();
+        assert_eq!(
+            parse(&raw).unwrap().echoes[0].recipient(),
+            Some("15551234567")
+        );
+    }
+
+    #[test]
+    fn echoes_of_an_unexpected_shape_are_skipped_one_by_one() {
+        let raw = serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [
+            {"changes": [
+                {"field": "smb_message_echoes", "value": {"metadata": {"phone_number_id": "P"},
+                    "message_echoes": [
+                        {"to": "1", "type": "text"},
+                        {"id": "no-user", "to": " ", "type": "text"},
+                        {"id": "good", "to": "15551234567"},
+                        "not an object"
+                    ]}},
+                {"field": "smb_message_echoes", "value": {
+                    "message_echoes": [{"id": "no-number", "to": "1"}]}},
+                {"field": "smb_message_echoes", "value": "text"},
+                {"field": "smb_message_echoes", "value": {"metadata": {"phone_number_id": "P"},
+                    "message_echoes": {"id": "not-a-list"}}}
+            ]}
+        ]}))
+        .unwrap();
+        let delivery = parse(&raw).unwrap();
+        let ids: Vec<&str> = delivery
+            .echoes
+            .iter()
+            .map(|e| e.message_id.as_str())
+            .collect();
+        assert_eq!(ids, ["good"]);
+        assert_eq!(delivery.echoes[0].timestamp, None);
+        assert_eq!(
+            delivery.skipped,
+            vec![
+                Skipped::Shape("an echo without an id or a business number"),
+                Skipped::Shape("an echo without a user"),
+                Skipped::Shape("an echo without an id or a business number"),
+                Skipped::Shape("an echo without an id or a business number"),
+                Skipped::Shape("an echoes change without a value"),
+            ]
+        );
     }
 }

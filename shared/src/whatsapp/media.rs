@@ -197,9 +197,11 @@ fn sha256_digest(written: &str) -> Option<Vec<u8>> {
 
 /// Downloading the media a user sent.
 pub trait MediaSource: Send + Sync {
-    /// Downloads `media_id` within `limits`, retrying what can pass, never past `deadline`.
+    /// Downloads `media_id`, sent to the business number `phone_number_id` (whose access token
+    /// reads it), within `limits`, retrying what can pass, never past `deadline`.
     fn download(
         &self,
+        phone_number_id: &str,
         media_id: &str,
         limits: &MediaLimits,
         deadline: Instant,

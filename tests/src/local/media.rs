@@ -279,7 +279,9 @@ mod tests {
     async fn download(api: &GraphApi<StaticSecrets>, id: &str) -> Result<Vec<u8>, MediaError> {
         let limits = MediaLimits::for_kind(MediaKind::Image);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        api.download(id, &limits, deadline).await.map(|m| m.bytes)
+        api.download("PNID", id, &limits, deadline)
+            .await
+            .map(|m| m.bytes)
     }
 
     #[tokio::test]

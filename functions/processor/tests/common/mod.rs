@@ -18,6 +18,11 @@ use testkit::http_recorder::{Canned, RecordedRequest, RecordingServer};
 
 pub const PHONE_NUMBER_ID: &str = "106540352242922";
 pub const USER: &str = "15551234567";
+/// A second business number of the stack, with its own Graph token in the harness's secret
+/// (`META_ACCESS_TOKEN_<id>`), as a number of another Meta app has.
+pub const SECOND_PHONE_NUMBER_ID: &str = "209876543210987";
+/// The second number's token.
+pub const SECOND_NUMBER_TOKEN: &str = "meta-token-of-the-second-number";
 /// The business API key the harness's secret holds, for the tools' `{"secret": "SHOP_API_KEY"}`
 /// headers.
 pub const SHOP_API_KEY: &str = "shop-key-for-tests";
@@ -103,7 +108,8 @@ fn media_file(id: &str) -> (&'static str, &'static [u8]) {
 }
 
 fn media_answer(request: &RecordedRequest) -> Canned {
-    if request.header("authorization") != Some("Bearer meta-token-for-tests") {
+    let token = request.header("authorization").unwrap_or_default();
+    if token != "Bearer meta-token-for-tests" && token != format!("Bearer {SECOND_NUMBER_TOKEN}") {
         return Canned::json(
             401,
             json!({"error": {"message": "Invalid OAuth access token", "code": 190}}),
@@ -168,7 +174,8 @@ impl Harness {
         vars.extend_from_slice(extra);
         let aws = testkit::moto_config().await;
         let secret = json!({"META_APP_SECRET": "s", "META_VERIFY_TOKEN": "v", "META_ACCESS_TOKEN": "meta-token-for-tests",
-            "LLM_API_KEY": "llm-key-for-tests", "SHOP_API_KEY": SHOP_API_KEY});
+            "LLM_API_KEY": "llm-key-for-tests", "SHOP_API_KEY": SHOP_API_KEY,
+            format!("META_ACCESS_TOKEN_{SECOND_PHONE_NUMBER_ID}"): SECOND_NUMBER_TOKEN});
         Self::assemble(llm, &aws, &secret, &vars).await
     }
 
@@ -391,6 +398,22 @@ pub fn content_record(
             receive_count.to_string(),
         ),
     ]);
+    record
+}
+
+/// `record` as sent to the business number `phone_number_id`: its body and its FIFO group.
+pub fn to_number(mut record: SqsMessage, phone_number_id: &str) -> SqsMessage {
+    let mut body: Value = serde_json::from_str(record.body.as_deref().unwrap_or_default()).unwrap();
+    body["phone_number_id"] = phone_number_id.into();
+    let user = body["sender"]["wa_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    record.body = Some(body.to_string());
+    record.attributes.insert(
+        "MessageGroupId".to_owned(),
+        format!("{phone_number_id}:{user}"),
+    );
     record
 }
 

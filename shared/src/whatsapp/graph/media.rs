@@ -1,5 +1,5 @@
 //! [`MediaSource`] over the Graph API: the media id's details, then the file itself, each with
-//! the access token, retried like other Graph calls. A download is a read, safe to repeat: one
+//! the access token of the number the media was sent to, retried like other Graph calls. A download is a read, safe to repeat: one
 //! that got no answer is retried, unlike a send.
 
 use reqwest::Url;
@@ -20,11 +20,12 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 impl<S: Secrets> MediaSource for GraphApi<S> {
     async fn download(
         &self,
+        phone_number_id: &str,
         media_id: &str,
         limits: &MediaLimits,
         deadline: Instant,
     ) -> Result<Media, MediaError> {
-        let token = self.access_token().await?;
+        let token = self.access_token(phone_number_id).await?;
         let info_url = self.graph_url(&[media_id])?;
         let (token, info_url) = (&token, &info_url);
         let outcome: Result<Media, MediaError> =

@@ -60,8 +60,9 @@ impl GraphSettings {
     }
 }
 
-/// The [`WhatsApp`] port over Meta's Graph API, authenticated with `META_ACCESS_TOKEN` from
-/// the application's secrets (read on each call, so that a rotated token is picked up).
+/// The [`WhatsApp`] port over Meta's Graph API, authenticated with the token of the business
+/// number a call is made for (`META_ACCESS_TOKEN_<phone_number_id>`, else `META_ACCESS_TOKEN`)
+/// from the application's secrets (read on each call, so that a rotated token is picked up).
 pub struct GraphApi<S> {
     http: reqwest::Client,
     settings: GraphSettings,
@@ -90,12 +91,11 @@ impl<S> fmt::Debug for GraphApi<S> {
 }
 
 impl<S: Secrets> GraphApi<S> {
-    /// The access token, or why there is none.
-    async fn access_token(&self) -> Result<SecretString, WhatsAppError> {
+    /// The access token of the business number `phone_number_id` (see
+    /// [`crate::secrets::AppSecrets::access_token_for`]), or why there is none.
+    async fn access_token(&self, phone_number_id: &str) -> Result<SecretString, WhatsAppError> {
         let secrets = self.secrets.current().await?;
-        Ok(secrets
-            .require("META_ACCESS_TOKEN", &secrets.meta_access_token)?
-            .clone())
+        Ok(secrets.access_token_for(phone_number_id)?.clone())
     }
 }
 
@@ -195,7 +195,7 @@ impl<S: Secrets> WhatsApp for GraphApi<S> {
         phone_number_id: &str,
         message_id: &str,
     ) -> Result<(), WhatsAppError> {
-        let token = self.access_token().await?;
+        let token = self.access_token(phone_number_id).await?;
         let url = self.messages_url(phone_number_id)?;
         // Best effort: one attempt, whose own timeout is its deadline.
         let timeout = self.mark_read_timeout();
@@ -236,7 +236,7 @@ impl<S: Secrets> WhatsApp for GraphApi<S> {
             if Instant::now() >= deadline {
                 return Err(WhatsAppError::Timeout);
             }
-            let token = self.access_token().await?;
+            let token = self.access_token(phone_number_id).await?;
             let url = self.messages_url(phone_number_id)?;
             let request = SendTextRequest::new(to, body);
             let (url, token, request, masked_to) = (&url, &token, &request, masked_to.as_str());
