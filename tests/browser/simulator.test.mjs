@@ -2,7 +2,8 @@
 // a message, and sees the bot's reply bubble and its ticks; then attaches a photo (made by the
 // page's canvas) with a caption, and sees the offline stand-in's answer naming it; then asks the
 // example shop about an order, and sees the tool call in the conversation before the answer
-// the shop's data made. Run by tests/browser/run.sh, which
+// the shop's data made. A second test picks the second business number (Café Luna) and is
+// answered from it, and plays the handoff agent's phone panel. Run by tests/browser/run.sh, which
 // provides the local stack's binary, a moto server and Chromium. A screenshot is written to
 // target/simulator.png.
 
@@ -19,10 +20,13 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 const binary = process.env.LOCAL_STACK_BIN;
 const endpoint = process.env.AWS_ENDPOINT_URL;
 
-async function startLocalStack() {
+const SECOND_NUMBER = "106540352242923";
+const AGENT_NUMBER = "15559990000";
+
+async function startLocalStack(suffix = "") {
   assert.ok(binary, "LOCAL_STACK_BIN must name the local-stack binary (tests/browser/run.sh sets it)");
   assert.ok(endpoint, "AWS_ENDPOINT_URL must point at moto (tests/with-moto.sh sets it)");
-  const stack = spawn(binary, ["--port", "0", "--aws-endpoint", endpoint, "--stack-name", `browser-${process.pid}`], {
+  const stack = spawn(binary, ["--port", "0", "--aws-endpoint", endpoint, "--stack-name", `browser-${process.pid}${suffix}`], {
     env: { ...process.env, LLM_API_KEY: "", LLM_BASE_URL: "" },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -38,13 +42,24 @@ async function startLocalStack() {
   return { stack, url };
 }
 
-test("a message typed in the simulator gets a reply bubble with read ticks; an attached photo is seen", async () => {
-  const { stack, url } = await startLocalStack();
-  const browser = await chromium.launch({
+function launch() {
+  return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
+}
+
+async function stop(browser, stack) {
+  await browser.close();
+  stack.kill("SIGINT");
+  await Promise.race([once(stack, "exit"), new Promise((r) => setTimeout(r, 5_000))]);
+  stack.kill("SIGKILL");
+}
+
+test("a message typed in the simulator gets a reply bubble with read ticks; an attached photo is seen", async () => {
+  const { stack, url } = await startLocalStack();
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
     await page.goto(url + "/");
@@ -89,9 +104,77 @@ test("a message typed in the simulator gets a reply bubble with read ticks; an a
 
     await page.screenshot({ path: path.join(root, "target", "simulator.png") });
   } finally {
-    await browser.close();
-    stack.kill("SIGINT");
-    await Promise.race([once(stack, "exit"), new Promise((r) => setTimeout(r, 5_000))]);
-    stack.kill("SIGKILL");
+    await stop(browser, stack);
+  }
+});
+
+test("the number picker writes to the second business number; the agent phone shows and sends its messages", async (t) => {
+  const { stack, url } = await startLocalStack("-numbers");
+  const browser = await launch();
+  try {
+    const page = await browser.newPage({ viewport: { width: 1300, height: 700 } });
+    await page.goto(url + "/");
+    await page.waitForFunction(() => document.querySelectorAll("#number option").length === 2);
+    const options = await page.$$eval("#number option", (all) => all.map((o) => [o.value, o.textContent]));
+    assert.deepEqual(options.map(([value]) => value), ["106540352242922", SECOND_NUMBER]);
+    assert.match(options[1][1], /^Café Luna \(106540352242923\)$/, "named from its settings");
+
+    // Ana writes to Café Luna: the answer comes in that chat, sent from the second number.
+    await page.selectOption("#number", SECOND_NUMBER);
+    await page.fill("#text", "Hola, buenos días");
+    await page.click("#send");
+    const reply = await page.waitForSelector("#chat .bubble.bot", { timeout: 60_000 });
+    const answer = await reply.textContent();
+    assert.match(answer, /\[offline stand-in\] You said: "Hola, buenos días"\./);
+    const events = await (await fetch(url + "/api/events")).json();
+    const replies = events.filter((e) => e.kind === "reply" && e.user === "15550001111");
+    assert.deepEqual(replies.map((e) => e.number), [SECOND_NUMBER], "answered from the second number alone");
+    // The first number's chat with Ana is a different conversation, still empty.
+    await page.selectOption("#number", "106540352242922");
+    assert.equal(await page.$$eval("#chat .bubble", (all) => all.length), 0);
+    await page.selectOption("#number", SECOND_NUMBER);
+    assert.equal(await page.$$eval("#chat .bubble", (all) => all.length), 2);
+
+    await t.test("the answer shows the second number's persona", { todo: "needs the processor's per-number settings (issue 15)" }, () => {
+      assert.match(answer, /Persona: "Eres el barista de Café Luna, una cafetería de especialidad\."/);
+    });
+
+    // The agent phone: one conversation per business number.
+    assert.equal((await page.textContent("#agent h1")).trim(), `Agent phone +${AGENT_NUMBER}`);
+    const sections = await page.$$eval("#agent-chats .agent-number h2", (all) => all.map((h) => h.textContent));
+    assert.deepEqual(sections, ["Bluebell Home · 106540352242922", `Café Luna · ${SECOND_NUMBER}`]);
+
+    // A message the bot sends to the agent's number (here posted to the Graph stand-in as the
+    // processor posts its handoff notice) appears in the agent's conversation with that number,
+    // with its ticks, and not in the user's chat.
+    const notice = "Ana (+…1111) asks for a person. Answer with #4821 your text; /bot #4821 hands back.";
+    const sent = await fetch(`${url}/graph/v26.0/${SECOND_NUMBER}/messages`, {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ messaging_product: "whatsapp", to: AGENT_NUMBER, type: "text", text: { body: notice } }),
+    });
+    assert.equal(sent.status, 200);
+    const cafe = `#agent-chats .agent-number[data-number="${SECOND_NUMBER}"]`;
+    await page.waitForSelector(`${cafe} .bubble.bot:has-text('#4821 your text') .ticks.read`, { timeout: 30_000 });
+    assert.equal(await page.$$eval("#chat .bubble", (all) => all.length), 2);
+    assert.equal(await page.$$eval(`#agent-chats .agent-number[data-number="106540352242922"] .bubble`, (all) => all.length), 0);
+
+    // The agent answers from its phone: the webhook gets a signed message from the agent's
+    // number to Café Luna's, and takes it.
+    await page.selectOption("#agent-to", SECOND_NUMBER);
+    await page.fill("#agent-text", "#4821 Hola Ana, soy Marta");
+    await page.click("#agent-send");
+    await page.waitForSelector(`${cafe} .bubble.user:has-text('#4821 Hola Ana, soy Marta')`, { timeout: 30_000 });
+    // Recorded once the webhook has answered.
+    let fromAgent = [];
+    for (const deadline = Date.now() + 30_000; fromAgent.length === 0 && Date.now() < deadline;) {
+      const deliveries = await (await fetch(url + "/api/deliveries")).json();
+      fromAgent = deliveries.filter((d) => d.from === AGENT_NUMBER);
+      if (fromAgent.length === 0) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.deepEqual(fromAgent.map((d) => [d.phone_number_id, d.type, d.webhook_status]), [[SECOND_NUMBER, "text", 200]]);
+
+    await page.screenshot({ path: path.join(root, "target", "simulator-numbers.png") });
+  } finally {
+    await stop(browser, stack);
   }
 });

@@ -12,6 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use local_stack::local::numbers::Number;
 use local_stack::local::shop::Example;
 use local_stack::local::{LlmMode, LocalStack, Location, Options, Upload};
 use local_stack::runtime::binaries_dir;
@@ -22,6 +23,8 @@ const USAGE: &str = "usage: local-stack [--terminal] [--port N] [--moto-port N] 
                         /send PATH [caption]   send a file (a photo, a PDF, a text or CSV file, an
                                                .ogg/.opus voice note), its kind from its extension
                         /location LAT LON [name]  share a location
+                        /number N              write to business number N (1: the default,
+                                               2: Café Luna, with its own persona)
                         /resend                re-deliver the last message
   --port N            the simulator's port (default 8787; 0 for any)
   --moto-port N       the port of the moto server it starts (default 5005)
@@ -103,6 +106,7 @@ async fn run_terminal(stack: &LocalStack) {
     const USER: &str = "15550001111";
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut since = stack.events_since(0).last().map(|e| e.seq).unwrap_or(0);
+    let mut number = local_stack::local::PHONE_NUMBER_ID.to_owned();
     loop {
         let line = tokio::select! {
             line = lines.next_line() => match line { Ok(Some(line)) => line, _ => break },
@@ -112,7 +116,17 @@ async fn run_terminal(stack: &LocalStack) {
         if text.is_empty() {
             continue;
         }
-        let (status, wait) = match command(stack, USER, text).await {
+        if let Some(choice) = text.strip_prefix("/number") {
+            match choose_number(stack, choice) {
+                Ok(chosen) => {
+                    println!("(writing to {} · {})", chosen.name, chosen.id);
+                    number.clone_from(&chosen.id);
+                }
+                Err(error) => println!("! {error}"),
+            }
+            continue;
+        }
+        let (status, wait) = match command(stack, &number, USER, text).await {
             Ok(sent) => sent,
             Err(error) => {
                 println!("! {error}");
@@ -148,9 +162,33 @@ async fn run_terminal(stack: &LocalStack) {
     }
 }
 
-/// Does what one line of input says; returns the webhook's status and how long to wait for
-/// a reply, or what is wrong with the line.
-async fn command(stack: &LocalStack, user: &str, line: &str) -> Result<(u16, Duration), String> {
+/// The business number `/number N` names: the Nth of the stack's numbers (from 1), or one's
+/// `phone_number_id`.
+fn choose_number<'s>(stack: &'s LocalStack, choice: &str) -> Result<&'s Number, String> {
+    let numbers = stack.numbers();
+    let choice = choice.trim();
+    let found = match choice.parse::<usize>() {
+        Ok(n) if (1..=numbers.len()).contains(&n) => numbers.get(n - 1),
+        _ => numbers.iter().find(|n| n.id == choice),
+    };
+    found.ok_or_else(|| {
+        let known: Vec<String> = numbers
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{} {} ({})", i + 1, n.name, n.id))
+            .collect();
+        format!("/number N: one of {}", known.join(", "))
+    })
+}
+
+/// Does what one line of input says, writing to business `number`; returns the webhook's
+/// status and how long to wait for a reply, or what is wrong with the line.
+async fn command(
+    stack: &LocalStack,
+    number: &str,
+    user: &str,
+    line: &str,
+) -> Result<(u16, Duration), String> {
     const NAME: &str = "Terminal user";
     let reply_wait = Duration::from_secs(90);
     if line == "/resend" {
@@ -159,16 +197,18 @@ async fn command(stack: &LocalStack, user: &str, line: &str) -> Result<(u16, Dur
     if let Some(rest) = line.strip_prefix("/send ") {
         let upload = upload(rest)?;
         let status = stack
-            .send_file(user, NAME, upload)
+            .send_file(number, user, NAME, upload)
             .await
             .map_err(|e| e.to_string())?;
         return Ok((status, reply_wait));
     }
     if let Some(rest) = line.strip_prefix("/location ") {
-        let status = stack.send_location(user, NAME, location(rest)?).await;
+        let status = stack
+            .send_location(number, user, NAME, location(rest)?)
+            .await;
         return Ok((status, reply_wait));
     }
-    Ok((stack.send(user, NAME, line).await, reply_wait))
+    Ok((stack.send_to(number, user, NAME, line).await, reply_wait))
 }
 
 /// The file `/send PATH [caption]` names, read.

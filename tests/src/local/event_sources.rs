@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use serde_json::{Value, json};
 
 use super::INVOKE_TIMEOUT;
-use super::simulator::Simulator;
+use super::simulator::{Conversation, Simulator};
 use crate::runtime::LambdaFunction;
 
 /// Plays Lambda's SQS event source: batches of up to 10 into `function`, deleting the records
@@ -61,9 +61,10 @@ pub(super) async fn poll(
     }
 }
 
-/// The users who sent `messages` (inbound messages' `sender`), each once.
-fn senders(messages: &[Message]) -> Vec<String> {
-    let mut users: Vec<String> = Vec::new();
+/// The conversations of `messages` (inbound messages' business number and `sender`), each
+/// once.
+fn senders(messages: &[Message]) -> Vec<Conversation> {
+    let mut conversations: Vec<Conversation> = Vec::new();
     for message in messages {
         let body: Value =
             serde_json::from_str(message.body().unwrap_or_default()).unwrap_or_default();
@@ -71,11 +72,19 @@ fn senders(messages: &[Message]) -> Vec<String> {
         let user = sender["wa_id"]
             .as_str()
             .or_else(|| sender["user_id"].as_str());
-        if let Some(user) = user.filter(|u| !users.iter().any(|known| known == u)) {
-            users.push(user.to_owned());
+        let Some(user) = user else { continue };
+        let conversation = Conversation {
+            number: body["phone_number_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            user: user.to_owned(),
+        };
+        if !conversations.contains(&conversation) {
+            conversations.push(conversation);
         }
     }
-    users
+    conversations
 }
 
 /// The SQS event Lambda would give a function for `messages` from `queue_url`.

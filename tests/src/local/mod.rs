@@ -12,18 +12,21 @@
 //!   for `LLM_PROVIDER=bedrock` without AWS credentials ([`bedrock`]);
 //! - `GET /shop/orders/{id}`, `GET /shop/products`, `POST /shop/carts/{id}/items`: the example
 //!   shop's API, which the processor's tools call (unless `LOCAL_EXAMPLE=none`; [`shop`]);
-//! - `POST /api/send`, `POST /api/media`, `GET /api/events`: what a WhatsApp user does and sees,
-//!   for the simulator page and the terminal mode.
+//! - `POST /api/send`, `POST /api/media`, `GET /api/events`: what a WhatsApp user (or the
+//!   handoff agent, [`AGENT_NUMBER`]) does and sees, for the simulator page and the terminal
+//!   mode; `GET /api/deliveries`: the messages the simulator delivered to the webhook.
 //!
 //! This module wires the parts: [`moto`] (the server), [`event_sources`] (the SQS pollers),
 //! [`stand_ins`] (API Gateway, the Graph API's messages), [`media`] (the files users send),
 //! [`offline`] (the model stand-ins), [`shop`] (the example: its FAQ, its tools file and its
-//! API) and [`simulator`] (the user's side).
+//! API), [`numbers`] (the business numbers and their settings items) and [`simulator`] (the
+//! user's side).
 
 pub mod bedrock;
 pub mod event_sources;
 pub mod media;
 mod moto;
+pub mod numbers;
 mod offline;
 pub mod shop;
 mod simulator;
@@ -44,8 +47,13 @@ use simulator::Simulator;
 pub use simulator::{Event, Location, Upload};
 pub use stand_ins::LlmMode;
 
-/// The business phone number the simulator's users write to.
+/// The business phone number the simulator's users write to by default.
 pub const PHONE_NUMBER_ID: &str = "106540352242922";
+/// The second business number they can write to: Café Luna, with its own persona ([`numbers`]).
+pub const SECOND_NUMBER_ID: &str = "106540352242923";
+/// The WhatsApp number of both numbers' handoff agent (`handoff_agent_number`), whose phone the
+/// simulator's agent panel plays. Not one the page gives its users (it gives `1555000…`).
+pub const AGENT_NUMBER: &str = "15559990000";
 /// How long one function invocation may take locally.
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -109,6 +117,8 @@ impl LocalStack {
         let aws = moto::aws_config(&endpoint, options.llm.region()).await;
         let stack = Stack::create(aws.clone(), &options.stack_name, "oncall@example.com").await;
         prepare_resources(&aws, &stack, &options.llm).await?;
+        let business_numbers = numbers::seeded(options.example);
+        numbers::seed(&aws, &stack.resolver.refs["Table"], &business_numbers).await?;
 
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.http_port))
             .await
@@ -125,6 +135,7 @@ impl LocalStack {
             base_url.clone(),
             options.llm.clone(),
             options.example,
+            business_numbers,
         ));
         let shop = example
             .as_ref()
@@ -174,26 +185,48 @@ impl LocalStack {
             .unwrap_or_default()
     }
 
-    /// Sends `text` as `user` (named `name`) would from WhatsApp; returns the webhook's status.
-    pub async fn send(&self, user: &str, name: &str, text: &str) -> u16 {
-        self.simulator.send_as_user(user, name, text).await
+    /// The business numbers seeded at start, the default ([`PHONE_NUMBER_ID`]) first.
+    pub fn numbers(&self) -> &[numbers::Number] {
+        self.simulator.numbers()
     }
 
-    /// Sends a file as `user` (named `name`) would; returns the webhook's status, or why the
-    /// file was not taken.
+    /// Sends `text` as `user` (named `name`) would from WhatsApp to the default number
+    /// ([`PHONE_NUMBER_ID`]); returns the webhook's status.
+    pub async fn send(&self, user: &str, name: &str, text: &str) -> u16 {
+        self.send_to(PHONE_NUMBER_ID, user, name, text).await
+    }
+
+    /// Sends `text` as `user` (named `name`) would to the business number `number` (its
+    /// `phone_number_id`); returns the webhook's status.
+    pub async fn send_to(&self, number: &str, user: &str, name: &str, text: &str) -> u16 {
+        self.simulator.send_as_user(number, user, name, text).await
+    }
+
+    /// Sends a file as `user` (named `name`) would to `number`; returns the webhook's status,
+    /// or why the file was not taken.
     pub async fn send_file(
         &self,
+        number: &str,
         user: &str,
         name: &str,
         upload: Upload,
     ) -> Result<u16, media::UploadError> {
-        self.simulator.send_file_as_user(user, name, upload).await
+        self.simulator
+            .send_file_as_user(number, user, name, upload)
+            .await
     }
 
-    /// Shares a location as `user` (named `name`) would; returns the webhook's status.
-    pub async fn send_location(&self, user: &str, name: &str, location: Location) -> u16 {
+    /// Shares a location as `user` (named `name`) would with `number`; returns the webhook's
+    /// status.
+    pub async fn send_location(
+        &self,
+        number: &str,
+        user: &str,
+        name: &str,
+        location: Location,
+    ) -> u16 {
         self.simulator
-            .send_location_as_user(user, name, location)
+            .send_location_as_user(number, user, name, location)
             .await
     }
 

@@ -71,7 +71,41 @@ fn stand_in_answer(texts: &[String], files: &str, system: &str) -> String {
             texts[0]
         ));
     }
+    answer.push_str(&persona_named(system));
     answer
+}
+
+/// How the processor's built-in persona (`SYSTEM_PROMPT` unset) begins.
+const BUILT_IN_PERSONA: &str = "You are a helpful assistant chatting on WhatsApp.";
+
+/// The longest opening of a persona that the stand-ins repeat, in characters.
+const PERSONA_SHOWN_CHARS: usize = 100;
+
+/// ` Persona: "…"` with the first sentence of the persona `system` begins with (cut to
+/// [`PERSONA_SHOWN_CHARS`]), so that which number's persona answered can be seen; empty for the
+/// built-in persona or none.
+fn persona_named(system: &str) -> String {
+    let system = system.trim_start();
+    if system.is_empty() || system.starts_with(BUILT_IN_PERSONA) {
+        return String::new();
+    }
+    let line = system.lines().next().unwrap_or_default();
+    let end = line
+        .char_indices()
+        .find(|&(i, c)| {
+            matches!(c, '.' | '!' | '?')
+                && line[i + c.len_utf8()..]
+                    .chars()
+                    .next()
+                    .is_none_or(char::is_whitespace)
+        })
+        .map_or(line.len(), |(i, c)| i + c.len_utf8());
+    let sentence: String = line[..end]
+        .trim()
+        .chars()
+        .take(PERSONA_SHOWN_CHARS)
+        .collect();
+    format!(" Persona: \"{sentence}\"")
 }
 
 /// The offline LLM stand-in: a deterministic answer that shows what the model was given (the
@@ -536,7 +570,7 @@ mod tests {
         );
         assert_eq!(
             stand_in_answer(&["Are returns free?".into()], "", SYSTEM),
-            "[offline stand-in] You said: \"Are returns free?\". From what I was given: \"Returning a faulty item is free.\""
+            "[offline stand-in] You said: \"Are returns free?\". From what I was given: \"Returning a faulty item is free.\" Persona: \"Be kind.\""
         );
         // Not a question, nothing in common, or no knowledge: nothing is added.
         assert_eq!(knowledge_quote(SYSTEM, "I want to return an item"), "");
@@ -546,6 +580,34 @@ mod tests {
             ""
         );
         assert_eq!(knowledge_quote("<knowledge>", "Returns?"), "");
+    }
+
+    #[test]
+    fn a_persona_other_than_the_built_in_one_is_named_by_its_first_sentence() {
+        assert!(processor::config::DEFAULT_SYSTEM_PROMPT.starts_with(BUILT_IN_PERSONA));
+        assert_eq!(persona_named(processor::config::DEFAULT_SYSTEM_PROMPT), "");
+        assert_eq!(persona_named(""), "");
+        let cafe = format!(
+            "{}\n\n<knowledge>\nx\n</knowledge>",
+            super::super::numbers::CAFE_PERSONA
+        );
+        assert_eq!(
+            persona_named(&cafe),
+            " Persona: \"Eres el barista de Café Luna, una cafetería de especialidad.\""
+        );
+        assert_eq!(
+            stand_in_answer(&["hola".into()], "", &cafe),
+            "[offline stand-in] You said: \"hola\". Persona: \"Eres el barista de Café Luna, una cafetería de especialidad.\""
+        );
+        // A version number is not the end of a sentence; a long first line is cut.
+        assert_eq!(
+            persona_named("Answer about v1.2 only! Then more."),
+            " Persona: \"Answer about v1.2 only!\""
+        );
+        assert_eq!(
+            persona_named(&"a".repeat(300)).len(),
+            12 + PERSONA_SHOWN_CHARS
+        );
     }
 
     fn tools() -> Value {

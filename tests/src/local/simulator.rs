@@ -1,6 +1,7 @@
-//! The WhatsApp simulator: what its users do (write, re-deliver) and see (replies, typing,
-//! statuses, the example's tool calls, alert mails, notices), served as a page and a small JSON
-//! API.
+//! The WhatsApp simulator: what its users do (write to one of the business numbers,
+//! re-deliver) and see (replies, typing, statuses, the example's tool calls, alert mails,
+//! notices), and the phone of the numbers' handoff agent ([`AGENT_NUMBER`]: what the bot sends
+//! it, what it writes back), served as a page and a small JSON API.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +19,37 @@ use shared::inbound::MediaKind;
 use shared::meta::signature::sign;
 
 use super::media::{MediaStore, URL_LIFETIME, UploadError, kind_of, max_file_bytes};
+use super::numbers::DEFAULT_DISPLAY_NUMBER;
+use super::numbers::Number;
 use super::shop::{Example, ShopCall};
 use super::stand_ins::LlmMode;
-use super::{INVOKE_TIMEOUT, PHONE_NUMBER_ID};
+use super::{AGENT_NUMBER, INVOKE_TIMEOUT, PHONE_NUMBER_ID};
 use crate::resources::LOCAL_SECRET;
 use crate::runtime::{LambdaFunction, http_answer, http_api_event};
+
+/// A conversation: a business number (`phone_number_id`) and a user (phone number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Conversation {
+    /// The business number.
+    pub(super) number: String,
+    /// The user.
+    pub(super) user: String,
+}
+
+/// A message the simulator delivered to the webhook, as `GET /api/deliveries` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Delivery {
+    /// The message's id.
+    id: String,
+    /// Its sender (`from`).
+    from: String,
+    /// The business number it was sent to.
+    phone_number_id: String,
+    /// Its `type` (`text`, `image`…).
+    r#type: String,
+    /// The webhook's HTTP status.
+    webhook_status: u16,
+}
 
 /// Something a simulator user sees.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -34,6 +61,9 @@ pub struct Event {
     /// The user concerned (phone number), when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The business number concerned (its `phone_number_id`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
     /// The details.
     pub data: Value,
 }
@@ -49,19 +79,25 @@ pub(super) struct Simulator {
     last_delivery: Mutex<Option<Vec<u8>>>,
     llm: LlmMode,
     example: Example,
-    /// The users whose messages each function is handling, by the function's name.
-    in_flight: Mutex<HashMap<String, Vec<String>>>,
+    /// The conversations whose messages each function is handling, by the function's name.
+    in_flight: Mutex<HashMap<String, Vec<Conversation>>>,
+    /// The business numbers users can write to, the default first.
+    numbers: Vec<Number>,
+    /// The messages delivered to the webhook, in order.
+    deliveries: Mutex<Vec<Delivery>>,
     /// The files users sent, served through the Graph API's media flow.
     pub(super) media: Arc<MediaStore>,
 }
 
 impl Simulator {
-    /// The state of a simulator served at `base_url`, delivering to `webhook`.
+    /// The state of a simulator served at `base_url`, delivering to `webhook`, whose users
+    /// write to `numbers`.
     pub(super) fn new(
         webhook: LambdaFunction,
         base_url: String,
         llm: LlmMode,
         example: Example,
+        numbers: Vec<Number>,
     ) -> Self {
         let base_url_for_media = base_url.clone();
         Self {
@@ -75,48 +111,74 @@ impl Simulator {
             example,
             in_flight: Mutex::new(HashMap::new()),
             media: Arc::new(MediaStore::new(base_url_for_media, URL_LIFETIME)),
+            numbers,
+            deliveries: Mutex::new(Vec::new()),
         }
     }
 
-    /// Adds an event to the feed.
+    /// The business numbers users can write to, the default first.
+    pub(super) fn numbers(&self) -> &[Number] {
+        &self.numbers
+    }
+
+    /// Adds an event concerning no business number to the feed.
     pub(super) fn push(&self, kind: &str, user: Option<String>, data: Value) {
+        self.push_in(kind, None, user, data);
+    }
+
+    /// Adds an event to the feed, concerning business `number` and `user` when given.
+    pub(super) fn push_in(
+        &self,
+        kind: &str,
+        number: Option<String>,
+        user: Option<String>,
+        data: Value,
+    ) {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         self.events.lock().expect("events lock").push(Event {
             seq,
             kind: kind.to_owned(),
             user,
+            number,
             data,
         });
     }
 
-    /// Notes that `function` is handling messages of `users` (none once it is done).
-    pub(super) fn set_in_flight(&self, function: &str, users: Vec<String>) {
+    /// Notes that `function` is handling messages of `conversations` (none once it is done).
+    pub(super) fn set_in_flight(&self, function: &str, conversations: Vec<Conversation>) {
         let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-        match users.is_empty() {
+        match conversations.is_empty() {
             true => in_flight.remove(function),
-            false => in_flight.insert(function.to_owned(), users),
+            false => in_flight.insert(function.to_owned(), conversations),
         };
     }
 
-    /// The users whose messages `function` is handling.
-    pub(super) fn in_flight(&self, function: &str) -> Vec<String> {
+    /// The conversations whose messages `function` is handling.
+    pub(super) fn in_flight(&self, function: &str) -> Vec<Conversation> {
         let in_flight = self.in_flight.lock().expect("in-flight lock");
         in_flight.get(function).cloned().unwrap_or_default()
     }
 
-    /// Shows a call of the example's shop in the conversations of `users`, those whose messages
-    /// were being answered when it was made: `tool`, with its name, status and time.
-    pub(super) fn push_tool_call(&self, call: &ShopCall, users: Vec<String>) {
-        let user = match users.as_slice() {
-            [one] => Some(one.clone()),
-            _ => None,
+    /// Shows a call of the example's shop in `conversations`, those whose messages were being
+    /// answered when it was made: `tool`, with its name, status and time, their users and
+    /// (`conversations`) their numbers and users.
+    pub(super) fn push_tool_call(&self, call: &ShopCall, conversations: Vec<Conversation>) {
+        let (number, user) = match conversations.as_slice() {
+            [one] => (Some(one.number.clone()), Some(one.user.clone())),
+            _ => (None, None),
         };
-        self.push(
+        let users: Vec<&str> = conversations.iter().map(|c| c.user.as_str()).collect();
+        let pairs: Vec<Value> = conversations
+            .iter()
+            .map(|c| json!({"number": c.number, "user": c.user}))
+            .collect();
+        self.push_in(
             "tool",
+            number,
             user,
             json!({"text": call.summary(), "tool": call.tool, "status": call.status,
                 "elapsed_ms": call.elapsed_ms, "time_ms": call.time_ms, "replayed": call.replayed,
-                "users": users}),
+                "users": users, "conversations": pairs}),
         );
     }
 
@@ -163,18 +225,26 @@ impl Simulator {
         }
     }
 
-    /// Sends `text` as `user` (named `name`) would from WhatsApp; returns the webhook's status.
-    pub(super) async fn send_as_user(&self, user: &str, name: &str, text: &str) -> u16 {
+    /// Sends `text` as `user` (named `name`) would from WhatsApp to business `number`; returns
+    /// the webhook's status.
+    pub(super) async fn send_as_user(
+        &self,
+        number: &str,
+        user: &str,
+        name: &str,
+        text: &str,
+    ) -> u16 {
         let message = json!({"type": "text", "text": {"body": text}});
-        self.send_message(user, name, message, json!({"text": text}))
+        self.send_message(number, user, name, message, json!({"text": text}))
             .await
     }
 
-    /// Sends a file as `user` would: it is kept in the media store, and the webhook gets an
-    /// `image`, `audio` (a voice note when `upload.voice`) or `document` message naming it.
-    /// Returns the webhook's status, or why the file was not taken.
+    /// Sends a file as `user` would to business `number`: it is kept in the media store, and
+    /// the webhook gets an `image`, `audio` (a voice note when `upload.voice`) or `document`
+    /// message naming it. Returns the webhook's status, or why the file was not taken.
     pub(super) async fn send_file_as_user(
         &self,
+        number: &str,
         user: &str,
         name: &str,
         upload: Upload,
@@ -198,12 +268,14 @@ impl Simulator {
         let message = json!({"type": type_name, type_name: details});
         let shown = json!({"text": describe_upload(kind, &upload, size),
             "media": {"kind": type_name, "id": stored.id, "mime_type": upload.mime_type, "bytes": size}});
-        Ok(self.send_message(user, name, message, shown).await)
+        Ok(self.send_message(number, user, name, message, shown).await)
     }
 
-    /// Sends a shared location as `user` would; returns the webhook's status.
+    /// Sends a shared location as `user` would to business `number`; returns the webhook's
+    /// status.
     pub(super) async fn send_location_as_user(
         &self,
+        number: &str,
         user: &str,
         name: &str,
         location: Location,
@@ -219,22 +291,30 @@ impl Simulator {
             details["name"] = json!(place);
         }
         let message = json!({"type": "location", "location": details});
-        self.send_message(user, name, message, json!({"text": shown}))
+        self.send_message(number, user, name, message, json!({"text": shown}))
             .await
     }
 
-    /// Sends one message from `user` (named `name`) in Meta's webhook shape: `message` holds its
-    /// `type` and details; `shown` is what the feed shows of it.
-    async fn send_message(&self, user: &str, name: &str, message: Value, shown: Value) -> u16 {
+    /// Sends one message from `user` (named `name`) to business `number` in Meta's webhook
+    /// shape: `message` holds its `type` and details; `shown` is what the feed shows of it.
+    async fn send_message(
+        &self,
+        number: &str,
+        user: &str,
+        name: &str,
+        message: Value,
+        shown: Value,
+    ) -> u16 {
         let now = shared::clock::now_epoch_seconds();
         let id = format!("wamid.LOCAL{now}{:06}", self.last_seq());
+        let r#type = message["type"].as_str().unwrap_or_default().to_owned();
         let mut message = message;
         message["from"] = json!(user);
         message["id"] = json!(id);
         message["timestamp"] = json!(now.to_string());
         let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "LOCAL-WABA", "changes": [{"field": "messages",
             "value": {"messaging_product": "whatsapp",
-                "metadata": {"display_phone_number": "15550000000", "phone_number_id": PHONE_NUMBER_ID},
+                "metadata": {"display_phone_number": self.display_number(number), "phone_number_id": number},
                 "contacts": [{"profile": {"name": name}, "wa_id": user}],
                 "messages": [message]}}]}]});
         // Meta escapes non-ASCII characters in the bodies it signs.
@@ -242,8 +322,43 @@ impl Simulator {
         *self.last_delivery.lock().expect("delivery lock") = Some(body.clone());
         let mut shown = shown;
         shown["id"] = json!(id);
-        self.push("sent", Some(user.to_owned()), shown);
-        self.deliver(body).await
+        self.push_in(
+            "sent",
+            Some(number.to_owned()),
+            Some(user.to_owned()),
+            shown,
+        );
+        let webhook_status = self.deliver(body).await;
+        self.deliveries
+            .lock()
+            .expect("deliveries lock")
+            .push(Delivery {
+                id,
+                from: user.to_owned(),
+                phone_number_id: number.to_owned(),
+                r#type,
+                webhook_status,
+            });
+        webhook_status
+    }
+
+    /// The display phone number of business `number` (the default's for one not seeded).
+    fn display_number(&self, number: &str) -> &str {
+        self.numbers
+            .iter()
+            .find(|n| n.id == number)
+            .map_or(DEFAULT_DISPLAY_NUMBER, |n| n.display.as_str())
+    }
+
+    /// The business number `wanted` names (a `phone_number_id`; none for the default), if it is
+    /// one of [`Self::numbers`].
+    fn number(&self, wanted: Option<&str>) -> Option<&str> {
+        let wanted = wanted.map(str::trim).filter(|w| !w.is_empty());
+        let wanted = wanted.unwrap_or(PHONE_NUMBER_ID);
+        self.numbers
+            .iter()
+            .find(|n| n.id == wanted)
+            .map(|n| n.id.as_str())
     }
 }
 
@@ -309,6 +424,7 @@ pub(super) fn routes() -> axum::Router<Arc<Simulator>> {
         )
         .route("/api/resend", post(api_resend))
         .route("/api/events", get(api_events))
+        .route("/api/deliveries", get(api_deliveries))
         .route("/api/info", get(api_info))
 }
 
@@ -366,11 +482,15 @@ fn decode_subject(header: &str) -> String {
     }
 }
 
+/// A text sent from the page: by `user` (a simulated user, or the agent as
+/// [`AGENT_NUMBER`]) to business `number` (the default when absent).
 #[derive(Deserialize)]
 struct SendRequest {
     user: String,
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    number: Option<String>,
     text: String,
 }
 
@@ -380,18 +500,20 @@ async fn api_send(
 ) -> Response {
     let digits: String = request.user.chars().filter(char::is_ascii_digit).collect();
     if digits.len() < 6 || request.text.trim().is_empty() {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(
-                json!({"error": "a phone number of 6 or more digits and a text are needed"}),
-            ),
-        )
-            .into_response();
+        return bad_request("a phone number of 6 or more digits and a text are needed");
     }
+    let Some(number) = simulator.number(request.number.as_deref()) else {
+        return bad_request(UNKNOWN_NUMBER);
+    };
     let name = user_name(&request.name);
-    let status = simulator.send_as_user(&digits, name, &request.text).await;
+    let status = simulator
+        .send_as_user(number, &digits, name, &request.text)
+        .await;
     axum::Json(json!({"webhook_status": status})).into_response()
 }
+
+/// Why a business number is refused.
+const UNKNOWN_NUMBER: &str = "not one of the local stack's business numbers (GET /api/info)";
 
 /// The most bytes `/api/media` reads: a file one byte over the cap still gets its plain refusal.
 fn body_limit() -> usize {
@@ -409,10 +531,12 @@ struct MediaRequest {
     caption: Option<String>,
     #[serde(default)]
     voice: bool,
+    #[serde(default)]
+    number: Option<String>,
 }
 
 /// A file sent from the page: its bytes are the body, its type the `content-type`, the rest in
-/// the query (`user`, `name`, `filename`, `caption`, `voice`).
+/// the query (`user`, `name`, `filename`, `caption`, `voice`, `number`).
 async fn api_media(
     State(simulator): State<Arc<Simulator>>,
     Query(request): Query<MediaRequest>,
@@ -423,6 +547,9 @@ async fn api_media(
     if digits.len() < 6 {
         return bad_request("a phone number of 6 or more digits is needed");
     }
+    let Some(number) = simulator.number(request.number.as_deref()) else {
+        return bad_request(UNKNOWN_NUMBER);
+    };
     let mime_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -436,7 +563,10 @@ async fn api_media(
         voice: request.voice,
     };
     let name = user_name(&request.name);
-    match simulator.send_file_as_user(&digits, name, upload).await {
+    match simulator
+        .send_file_as_user(number, &digits, name, upload)
+        .await
+    {
         Ok(status) => axum::Json(json!({"webhook_status": status})).into_response(),
         Err(error) => bad_request(&error.to_string()),
     }
@@ -484,11 +614,23 @@ async fn api_events(
     axum::Json(simulator.events_since(since.since)).into_response()
 }
 
+/// The messages delivered to the webhook so far: id, sender, business number, type and the
+/// webhook's status.
+async fn api_deliveries(State(simulator): State<Arc<Simulator>>) -> Response {
+    let deliveries = simulator
+        .deliveries
+        .lock()
+        .expect("deliveries lock")
+        .clone();
+    axum::Json(deliveries).into_response()
+}
+
 async fn api_info(State(simulator): State<Arc<Simulator>>) -> Response {
     axum::Json(
         json!({"llm": simulator.llm.describe(), "stand_in": simulator.llm.is_stand_in(),
         "example": simulator.example == Example::Shop,
-        "webhook_url": format!("{}/webhook", simulator.base_url)}),
+        "webhook_url": format!("{}/webhook", simulator.base_url),
+        "numbers": simulator.numbers, "agent_number": AGENT_NUMBER}),
     )
     .into_response()
 }

@@ -143,7 +143,9 @@ async fn webhook_route(
 }
 
 /// Meta's Graph API as the processor uses it: read receipts with typing, and text messages. A
-/// sent message gets its `sent`, `delivered` and `read` status webhooks, as Meta posts them.
+/// sent message is shown in the conversation of the business number it was sent from and its
+/// recipient (a user, or the handoff agent), and gets its `sent`, `delivered` and `read` status
+/// webhooks, as Meta posts them.
 async fn graph_messages(
     State(simulator): State<Arc<Simulator>>,
     UrlPath((_version, phone_number_id)): UrlPath<(String, String)>,
@@ -151,7 +153,12 @@ async fn graph_messages(
 ) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or_default();
     if request["status"] == "read" {
-        simulator.push("typing", None, json!({"message_id": request["message_id"]}));
+        simulator.push_in(
+            "typing",
+            Some(phone_number_id),
+            None,
+            json!({"message_id": request["message_id"]}),
+        );
         return axum::Json(json!({"success": true})).into_response();
     }
     let user = request["to"]
@@ -160,8 +167,9 @@ async fn graph_messages(
         .unwrap_or_default()
         .to_owned();
     let id = format!("wamid.OUT{:08}", simulator.last_seq());
-    simulator.push(
+    simulator.push_in(
         "reply",
+        Some(phone_number_id.clone()),
         Some(user.clone()),
         json!({"id": id, "text": request["text"]["body"]}),
     );
@@ -190,8 +198,9 @@ async fn post_statuses(
                 "metadata": {"display_phone_number": "15550000000", "phone_number_id": phone_number_id},
                 "statuses": [{"id": id, "status": status, "timestamp": now.to_string(), "recipient_id": user}]}}]}]});
         let code = simulator.deliver(body.to_string().into_bytes()).await;
-        simulator.push(
+        simulator.push_in(
             "status",
+            Some(phone_number_id.clone()),
             Some(user.clone()),
             json!({"id": id, "status": status, "webhook": code}),
         );

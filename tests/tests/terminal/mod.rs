@@ -62,13 +62,18 @@ pub async fn converse_with(
     answers
 }
 
-/// Reads lines until one that starts a reply, says there was none, or reports an error.
+/// Reads lines until one that starts a reply, says there was none, reports an error, or names
+/// the business number now written to (`/number`).
 async fn next_answer(
     lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 ) -> String {
     let read = async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("bot> ") || line == "(no reply)" || line.starts_with("! ") {
+            if line.starts_with("bot> ")
+                || line == "(no reply)"
+                || line.starts_with("! ")
+                || line.starts_with("(writing to ")
+            {
                 return line;
             }
         }
