@@ -18,6 +18,7 @@ pub mod knowledge_base;
 pub mod llm;
 pub mod log_event;
 pub mod mail;
+pub mod handoff;
 pub mod number_book;
 pub mod number_settings;
 pub mod meta;

@@ -7,9 +7,11 @@
 //! model; Bedrock's access denied), the user gets it at once and the refused turn is not remembered, so that it is not
 //! sent again with the next message; otherwise an LLM failure retries the burst.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shared::conversation::{ConversationStore, Role, Turn};
+use shared::handoff::{HandoffCause, HandoffStore};
 use shared::inbound::InboundMessage;
 use shared::llm::{Completion, Llm, LlmError, LlmRefusal, Prompt, ToolRound};
 use shared::log_event::LogEvent;
@@ -50,7 +52,7 @@ impl Answer {
     }
 }
 
-impl<C: ConversationStore, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
+impl<C: ConversationStore + HandoffStore, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
     /// Answers the claimed burst's `input`. `Err(Retry)` when the LLM failed and the burst is
     /// to be retried.
     pub(crate) async fn answer(
@@ -75,15 +77,20 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
                 Some(message) => self.with_typing(ask, message, invocation).await,
                 None => ask.await,
             };
-            let (reply, remembered) = self.answer_or_fallback(result, claimed)?;
+            let (mut reply, remembered) = self.answer_or_fallback(result, claimed)?;
+            if claimed.handoff_asked.load(Ordering::Relaxed) {
+                self.hand_off(claimed, HandoffCause::Model, invocation, metrics)
+                    .await?;
+                reply.clone_from(&claimed.behaviour.handoff.message);
+            }
             replies.push(reply);
             user_turn = remembered.then(|| Turn::new(Role::User, user_text, claimed.claimed_at));
         }
         if input.unsupported {
-            replies.push(self.behaviour.unsupported_message.clone());
+            replies.push(claimed.behaviour.unsupported_message.clone());
         }
         if input.not_heard {
-            replies.push(self.behaviour.voice_note_failed_message.clone());
+            replies.push(claimed.behaviour.voice_note_failed_message.clone());
         }
         Ok(Answer {
             user_turn,
@@ -190,11 +197,19 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
         deadline: Instant,
         metrics: &mut Metrics,
     ) -> Result<String, LlmError> {
-        let system = self.system_prompt(deadline).await;
-        let prompt = prompt::prompt(&system, history, user_text).with_files(claimed.files.clone());
-        self.converse(prompt, rounds, claimed, deadline, metrics)
-            .await
-            .and_then(final_text)
+        let system = self
+            .system_prompt(&claimed.behaviour.system_prompt, deadline)
+            .await;
+        let mut prompt =
+            prompt::prompt(&system, history, user_text).with_files(claimed.files.clone());
+        prompt.model.clone_from(&claimed.behaviour.llm);
+        let completion = self
+            .converse(prompt, rounds, claimed, deadline, metrics)
+            .await?;
+        if claimed.handoff_asked.load(Ordering::Relaxed) {
+            return Ok(completion.text);
+        }
+        final_text(completion)
     }
 
     /// The reply to the user's turn, and whether the turn is remembered: the LLM's answer; the
@@ -207,7 +222,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp, T> Processor<C, L, W, T> {
         claimed: &ClaimedBurst<'_>,
     ) -> Result<(String, bool), Retry> {
         let user = &claimed.user;
-        let fallback = || self.behaviour.fallback_message.clone();
+        let fallback = || claimed.behaviour.fallback_message.clone();
         match result {
             Ok(answer) => Ok((answer, true)),
             Err(LlmError::NoAnswer(reason)) => {

@@ -13,7 +13,12 @@ use shared::whatsapp::Recipient;
 
 use crate::plan::{self, QueuedRecord, Treatment};
 use crate::reply::BurstOutcome;
-use crate::{CLAIM_MARGIN, Invocation, Processor, STORE_RESERVE};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use shared::conversation::Turn;
+
+use crate::{Behaviour, CLAIM_MARGIN, Invocation, Processor, STORE_RESERVE};
 
 /// A message of the burst that this invocation claimed, and what it gets.
 #[derive(Debug, Clone)]
@@ -55,6 +60,13 @@ pub struct ClaimedBurst<'a> {
     pub files: Vec<InlineFile>,
     /// The media lane the burst holds while its media are in memory (`media_lane.rs`).
     pub media_lane: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// How the burst's number behaves: the stack's behaviour with the number's settings.
+    pub behaviour: Arc<Behaviour>,
+    /// The agent's words of an ended handoff, folded into the history (`handoff.rs`): the record
+    /// step stores them before the new turns.
+    pub folded: Option<Vec<Turn>>,
+    /// Set when the model called `handoff_to_human` (`tools.rs`): the answer is the handoff.
+    pub handoff_asked: AtomicBool,
 }
 
 /// How claiming a burst ended.
@@ -72,13 +84,14 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
     pub(crate) async fn claim<'a>(
         &self,
         burst: &[(&'a QueuedRecord, &'a InboundMessage)],
+        behaviour: Arc<Behaviour>,
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Claimed<'a> {
         let first = burst[0].1;
         let user = mask(first.sender.id());
         let claimed_at = now_epoch_seconds();
-        let treatments = self.treatments(burst, claimed_at);
+        let treatments = treatments(&behaviour, burst, claimed_at);
         if treatments.iter().all(|t| *t == Treatment::Silent) {
             tracing::info!(event = LogEvent::NoReplyNeeded.as_str(), user = %user, messages = burst.len(), "nothing to answer");
             return Claimed::Ended(BurstOutcome::Handled, Vec::new());
@@ -92,8 +105,8 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
             token: &token,
             lease_until: invocation.deadline_epoch + CLAIM_MARGIN.as_secs() as i64,
             now: claimed_at,
-            rate_window_seconds: self.behaviour.controls.rate_window_seconds(),
-            budget_day: self.behaviour.controls.budget_day(claimed_at),
+            rate_window_seconds: behaviour.controls.rate_window_seconds(),
+            budget_day: behaviour.controls.budget_day(claimed_at),
         };
         let mut claim = match self.store.claim(request).await {
             Ok(claim) => claim,
@@ -112,7 +125,7 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
             .defer_beyond_pending(&mut claim, &conversation, &token)
             .await;
         let messages = claimed_messages(burst, treatments, &claim.claimed);
-        self.note_too_old(&messages, &user, metrics);
+        note_too_old(&behaviour, &messages, &user, metrics);
         Claimed::Ready(Box::new(ClaimedBurst {
             deferred,
             files: Vec::new(),
@@ -120,7 +133,10 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
             messages,
             last_delivery: burst
                 .iter()
-                .any(|(r, _)| r.receive_count >= self.behaviour.max_receive_count),
+                .any(|(r, _)| r.receive_count >= behaviour.max_receive_count),
+            behaviour,
+            folded: None,
+            handoff_asked: AtomicBool::new(false),
             phone_number_id: &first.phone_number_id,
             recipient,
             conversation,
@@ -129,47 +145,6 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
             claimed_at,
             claim,
         }))
-    }
-
-    /// What each message of the burst gets at `now`: [`Treatment::TooOld`] past the configured
-    /// age, else what its content gets.
-    fn treatments(&self, burst: &[(&QueuedRecord, &InboundMessage)], now: i64) -> Vec<Treatment> {
-        let max_age = self.behaviour.max_message_age;
-        burst
-            .iter()
-            .map(|(_, m)| match plan::treatment(&m.content) {
-                Treatment::Silent => Treatment::Silent,
-                _ if plan::is_too_old(m.timestamp, now, max_age) => Treatment::TooOld,
-                Treatment::Look { kind, caption, .. } if !self.sees(kind) => {
-                    caption.map_or(Treatment::Unsupported, Treatment::Answer)
-                }
-                treatment => treatment,
-            })
-            .collect()
-    }
-
-    /// Whether the model is shown media of `kind`: images with `VISION`, videos with `VISION`
-    /// and a model that takes video (Gemini).
-    fn sees(&self, kind: MediaKind) -> bool {
-        match kind {
-            MediaKind::Image => self.behaviour.vision,
-            MediaKind::Video => self.behaviour.vision && self.behaviour.video,
-            _ => false,
-        }
-    }
-
-    /// Logs and counts the claimed messages that are marked done unanswered for their age.
-    fn note_too_old(&self, messages: &[ClaimedMessage<'_>], user: &str, metrics: &mut Metrics) {
-        let too_old = messages
-            .iter()
-            .filter(|m| m.treatment == Treatment::TooOld)
-            .count();
-        if too_old > 0 {
-            metrics.count("MessagesTooOld", too_old as u64);
-            let max_age_hours = self.behaviour.max_message_age.map(|a| a.as_secs() / 3600);
-            tracing::warn!(event = LogEvent::MessagesTooOld.as_str(), user = %user, count = too_old, max_age_hours,
-                "messages older than MAX_MESSAGE_AGE_HOURS are marked done without an answer");
-        }
     }
 
     /// Reads the store's answer: who the replies go to when this invocation answers now, else
@@ -267,4 +242,45 @@ fn claimed_messages<'a>(
 
 fn claim_token(request_id: &str) -> String {
     format!("{request_id}:{:016x}", rand::random::<u64>())
+}
+
+/// What each message of the burst gets at `now`: [`Treatment::TooOld`] past the configured
+/// age, else what its content gets.
+fn treatments(behaviour: &Behaviour, burst: &[(&QueuedRecord, &InboundMessage)], now: i64) -> Vec<Treatment> {
+    let max_age = behaviour.max_message_age;
+    burst
+        .iter()
+        .map(|(_, m)| match plan::treatment(&m.content) {
+            Treatment::Silent => Treatment::Silent,
+            _ if plan::is_too_old(m.timestamp, now, max_age) => Treatment::TooOld,
+            Treatment::Look { kind, caption, .. } if !sees(behaviour, kind) => {
+                caption.map_or(Treatment::Unsupported, Treatment::Answer)
+            }
+            treatment => treatment,
+        })
+        .collect()
+}
+
+/// Whether the model is shown media of `kind`: images with `VISION`, videos with `VISION`
+/// and a model that takes video (Gemini).
+fn sees(behaviour: &Behaviour, kind: MediaKind) -> bool {
+    match kind {
+        MediaKind::Image => behaviour.vision,
+        MediaKind::Video => behaviour.vision && behaviour.video,
+        _ => false,
+    }
+}
+
+/// Logs and counts the claimed messages that are marked done unanswered for their age.
+fn note_too_old(behaviour: &Behaviour, messages: &[ClaimedMessage<'_>], user: &str, metrics: &mut Metrics) {
+    let too_old = messages
+        .iter()
+        .filter(|m| m.treatment == Treatment::TooOld)
+        .count();
+    if too_old > 0 {
+        metrics.count("MessagesTooOld", too_old as u64);
+        let max_age_hours = behaviour.max_message_age.map(|a| a.as_secs() / 3600);
+        tracing::warn!(event = LogEvent::MessagesTooOld.as_str(), user = %user, count = too_old, max_age_hours,
+            "messages older than MAX_MESSAGE_AGE_HOURS are marked done without an answer");
+    }
 }

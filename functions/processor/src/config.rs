@@ -9,6 +9,7 @@ use shared::secrets::DEFAULT_REFRESH;
 use shared::whatsapp::graph::DEFAULT_BASE_URL as META_DEFAULT_BASE_URL;
 
 use crate::controls::Controls;
+use crate::handoff::HandoffSettings;
 
 /// The Graph API version used unless `META_API_VERSION` says otherwise.
 pub const DEFAULT_META_API_VERSION: &str = "v26.0";
@@ -47,6 +48,13 @@ pub const DEFAULT_VOICE_NOTE_FAILED_MESSAGE: &str =
 /// The transcription model unless `TRANSCRIPTION_MODEL` says otherwise (OpenAI's; Groq's is
 /// `whisper-large-v3-turbo`).
 pub const DEFAULT_TRANSCRIPTION_MODEL: &str = "whisper-1";
+
+/// The words that ask for a person unless `HANDOFF_KEYWORDS` says otherwise.
+pub const DEFAULT_HANDOFF_KEYWORDS: &str = "HUMANO,AGENTE,PERSONA,ASESOR,HUMAN,AGENT";
+/// What the user is told when the conversation goes to a person, unless `HANDOFF_MESSAGE` says
+/// otherwise.
+pub const DEFAULT_HANDOFF_MESSAGE: &str =
+    "I'm passing you to a person from our team; they will write to you here shortly.";
 
 /// Every environment variable [`Config::from`] reads.
 pub const VARIABLES: &[&str] = &[
@@ -92,6 +100,11 @@ pub const VARIABLES: &[&str] = &[
     "MAINTENANCE_MESSAGE",
     "DAILY_TOKEN_BUDGET",
     "BUDGET_REACHED_MESSAGE",
+    "HANDOFF_AGENT_NUMBER",
+    "HANDOFF_KEYWORDS",
+    "HANDOFF_MESSAGE",
+    "HANDOFF_IDLE_HOURS",
+    "NUMBER_SETTINGS",
 ];
 
 /// The processor's configuration.
@@ -171,6 +184,13 @@ pub struct Config {
     /// `MAINTENANCE_MESSAGE` (the kill switch: set, every message gets it and no model is called),
     /// `DAILY_TOKEN_BUDGET` (default 0, none), `BUDGET_REACHED_MESSAGE`.
     pub controls: Controls,
+    /// The handoff to a person: `HANDOFF_AGENT_NUMBER` (none by default: no handoff),
+    /// `HANDOFF_KEYWORDS` (default `HUMANO,AGENTE,PERSONA,ASESOR,HUMAN,AGENT`), `HANDOFF_MESSAGE`,
+    /// `HANDOFF_IDLE_HOURS` (default 12, 1 to 720).
+    pub handoff: HandoffSettings,
+    /// `NUMBER_SETTINGS` (default `true`): whether each business number's settings item is read
+    /// from the table (`infra/numbers.sh`); `false` answers every number as the stack.
+    pub number_settings: bool,
     /// `KNOWLEDGE_BASE_ID` (none by default): the Amazon Bedrock knowledge base each user's turn
     /// is sent to (`Retrieve`), its passages going to the model with the turn.
     pub knowledge_base_id: Option<String>,
@@ -272,6 +292,8 @@ impl Config {
             knowledge_uri: document_uri(env, "KNOWLEDGE_URI")?,
             tools_uri: document_uri(env, "TOOLS_URI")?,
             controls: controls(env)?,
+            handoff: handoff(env)?,
+            number_settings: env.parsed_or("NUMBER_SETTINGS", true)?,
             tools_max_rounds: tools_max_rounds(env)?,
             knowledge_max_tokens: knowledge_max_tokens(env)?,
             knowledge_refresh: env
@@ -303,6 +325,31 @@ fn controls<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Controls, Con
         maintenance_message: env.optional("MAINTENANCE_MESSAGE"),
         daily_token_budget: env.parsed_or("DAILY_TOKEN_BUDGET", 0)?,
         budget_reached_message: text("BUDGET_REACHED_MESSAGE", DEFAULT_BUDGET_REACHED_MESSAGE),
+    })
+}
+
+/// The handoff's settings, with their defaults.
+fn handoff<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<HandoffSettings, ConfigError> {
+    let agent_number = env.optional("HANDOFF_AGENT_NUMBER");
+    if let Some(number) = &agent_number
+        && (!(8..=15).contains(&number.len()) || !number.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(invalid(
+            "HANDOFF_AGENT_NUMBER",
+            "it must be the agent's WhatsApp number, 8 to 15 digits, without '+'",
+        ));
+    }
+    let idle_hours: u64 = env.parsed_or("HANDOFF_IDLE_HOURS", 12)?;
+    if !(1..=720).contains(&idle_hours) {
+        return Err(invalid("HANDOFF_IDLE_HOURS", "it must be between 1 and 720"));
+    }
+    Ok(HandoffSettings {
+        agent_number,
+        keywords: keywords(env, "HANDOFF_KEYWORDS", DEFAULT_HANDOFF_KEYWORDS)?,
+        message: env
+            .optional("HANDOFF_MESSAGE")
+            .unwrap_or_else(|| DEFAULT_HANDOFF_MESSAGE.into()),
+        idle: Duration::from_secs(idle_hours * 3600),
     })
 }
 

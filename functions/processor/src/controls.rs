@@ -105,7 +105,7 @@ impl Controls {
 
 impl Answer {
     /// A control's reply, `text`, which is not remembered.
-    fn control(text: &str) -> Self {
+    pub(crate) fn control(text: &str) -> Self {
         Self {
             user_turn: None,
             replies: vec![text.to_owned()],
@@ -115,7 +115,7 @@ impl Answer {
     }
 
     /// Nothing to send: the messages are only marked done.
-    fn nothing() -> Self {
+    pub(crate) fn nothing() -> Self {
         Self {
             user_turn: None,
             replies: Vec::new(),
@@ -136,7 +136,7 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
         if claimed.claim.pending.is_some() || !claimed.messages.iter().any(gets_a_reply) {
             return Ok(None);
         }
-        let controls = &self.behaviour.controls;
+        let controls = &claimed.behaviour.controls;
         let standing = claimed.claim.standing;
         let command = claimed
             .messages
@@ -177,7 +177,7 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
         claimed: &ClaimedBurst<'_>,
         metrics: &mut Metrics,
     ) -> Option<Answer> {
-        let controls = &self.behaviour.controls;
+        let controls = &claimed.behaviour.controls;
         let standing = claimed.claim.standing;
         let day = controls.budget_day(claimed.claimed_at)?;
         if standing.tokens_today < controls.daily_token_budget {
@@ -202,7 +202,7 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
     /// Adds the tokens `answer` took to the user's count of the day, when there is a budget.
     /// Best effort: a count that cannot be written is a WARN.
     pub(crate) async fn count_tokens(&self, claimed: &ClaimedBurst<'_>, tokens: u64) {
-        let Some(day) = self.behaviour.controls.budget_day(claimed.claimed_at) else {
+        let Some(day) = claimed.behaviour.controls.budget_day(claimed.claimed_at) else {
             return;
         };
         if tokens == 0 {
@@ -224,7 +224,7 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
         opted_out: bool,
         metrics: &mut Metrics,
     ) -> Result<Answer, Retry> {
-        let controls = &self.behaviour.controls;
+        let controls = &claimed.behaviour.controls;
         if opted_out && claimed.claim.standing.opted_out {
             return Ok(Answer::nothing());
         }
@@ -262,13 +262,13 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
         claimed.claim.history.clear();
         tracing::info!(event = LogEvent::ConversationReset.as_str(), user = %claimed.user,
             "the user reset the conversation");
-        Ok(Answer::control(&self.behaviour.controls.reset_message))
+        Ok(Answer::control(&claimed.behaviour.controls.reset_message))
     }
 
     /// The burst's answer when the user is over the rate limit: the notice for the burst that
     /// crossed it, nothing for the later ones of the window.
     fn rate_limited(&self, claimed: &ClaimedBurst<'_>, metrics: &mut Metrics) -> Option<Answer> {
-        let controls = &self.behaviour.controls;
+        let controls = &claimed.behaviour.controls;
         let limit = controls.rate_limit_per_minute;
         let standing = claimed.claim.standing;
         if limit == 0 || standing.in_window <= limit {

@@ -12,10 +12,13 @@ use tokio::time::Instant;
 use crate::Processor;
 
 impl<C, L, W, T> Processor<C, L, W, T> {
-    /// The system prompt: the persona, grounded in the knowledge when there is some. Reading the
-    /// knowledge gives up at `deadline`.
-    pub(crate) async fn system_prompt(&self, deadline: Instant) -> Cow<'_, str> {
-        let persona = &self.behaviour.system_prompt;
+    /// The system prompt: the number's `persona`, grounded in the knowledge when there is some.
+    /// Reading the knowledge gives up at `deadline`.
+    pub(crate) async fn system_prompt<'a>(
+        &'a self,
+        persona: &'a str,
+        deadline: Instant,
+    ) -> Cow<'a, str> {
         let Some(knowledge) = &self.knowledge else {
             return Cow::Borrowed(persona);
         };

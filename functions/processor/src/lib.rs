@@ -66,16 +66,19 @@
 //! the dead-letter queue after the redrive count. A step that gives up on a burst releases its
 //! claims, so that the retry can take them at once.
 
+mod agent;
 mod answer;
 pub mod as_text;
 mod claim;
 pub mod config;
 pub mod controls;
 mod ground;
+pub mod handoff;
 mod identity;
 mod listen;
 mod look;
 pub mod media_lane;
+pub mod number;
 pub mod plan;
 mod prompt;
 mod read;
@@ -96,10 +99,12 @@ use shared::conversation::{ConversationStore, HistoryPolicy, PendingAnswer};
 use shared::inbound::InboundMessage;
 use shared::knowledge::{DocumentStore, Knowledge};
 use shared::knowledge_base::{BedrockKnowledgeBase, KnowledgeBaseSettings};
-use shared::llm::{ChatModel, Llm, LlmSettings};
+use shared::handoff::HandoffStore;
+use shared::llm::{ChatModels, Llm, LlmSettings, ModelChoice};
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
-use shared::queue_body::{DeliveryFailure, QueueBody};
+use shared::number_book::DynamoDbNumbers;
+use shared::queue_body::{BusinessEcho, DeliveryFailure, QueueBody};
 use shared::retry::Backoff;
 use shared::secrets::Secrets;
 use shared::tools::{Toolbox, configure_client};
@@ -145,6 +150,14 @@ pub const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 /// What the processor says and how it behaves, from its configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Behaviour {
+    /// The business number's name (its settings' `name`), for the agent's notices.
+    pub name: Option<String>,
+    /// Whether the number is answered (its settings' `enabled`; the stack's is `true`).
+    pub enabled: bool,
+    /// The model the number chose (its settings' `llm`); `None` for the stack's.
+    pub llm: Option<ModelChoice>,
+    /// The handoff to a person (`handoff.rs`).
+    pub handoff: handoff::HandoffSettings,
     /// The persona (`SYSTEM_PROMPT`).
     pub system_prompt: String,
     /// Sent when the LLM stays down on a message's last delivery (`FALLBACK_MESSAGE`).
@@ -217,7 +230,7 @@ impl Invocation {
 /// The processor as deployed: DynamoDB, the configured LLM provider, Meta's Graph API and an
 /// OpenAI-compatible transcription endpoint.
 pub type DeployedProcessor<S> =
-    Processor<DynamoDbConversationStore, ChatModel<S>, GraphApi<S>, OpenAiTranscriber<S>>;
+    Processor<DynamoDbConversationStore, ChatModels<S>, GraphApi<S>, OpenAiTranscriber<S>>;
 
 /// Trusts Mozilla's root certificates, compiled in (`webpki-root-certs`): reading the system's
 /// store at every cold start cost milliseconds (README "Cold start"). With `SSL_CERT_FILE` set,
@@ -245,7 +258,7 @@ pub fn build<S: Secrets + 'static>(
         .connect_timeout(Duration::from_secs(5))
         .build()?;
     let store = DynamoDbConversationStore::new(
-        dynamodb,
+        dynamodb.clone(),
         config.table_name.clone(),
         HistoryPolicy::new(config.history_max_messages, config.context_ttl_days),
     );
@@ -257,7 +270,7 @@ pub fn build<S: Secrets + 'static>(
         guardrail: config.llm_guardrail.clone(),
         api_key_secret: None,
     };
-    let llm = ChatModel::new(
+    let llm = ChatModels::new(
         config.llm_provider,
         http.clone(),
         aws,
@@ -285,6 +298,10 @@ pub fn build<S: Secrets + 'static>(
         secrets.clone(),
     );
     let behaviour = Behaviour {
+        name: None,
+        enabled: true,
+        llm: None,
+        handoff: config.handoff.clone(),
         system_prompt: config.system_prompt.clone(),
         fallback_message: config.fallback_message.clone(),
         unsupported_message: config.unsupported_message.clone(),
@@ -297,7 +314,13 @@ pub fn build<S: Secrets + 'static>(
         media_lanes: media_lane::lanes_for_memory(config.memory_mb),
         controls: config.controls.clone(),
     };
-    let processor = Processor::new(store, llm, graph, transcriber, behaviour);
+    let mut processor = Processor::new(store, llm, graph, transcriber, behaviour);
+    if config.number_settings {
+        processor = processor.with_numbers(number::Numbers::new(DynamoDbNumbers::new(
+            dynamodb,
+            config.table_name.clone(),
+        )));
+    }
     ground(processor, config, aws, secrets)
 }
 
@@ -357,14 +380,15 @@ pub struct Processor<C, L, W, T> {
     llm: L,
     whatsapp: W,
     transcriber: T,
-    behaviour: Behaviour,
+    behaviour: Arc<Behaviour>,
+    numbers: Option<number::Numbers>,
     media_lanes: MediaLanes,
     knowledge: Option<Knowledge<DocumentStore>>,
     knowledge_base: Option<BedrockKnowledgeBase>,
     tools: Option<Toolbox>,
 }
 
-impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
+impl<C: ConversationStore + HandoffStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
     Processor<C, L, W, T>
 {
     /// A processor over the given store, model, WhatsApp client and transcriber.
@@ -378,8 +402,16 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
             knowledge: None,
             knowledge_base: None,
             tools: None,
-            behaviour,
+            numbers: None,
+            behaviour: Arc::new(behaviour),
         }
+    }
+
+    /// The same processor, answering each number with its settings from `numbers`
+    /// (`number.rs`).
+    pub fn with_numbers(mut self, numbers: number::Numbers) -> Self {
+        self.numbers = Some(numbers);
+        self
     }
 
     /// The same processor, grounding the model's answers in `knowledge` (`ground.rs`).
@@ -444,9 +476,14 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
     ) -> (Vec<String>, Metrics) {
         let mut metrics = Metrics::default();
         let mut failed: Vec<&str> = Vec::new();
-        let (burst, failures) = partition(records, &mut failed);
+        let (burst, failures, echoes) = partition(records, &mut failed);
         for (record, failure) in failures {
             if self.mark_undelivered(failure, &mut metrics).await.is_err() {
+                failed.push(&record.sqs_message_id);
+            }
+        }
+        for (record, echo) in echoes {
+            if self.pause_for_echo(echo, &mut metrics).await.is_err() {
                 failed.push(&record.sqs_message_id);
             }
         }
@@ -484,7 +521,10 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
         if self.follow_id_changes(burst, metrics).await.is_err() {
             return (BurstOutcome::Retry, Vec::new());
         }
-        let mut claimed = match self.claim(burst, invocation, metrics).await {
+        let Ok(behaviour) = self.behaviour_for(&burst[0].1.phone_number_id).await else {
+            return (BurstOutcome::Retry, Vec::new());
+        };
+        let mut claimed = match self.claim(burst, behaviour, invocation, metrics).await {
             Claimed::Ready(claimed) => *claimed,
             Claimed::Ended(outcome, done) => return (outcome, done),
         };
@@ -507,6 +547,7 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
         let count = self.count_tokens(&claimed, answer.tokens);
         let record = self.record(&claimed, answer.user_turn, sent_answer);
         tokio::join!(count, record);
+        self.forget_folded(&claimed).await;
         tracing::info!(event = LogEvent::BurstHandled.as_str(), user = %claimed.user, messages = claimed.messages.len(),
             replies = answer.replies.len(), "conversation answered");
         answered(claimed)
@@ -520,7 +561,18 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Result<answer::Answer, reply::Retry> {
+        if !claimed.behaviour.enabled {
+            tracing::info!(event = LogEvent::NumberDisabled.as_str(), user = %claimed.user,
+                "the number's settings say enabled: false; the messages are marked done unanswered");
+            return Ok(answer::Answer::nothing());
+        }
+        if let Some(answer) = self.agent_messages(claimed, invocation, metrics).await? {
+            return Ok(answer);
+        }
         if let Some(answer) = self.control(claimed, metrics).await? {
+            return Ok(answer);
+        }
+        if let Some(answer) = self.handoff(claimed, invocation, metrics).await? {
             return Ok(answer);
         }
         self.take_in_media(claimed, invocation, metrics).await?;
@@ -552,11 +604,12 @@ impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
     }
 }
 
-/// A conversation's readable records, in queue order: its messages (the burst) and its late
-/// delivery failures. The SQS ids of records that cannot be read go to `failed`, logged.
+/// A conversation's readable records, in queue order: its messages (the burst), its late
+/// delivery failures and its business app echoes. The SQS ids of records that cannot be read go
+/// to `failed`, logged.
 #[allow(
     clippy::type_complexity,
-    reason = "two lists of pairs, named at the call"
+    reason = "three lists of pairs, named at the call"
 )]
 fn partition<'a>(
     records: &'a [QueuedRecord],
@@ -564,14 +617,14 @@ fn partition<'a>(
 ) -> (
     Vec<(&'a QueuedRecord, &'a InboundMessage)>,
     Vec<(&'a QueuedRecord, &'a DeliveryFailure)>,
+    Vec<(&'a QueuedRecord, &'a BusinessEcho)>,
 ) {
-    let (mut burst, mut failures) = (Vec::new(), Vec::new());
+    let (mut burst, mut failures, mut echoes) = (Vec::new(), Vec::new(), Vec::new());
     for record in records {
         match &record.body {
             Ok(QueueBody::Message(message)) => burst.push((record, message)),
             Ok(QueueBody::DeliveryFailure(failure)) => failures.push((record, failure)),
-            // Taken in by the handoff step, which is being built (issue 15).
-            Ok(QueueBody::BusinessEcho(_)) => {}
+            Ok(QueueBody::BusinessEcho(echo)) => echoes.push((record, echo)),
             Err(error) => {
                 tracing::error!(event = LogEvent::RecordUnreadable.as_str(), sqs_message_id = %record.sqs_message_id,
                     receive_count = record.receive_count, error = %error,
@@ -580,7 +633,7 @@ fn partition<'a>(
             }
         }
     }
-    (burst, failures)
+    (burst, failures, echoes)
 }
 
 impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {

@@ -48,7 +48,7 @@ impl<C, L, W: MediaSource, T: Transcriber> Processor<C, L, W, T> {
             else {
                 continue;
             };
-            let heard = match self.behaviour.audio_inline {
+            let heard = match claimed.behaviour.audio_inline {
                 true => {
                     self.hand_over(number, media_id, deadline, &mut claimed.files)
                         .await

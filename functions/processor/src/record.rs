@@ -20,7 +20,8 @@ impl<C: ConversationStore, L, W, T> Processor<C, L, W, T> {
         user_turn: Option<Turn>,
         sent_answer: Option<SentReply>,
     ) {
-        let mut new_turns: Vec<Turn> = user_turn.into_iter().collect();
+        let mut new_turns: Vec<Turn> = claimed.folded.clone().unwrap_or_default();
+        new_turns.extend(user_turn);
         if let Some(answer) = sent_answer {
             new_turns.push(Turn {
                 sent_as: answer.sent_as,

@@ -10,6 +10,7 @@ use shared::conversation::{
     Claim, ClaimRequest, CompleteRequest, HistoryPolicy, MarkOutcome, MoveRequest, Moved,
     PendingAnswer, ToolRounds, UndeliveredRequest, UserStanding, mark_undelivered,
 };
+use shared::handoff::{AgentTurn, Handoff, OpenHandoff};
 use shared::inbound::ConversationKey;
 use shared::llm::Completion;
 use shared::transcription::{Audio, TranscriptionError};
@@ -17,7 +18,7 @@ use shared::whatsapp::media::{Media, MediaError, MediaLimits};
 
 use super::*;
 
-impl<C: ConversationStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
+impl<C: ConversationStore + HandoffStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
     Processor<C, L, W, T>
 {
     /// Handles a batch of `records` in an invocation with a minute left.
@@ -41,6 +42,9 @@ struct FakeStoreState {
     counted: HashMap<String, u64>,
     /// Tokens counted per conversation (one day for the whole test), and whether noticed.
     tokens: HashMap<String, (u64, bool)>,
+    /// Handoffs per conversation, and the conversation of each reference.
+    handoffs: HashMap<String, Handoff>,
+    references: HashMap<String, String>,
     calls: usize,
 }
 
@@ -60,6 +64,85 @@ impl FakeStore {
             .get(conversation)
             .cloned()
             .unwrap_or_default()
+    }
+}
+
+impl HandoffStore for FakeStore {
+    async fn open_handoff(&self, request: OpenHandoff<'_>) -> Result<(Handoff, bool), StoreError> {
+        let mut state = self.0.lock().unwrap();
+        let key = request.conversation.as_str().to_owned();
+        if let Some(open) = state.handoffs.get_mut(&key).filter(|h| h.ended_at.is_none()) {
+            open.last_agent_at = request.now;
+            return Ok((open.clone(), false));
+        }
+        let reference = (1000 + state.references.len()).to_string();
+        state.references.insert(format!("{}#{reference}", request.phone_number_id), key.clone());
+        let handoff = Handoff {
+            reference,
+            agent: request.agent.to_owned(),
+            since: request.now,
+            last_agent_at: request.now,
+            ended_at: None,
+            by: request.by.as_str().to_owned(),
+            opened_by: request.message_id.to_owned(),
+            turns: Vec::new(),
+        };
+        state.handoffs.insert(key, handoff.clone());
+        Ok((handoff, true))
+    }
+
+    async fn find_handoff(
+        &self,
+        phone_number_id: &str,
+        reference: &str,
+    ) -> Result<Option<(ConversationKey, Handoff)>, StoreError> {
+        let state = self.0.lock().unwrap();
+        let Some(conv) = state.references.get(&format!("{phone_number_id}#{reference}")) else {
+            return Ok(None);
+        };
+        let (number, user) = conv.split_once(':').unwrap();
+        Ok(state
+            .handoffs
+            .get(conv)
+            .filter(|h| h.ended_at.is_none())
+            .map(|h| (ConversationKey::new(number, user), h.clone())))
+    }
+
+    async fn add_agent_turn(
+        &self,
+        conversation: &ConversationKey,
+        _message_id: &str,
+        turn: AgentTurn,
+    ) -> Result<(), StoreError> {
+        let mut state = self.0.lock().unwrap();
+        if let Some(handoff) = state.handoffs.get_mut(conversation.as_str()) {
+            handoff.last_agent_at = turn.at;
+            handoff.turns.push(turn);
+        }
+        Ok(())
+    }
+
+    async fn end_handoff(
+        &self,
+        conversation: &ConversationKey,
+        phone_number_id: &str,
+        reference: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut state = self.0.lock().unwrap();
+        state.references.remove(&format!("{phone_number_id}#{reference}"));
+        if let Some(handoff) = state.handoffs.get_mut(conversation.as_str()) {
+            handoff.ended_at.get_or_insert(now);
+        }
+        Ok(())
+    }
+
+    async fn forget_handoff(&self, conversation: &ConversationKey) -> Result<(), StoreError> {
+        let mut state = self.0.lock().unwrap();
+        if state.handoffs.get(conversation.as_str()).is_some_and(|h| h.ended_at.is_some()) {
+            state.handoffs.remove(conversation.as_str());
+        }
+        Ok(())
     }
 }
 
@@ -107,6 +190,7 @@ impl ConversationStore for FakeStore {
             Some(_) => state.tokens.get(&key).copied().unwrap_or_default(),
             None => (0, false),
         };
+        claim.handoff = state.handoffs.get(&key).cloned();
         claim.standing = UserStanding {
             opted_out: state.opted_out.contains(&key),
             in_window: state.counted.get(&key).copied().unwrap_or_default(),
@@ -424,8 +508,17 @@ impl Transcriber for FakeTranscriber {
     }
 }
 
-fn behaviour() -> Behaviour {
+pub(crate) fn behaviour() -> Behaviour {
     Behaviour {
+        name: None,
+        enabled: true,
+        llm: None,
+        handoff: handoff::HandoffSettings {
+            agent_number: None,
+            keywords: vec!["HUMANO".into(), "HUMAN".into()],
+            message: "A person will write to you.".into(),
+            idle: Duration::from_secs(12 * 3600),
+        },
         system_prompt: "You are kind.".into(),
         fallback_message: "Sorry, try later.".into(),
         unsupported_message: "I only read text.".into(),

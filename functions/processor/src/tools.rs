@@ -3,6 +3,9 @@
 //! `shared::tools`), their results go back to it, and it is asked again, up to
 //! `TOOLS_MAX_ROUNDS` rounds, within the LLM's budget, until it answers in text.
 //!
+//! The built-in `handoff_to_human` tool is offered when the number has a handoff agent: a call
+//! of it ends the model's turn, and the handoff step hands the conversation to a person.
+//!
 //! Exactly once: from the first round that called a side-effecting tool, the rounds (calls and
 //! results) are kept with the burst's claim (`ConversationStore::keep_tool_rounds`). A retry of
 //! the burst goes on from them instead of calling those tools again; and every call of a
@@ -10,10 +13,13 @@
 //! the call's place, the same on every retry, for a business API to tell a repeat. The memory
 //! keeps the final answer, which says what the tools gave.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shared::conversation::{ConversationStore, ToolRounds};
-use shared::llm::{Completion, Llm, LlmError, Prompt, ToolCall, ToolResult, ToolRound};
+use shared::llm::{
+    Completion, Llm, LlmError, Prompt, ToolCall, ToolDeclaration, ToolResult, ToolRound,
+};
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::tools::{Offered, ToolRunner, error_content};
@@ -53,16 +59,32 @@ impl<C: ConversationStore, L: Llm, W, T> Processor<C, L, W, T> {
             Some(toolbox) => toolbox.offer(deadline).await,
             None => None,
         };
-        let Some(offered) = offered else {
+        let handoff = claimed
+            .behaviour
+            .handoff
+            .agent_number
+            .is_some()
+            .then(handoff_declaration);
+        if offered.is_none() && handoff.is_none() {
             return self.complete(&prompt, deadline, metrics).await;
-        };
+        }
+        let mut declarations = offered
+            .as_ref()
+            .map(|o| o.declarations.clone())
+            .unwrap_or_default();
+        declarations.extend(handoff);
         let max_rounds = self.tools.as_ref().map_or(0, |t| t.max_rounds());
-        let mut prompt = prompt.with_tools(offered.declarations.clone(), rounds.clone());
+        let mut prompt = prompt.with_tools(declarations, rounds.clone());
         loop {
             let completion = self.complete(&prompt, deadline, metrics).await?;
-            if completion.tool_calls.is_empty() {
+            if completion.tool_calls.iter().any(|c| c.name == HANDOFF_TOOL) {
+                claimed.handoff_asked.store(true, Ordering::Relaxed);
                 return Ok(completion);
             }
+            let Some(offered) = offered.as_ref().filter(|_| !completion.tool_calls.is_empty())
+            else {
+                return Ok(completion);
+            };
             if prompt.rounds.len() >= max_rounds as usize {
                 tracing::warn!(event = LogEvent::ToolRoundLimit.as_str(), user = %claimed.user, rounds = prompt.rounds.len(),
                     "the model still asks for tools after TOOLS_MAX_ROUNDS rounds; its text, if any, is the answer");
@@ -71,7 +93,7 @@ impl<C: ConversationStore, L: Llm, W, T> Processor<C, L, W, T> {
             let round = self
                 .run_round(
                     completion,
-                    &offered,
+                    offered,
                     claimed,
                     prompt.rounds.len(),
                     deadline,
@@ -140,6 +162,22 @@ impl<C: ConversationStore, L: Llm, W, T> Processor<C, L, W, T> {
         };
         tracing::warn!(event = LogEvent::ToolRoundsNotKept.as_str(), user = %claimed.user, error = %error,
             "the tool rounds could not be kept with the claim; a retry would call the tools again with the same Idempotency-Key");
+    }
+}
+
+/// The built-in tool by which the model hands the conversation to a person, offered when the
+/// number has a handoff agent (`handoff.rs`).
+pub const HANDOFF_TOOL: &str = "handoff_to_human";
+
+/// The declaration of [`HANDOFF_TOOL`].
+fn handoff_declaration() -> ToolDeclaration {
+    ToolDeclaration {
+        name: HANDOFF_TOOL.to_owned(),
+        description: "Hand this conversation to a person from the business, who will answer the \
+            user on WhatsApp. Use it when the user asks for a person, or when only a person can \
+            help (a complaint, a case outside what you know)."
+            .to_owned(),
+        parameters: serde_json::json!({"type": "object", "properties": {}}),
     }
 }
 

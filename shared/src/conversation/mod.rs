@@ -283,6 +283,9 @@ pub struct Claim {
     /// The user's standing, read in the same round trip: opted out or not, and how many messages
     /// they sent in the current rate window (this burst's counted).
     pub standing: UserStanding,
+    /// The conversation's handoff to a person, read with the history: open, or ended with the
+    /// agent's words not yet in the history.
+    pub handoff: Option<crate::handoff::Handoff>,
 }
 
 /// The rounds of tool use made for a burst (its calls and their results), kept with the claim

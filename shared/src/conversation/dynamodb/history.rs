@@ -50,6 +50,8 @@ pub(super) struct History {
     pub(super) opted_out: bool,
     /// The day's token count and whether its notice went out, when it was read with the history.
     pub(super) budget: (u64, bool),
+    /// The conversation's handoff item, when it has one.
+    pub(super) handoff: Option<Item>,
 }
 
 impl History {
@@ -62,6 +64,7 @@ impl History {
         let mut history = Self::default();
         let legacy_pk = super::legacy::legacy_key(conversation);
         let opt_out_pk = AttributeValue::S(super::standing::opt_out_key(conversation));
+        let handoff_pk = AttributeValue::S(crate::handoff::handoff_key(conversation));
         let budget_prefix = format!(
             "{}{}#",
             super::standing::BUDGET_KEY_PREFIX,
@@ -70,6 +73,10 @@ impl History {
         for item in items {
             if item.get("pk") == Some(&legacy_pk) {
                 history.legacy = Some(LegacyItem(item));
+                continue;
+            }
+            if item.get("pk") == Some(&handoff_pk) {
+                history.handoff = Some(item);
                 continue;
             }
             if item.get("pk") == Some(&opt_out_pk) {

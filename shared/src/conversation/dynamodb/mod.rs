@@ -11,7 +11,8 @@
 //!   and a day);
 //! - the **history**, one item per exchange in a ring of slots (see [`history`]);
 //! - the first layout's conversation item (see [`legacy`]), read and honoured until it expires;
-//! - a user's opt-out record and rate window counters (see [`standing`]).
+//! - a user's opt-out record and rate window counters (see [`standing`]);
+//! - a conversation's handoff to a person and its reference (see `handoff`).
 //!
 //! Claiming is, in one round trip, one conditional `UpdateItem` per message id (returning the
 //! claim as it was) and one `BatchGetItem` of the history. Completing is, in one round trip,
@@ -20,6 +21,7 @@
 //! whatever the conversation's length or past.
 
 mod codec;
+mod handoff;
 pub mod history;
 pub mod legacy;
 pub mod standing;
@@ -132,12 +134,13 @@ impl DynamoDbConversationStore {
                 .update_item()
                 .table_name(&self.table_name)
                 .key("pk", AttributeValue::S(claim_key(message_id)))
-                .update_expression("SET #s = :p, #k = :token, #u = :lease, #at = :now, #exp = :exp")
+                .update_expression("SET #s = :p, #k = :token, #u = :lease, #at = :now, #exp = :exp, #c = :c")
                 .condition_expression(
                     "attribute_not_exists(pk) OR #s = :r OR (#s = :p AND (#u < :now OR #k = :token))",
                 )
-                .set_expression_attribute_names(Some(claim_names(&["#s", "#k", "#u", "#at", "#exp"])))
+                .set_expression_attribute_names(Some(claim_names(&["#s", "#k", "#u", "#at", "#exp", "#c"])))
                 .expression_attribute_values(":p", s(PROCESSING))
+                .expression_attribute_values(":c", s(request.conversation.as_str()))
                 .expression_attribute_values(":r", s(RELEASED))
                 .expression_attribute_values(":token", s(request.token))
                 .expression_attribute_values(":lease", number(request.lease_until))
@@ -296,6 +299,7 @@ impl DynamoDbConversationStore {
             .collect();
         keys.push(legacy_key(conversation));
         keys.push(AttributeValue::S(standing::opt_out_key(conversation)));
+        keys.push(AttributeValue::S(crate::handoff::handoff_key(conversation)));
         if let Some(day) = budget_day {
             keys.push(AttributeValue::S(standing::budget_key(conversation, day)));
         }
@@ -523,7 +527,11 @@ impl ConversationStore for DynamoDbConversationStore {
             budget_noticed: history.budget.1,
         };
         let claim = sorted.into_claim(&ids, &history, &self.policy, request.now);
-        Ok(Claim { standing, ..claim })
+        Ok(Claim {
+            standing,
+            handoff: history.handoff.as_ref().and_then(handoff::decode_handoff),
+            ..claim
+        })
     }
 
     async fn complete(&self, request: CompleteRequest<'_>) -> Result<(), StoreError> {
@@ -850,6 +858,7 @@ impl Sorted {
             pending,
             tool_rounds,
             standing: UserStanding::default(),
+            handoff: None,
         }
     }
 }
@@ -864,6 +873,8 @@ fn claim_names(uses: &[&str]) -> HashMap<String, String> {
         ("#u", "u"),
         ("#at", "at"),
         ("#exp", "expires_at"),
+        // The conversation, so that a user's claims can be found (`infra/user-data.sh`).
+        ("#c", "c"),
         ("#pending", PENDING_ATTRIBUTE),
         ("#rounds", TOOL_ROUNDS_ATTRIBUTE),
     ]
