@@ -88,9 +88,10 @@ impl<S: NumberSource> NumberBook<S> {
     ) -> Result<Arc<NumberSettings>, NumberBookError> {
         let cached = self.cached(phone_number_id);
         if let Some((read_at, settings)) = &cached
-            && read_at.elapsed() < REFRESH {
-                return Ok(settings.clone());
-            }
+            && read_at.elapsed() < REFRESH
+        {
+            return Ok(settings.clone());
+        }
         let document = match self.source.fetch(phone_number_id).await {
             Ok(document) => document,
             Err(error) => {

@@ -125,9 +125,10 @@ impl NumberSettings {
         let mut problems = Vec::new();
         let mut text = |field: &str, value: &Option<String>, max: usize| {
             if let Some(value) = value
-                && (value.trim().is_empty() || value.chars().count() > max) {
-                    problems.push(format!("{field}: must be 1 to {max} characters, not blank"));
-                }
+                && (value.trim().is_empty() || value.chars().count() > max)
+            {
+                problems.push(format!("{field}: must be 1 to {max} characters, not blank"));
+            }
         };
         text("name", &self.name, 80);
         text("system_prompt", &self.system_prompt, 20_000);
@@ -152,9 +153,10 @@ impl NumberSettings {
     /// The fields with a form: numbers, URIs, keywords, limits.
     fn check_forms(&self, problems: &mut Vec<String>) {
         if let Some(number) = &self.handoff_agent_number
-            && (!(8..=15).contains(&number.len()) || !number.bytes().all(|b| b.is_ascii_digit())) {
-                problems.push("handoff_agent_number: must be 8 to 15 digits, no '+'".into());
-            }
+            && (!(8..=15).contains(&number.len()) || !number.bytes().all(|b| b.is_ascii_digit()))
+        {
+            problems.push("handoff_agent_number: must be 8 to 15 digits, no '+'".into());
+        }
         for (field, uri) in [
             ("knowledge_uri", &self.knowledge_uri),
             ("tools_uri", &self.tools_uri),
@@ -173,7 +175,9 @@ impl NumberSettings {
                 .as_ref()
                 .is_some_and(|w| w.is_empty() || w.len() > 20 || w.iter().any(bad))
             {
-                problems.push(format!("{field}: must list 1 to 20 words of 1 to 40 characters"));
+                problems.push(format!(
+                    "{field}: must list 1 to 20 words of 1 to 40 characters"
+                ));
             }
         }
         if self.rate_limit_per_minute.is_some_and(|n| n > 1000) {
@@ -195,9 +199,10 @@ impl ModelChoice {
         }
         let http = self.provider != Provider::Bedrock;
         if let Some(url) = &self.base_url
-            && (!http || !(url.starts_with("http://") || url.starts_with("https://"))) {
-                problems.push("llm.base_url: must be an http(s) URL, and not for bedrock".into());
-            }
+            && (!http || !(url.starts_with("http://") || url.starts_with("https://")))
+        {
+            problems.push("llm.base_url: must be an http(s) URL, and not for bedrock".into());
+        }
         if let Some(key) = &self.api_key_secret {
             let valid = (1..=64).contains(&key.len())
                 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -232,7 +237,10 @@ mod tests {
 
     #[test]
     fn every_field_is_optional_and_full_settings_read() {
-        assert_eq!(NumberSettings::from_json("{}"), Ok(NumberSettings::default()));
+        assert_eq!(
+            NumberSettings::from_json("{}"),
+            Ok(NumberSettings::default())
+        );
         let full = r#"{"name":"Café Luna","enabled":true,"system_prompt":"Eres barista.",
             "llm":{"provider":"gemini","model":"gemini-2.5-flash","api_key_secret":"LUNA_KEY"},
             "knowledge_uri":"s3://my-bucket/knowledge/luna.md","tools_uri":"s3://my-bucket/tools/luna.json",
@@ -254,8 +262,8 @@ mod tests {
         assert!(error.to_string().contains("handof"), "{error}");
         let error = NumberSettings::from_json(r#"{"enabled":"yes"}"#).unwrap_err();
         assert!(error.to_string().contains("invalid type"), "{error}");
-        let error = NumberSettings::from_json(r#"{"llm":{"provider":"claude","model":"x"}}"#)
-            .unwrap_err();
+        let error =
+            NumberSettings::from_json(r#"{"llm":{"provider":"claude","model":"x"}}"#).unwrap_err();
         assert!(error.to_string().contains("provider"), "{error}");
     }
 

@@ -74,43 +74,74 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
         let (conversation, _) = match tokio::time::timeout(STORE_RESERVE, find).await {
             Ok(Ok(Some(found))) => found,
             Ok(Ok(None)) => {
-                tracing::warn!(event = LogEvent::HandoffReferenceUnknown.as_str(), reference,
-                    "the agent wrote a reference no open handoff holds");
+                tracing::warn!(
+                    event = LogEvent::HandoffReferenceUnknown.as_str(),
+                    reference,
+                    "the agent wrote a reference no open handoff holds"
+                );
                 return Ok(Some(format!("#{reference} is not an open conversation.")));
             }
             _ => {
-                tracing::error!(event = LogEvent::StoreFailed.as_str(), "could not look up a handoff reference; the agent's message will be retried");
+                tracing::error!(
+                    event = LogEvent::StoreFailed.as_str(),
+                    "could not look up a handoff reference; the agent's message will be retried"
+                );
                 return Err(Retry);
             }
         };
         let Some(text) = relay else {
-            let end = self.store.end_handoff(&conversation, claimed.phone_number_id, reference, now_epoch_seconds());
+            let end = self.store.end_handoff(
+                &conversation,
+                claimed.phone_number_id,
+                reference,
+                now_epoch_seconds(),
+            );
             if !matches!(tokio::time::timeout(STORE_RESERVE, end).await, Ok(Ok(()))) {
                 return Err(Retry);
             }
-            tracing::info!(event = LogEvent::HandoffEnded.as_str(), reference, reason = "agent",
-                "the bot took the conversation back: the agent said /bot");
+            tracing::info!(
+                event = LogEvent::HandoffEnded.as_str(),
+                reference,
+                reason = "agent",
+                "the bot took the conversation back: the agent said /bot"
+            );
             return Ok(Some(format!("#{reference} is back with the bot.")));
         };
         let Some(user) = recipient_of(&conversation) else {
             return Ok(Some(format!("#{reference} is not an open conversation.")));
         };
         let deadline = invocation.deadline_before(REPLY_RESERVE);
-        let sent = self.whatsapp.send_text(claimed.phone_number_id, &user, text, deadline).await;
+        let sent = self
+            .whatsapp
+            .send_text(claimed.phone_number_id, &user, text, deadline)
+            .await;
         if let Err(error) = &sent
             && !error.outcome_unknown()
         {
             tracing::warn!(event = LogEvent::HandoffRelayed.as_str(), reference, error_code = error.code(), error = %error,
                 "the agent's message could not be sent to the user; the agent is told");
-            return Ok(Some(format!("#{reference}: WhatsApp did not take your message ({error}).")));
+            return Ok(Some(format!(
+                "#{reference}: WhatsApp did not take your message ({error})."
+            )));
         }
         metrics.count("HandoffRelays", 1);
-        tracing::info!(event = LogEvent::HandoffRelayed.as_str(), reference, to = "user", "the agent's message was relayed to the user");
-        let turn = AgentTurn { text: text.to_owned(), at: now_epoch_seconds() };
+        tracing::info!(
+            event = LogEvent::HandoffRelayed.as_str(),
+            reference,
+            to = "user",
+            "the agent's message was relayed to the user"
+        );
+        let turn = AgentTurn {
+            text: text.to_owned(),
+            at: now_epoch_seconds(),
+        };
         let keep = self.store.add_agent_turn(&conversation, message_id, turn);
         if !matches!(tokio::time::timeout(STORE_RESERVE, keep).await, Ok(Ok(()))) {
-            tracing::warn!(event = LogEvent::StoreFailed.as_str(), reference,
-                "could not keep the agent's message; the bot will not know it");
+            tracing::warn!(
+                event = LogEvent::StoreFailed.as_str(),
+                reference,
+                "could not keep the agent's message; the bot will not know it"
+            );
         }
         Ok(None)
     }

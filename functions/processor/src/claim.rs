@@ -246,7 +246,11 @@ fn claim_token(request_id: &str) -> String {
 
 /// What each message of the burst gets at `now`: [`Treatment::TooOld`] past the configured
 /// age, else what its content gets.
-fn treatments(behaviour: &Behaviour, burst: &[(&QueuedRecord, &InboundMessage)], now: i64) -> Vec<Treatment> {
+fn treatments(
+    behaviour: &Behaviour,
+    burst: &[(&QueuedRecord, &InboundMessage)],
+    now: i64,
+) -> Vec<Treatment> {
     let max_age = behaviour.max_message_age;
     burst
         .iter()
@@ -272,7 +276,12 @@ fn sees(behaviour: &Behaviour, kind: MediaKind) -> bool {
 }
 
 /// Logs and counts the claimed messages that are marked done unanswered for their age.
-fn note_too_old(behaviour: &Behaviour, messages: &[ClaimedMessage<'_>], user: &str, metrics: &mut Metrics) {
+fn note_too_old(
+    behaviour: &Behaviour,
+    messages: &[ClaimedMessage<'_>],
+    user: &str,
+    metrics: &mut Metrics,
+) {
     let too_old = messages
         .iter()
         .filter(|m| m.treatment == Treatment::TooOld)

@@ -341,7 +341,10 @@ fn handoff<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<HandoffSetting
     }
     let idle_hours: u64 = env.parsed_or("HANDOFF_IDLE_HOURS", 12)?;
     if !(1..=720).contains(&idle_hours) {
-        return Err(invalid("HANDOFF_IDLE_HOURS", "it must be between 1 and 720"));
+        return Err(invalid(
+            "HANDOFF_IDLE_HOURS",
+            "it must be between 1 and 720",
+        ));
     }
     Ok(HandoffSettings {
         agent_number,

@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use shared::clock::now_epoch_seconds;
 use shared::conversation::{ConversationStore, Role, Turn};
-use shared::inbound::ConversationKey;
-use shared::queue_body::BusinessEcho;
 use shared::handoff::{BUSINESS_APP_AGENT, Handoff, HandoffCause, HandoffStore, OpenHandoff};
+use shared::inbound::ConversationKey;
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::privacy::mask;
+use shared::queue_body::BusinessEcho;
 use shared::whatsapp::{Recipient, WhatsApp};
 
 use crate::answer::Answer;
@@ -85,12 +85,16 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
         let now = claimed.claimed_at;
         if let Some(handoff) = claimed.claim.handoff.clone() {
             let opened_now = claimed.claim.claimed.contains(&handoff.opened_by);
-            if handoff.ended_at.is_none() && opened_now && handoff.by != HandoffCause::Echo.as_str() {
+            if handoff.ended_at.is_none() && opened_now && handoff.by != HandoffCause::Echo.as_str()
+            {
                 // A retry of the message that opened it: the same answer, no second notice.
                 return Ok(Some(Answer::control(&settings.message)));
             }
             if handoff.is_open(now, settings.idle_seconds()) {
-                return self.relay_to_agent(claimed, &handoff, invocation, metrics).await.map(Some);
+                return self
+                    .relay_to_agent(claimed, &handoff, invocation, metrics)
+                    .await
+                    .map(Some);
             }
             self.fold(claimed, &handoff).await?;
         }
@@ -101,7 +105,8 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
         if !asked || settings.agent_number.is_none() {
             return Ok(None);
         }
-        self.hand_off(claimed, HandoffCause::User, invocation, metrics).await?;
+        self.hand_off(claimed, HandoffCause::User, invocation, metrics)
+            .await?;
         Ok(Some(Answer::control(&settings.message)))
     }
 
@@ -115,7 +120,11 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
         metrics: &mut Metrics,
     ) -> Result<(), Retry> {
         let behaviour = claimed.behaviour.clone();
-        let agent = behaviour.handoff.agent_number.as_deref().unwrap_or_default();
+        let agent = behaviour
+            .handoff
+            .agent_number
+            .as_deref()
+            .unwrap_or_default();
         let first_id = claimed.claim.claimed.first().cloned().unwrap_or_default();
         let open = self.store.open_handoff(OpenHandoff {
             conversation: &claimed.conversation,
@@ -138,7 +147,8 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
             reference = %handoff.reference, "the conversation was handed to a person; the bot is paused for it");
         if new {
             let notice = self.notice(claimed, &handoff);
-            self.send_to_agent(claimed, agent, &notice, invocation).await;
+            self.send_to_agent(claimed, agent, &notice, invocation)
+                .await;
         }
         Ok(())
     }
@@ -152,19 +162,30 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Result<Answer, Retry> {
-        let texts: Vec<String> = claimed.messages.iter().filter_map(|m| relayed_text(&m.treatment)).collect();
+        let texts: Vec<String> = claimed
+            .messages
+            .iter()
+            .filter_map(|m| relayed_text(&m.treatment))
+            .collect();
         let user_turn = (!texts.is_empty())
             .then(|| Turn::new(Role::User, texts.join("\n"), claimed.claimed_at));
         if handoff.agent != BUSINESS_APP_AGENT && !texts.is_empty() {
-            let name = claimed.messages.first().and_then(|m| m.message.name.clone());
+            let name = claimed
+                .messages
+                .first()
+                .and_then(|m| m.message.name.clone());
             let from = name.unwrap_or_else(|| mask(claimed.recipient.id()));
             let relay = format!("#{} {from}: {}", handoff.reference, texts.join("\n"));
-            self.send_to_agent(claimed, &handoff.agent, &relay, invocation).await;
+            self.send_to_agent(claimed, &handoff.agent, &relay, invocation)
+                .await;
             metrics.count("HandoffRelays", 1);
             tracing::info!(event = LogEvent::HandoffRelayed.as_str(), user = %claimed.user, to = "agent",
                 reference = %handoff.reference, "a user's message was relayed to the agent");
         }
-        Ok(Answer { user_turn, ..Answer::nothing() })
+        Ok(Answer {
+            user_turn,
+            ..Answer::nothing()
+        })
     }
 
     /// Sends `text` to the agent, best effort within the invocation: a failure is an ERROR that
@@ -178,7 +199,10 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
     ) {
         let to = Recipient::Phone(agent.to_owned());
         let deadline = invocation.deadline_before(crate::REPLY_RESERVE);
-        let sent = self.whatsapp.send_text(claimed.phone_number_id, &to, text, deadline).await;
+        let sent = self
+            .whatsapp
+            .send_text(claimed.phone_number_id, &to, text, deadline)
+            .await;
         if let Err(error) = sent
             && !error.outcome_unknown()
         {
@@ -192,15 +216,26 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
     fn notice(&self, claimed: &ClaimedBurst<'_>, handoff: &Handoff) -> String {
         let behaviour = &claimed.behaviour;
         let number = behaviour.name.as_deref().unwrap_or(claimed.phone_number_id);
-        let name = claimed.messages.first().and_then(|m| m.message.name.clone()).unwrap_or_default();
+        let name = claimed
+            .messages
+            .first()
+            .and_then(|m| m.message.name.clone())
+            .unwrap_or_default();
         let mut lines = vec![format!(
             "#{reference} {name} ({masked}) asks for a person on {number}.",
             reference = handoff.reference,
             masked = mask(claimed.recipient.id()),
         )];
         let history = &claimed.claim.history;
-        for turn in history.iter().skip(history.len().saturating_sub(NOTICE_TURNS)) {
-            let who = if turn.role == Role::User { "User" } else { "Bot" };
+        for turn in history
+            .iter()
+            .skip(history.len().saturating_sub(NOTICE_TURNS))
+        {
+            let who = if turn.role == Role::User {
+                "User"
+            } else {
+                "Bot"
+            };
             let text: String = turn.text.chars().take(NOTICE_TURN_CHARS).collect();
             lines.push(format!("{who}: {text}"));
         }
@@ -233,7 +268,13 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
         let folded: Vec<Turn> = handoff
             .turns
             .iter()
-            .map(|t| Turn::new(Role::Assistant, format!("[a person from the business] {}", t.text), t.at))
+            .map(|t| {
+                Turn::new(
+                    Role::Assistant,
+                    format!("[a person from the business] {}", t.text),
+                    t.at,
+                )
+            })
             .collect();
         claimed.claim.history.extend(folded.iter().cloned());
         claimed.folded = Some(folded);
@@ -246,7 +287,10 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
             return;
         }
         let forget = self.store.forget_handoff(&claimed.conversation);
-        if !matches!(tokio::time::timeout(STORE_RESERVE, forget).await, Ok(Ok(()))) {
+        if !matches!(
+            tokio::time::timeout(STORE_RESERVE, forget).await,
+            Ok(Ok(()))
+        ) {
             tracing::warn!(event = LogEvent::StoreFailed.as_str(), user = %claimed.user,
                 "could not forget an ended handoff; its agent turns may be remembered twice");
         }
@@ -257,10 +301,17 @@ impl<C: HandoffStore, L, W, T> Processor<C, L, W, T> {
     /// Pauses the bot for the conversation a person answered from the WhatsApp Business app on
     /// the bot's number (a coexistence echo), or renews that pause. An echo older than the idle
     /// time (a replay) changes nothing. `Err(Retry)` when the store failed.
-    pub(crate) async fn pause_for_echo(&self, echo: &BusinessEcho, metrics: &mut Metrics) -> Result<(), Retry> {
+    pub(crate) async fn pause_for_echo(
+        &self,
+        echo: &BusinessEcho,
+        metrics: &mut Metrics,
+    ) -> Result<(), Retry> {
         let now = now_epoch_seconds();
         let idle = self.behaviour.handoff.idle_seconds();
-        if echo.timestamp.is_some_and(|at| now.saturating_sub(at) >= idle) {
+        if echo
+            .timestamp
+            .is_some_and(|at| now.saturating_sub(at) >= idle)
+        {
             return Ok(());
         }
         let conversation = ConversationKey::new(&echo.phone_number_id, &echo.recipient);
@@ -297,7 +348,9 @@ fn relayed_text(treatment: &Treatment) -> Option<String> {
     match treatment {
         Treatment::Answer(text) => Some(text.clone()),
         Treatment::Silent | Treatment::TooOld => None,
-        Treatment::Listen { .. } | Treatment::NotHeard => Some("[a voice note, not relayed]".into()),
+        Treatment::Listen { .. } | Treatment::NotHeard => {
+            Some("[a voice note, not relayed]".into())
+        }
         _ => Some("[a message the relay cannot show: see the WhatsApp Business app]".into()),
     }
 }
@@ -329,7 +382,10 @@ mod tests {
 
     #[test]
     fn media_is_named_not_relayed() {
-        assert_eq!(relayed_text(&Treatment::Answer("hola".into())).as_deref(), Some("hola"));
+        assert_eq!(
+            relayed_text(&Treatment::Answer("hola".into())).as_deref(),
+            Some("hola")
+        );
         assert_eq!(relayed_text(&Treatment::Silent), None);
         assert!(relayed_text(&Treatment::NotHeard).is_some_and(|t| t.contains("voice note")));
         assert!(relayed_text(&Treatment::Unsupported).is_some());

@@ -77,7 +77,10 @@ impl<C, L, W, T> Processor<C, L, W, T> {
     /// The behaviour for messages to `phone_number_id`: the stack's, overridden by the number's
     /// settings when the table holds some. `Err(Retry)` when they cannot be read and were never
     /// read before (answering a shop's customer in another shop's voice is worse than a retry).
-    pub(crate) async fn behaviour_for(&self, phone_number_id: &str) -> Result<Arc<Behaviour>, Retry> {
+    pub(crate) async fn behaviour_for(
+        &self,
+        phone_number_id: &str,
+    ) -> Result<Arc<Behaviour>, Retry> {
         let Some(numbers) = &self.numbers else {
             return Ok(self.behaviour.clone());
         };
@@ -125,9 +128,15 @@ mod tests {
         assert!(number.video, "a Gemini number takes video inline");
         assert_eq!(number.fallback_message, "Vuelve luego.");
         assert_eq!(number.controls.stop_keywords, ["BASTA"]);
-        assert_eq!(number.controls.start_keywords, stack.controls.start_keywords);
+        assert_eq!(
+            number.controls.start_keywords,
+            stack.controls.start_keywords
+        );
         assert_eq!(number.controls.rate_limit_per_minute, 3);
-        assert_eq!(number.controls.maintenance_message.as_deref(), Some("Cerrado."));
+        assert_eq!(
+            number.controls.maintenance_message.as_deref(),
+            Some("Cerrado.")
+        );
         assert_eq!(number.handoff.agent_number.as_deref(), Some("34600111222"));
         assert_eq!(number.handoff.message, "Te paso.");
         assert_eq!(number.unsupported_message, stack.unsupported_message);

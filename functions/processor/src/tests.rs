@@ -71,12 +71,19 @@ impl HandoffStore for FakeStore {
     async fn open_handoff(&self, request: OpenHandoff<'_>) -> Result<(Handoff, bool), StoreError> {
         let mut state = self.0.lock().unwrap();
         let key = request.conversation.as_str().to_owned();
-        if let Some(open) = state.handoffs.get_mut(&key).filter(|h| h.ended_at.is_none()) {
+        if let Some(open) = state
+            .handoffs
+            .get_mut(&key)
+            .filter(|h| h.ended_at.is_none())
+        {
             open.last_agent_at = request.now;
             return Ok((open.clone(), false));
         }
         let reference = (1000 + state.references.len()).to_string();
-        state.references.insert(format!("{}#{reference}", request.phone_number_id), key.clone());
+        state.references.insert(
+            format!("{}#{reference}", request.phone_number_id),
+            key.clone(),
+        );
         let handoff = Handoff {
             reference,
             agent: request.agent.to_owned(),
@@ -97,7 +104,10 @@ impl HandoffStore for FakeStore {
         reference: &str,
     ) -> Result<Option<(ConversationKey, Handoff)>, StoreError> {
         let state = self.0.lock().unwrap();
-        let Some(conv) = state.references.get(&format!("{phone_number_id}#{reference}")) else {
+        let Some(conv) = state
+            .references
+            .get(&format!("{phone_number_id}#{reference}"))
+        else {
             return Ok(None);
         };
         let (number, user) = conv.split_once(':').unwrap();
@@ -130,7 +140,9 @@ impl HandoffStore for FakeStore {
         now: i64,
     ) -> Result<(), StoreError> {
         let mut state = self.0.lock().unwrap();
-        state.references.remove(&format!("{phone_number_id}#{reference}"));
+        state
+            .references
+            .remove(&format!("{phone_number_id}#{reference}"));
         if let Some(handoff) = state.handoffs.get_mut(conversation.as_str()) {
             handoff.ended_at.get_or_insert(now);
         }
@@ -139,7 +151,11 @@ impl HandoffStore for FakeStore {
 
     async fn forget_handoff(&self, conversation: &ConversationKey) -> Result<(), StoreError> {
         let mut state = self.0.lock().unwrap();
-        if state.handoffs.get(conversation.as_str()).is_some_and(|h| h.ended_at.is_some()) {
+        if state
+            .handoffs
+            .get(conversation.as_str())
+            .is_some_and(|h| h.ended_at.is_some())
+        {
             state.handoffs.remove(conversation.as_str());
         }
         Ok(())

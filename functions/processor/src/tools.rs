@@ -81,7 +81,9 @@ impl<C: ConversationStore, L: Llm, W, T> Processor<C, L, W, T> {
                 claimed.handoff_asked.store(true, Ordering::Relaxed);
                 return Ok(completion);
             }
-            let Some(offered) = offered.as_ref().filter(|_| !completion.tool_calls.is_empty())
+            let Some(offered) = offered
+                .as_ref()
+                .filter(|_| !completion.tool_calls.is_empty())
             else {
                 return Ok(completion);
             };

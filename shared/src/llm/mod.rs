@@ -19,10 +19,10 @@ use crate::conversation::Role;
 use crate::retry::{Backoff, RetryHint, Retryable};
 use crate::secrets::{AppSecrets, SecretString, Secrets, SecretsError};
 
+pub use crate::number_settings::ModelChoice;
 pub use bedrock::{BedrockChat, Guardrail};
 pub use gemini::GeminiChat;
 pub use openai::OpenAiChat;
-pub use crate::number_settings::ModelChoice;
 pub use tool_use::{ToolCall, ToolDeclaration, ToolResult, ToolRound};
 
 /// One message of a prompt.

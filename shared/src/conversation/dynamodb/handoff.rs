@@ -69,7 +69,9 @@ impl DynamoDbConversationStore {
                 .item("pk", s(&reference_key(request.phone_number_id, &reference)))
                 .item("conv", s(request.conversation.as_str()))
                 .item("expires_at", number(request.now + HANDOFF_MEMORY_SECONDS))
-                .condition_expression("attribute_not_exists(pk) OR conv = :conv OR expires_at < :now")
+                .condition_expression(
+                    "attribute_not_exists(pk) OR conv = :conv OR expires_at < :now",
+                )
                 .expression_attribute_values(":conv", s(request.conversation.as_str()))
                 .expression_attribute_values(":now", number(request.now))
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
@@ -93,7 +95,11 @@ impl DynamoDbConversationStore {
     }
 
     /// Renews an open handoff's agent time; `false` when there is no open one.
-    async fn renew_handoff(&self, conversation: &ConversationKey, now: i64) -> Result<bool, StoreError> {
+    async fn renew_handoff(
+        &self,
+        conversation: &ConversationKey,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let result = self
             .client
             .update_item()
@@ -119,7 +125,10 @@ impl DynamoDbConversationStore {
 
 impl HandoffStore for DynamoDbConversationStore {
     async fn open_handoff(&self, request: OpenHandoff<'_>) -> Result<(Handoff, bool), StoreError> {
-        if self.renew_handoff(request.conversation, request.now).await? {
+        if self
+            .renew_handoff(request.conversation, request.now)
+            .await?
+        {
             let item = self.get(&handoff_key(request.conversation)).await?;
             if let Some(handoff) = item.as_ref().and_then(decode_handoff) {
                 return Ok((handoff, false));
@@ -187,7 +196,10 @@ impl HandoffStore for DynamoDbConversationStore {
     ) -> Result<(), StoreError> {
         let kept = AttributeValue::M(
             [
-                ("text".to_owned(), s(&truncate_bytes(&turn.text, MAX_AGENT_TURN_BYTES))),
+                (
+                    "text".to_owned(),
+                    s(&truncate_bytes(&turn.text, MAX_AGENT_TURN_BYTES)),
+                ),
                 ("at".to_owned(), number(turn.at)),
             ]
             .into(),
