@@ -135,35 +135,30 @@ test("the number picker writes to the second business number; the agent phone sh
     await page.selectOption("#number", SECOND_NUMBER);
     assert.equal(await page.$$eval("#chat .bubble", (all) => all.length), 2);
 
-    await t.test("the answer shows the second number's persona", { todo: "needs the processor's per-number settings (issue 15)" }, () => {
-      assert.match(answer, /Persona: "Eres el barista de Café Luna, una cafetería de especialidad\."/);
-    });
+    assert.match(answer, /Persona: "Eres el barista de Café Luna, una cafetería de especialidad\."/, "answered in Café Luna's voice");
 
     // The agent phone: one conversation per business number.
     assert.equal((await page.textContent("#agent h1")).trim(), `Agent phone +${AGENT_NUMBER}`);
     const sections = await page.$$eval("#agent-chats .agent-number h2", (all) => all.map((h) => h.textContent));
     assert.deepEqual(sections, ["Bluebell Home · 106540352242922", `Café Luna · ${SECOND_NUMBER}`]);
 
-    // A message the bot sends to the agent's number (here posted to the Graph stand-in as the
-    // processor posts its handoff notice) appears in the agent's conversation with that number,
-    // with its ticks, and not in the user's chat.
-    const notice = "Ana (+…1111) asks for a person. Answer with #4821 your text; /bot #4821 hands back.";
-    const sent = await fetch(`${url}/graph/v26.0/${SECOND_NUMBER}/messages`, {
-      method: "POST", headers: { "content-type": "application/json" },
-      body: JSON.stringify({ messaging_product: "whatsapp", to: AGENT_NUMBER, type: "text", text: { body: notice } }),
-    });
-    assert.equal(sent.status, 200);
+    // Ana asks for a person: Café Luna's handoff text in her chat, the processor's notice in the
+    // agent's conversation with Café Luna (not with the other number).
+    await page.fill("#text", "humano");
+    await page.click("#send");
+    await page.waitForSelector("#chat .bubble.bot:has-text('Te paso con una persona')", { timeout: 60_000 });
     const cafe = `#agent-chats .agent-number[data-number="${SECOND_NUMBER}"]`;
-    await page.waitForSelector(`${cafe} .bubble.bot:has-text('#4821 your text') .ticks.read`, { timeout: 30_000 });
-    assert.equal(await page.$$eval("#chat .bubble", (all) => all.length), 2);
+    const noticeBubble = await page.waitForSelector(`${cafe} .bubble.bot:has-text('asks for a person')`, { timeout: 30_000 });
+    const reference = (await noticeBubble.textContent()).match(/#(\d+)/)[1];
     assert.equal(await page.$$eval(`#agent-chats .agent-number[data-number="106540352242922"] .bubble`, (all) => all.length), 0);
 
-    // The agent answers from its phone: the webhook gets a signed message from the agent's
-    // number to Café Luna's, and takes it.
+    // The agent answers from its phone with the reference: the webhook gets a signed message from
+    // the agent's number to Café Luna's, and the processor relays it to Ana.
     await page.selectOption("#agent-to", SECOND_NUMBER);
-    await page.fill("#agent-text", "#4821 Hola Ana, soy Marta");
+    await page.fill("#agent-text", `#${reference} Hola Ana, soy Marta`);
     await page.click("#agent-send");
-    await page.waitForSelector(`${cafe} .bubble.user:has-text('#4821 Hola Ana, soy Marta')`, { timeout: 30_000 });
+    await page.waitForSelector(`${cafe} .bubble.user:has-text('Hola Ana, soy Marta')`, { timeout: 30_000 });
+    await page.waitForSelector("#chat .bubble.bot:has-text('Hola Ana, soy Marta')", { timeout: 60_000 });
     // Recorded once the webhook has answered.
     let fromAgent = [];
     for (const deadline = Date.now() + 30_000; fromAgent.length === 0 && Date.now() < deadline;) {
