@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::time::Instant;
 
 use crate::log_event::LogEvent;
-use crate::number_settings::{NumberSettings, SETTINGS_ATTRIBUTE, number_key};
+use crate::number_settings::{NumberSettings, SETTINGS_ATTRIBUTE, SettingsError, number_key};
 
 /// How long a number's settings are used before they are read again.
 pub const REFRESH: Duration = Duration::from_secs(60);
@@ -66,14 +66,17 @@ impl NumberSource for DynamoDbNumbers {
 /// Each number's settings, cached.
 pub struct NumberBook<S> {
     source: S,
+    report_invalid: fn(&str, &SettingsError),
     cache: Mutex<HashMap<String, (Instant, Arc<NumberSettings>)>>,
 }
 
 impl<S: NumberSource> NumberBook<S> {
-    /// Settings read from `source`.
-    pub fn new(source: S) -> Self {
+    /// Settings read from `source`; an invalid document is reported to `report_invalid` (the
+    /// function logs it), once per read.
+    pub fn new(source: S, report_invalid: fn(&str, &SettingsError)) -> Self {
         Self {
             source,
+            report_invalid,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -105,7 +108,7 @@ impl<S: NumberSource> NumberBook<S> {
                 };
             }
         };
-        let settings = Arc::new(read_document(phone_number_id, document.as_deref()));
+        let settings = Arc::new(self.read_document(phone_number_id, document.as_deref()));
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(
                 phone_number_id.to_owned(),
@@ -115,22 +118,21 @@ impl<S: NumberSource> NumberBook<S> {
         Ok(settings)
     }
 
+    /// The settings a document holds; the defaults, reported, when it is invalid.
+    fn read_document(&self, phone_number_id: &str, document: Option<&str>) -> NumberSettings {
+        let Some(document) = document else {
+            return NumberSettings::default();
+        };
+        NumberSettings::from_json(document).unwrap_or_else(|error| {
+            (self.report_invalid)(phone_number_id, &error);
+            NumberSettings::default()
+        })
+    }
+
     fn cached(&self, phone_number_id: &str) -> Option<(Instant, Arc<NumberSettings>)> {
         let cache = self.cache.lock().ok()?;
         cache.get(phone_number_id).cloned()
     }
-}
-
-/// The settings a document holds; the defaults, with an ERROR, when it is invalid.
-fn read_document(phone_number_id: &str, document: Option<&str>) -> NumberSettings {
-    let Some(document) = document else {
-        return NumberSettings::default();
-    };
-    NumberSettings::from_json(document).unwrap_or_else(|error| {
-        tracing::error!(event = LogEvent::NumberSettingsInvalid.as_str(), phone_number_id, error = %error,
-            "the number's settings are invalid; the stack's defaults are used until they are fixed (infra/numbers.sh put)");
-        NumberSettings::default()
-    })
 }
 
 #[cfg(test)]
@@ -152,10 +154,13 @@ mod tests {
     }
 
     fn book(document: Result<Option<String>, NumberBookError>) -> NumberBook<Counted> {
-        NumberBook::new(Counted {
-            reads: AtomicUsize::new(0),
-            document,
-        })
+        NumberBook::new(
+            Counted {
+                reads: AtomicUsize::new(0),
+                document,
+            },
+            |_, _| {},
+        )
     }
 
     #[tokio::test(start_paused = true)]

@@ -342,7 +342,7 @@ fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
 const LLM_KEY_REFUSED: &str = "The LLM provider refused the API key: check LLM_API_KEY in the secret (and LLM_BASE_URL, LLM_MODEL).";
 
 /// What to do about the events whose cause is known, when no Meta code says more.
-pub const EVENT_ADVICE: [(LogEvent, &str); 15] = [
+pub const EVENT_ADVICE: [(LogEvent, &str); 17] = [
     (
         LogEvent::LlmFailedFinal,
         "The LLM stayed down through every retry and the user got \
@@ -410,6 +410,20 @@ pub const EVENT_ADVICE: [(LogEvent, &str); 15] = [
         error_code): 131047 means the bot answers after the user's 24-hour window closed (a \
         backlog: check the queue's age); 131026 that the user cannot receive messages. The \
         conversation remembers them as undelivered.",
+    ),
+    (
+        LogEvent::HandoffAgentNotReached,
+        "A user was handed to a person but WhatsApp refused the message to the agent \
+        (HANDOFF_AGENT_NUMBER or the number's handoff_agent_number; 131047: the agent has not \
+        written to the business number in 24 hours). Answer the user from the WhatsApp Business \
+        app, or ask the agent to write to the number once a day; the user's messages stay in the \
+        conversation's history.",
+    ),
+    (
+        LogEvent::NumberSettingsInvalid,
+        "A business number's settings item (n#<phone_number_id>) is invalid, so that number is \
+        answered with the stack's defaults: fix it with infra/numbers.sh put, which names every \
+        wrong field.",
     ),
     (LogEvent::StoreFailed, STORE_FAILED_AFTER_REPLY),
     (LogEvent::ClaimLost, STORE_FAILED_AFTER_REPLY),

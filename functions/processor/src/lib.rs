@@ -316,10 +316,10 @@ pub fn build<S: Secrets + 'static>(
     };
     let mut processor = Processor::new(store, llm, graph, transcriber, behaviour);
     if config.number_settings {
-        processor = processor.with_numbers(number::Numbers::new(DynamoDbNumbers::new(
-            dynamodb,
-            config.table_name.clone(),
-        )));
+        processor = processor.with_numbers(number::Numbers::new(
+            DynamoDbNumbers::new(dynamodb, config.table_name.clone()),
+            number::report_invalid,
+        ));
     }
     ground(processor, config, aws, secrets)
 }

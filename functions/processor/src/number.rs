@@ -9,7 +9,7 @@ use std::sync::Arc;
 use shared::llm::Provider;
 use shared::log_event::LogEvent;
 use shared::number_book::{DynamoDbNumbers, NumberBook};
-use shared::number_settings::NumberSettings;
+use shared::number_settings::{NumberSettings, SettingsError};
 
 use crate::reply::Retry;
 use crate::{Behaviour, Processor};
@@ -71,6 +71,13 @@ fn set_keywords(target: &mut Vec<String>, keywords: &Option<Vec<String>>) {
     if let Some(keywords) = keywords {
         *target = keywords.iter().map(|k| k.trim().to_uppercase()).collect();
     }
+}
+
+/// Logs that `phone_number_id`'s settings item is invalid (written by hand: `infra/numbers.sh`
+/// refuses such a document); its number is answered with the stack's defaults until it is fixed.
+pub fn report_invalid(phone_number_id: &str, error: &SettingsError) {
+    tracing::error!(event = LogEvent::NumberSettingsInvalid.as_str(), phone_number_id, error = %error,
+        "the number's settings are invalid; the stack's defaults are used until they are fixed (infra/numbers.sh put)");
 }
 
 impl<C, L, W, T> Processor<C, L, W, T> {
