@@ -24,7 +24,7 @@ pub(crate) const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 const READ_LIMIT: Duration = Duration::from_secs(3);
 
 /// Where the knowledge document is: `KNOWLEDGE_URI`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum DocumentUri {
     /// `s3://bucket/key`.
     S3 {

@@ -1203,10 +1203,26 @@ fn under_every_profile_the_role_grants_what_the_processor_calls_and_no_wildcard(
     }
 }
 
+/// The processor's S3 grants with the template's defaults: `GetObject` on the stack's bucket's
+/// `numbers/` prefix alone, where the numbers' own documents go (`infra/numbers.sh`).
+fn number_documents_grants(template: &Template) -> BTreeSet<BedrockGrant> {
+    let grants = service_grants(template, &[], "s3:");
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    for (actions, resources, condition) in &grants {
+        assert_eq!(actions, &["s3:GetObject"]);
+        assert!(condition.is_none());
+        assert!(
+            resources.len() == 1 && resources.iter().all(|r| r.ends_with("/numbers/*")),
+            "{resources:?}"
+        );
+    }
+    grants
+}
+
 #[test]
 fn the_knowledge_document_is_read_on_exactly_that_object_and_passed_on() {
     let template = Template::load();
-    assert_eq!(service_grants(&template, &[], "s3:"), BTreeSet::new());
+    let numbers = number_documents_grants(&template);
     let uri = "s3://shop-kb/faq/v2.md";
     assert_eq!(
         service_grants(&template, &[("KnowledgeUri", uri)], "s3:"),
@@ -1215,6 +1231,9 @@ fn the_knowledge_document_is_read_on_exactly_that_object_and_passed_on() {
             &["arn:aws:s3:::shop-kb/faq/v2.md"],
             None
         )])
+        .union(&numbers)
+        .cloned()
+        .collect()
     );
     let env = processor_environment(&template, &[("KnowledgeUri", uri)]);
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -1243,7 +1262,10 @@ fn the_tools_file_is_read_on_exactly_that_object_and_passed_on() {
                 &["arn:aws:s3:::shop-kb/tools/v3.json"],
                 None
             ),
-        ]),
+        ])
+        .union(&number_documents_grants(&template))
+        .cloned()
+        .collect(),
         "each object on its own, nothing else in the bucket"
     );
     let env = processor_environment(&template, &[tools, ("ToolsMaxRounds", "4")]);

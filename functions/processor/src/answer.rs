@@ -197,9 +197,7 @@ impl<C: ConversationStore + HandoffStore, L: Llm, W: WhatsApp, T> Processor<C, L
         deadline: Instant,
         metrics: &mut Metrics,
     ) -> Result<String, LlmError> {
-        let system = self
-            .system_prompt(&claimed.behaviour.system_prompt, deadline)
-            .await;
+        let system = self.system_prompt(&claimed.behaviour, deadline).await;
         let mut prompt =
             prompt::prompt(&system, history, user_text).with_files(claimed.files.clone());
         prompt.model.clone_from(&claimed.behaviour.llm);

@@ -6,20 +6,32 @@
 
 use std::borrow::Cow;
 
-use shared::knowledge::grounded_system;
+use std::sync::Arc;
+
+use shared::knowledge::{DocumentStore, Knowledge, grounded_system};
 use tokio::time::Instant;
 
-use crate::Processor;
+use crate::{Behaviour, Processor};
 
 impl<C, L, W, T> Processor<C, L, W, T> {
+    /// The knowledge document `behaviour`'s number is grounded in: its own (`knowledge_uri`),
+    /// else the stack's.
+    fn knowledge_for(&self, behaviour: &Behaviour) -> Option<Arc<Knowledge<DocumentStore>>> {
+        match (&behaviour.knowledge_uri, &self.number_documents) {
+            (Some(uri), Some(documents)) => documents.knowledge(uri),
+            _ => self.knowledge.clone(),
+        }
+    }
+
     /// The system prompt: the number's `persona`, grounded in the knowledge when there is some.
     /// Reading the knowledge gives up at `deadline`.
     pub(crate) async fn system_prompt<'a>(
-        &'a self,
-        persona: &'a str,
+        &self,
+        behaviour: &'a Behaviour,
         deadline: Instant,
     ) -> Cow<'a, str> {
-        let Some(knowledge) = &self.knowledge else {
+        let persona = &behaviour.system_prompt;
+        let Some(knowledge) = self.knowledge_for(behaviour) else {
             return Cow::Borrowed(persona);
         };
         match knowledge.current(deadline).await {

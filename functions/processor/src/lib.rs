@@ -79,6 +79,7 @@ mod listen;
 mod look;
 pub mod media_lane;
 pub mod number;
+pub mod number_documents;
 pub mod plan;
 mod prompt;
 mod read;
@@ -98,7 +99,7 @@ use shared::conversation::dynamodb::DynamoDbConversationStore;
 use shared::conversation::{ConversationStore, HistoryPolicy, PendingAnswer};
 use shared::handoff::HandoffStore;
 use shared::inbound::InboundMessage;
-use shared::knowledge::{DocumentStore, Knowledge};
+use shared::knowledge::{DocumentStore, DocumentUri, Knowledge};
 use shared::knowledge_base::{BedrockKnowledgeBase, KnowledgeBaseSettings};
 use shared::llm::{ChatModels, Llm, LlmSettings, ModelChoice};
 use shared::log_event::LogEvent;
@@ -158,6 +159,11 @@ pub struct Behaviour {
     pub llm: Option<ModelChoice>,
     /// The handoff to a person (`handoff.rs`).
     pub handoff: handoff::HandoffSettings,
+    /// The number's own knowledge document (its settings' `knowledge_uri`); `None` for the
+    /// stack's (`number_documents.rs`).
+    pub knowledge_uri: Option<DocumentUri>,
+    /// The number's own tools file (its settings' `tools_uri`); `None` for the stack's.
+    pub tools_uri: Option<DocumentUri>,
     /// The persona (`SYSTEM_PROMPT`).
     pub system_prompt: String,
     /// Sent when the LLM stays down on a message's last delivery (`FALLBACK_MESSAGE`).
@@ -302,6 +308,8 @@ pub fn build<S: Secrets + 'static>(
         enabled: true,
         llm: None,
         handoff: config.handoff.clone(),
+        knowledge_uri: None,
+        tools_uri: None,
         system_prompt: config.system_prompt.clone(),
         fallback_message: config.fallback_message.clone(),
         unsupported_message: config.unsupported_message.clone(),
@@ -355,18 +363,37 @@ fn ground<S: Secrets + 'static>(
         ));
     }
     if let Some(uri) = &config.tools_uri {
-        let client = configure_client(with_root_certificates(reqwest::Client::builder()))
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
         processor = processor.with_tools(Toolbox::new(
             DocumentStore::new(uri, aws),
             config.knowledge_refresh,
-            client,
-            secrets,
+            tools_client()?,
+            secrets.clone(),
             config.tools_max_rounds,
         ));
     }
+    if config.number_settings {
+        let (refresh, rounds) = (config.knowledge_refresh, config.tools_max_rounds);
+        let make_toolbox: number_documents::MakeToolbox = Box::new(move |source| {
+            // Built when a number's tools file is first used; a client that cannot be built
+            // (no TLS roots) is the default one, which the tools' calls then report.
+            let client = tools_client().unwrap_or_default();
+            Toolbox::new(source, refresh, client, secrets.clone(), rounds)
+        });
+        processor = processor.with_number_documents(number_documents::NumberDocuments::new(
+            aws,
+            config.knowledge_refresh,
+            config.knowledge_max_tokens.saturating_mul(BYTES_PER_TOKEN),
+            make_toolbox,
+        ));
+    }
     Ok(processor)
+}
+
+/// The HTTP client of the business's tools, which follows no redirect.
+fn tools_client() -> Result<reqwest::Client, reqwest::Error> {
+    configure_client(with_root_certificates(reqwest::Client::builder()))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
 }
 
 /// The limit of one `Retrieve` attempt; all of them end within `retrieve::RETRIEVAL_BUDGET`.
@@ -383,9 +410,10 @@ pub struct Processor<C, L, W, T> {
     behaviour: Arc<Behaviour>,
     numbers: Option<number::Numbers>,
     media_lanes: MediaLanes,
-    knowledge: Option<Knowledge<DocumentStore>>,
+    knowledge: Option<Arc<Knowledge<DocumentStore>>>,
     knowledge_base: Option<BedrockKnowledgeBase>,
-    tools: Option<Toolbox>,
+    tools: Option<Arc<Toolbox>>,
+    number_documents: Option<number_documents::NumberDocuments>,
 }
 
 impl<C: ConversationStore + HandoffStore, L: Llm, W: WhatsApp + MediaSource, T: Transcriber>
@@ -402,6 +430,7 @@ impl<C: ConversationStore + HandoffStore, L: Llm, W: WhatsApp + MediaSource, T: 
             knowledge: None,
             knowledge_base: None,
             tools: None,
+            number_documents: None,
             numbers: None,
             behaviour: Arc::new(behaviour),
         }
@@ -416,7 +445,7 @@ impl<C: ConversationStore + HandoffStore, L: Llm, W: WhatsApp + MediaSource, T: 
 
     /// The same processor, grounding the model's answers in `knowledge` (`ground.rs`).
     pub fn with_knowledge(mut self, knowledge: Knowledge<DocumentStore>) -> Self {
-        self.knowledge = Some(knowledge);
+        self.knowledge = Some(Arc::new(knowledge));
         self
     }
 
@@ -429,7 +458,14 @@ impl<C: ConversationStore + HandoffStore, L: Llm, W: WhatsApp + MediaSource, T: 
 
     /// The same processor, offering the model the tools of `toolbox` (`tools.rs`).
     pub fn with_tools(mut self, toolbox: Toolbox) -> Self {
-        self.tools = Some(toolbox);
+        self.tools = Some(Arc::new(toolbox));
+        self
+    }
+
+    /// The same processor, grounding a number whose settings name their own knowledge document
+    /// or tools file in those (`number_documents.rs`).
+    pub fn with_number_documents(mut self, documents: number_documents::NumberDocuments) -> Self {
+        self.number_documents = Some(documents);
         self
     }
 

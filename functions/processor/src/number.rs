@@ -51,6 +51,17 @@ impl Behaviour {
         if let Some(budget) = settings.daily_token_budget {
             controls.daily_token_budget = budget;
         }
+        // `infra/numbers.sh` and `NumberSettings::from_json` checked their form.
+        if let Some(uri) = settings
+            .knowledge_uri
+            .as_deref()
+            .and_then(|u| u.parse().ok())
+        {
+            behaviour.knowledge_uri = Some(uri);
+        }
+        if let Some(uri) = settings.tools_uri.as_deref().and_then(|u| u.parse().ok()) {
+            behaviour.tools_uri = Some(uri);
+        }
         let handoff = &mut behaviour.handoff;
         set(&mut handoff.message, &texts.handoff);
         set_option(&mut handoff.agent_number, &settings.handoff_agent_number);

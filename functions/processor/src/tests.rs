@@ -535,6 +535,8 @@ pub(crate) fn behaviour() -> Behaviour {
             message: "A person will write to you.".into(),
             idle: Duration::from_secs(12 * 3600),
         },
+        knowledge_uri: None,
+        tools_uri: None,
         system_prompt: "You are kind.".into(),
         fallback_message: "Sorry, try later.".into(),
         unsupported_message: "I only read text.".into(),

@@ -13,6 +13,7 @@
 //! the call's place, the same on every retry, for a business API to tell a repeat. The memory
 //! keeps the final answer, which says what the tools gave.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -22,11 +23,11 @@ use shared::llm::{
 };
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
-use shared::tools::{Offered, ToolRunner, error_content};
+use shared::tools::{Offered, ToolRunner, Toolbox, error_content};
 use tokio::time::Instant;
 
 use crate::claim::ClaimedBurst;
-use crate::{Processor, STORE_RESERVE};
+use crate::{Behaviour, Processor, STORE_RESERVE};
 
 /// The most calls of one round that are run; the model gets an error result for the others.
 pub const MAX_CALLS_PER_ROUND: usize = 8;
@@ -45,6 +46,14 @@ impl<C: ConversationStore, L: Llm, W, T> Processor<C, L, W, T> {
         kept.rounds.clone()
     }
 
+    /// The tools `behaviour`'s number offers: its own (`tools_uri`), else the stack's.
+    fn toolbox_for(&self, behaviour: &Behaviour) -> Option<Arc<Toolbox>> {
+        match (&behaviour.tools_uri, &self.number_documents) {
+            (Some(uri), Some(documents)) => documents.toolbox(uri),
+            _ => self.tools.clone(),
+        }
+    }
+
     /// The model's answer to `prompt`, offered the tools when there are, `rounds` holding the
     /// rounds of tool use made so far (kept across a second asking of the same burst).
     pub(crate) async fn converse(
@@ -55,7 +64,8 @@ impl<C: ConversationStore, L: Llm, W, T> Processor<C, L, W, T> {
         deadline: Instant,
         metrics: &mut Metrics,
     ) -> Result<Completion, LlmError> {
-        let offered = match &self.tools {
+        let toolbox = self.toolbox_for(&claimed.behaviour);
+        let offered = match &toolbox {
             Some(toolbox) => toolbox.offer(deadline).await,
             None => None,
         };
@@ -73,7 +83,7 @@ impl<C: ConversationStore, L: Llm, W, T> Processor<C, L, W, T> {
             .map(|o| o.declarations.clone())
             .unwrap_or_default();
         declarations.extend(handoff);
-        let max_rounds = self.tools.as_ref().map_or(0, |t| t.max_rounds());
+        let max_rounds = toolbox.as_ref().map_or(0, |t| t.max_rounds());
         let mut prompt = prompt.with_tools(declarations, rounds.clone());
         loop {
             let completion = self.complete(&prompt, deadline, metrics).await?;

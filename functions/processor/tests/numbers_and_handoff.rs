@@ -333,3 +333,53 @@ async fn a_business_app_echo_pauses_the_bot_for_that_conversation() {
     say(&h, "15550001111", "Hi").await;
     assert_eq!(h.llm.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn a_number_is_grounded_in_its_own_knowledge_document() {
+    let h = Harness::new("openai", &[]).await;
+    let aws = testkit::moto_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = format!("numbers-{}", common::rand_suffix());
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let faq = "# Café Luna\n\nOpen 8:00 to 20:00. Oat milk at no extra cost.";
+    s3.put_object()
+        .bucket(&bucket)
+        .key("numbers/luna.md")
+        .body(faq.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    put_settings(
+        &h,
+        SECOND_PHONE_NUMBER_ID,
+        json!({"knowledge_uri": format!("s3://{bucket}/numbers/luna.md")}),
+    )
+    .await;
+    say(&h, USER, "When do you open?").await;
+    let to_second = to_number(
+        record("sqs", USER, &unique("n"), "When do you open?", 1),
+        SECOND_PHONE_NUMBER_ID,
+    );
+    assert!(failures(&h.handle(&event(vec![to_second])).await).is_empty());
+    let requests = h.llm.requests();
+    let system = |n: usize| {
+        requests[n].json()["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        system(0),
+        "You are a test assistant.",
+        "the first number has no document"
+    );
+    assert!(
+        system(1).ends_with(&format!("<knowledge>\n{faq}\n</knowledge>")),
+        "{}",
+        system(1)
+    );
+}
