@@ -58,6 +58,8 @@ const FUNCTIONS: [Function; 3] = [
             ("dynamodb:PutItem", "Table"),
             ("dynamodb:UpdateItem", "Table"),
             ("secretsmanager:GetSecretValue", "AppSecret"),
+            // The numbers' own knowledge documents and tools files, under numbers/.
+            ("s3:GetObject", "KnowledgeBucket"),
         ],
     },
     Function {
@@ -191,6 +193,10 @@ fn deployment(template: &Template, parameters: &[(&str, &str)]) -> Resolver {
     {
         resolver.refs.insert(name.to_owned(), value.to_owned());
     }
+    resolver.attributes.insert(
+        "KnowledgeBucket.Arn".to_owned(),
+        "arn:aws:s3:::wa-knowledgebucket-1a2b3c".to_owned(),
+    );
     resolver.attributes.insert(
         "WebhookFunctionUrl.FunctionUrl".to_owned(),
         "https://xyz789.lambda-url.us-east-1.on.aws/".to_owned(),
@@ -754,9 +760,16 @@ fn the_alerter_hears_every_trigger_and_alarms_reach_it() {
         .values()
         .filter(|e| e["Type"].as_str() == Some("CloudWatchLogs"))
         .flat_map(|e| {
-            assert_eq!(
-                e["Properties"]["FilterPattern"].as_str(),
-                Some(r#"{ $.level = "ERROR" }"#)
+            let pattern = |parameters: &[(&str, &str)]| {
+                deployment(&template, parameters).resolve(&e["Properties"]["FilterPattern"])
+            };
+            assert_eq!(pattern(&[]).as_deref(), Some(r#"{ $.level = "ERROR" }"#));
+            let with_handoffs = pattern(&[("HandoffMail", "true")]).unwrap();
+            assert!(
+                with_handoffs == r#"{ $.level = "ERROR" }"#
+                    || with_handoffs
+                        == r#"{ ($.level = "ERROR") || ($.fields.event = "handoff_started") }"#,
+                "{with_handoffs}"
             );
             references(&e["Properties"]["LogGroupName"])
                 .into_iter()

@@ -30,6 +30,8 @@ pub enum Severity {
     Resolved,
     /// An alarm lacks data, or an unexpected notification.
     Warning,
+    /// A conversation was handed to a person (mailed with the template's `HandoffMail`).
+    Handoff,
 }
 
 impl Severity {
@@ -41,6 +43,7 @@ impl Severity {
             Self::Alarm => "ALARM",
             Self::Resolved => "RESOLVED",
             Self::Warning => "WARNING",
+            Self::Handoff => "HANDOFF",
         }
     }
 }
@@ -240,11 +243,17 @@ fn log_alerts(batch: &LogBatch, place: &Place) -> Vec<Alert> {
                 place_facts.push(("Users".to_owned(), users.join(", ")));
             }
             let count = entries.len();
+            let handoff = first.event.as_deref() == Some(LogEvent::HandoffStarted.as_str());
             Alert {
                 fingerprint: format!("log:{function}:{kind}"),
                 count: count as u64,
-                severity: Severity::Error,
+                severity: if handoff {
+                    Severity::Handoff
+                } else {
+                    Severity::Error
+                },
                 what: match first.error_code {
+                    _ if handoff => "a conversation was handed to a person".to_owned(),
                     Some(code) => format!("{function} error, Meta code {code}"),
                     None => format!("{function} error {kind}"),
                 },
@@ -342,7 +351,7 @@ fn meta_advice(class: MetaErrorClass) -> Option<&'static str> {
 const LLM_KEY_REFUSED: &str = "The LLM provider refused the API key: check LLM_API_KEY in the secret (and LLM_BASE_URL, LLM_MODEL).";
 
 /// What to do about the events whose cause is known, when no Meta code says more.
-pub const EVENT_ADVICE: [(LogEvent, &str); 17] = [
+pub const EVENT_ADVICE: [(LogEvent, &str); 18] = [
     (
         LogEvent::LlmFailedFinal,
         "The LLM stayed down through every retry and the user got \
@@ -410,6 +419,13 @@ pub const EVENT_ADVICE: [(LogEvent, &str); 17] = [
         error_code): 131047 means the bot answers after the user's 24-hour window closed (a \
         backlog: check the queue's age); 131026 that the user cannot receive messages. The \
         conversation remembers them as undelivered.",
+    ),
+    (
+        LogEvent::HandoffStarted,
+        "A user asked for a person (or the model handed them over, or someone answered from the \
+        WhatsApp Business app): the agent was sent the reference on WhatsApp and answers with \
+        \"#<reference> text\"; \"/bot #<reference>\" gives the conversation back. If the agent is \
+        away, answer the user from the WhatsApp Business app. Mailed because HandoffMail is true.",
     ),
     (
         LogEvent::HandoffAgentNotReached,
@@ -771,6 +787,36 @@ mod tests {
         assert!(mail.html.contains("<td>wamid.b</td>"));
         assert!(mail.html.contains("https://eu-west-1.console.aws.amazon.com/sqs/v3/home?region=eu-west-1#/queues/https%3A%2F%2Fsqs.eu-west-1.amazonaws.com%2F123456789012%2Fstack-inbound-dlq.fifo"));
         assert!(!mail.text.contains("Held back"));
+    }
+
+    #[test]
+    fn a_handoff_is_mailed_as_a_handoff_with_what_to_do() {
+        let batch = LogBatch {
+            log_group: "/aws/lambda/stack-processor".into(),
+            log_stream: "2026/11/22/[$LATEST]abc".into(),
+            entries: vec![LogEntry {
+                timestamp_ms: 1_795_255_200_000,
+                level: Some("INFO".into()),
+                event: Some("handoff_started".into()),
+                message: "the conversation was handed to a person; the bot is paused for it".into(),
+                error: None,
+                error_code: None,
+                request_id: Some("req-1".into()),
+                user: Some("*******4567".into()),
+            }],
+        };
+        let alerts = alerts(&Trigger::Logs(batch), &place(), 0);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].severity, Severity::Handoff);
+        let mail = render(&alerts[0], "stack", 0, None);
+        assert!(
+            mail.subject
+                .starts_with("[stack] HANDOFF a conversation was handed to a person"),
+            "{}",
+            mail.subject
+        );
+        assert!(mail.text.contains("/bot #<reference>"), "{}", mail.text);
+        assert!(mail.text.contains("Users: *******4567"));
     }
 
     #[test]
