@@ -59,6 +59,7 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
         ),
         ("processor/text-message.json", Expect::NoBatchFailures),
         ("processor/burst.json", Expect::NoBatchFailures),
+        ("processor/business-echo.json", Expect::NoBatchFailures),
         ("alerter/dead-letter.json", Expect::NoBatchFailures),
         ("alerter/error-log.json", Expect::Success),
         ("alerter/alarm.json", Expect::Success),
@@ -171,7 +172,7 @@ async fn every_sample_runs_through_its_functions_binary() {
         check(sample, &expect, runner.invoke(&event, TIMEOUT).await);
         ran += 1;
     }
-    assert_eq!(ran, 12);
+    assert_eq!(ran, 13);
 
     // The processor's samples were answered through the stand-ins: one reply per burst.
     let replies: Vec<Value> = meta
@@ -182,6 +183,26 @@ async fn every_sample_runs_through_its_functions_binary() {
         .collect();
     assert_eq!(replies.len(), 2, "{replies:?}");
     assert_eq!(llm.requests().len(), 2);
+    // The business app echo paused the bot for its user's conversation.
+    let paused = aws_sdk_dynamodb::Client::new(&aws)
+        .get_item()
+        .table_name(&stack.resolver.refs["Table"])
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(
+                "ho#106540352242922:15557654321".to_owned(),
+            ),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap_or_default();
+    assert_eq!(
+        paused.get("by").and_then(|b| b.as_s().ok()).map(String::as_str),
+        Some("echo"),
+        "{paused:?}"
+    );
     // The webhook's signed samples reached the template's queue.
     let queued = testkit::drain(
         &aws_sdk_sqs::Client::new(&aws),
