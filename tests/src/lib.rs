@@ -10,6 +10,7 @@
 
 pub mod cost;
 pub mod local;
+pub mod pipeline;
 pub mod resources;
 pub mod runtime;
 pub mod template;

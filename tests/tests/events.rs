@@ -189,9 +189,7 @@ async fn every_sample_runs_through_its_functions_binary() {
         .table_name(&stack.resolver.refs["Table"])
         .key(
             "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(
-                "ho#106540352242922:15557654321".to_owned(),
-            ),
+            aws_sdk_dynamodb::types::AttributeValue::S("ho#106540352242922:15557654321".to_owned()),
         )
         .send()
         .await
@@ -199,7 +197,10 @@ async fn every_sample_runs_through_its_functions_binary() {
         .item
         .unwrap_or_default();
     assert_eq!(
-        paused.get("by").and_then(|b| b.as_s().ok()).map(String::as_str),
+        paused
+            .get("by")
+            .and_then(|b| b.as_s().ok())
+            .map(String::as_str),
         Some("echo"),
         "{paused:?}"
     );

@@ -14,40 +14,42 @@
     reason = "a test: a panic is a failed test"
 )]
 
-use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use local_stack::local::event_sources::sqs_event;
-use local_stack::resources::{LOCAL_SECRET, Stack};
-use local_stack::runtime::{LambdaFunction, http_answer, http_api_event};
+use local_stack::pipeline::{
+    Endpoints, Pipeline, TIMEOUT, deliver_to, delivery_to, failed_ids, log_lines, now_seconds,
+    start_function, text, text_sent_at,
+};
+use local_stack::resources::Stack;
 use serde_json::{Value, json};
 use shared::conversation::dynamodb::claim_key;
 use shared::inbound::{InboundMessage, MessageContent};
 use shared::log_event::LogEvent;
-use shared::meta::signature::sign;
 use shared::whatsapp::split::{MAX_TEXT_UTF16, utf16_len};
 use testkit::aws_proxy::AwsProxy;
 use testkit::http_recorder::{Canned, RecordedRequest, RecordingServer};
 use testkit::sqs_rules::SqsRules;
 
-const TIMEOUT: Duration = Duration::from_secs(60);
 const PHONE_NUMBER_ID: &str = "106540352242922";
 
-/// The template's resources, the two functions' binaries and their stand-ins.
+/// The pipeline of the two binaries, with the webhook reaching SQS through a proxy that enforces
+/// SQS's character rule.
 struct Rig {
-    stack: Stack,
+    pipeline: Pipeline,
     rules: SqsRules,
-    sqs: aws_sdk_sqs::Client,
-    webhook: LambdaFunction,
-    processor: LambdaFunction,
-    processor_log: PathBuf,
-    llm: RecordingServer,
-    meta: RecordingServer,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = Pipeline;
+
+    fn deref(&self) -> &Pipeline {
+        &self.pipeline
+    }
 }
 
 /// How the processor is started, beyond what the template configures.
@@ -73,76 +75,14 @@ impl Rig {
 
     /// A rig over these stand-ins, with the processor started as `setup` says.
     async fn set_up(llm: RecordingServer, meta: RecordingServer, setup: ProcessorSetup) -> Self {
-        let aws = testkit::moto_config().await;
-        let stack = Stack::create(
-            aws.clone(),
-            &testkit::unique_name("wa-faults"),
-            "oncall@example.com",
-        )
-        .await;
         let rules = testkit::sqs_rules::enforce_sqs_rules().await;
-        // The webhook reaches SQS (and Secrets Manager) through the rules proxy.
-        let (webhook, _) = start(&stack, "webhook", "WebhookFunction", &rules.url, &[]).await;
-        let moto = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-        let mut env = vec![
-            ("LLM_BASE_URL", format!("{}/v1", llm.url)),
-            ("META_API_BASE_URL", meta.url.clone()),
-        ];
-        env.extend(setup.env);
-        let (processor, processor_log) = start(
-            &stack,
-            "processor",
-            "ProcessorFunction",
-            setup.aws_endpoint.as_deref().unwrap_or(&moto),
-            &env,
-        )
-        .await;
-        Self {
-            sqs: aws_sdk_sqs::Client::new(&aws),
-            stack,
-            rules,
-            webhook,
-            processor,
-            processor_log,
-            llm,
-            meta,
-        }
-    }
-
-    /// Posts `body`, signed with the local app secret, to the webhook; returns its status.
-    async fn deliver(&self, body: &[u8]) -> u16 {
-        deliver_to(&self.webhook, body).await
-    }
-
-    /// Takes every message off the inbound queue, as Lambda's event source would.
-    async fn take_queued(&self) -> Vec<Message> {
-        let queue_url = &self.stack.resolver.refs["InboundQueue"];
-        let mut taken = Vec::new();
-        loop {
-            let output = self
-                .sqs
-                .receive_message()
-                .queue_url(queue_url)
-                .max_number_of_messages(10)
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .send()
-                .await
-                .expect("receive from moto");
-            let messages = output.messages.unwrap_or_default();
-            if messages.is_empty() {
-                return taken;
-            }
-            for message in &messages {
-                self.sqs
-                    .delete_message()
-                    .queue_url(queue_url)
-                    .receipt_handle(message.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await
-                    .expect("delete from moto");
-            }
-            taken.extend(messages);
-        }
+        let endpoints = Endpoints {
+            webhook_aws: Some(rules.url.clone()),
+            processor_aws: setup.aws_endpoint,
+            processor_env: setup.env,
+        };
+        let pipeline = Pipeline::start("wa-faults", llm, meta, endpoints).await;
+        Self { pipeline, rules }
     }
 
     /// The ids of the queued messages, left on the queue.
@@ -159,62 +99,6 @@ impl Rig {
         let mut ids: Vec<String> = output.messages().iter().map(|m| inbound(m).id).collect();
         ids.sort();
         ids
-    }
-
-    /// Hands `messages` to the processor's binary as one SQS event; returns its answer.
-    async fn process(&self, messages: &[Message]) -> Value {
-        self.process_within(messages, TIMEOUT).await
-    }
-
-    /// Hands `messages` to the processor's binary as one SQS event with `deadline` to run (the
-    /// invocation's deadline is that far off, as Lambda's is its timeout); returns its answer.
-    async fn process_within(&self, messages: &[Message], deadline: Duration) -> Value {
-        self.processor
-            .invoke(
-                &sqs_event(&self.stack.resolver.refs["InboundQueue"], messages),
-                deadline,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("the processor answers before its deadline: {e}"))
-    }
-
-    /// The text messages the Graph API stand-in was asked to send, in order.
-    fn replies(&self) -> Vec<Value> {
-        self.meta
-            .requests()
-            .iter()
-            .map(RecordedRequest::json)
-            .filter(|body| body["type"] == "text")
-            .collect()
-    }
-
-    /// The processor's log lines of `event`.
-    fn logged(&self, event: LogEvent) -> Vec<Value> {
-        log_lines(&self.processor_log)
-            .into_iter()
-            .filter(|line| line["fields"]["event"] == event.as_str())
-            .collect()
-    }
-
-    /// The total of the processor's metric `name` over its Embedded Metric Format lines.
-    fn metric(&self, name: &str) -> f64 {
-        log_lines(&self.processor_log)
-            .iter()
-            .filter(|line| line.get("_aws").is_some())
-            .filter_map(|line| line[name].as_f64())
-            .sum()
-    }
-
-    /// The conversation items in the stack's table.
-    async fn stored(&self) -> Vec<HashMap<String, AttributeValue>> {
-        aws_sdk_dynamodb::Client::new(&self.stack.aws)
-            .scan()
-            .table_name(&self.stack.resolver.refs["Table"])
-            .send()
-            .await
-            .expect("scan the table in moto")
-            .items
-            .unwrap_or_default()
     }
 
     /// The state of `message_id`'s claim in the store: `"p"` while an invocation holds it,
@@ -234,28 +118,6 @@ impl Rig {
             .iter()
             .any(|item| item.contains_key("pending_answer"))
     }
-}
-
-/// The JSON lines of a function's log file (its metrics lines included).
-fn log_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
-/// The ids a batch response reports as failed.
-fn failed_ids(answer: &Value) -> Vec<String> {
-    answer["batchItemFailures"]
-        .as_array()
-        .map(|failures| {
-            failures
-                .iter()
-                .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Meta's answer to a send it accepted.
@@ -333,72 +195,9 @@ fn completion(answer: &str) -> Canned {
     )
 }
 
-/// Starts `function`'s binary as the template configures `logical_id`, reaching AWS at
-/// `aws_endpoint`, with `overrides`; returns it and its log file.
-async fn start(
-    stack: &Stack,
-    function: &str,
-    logical_id: &str,
-    aws_endpoint: &str,
-    overrides: &[(&str, String)],
-) -> (LambdaFunction, PathBuf) {
-    let log_file =
-        std::env::temp_dir().join(format!("{}-{function}.log", testkit::unique_name("faults")));
-    let started = stack
-        .start_function(
-            function,
-            logical_id,
-            aws_endpoint,
-            overrides,
-            log_file.clone(),
-        )
-        .await;
-    (started, log_file)
-}
-
-/// Posts `body`, signed with the local app secret, to `webhook`; returns its status.
-async fn deliver_to(webhook: &LambdaFunction, body: &[u8]) -> u16 {
-    let app_secret = LOCAL_SECRET
-        .iter()
-        .find(|(key, _)| *key == "META_APP_SECRET")
-        .map(|(_, value)| value.as_bytes())
-        .unwrap_or_default();
-    let headers = [
-        ("Content-Type".to_owned(), "application/json".to_owned()),
-        ("X-Hub-Signature-256".to_owned(), sign(body, app_secret)),
-    ];
-    let event = http_api_event("POST", "/webhook", "", &headers, body);
-    let answer = webhook
-        .invoke(&event, TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("the webhook answers: {e}"));
-    http_answer(&answer).status
-}
-
-fn now_seconds() -> String {
-    (shared::clock::now_epoch_ms() / 1000).to_string()
-}
-
-/// A text message from `from` as Meta sends it.
-fn text(from: &str, id: &str, body: &str) -> Value {
-    text_sent_at(from, id, body, &now_seconds())
-}
-
-/// A text message from `from` sent at `timestamp` (seconds since the epoch, as Meta writes it).
-fn text_sent_at(from: &str, id: &str, body: &str, timestamp: &str) -> Value {
-    json!({"from": from, "id": id, "timestamp": timestamp, "type": "text", "text": {"body": body}})
-}
-
 /// A webhook delivery of `messages` with `contacts`, to the business number.
 fn delivery(contacts: Value, messages: Value) -> Vec<u8> {
-    serde_json::to_vec(
-        &json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{
-        "field": "messages",
-        "value": {"messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550001111", "phone_number_id": PHONE_NUMBER_ID},
-            "contacts": contacts, "messages": messages}}]}]}),
-    )
-    .expect("JSON")
+    delivery_to(PHONE_NUMBER_ID, contacts, messages)
 }
 
 fn inbound(message: &Message) -> InboundMessage {
@@ -1227,7 +1026,7 @@ async fn a_hanging_queue_makes_the_webhook_answer_500_in_time_and_meta_retry_is_
     )
     .await;
     let proxy = AwsProxy::start().await;
-    let (webhook, _) = start(&stack, "webhook", "WebhookFunction", &proxy.url, &[]).await;
+    let (webhook, _) = start_function(&stack, "webhook", "WebhookFunction", &proxy.url, &[]).await;
     let body = delivery(
         json!([]),
         json!([text("15551230140", "wamid.stuckqueue", "hello")]),
@@ -1275,7 +1074,7 @@ async fn a_dead_letter_ses_refuses_is_archived_once_kept_and_tried_once_per_deli
     // A sender SES has not verified: SES (in moto too) refuses with MessageRejected.
     let sender = format!("{}@example.net", testkit::unique_name("unverified"));
     let proxy = AwsProxy::start().await;
-    let (alerter, log) = start(
+    let (alerter, log) = start_function(
         &stack,
         "alerter",
         "AlerterFunction",

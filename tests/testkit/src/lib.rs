@@ -99,7 +99,33 @@ pub struct ReceivedMessage {
 
 /// Reads and deletes every message on the queue, in the order the queue hands them out.
 pub async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<ReceivedMessage> {
-    let mut received = Vec::new();
+    take_all(sqs, queue_url)
+        .await
+        .iter()
+        .map(|message| {
+            let attribute = |name: MessageSystemAttributeName| {
+                message
+                    .attributes()
+                    .and_then(|a| a.get(&name))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            ReceivedMessage {
+                body: message.body().unwrap_or_default().to_owned(),
+                group_id: attribute(MessageSystemAttributeName::MessageGroupId),
+                deduplication_id: attribute(MessageSystemAttributeName::MessageDeduplicationId),
+            }
+        })
+        .collect()
+}
+
+/// Takes every message off the queue, with its system attributes, as Lambda's SQS event source
+/// would: each is received and deleted, in the order the queue hands them out.
+pub async fn take_all(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut taken = Vec::new();
     loop {
         let output = sqs
             .receive_message()
@@ -109,23 +135,11 @@ pub async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<ReceivedMe
             .send()
             .await
             .expect("receive from moto");
-        let messages = output.messages();
+        let messages = output.messages.unwrap_or_default();
         if messages.is_empty() {
-            return received;
+            return taken;
         }
-        for message in messages {
-            let attribute = |name: MessageSystemAttributeName| {
-                message
-                    .attributes()
-                    .and_then(|a| a.get(&name))
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            received.push(ReceivedMessage {
-                body: message.body().unwrap_or_default().to_owned(),
-                group_id: attribute(MessageSystemAttributeName::MessageGroupId),
-                deduplication_id: attribute(MessageSystemAttributeName::MessageDeduplicationId),
-            });
+        for message in &messages {
             sqs.delete_message()
                 .queue_url(queue_url)
                 .receipt_handle(message.receipt_handle().unwrap_or_default())
@@ -133,6 +147,7 @@ pub async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<ReceivedMe
                 .await
                 .expect("delete from moto");
         }
+        taken.extend(messages);
     }
 }
 
