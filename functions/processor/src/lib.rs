@@ -9,20 +9,28 @@
 //! 2. Late delivery failures first (`undelivered.rs`): a `failed` status of an earlier reply,
 //!    which the webhook queues in the conversation's group, marks the remembered reply
 //!    undelivered, so that the model is not told the user read it.
+//!    Business app echoes (`handoff.rs`): a person answering from the WhatsApp Business app on
+//!    the bot's number pauses the bot for that conversation.
 //! 3. The conversation's messages form one burst, which `Processor::handle_burst` takes through
-//!    the steps below, in order. Follow id changes (`identity.rs`): a `user_changed_user_id`
+//!    the steps below, in order. The number's behaviour (`number.rs`): the stack's settings
+//!    overridden by the number's settings item, with its own knowledge and tools
+//!    (`number_documents.rs`). Follow id changes (`identity.rs`): a `user_changed_user_id`
 //!    notice moves the memory and the deduplication of the conversation under the user's
 //!    previous id to the new one.
 //! 4. Claim the burst (`claim.rs`): what each message gets is decided (`plan.rs`: an answer;
 //!    `UNSUPPORTED_MESSAGE` for media and other kinds the bot cannot read; nothing for
-//!    reactions, edits and system notices, which cost no store call; nothing for a message
+//!    reactions, edits and system notices, which cost no claim; nothing for a message
 //!    older than `MAX_MESSAGE_AGE_HOURS`, which is claimed and marked done with no turn, so
 //!    that no redelivery answers it); the message ids are claimed and the history read in one
 //!    store call; ids already answered are skipped, ids another invocation holds are retried
 //!    later.
+//!    A number that is not enabled leaves the burst unanswered. Messages from the number's
+//!    handoff agent are theirs (`agent.rs`): relayed to a user, or handing a conversation back.
 //!    Then the controls (`controls.rs`): STOP/START opt-out, `/reset`, the kill switch and the
 //!    rate limit answer without media or a model call when they apply (the opt-out and the
-//!    rate window are read with the claim).
+//!    rate window are read with the claim). Then the handoff (`handoff.rs`): a conversation with
+//!    a person is relayed instead of answered, one given back has the person's words folded into
+//!    its history, and a handoff keyword hands it to the number's agent.
 //!    Then hear the claimed voice notes (`listen.rs`): each is downloaded from Meta and
 //!    transcribed, and its transcript (`[voice note] …`) is what the model and the memory see;
 //!    look at the images (`look.rs`): each is downloaded and goes to the model with the user's
