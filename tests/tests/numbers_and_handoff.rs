@@ -52,6 +52,18 @@ fn sent(pipeline: &Pipeline) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Writes `settings` as `phone_number_id`'s settings item, as `infra/numbers.sh put` does.
+async fn put_settings(pipeline: &Pipeline, phone_number_id: &str, settings: &Value) {
+    aws_sdk_dynamodb::Client::new(&pipeline.stack.aws)
+        .put_item()
+        .table_name(&pipeline.stack.resolver.refs["Table"])
+        .item("pk", AttributeValue::S(format!("n#{phone_number_id}")))
+        .item("settings", AttributeValue::S(settings.to_string()))
+        .send()
+        .await
+        .unwrap();
+}
+
 fn system_prompt(request: &Value) -> String {
     request["messages"][0]["content"]
         .as_str()
@@ -70,14 +82,7 @@ async fn two_numbers_a_handoff_both_ways_and_an_opt_out_through_the_binaries() {
     let pipeline = Pipeline::start("wa-numbers", llm, meta, endpoints).await;
     let settings = json!({"name": "Café Luna", "system_prompt": "Eres la barista de Café Luna.",
         "texts": {"handoff": "Te paso con Marta."}});
-    aws_sdk_dynamodb::Client::new(&pipeline.stack.aws)
-        .put_item()
-        .table_name(&pipeline.stack.resolver.refs["Table"])
-        .item("pk", AttributeValue::S(format!("n#{CAFE}")))
-        .item("settings", AttributeValue::S(settings.to_string()))
-        .send()
-        .await
-        .unwrap();
+    put_settings(&pipeline, CAFE, &settings).await;
 
     // Each number answers in its own voice, from its own number.
     say(&pipeline, FIRST, ANA, "Hi").await;
@@ -178,5 +183,51 @@ async fn two_numbers_a_handoff_both_ways_and_an_opt_out_through_the_binaries() {
         pipeline.llm.requests().len(),
         3,
         "no model call while opted out"
+    );
+}
+
+#[tokio::test]
+async fn a_numbers_kill_switch_reset_and_the_rate_limit_through_the_binaries() {
+    let llm = http_recorder::openai_answering("Claro que sí.").await;
+    let meta = http_recorder::graph_api("wamid.reply").await;
+    let pipeline = Pipeline::start("wa-controls", llm, meta, Endpoints::default()).await;
+    put_settings(
+        &pipeline,
+        CAFE,
+        &json!({"texts": {"maintenance": "Cerrado por inventario."}}),
+    )
+    .await;
+
+    // Café Luna's kill switch answers without the model; the other number is unaffected.
+    say(&pipeline, CAFE, ANA, "Hola").await;
+    assert_eq!(
+        sent(&pipeline),
+        [(CAFE.into(), ANA.into(), "Cerrado por inventario.".into())]
+    );
+    assert!(pipeline.llm.requests().is_empty());
+
+    // /reset forgets: the next question reaches the model alone.
+    say(&pipeline, FIRST, ANA, "My name is Ana").await;
+    say(&pipeline, FIRST, ANA, "/reset").await;
+    say(&pipeline, FIRST, ANA, "What is my name?").await;
+    let requests = pipeline.llm.requests();
+    assert_eq!(requests.len(), 2);
+    let turns = requests[1].json()["messages"].as_array().unwrap().len();
+    assert_eq!(turns, 2, "the persona and the new question only");
+
+    // 15 messages in a minute (the template's RATE_LIMIT_PER_MINUTE is 10): ten answers and one
+    // notice; a minute may turn during the loop, starting the count again.
+    let bob = "15551230002";
+    for n in 0..15 {
+        say(&pipeline, FIRST, bob, &format!("message {n}")).await;
+    }
+    let answered = pipeline.llm.requests().len() - 2;
+    let notices = sent(&pipeline)
+        .iter()
+        .filter(|(_, to, text)| to == bob && text.starts_with("You're sending messages faster"))
+        .count();
+    assert!(
+        (answered, notices) == (10, 1) || (answered > 10 && notices <= 1),
+        "{answered} answered, {notices} notices"
     );
 }
