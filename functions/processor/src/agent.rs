@@ -12,6 +12,7 @@
 use shared::clock::now_epoch_seconds;
 use shared::conversation::ConversationStore;
 use shared::handoff::{AgentCommand, AgentTurn, HandoffStore, agent_command, recipient_of};
+use shared::inbound::ConversationKey;
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::whatsapp::WhatsApp;
@@ -89,40 +90,77 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
                 return Err(Retry);
             }
         };
-        let Some(text) = relay else {
-            let end = self.store.end_handoff(
-                &conversation,
-                claimed.phone_number_id,
-                reference,
-                now_epoch_seconds(),
-            );
-            if !matches!(tokio::time::timeout(STORE_RESERVE, end).await, Ok(Ok(()))) {
-                return Err(Retry);
+        let outcome = match relay {
+            None => self.give_back(claimed, &conversation, reference).await?,
+            Some(text) => {
+                let relay = Relay {
+                    conversation: &conversation,
+                    reference,
+                    message_id,
+                    text,
+                };
+                self.relay_to_user(claimed, relay, invocation, metrics)
+                    .await
             }
-            tracing::info!(
-                event = LogEvent::HandoffEnded.as_str(),
-                reference,
-                reason = "agent",
-                "the bot took the conversation back: the agent said /bot"
-            );
-            return Ok(Some(format!("#{reference} is back with the bot.")));
         };
-        let Some(user) = recipient_of(&conversation) else {
-            return Ok(Some(format!("#{reference} is not an open conversation.")));
+        Ok(outcome)
+    }
+
+    /// Gives `reference`'s conversation back to the bot (`/bot #ref`); the agent is told.
+    async fn give_back(
+        &self,
+        claimed: &ClaimedBurst<'_>,
+        conversation: &ConversationKey,
+        reference: &str,
+    ) -> Result<Option<String>, Retry> {
+        let end = self.store.end_handoff(
+            conversation,
+            claimed.phone_number_id,
+            reference,
+            now_epoch_seconds(),
+        );
+        if !matches!(tokio::time::timeout(STORE_RESERVE, end).await, Ok(Ok(()))) {
+            tracing::error!(
+                event = LogEvent::StoreFailed.as_str(),
+                "could not end a handoff; the agent's message will be retried"
+            );
+            return Err(Retry);
+        }
+        tracing::info!(
+            event = LogEvent::HandoffEnded.as_str(),
+            reference,
+            reason = "agent",
+            "the bot took the conversation back: the agent said /bot"
+        );
+        Ok(Some(format!("#{reference} is back with the bot.")))
+    }
+
+    /// Sends the agent's words to the user of the handoff and keeps them (once per message id);
+    /// the line to tell the agent when WhatsApp refused them.
+    async fn relay_to_user(
+        &self,
+        claimed: &ClaimedBurst<'_>,
+        relay: Relay<'_>,
+        invocation: &Invocation,
+        metrics: &mut Metrics,
+    ) -> Option<String> {
+        let reference = relay.reference;
+        let Some(user) = recipient_of(relay.conversation) else {
+            return Some(format!("#{reference} is not an open conversation."));
         };
         let deadline = invocation.deadline_before(REPLY_RESERVE);
         let sent = self
             .whatsapp
-            .send_text(claimed.phone_number_id, &user, text, deadline)
+            .send_text(claimed.phone_number_id, &user, relay.text, deadline)
             .await;
         if let Err(error) = &sent
             && !error.outcome_unknown()
         {
             tracing::warn!(event = LogEvent::HandoffRelayed.as_str(), reference, error_code = error.code(), error = %error,
                 "the agent's message could not be sent to the user; the agent is told");
-            return Ok(Some(format!(
+            return Some(format!(
                 "#{reference}: WhatsApp did not take your message ({error})."
-            )));
+            ));
         }
         metrics.count("HandoffRelays", 1);
         tracing::info!(
@@ -132,10 +170,12 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
             "the agent's message was relayed to the user"
         );
         let turn = AgentTurn {
-            text: text.to_owned(),
+            text: relay.text.to_owned(),
             at: now_epoch_seconds(),
         };
-        let keep = self.store.add_agent_turn(&conversation, message_id, turn);
+        let keep = self
+            .store
+            .add_agent_turn(relay.conversation, relay.message_id, turn);
         if !matches!(tokio::time::timeout(STORE_RESERVE, keep).await, Ok(Ok(()))) {
             tracing::warn!(
                 event = LogEvent::StoreFailed.as_str(),
@@ -143,6 +183,14 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
                 "could not keep the agent's message; the bot will not know it"
             );
         }
-        Ok(None)
+        None
     }
+}
+
+/// An agent's message to relay to a user.
+struct Relay<'a> {
+    conversation: &'a ConversationKey,
+    reference: &'a str,
+    message_id: &'a str,
+    text: &'a str,
 }
