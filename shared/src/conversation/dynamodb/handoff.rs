@@ -82,16 +82,43 @@ impl DynamoDbConversationStore {
                     self.meter(output.consumed_capacity(), true);
                     return Ok(reference);
                 }
-                Err(error)
-                    if error
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(error) if is_refused(&error) => {}
                 Err(error) => return Err(unavailable(error)),
             }
         }
         Err(StoreError::Unavailable(
             "no free handoff reference after several tries".into(),
         ))
+    }
+
+    /// Deletes the item `pk` when `condition` holds (with `value` as its placeholder's, when
+    /// it has one); a delete its condition refuses is no error: the item is not this one's to
+    /// delete, or is gone already.
+    async fn delete_unless_refused(
+        &self,
+        pk: &str,
+        condition: &str,
+        value: Option<(&str, AttributeValue)>,
+    ) -> Result<(), StoreError> {
+        let values = value.map(|(name, value)| [(name.to_owned(), value)].into());
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table_name)
+            .key("pk", s(pk))
+            .condition_expression(condition)
+            .set_expression_attribute_values(values)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                self.meter(output.consumed_capacity(), true);
+                Ok(())
+            }
+            Err(error) if is_refused(&error) => Ok(()),
+            Err(error) => Err(unavailable(error)),
+        }
     }
 
     /// Renews an open handoff's agent time; `false` when there is no open one.
@@ -250,54 +277,29 @@ impl HandoffStore for DynamoDbConversationStore {
             .update_expression("SET ended_at = :now")
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(ended_at)")
             .expression_attribute_values(":now", number(now))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        if let Err(error) = ended
-            && !is_refused(&error)
-        {
-            return Err(unavailable(error));
+        match ended {
+            Ok(output) => self.meter(output.consumed_capacity(), true),
+            // Ended already (a retry of the same `/bot`, or idle time noticed twice).
+            Err(error) if is_refused(&error) => {}
+            Err(error) => return Err(unavailable(error)),
         }
-        let freed = self
-            .client
-            .delete_item()
-            .table_name(&self.table_name)
-            .key("pk", s(&reference_key(phone_number_id, reference)))
-            .condition_expression("conv = :conv")
-            .expression_attribute_values(":conv", s(conversation.as_str()))
-            .send()
-            .await;
-        match freed {
-            Ok(_) => Ok(()),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(unavailable(error)),
-        }
+        self.delete_unless_refused(
+            &reference_key(phone_number_id, reference),
+            "conv = :conv",
+            Some((":conv", s(conversation.as_str()))),
+        )
+        .await
     }
 
     async fn forget_handoff(&self, conversation: &ConversationKey) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table_name)
-            .key("pk", s(&handoff_key(conversation)))
-            .condition_expression("attribute_exists(ended_at)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(unavailable(error)),
-        }
+        self.delete_unless_refused(
+            &handoff_key(conversation),
+            "attribute_exists(ended_at)",
+            None,
+        )
+        .await
     }
 }

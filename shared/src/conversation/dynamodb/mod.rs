@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, ReturnConsumedCapacity, ReturnValue,
     ReturnValuesOnConditionCheckFailure,
@@ -394,11 +394,7 @@ impl DynamoDbConversationStore {
                 self.meter(output.consumed_capacity(), true);
                 Ok(())
             }
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(error) if is_refused(&error) => {
                 tracing::warn!(
                     seq,
                     "a newer exchange was stored meanwhile; this one is not kept"
@@ -472,10 +468,7 @@ impl DynamoDbConversationStore {
                     self.meter(output.consumed_capacity(), true);
                     written += 1;
                 }
-                Err(error)
-                    if error
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(error) if is_refused(&error) => {}
                 Err(error) => return Err(unavailable(error)),
             }
         }
@@ -899,11 +892,12 @@ fn unavailable(error: impl std::error::Error) -> StoreError {
     StoreError::Unavailable(DisplayErrorContext(error).to_string())
 }
 
-/// Whether an update was refused by its condition.
-pub(super) fn is_refused<R>(error: &SdkError<UpdateError, R>) -> bool {
+/// Whether a conditional write (an update, a put or a delete) was refused by its condition.
+pub(super) fn is_refused<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
     error
         .as_service_error()
-        .is_some_and(UpdateError::is_conditional_check_failed_exception)
+        .and_then(ProvideErrorMetadata::code)
+        == Some("ConditionalCheckFailedException")
 }
 
 /// A conditional write refused because the item changed since it was read is a failure the
