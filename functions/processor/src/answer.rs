@@ -148,7 +148,8 @@ impl<C: ConversationStore + HandoffStore, L: Llm, W: WhatsApp, T> Processor<C, L
         invocation: &Invocation,
         metrics: &mut Metrics,
     ) -> Result<String, LlmError> {
-        let history = claimed.claim.history.as_slice();
+        let history = claimed.history();
+        let history = history.as_ref();
         let llm_deadline = invocation.deadline_before(REPLY_RESERVE);
         // What the model gets as the user's turn; the memory keeps `user_text` (see `answer`).
         let model_text = self

@@ -13,6 +13,7 @@ use shared::whatsapp::Recipient;
 
 use crate::plan::{self, QueuedRecord, Treatment};
 use crate::reply::BurstOutcome;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -67,6 +68,17 @@ pub struct ClaimedBurst<'a> {
     pub folded: Option<Vec<Turn>>,
     /// Set when the model called `handoff_to_human` (`tools.rs`): the answer is the handoff.
     pub handoff_asked: AtomicBool,
+}
+
+impl ClaimedBurst<'_> {
+    /// The conversation as the model sees it: the stored history, then the agent's words of a
+    /// handoff folded in by this burst (stored with its new turns, `record.rs`).
+    pub fn history(&self) -> Cow<'_, [Turn]> {
+        match &self.folded {
+            None => Cow::Borrowed(&self.claim.history),
+            Some(folded) => Cow::Owned([self.claim.history.as_slice(), folded].concat()),
+        }
+    }
 }
 
 /// How claiming a burst ended.

@@ -65,6 +65,15 @@ pub enum Command {
     Reset,
 }
 
+/// `text` as the keywords are compared with it (the controls' and the handoff's): upper-case,
+/// with the white space and closing punctuation around it ignored.
+pub fn keyword_of(text: &str) -> String {
+    text.trim()
+        .trim_end_matches(['.', '!', '¡', '?'])
+        .trim()
+        .to_uppercase()
+}
+
 /// The length of the rate limit's window.
 pub const RATE_WINDOW_SECONDS: i64 = 60;
 
@@ -72,11 +81,7 @@ impl Controls {
     /// The command `text` is, if it is only one: a keyword or `/reset`, in any case, with the
     /// white space and closing punctuation around it ignored.
     pub fn command(&self, text: &str) -> Option<Command> {
-        let word = text
-            .trim()
-            .trim_end_matches(['.', '!', '¡', '?'])
-            .trim()
-            .to_uppercase();
+        let word = keyword_of(text);
         if word == "/RESET" {
             Some(Command::Reset)
         } else if self.stop_keywords.contains(&word) {

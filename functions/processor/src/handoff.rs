@@ -28,6 +28,7 @@ use shared::whatsapp::{Recipient, WhatsApp};
 
 use crate::answer::Answer;
 use crate::claim::ClaimedBurst;
+use crate::controls::keyword_of;
 use crate::plan::Treatment;
 use crate::reply::Retry;
 use crate::{Invocation, Processor, STORE_RESERVE};
@@ -53,12 +54,7 @@ impl HandoffSettings {
 
     /// Whether `text` is only a handoff keyword (any case, closing punctuation ignored).
     pub fn asks_for_a_person(&self, text: &str) -> bool {
-        let word = text
-            .trim()
-            .trim_end_matches(['.', '!', '¡', '?', '¿'])
-            .trim()
-            .to_uppercase();
-        self.keywords.contains(&word)
+        self.keywords.contains(&keyword_of(text))
     }
 }
 
@@ -226,7 +222,7 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
             reference = handoff.reference,
             masked = mask(claimed.recipient.id()),
         )];
-        let history = &claimed.claim.history;
+        let history = claimed.history();
         for turn in history
             .iter()
             .skip(history.len().saturating_sub(NOTICE_TURNS))
@@ -247,8 +243,8 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
     }
 
     /// Gives the conversation back to the bot when its handoff ended or went idle: the agent's
-    /// words go into the history (the model sees them now; the record step stores them), and the
-    /// handoff is forgotten after the record.
+    /// words are folded in after the history (the model sees them now; the record step stores
+    /// them), and the handoff is forgotten after the record.
     async fn fold(&self, claimed: &mut ClaimedBurst<'_>, handoff: &Handoff) -> Result<(), Retry> {
         if handoff.ended_at.is_none() {
             let end = self.store.end_handoff(
@@ -276,7 +272,6 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
                 )
             })
             .collect();
-        claimed.claim.history.extend(folded.iter().cloned());
         claimed.folded = Some(folded);
         Ok(())
     }
