@@ -21,7 +21,7 @@ use crate::answer::Answer;
 use crate::claim::ClaimedBurst;
 use crate::plan::Treatment;
 use crate::reply::Retry;
-use crate::{Invocation, Processor, REPLY_RESERVE, STORE_RESERVE};
+use crate::{Invocation, Processor, STORE_RESERVE};
 
 /// What the agent is told when a message is not a command.
 pub const AGENT_HELP: &str = "To answer a customer, start with their reference: \"#4821 your message\". \"/bot #4821\" gives the conversation back to the bot.";
@@ -148,7 +148,7 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
         let Some(user) = recipient_of(relay.conversation) else {
             return Some(format!("#{reference} is not an open conversation."));
         };
-        let deadline = invocation.deadline_before(REPLY_RESERVE);
+        let deadline = invocation.deadline_before(STORE_RESERVE);
         let sent = self
             .whatsapp
             .send_text(claimed.phone_number_id, &user, relay.text, deadline)

@@ -194,7 +194,7 @@ impl<C: ConversationStore + HandoffStore, L, W: WhatsApp, T> Processor<C, L, W, 
         invocation: &Invocation,
     ) {
         let to = Recipient::Phone(agent.to_owned());
-        let deadline = invocation.deadline_before(crate::REPLY_RESERVE);
+        let deadline = invocation.deadline_before(STORE_RESERVE);
         let sent = self
             .whatsapp
             .send_text(claimed.phone_number_id, &to, text, deadline)
