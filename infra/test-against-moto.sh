@@ -66,6 +66,14 @@ item() {
     python3 -c 'import json, sys; text = sys.stdin.read(); print(json.dumps(json.loads(text or "{}").get("Item", {}), sort_keys=True))'
 }
 
+# put_items FILE: writes each line of FILE (an item as DynamoDB JSON) into the table.
+put_items() {
+  while IFS= read -r line; do
+    printf '%s\n' "$line" >"$work/item.json"
+    aws dynamodb put-item --table-name "$table" --item "file://$work/item.json"
+  done <"$1"
+}
+
 # ------------------------------------------------------------------ numbers.sh round trip
 example="$infra/examples/shop/number-settings.json"
 run "${numbers[@]}" put 106540352242922 "$example" "${opts[@]}"
@@ -139,10 +147,7 @@ with open(out, "w", encoding="utf-8") as f:
     for item in items:
         f.write(json.dumps(item) + "\n")
 PY
-while IFS= read -r line; do
-  printf '%s\n' "$line" >"$work/item.json"
-  aws dynamodb put-item --table-name "$table" --item "file://$work/item.json"
-done <"$work/seed"
+put_items "$work/seed"
 seeded=$(wc -l <"$work/seed" | tr -d ' ')
 expect "user-data: the table is seeded ($seeded items)" test "$(pks | wc -l | tr -d ' ')" = "$seeded"
 
@@ -215,10 +220,7 @@ with open(out, "w", encoding="utf-8") as f:
     for item in items:
         f.write(json.dumps(item) + "\n")
 PY
-while IFS= read -r line; do
-  printf '%s\n' "$line" >"$work/item.json"
-  aws dynamodb put-item --table-name "$table" --item "file://$work/item.json"
-done <"$work/c-seed"
+put_items "$work/c-seed"
 run "${userdata[@]}" delete "$c" --yes "${opts[@]}"
 expect "user-data delete: a user not opted out -> nothing of theirs left" \
   eval 'test "$status" = 0 && test -z "$(pks | grep -F "$c" || true)" && ! pks | grep -qx id#wamid.c && contains "$out" "0 opt-out records kept"'
