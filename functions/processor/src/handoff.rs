@@ -19,7 +19,7 @@ use std::time::Duration;
 use shared::clock::now_epoch_seconds;
 use shared::conversation::{ConversationStore, Role, Turn};
 use shared::handoff::{BUSINESS_APP_AGENT, Handoff, HandoffCause, HandoffStore, OpenHandoff};
-use shared::inbound::ConversationKey;
+use shared::inbound::{ConversationKey, MediaKind};
 use shared::log_event::LogEvent;
 use shared::metrics::Metrics;
 use shared::privacy::mask;
@@ -338,16 +338,26 @@ impl<C: HandoffStore, L, W, T> Processor<C, L, W, T> {
     }
 }
 
-/// What of a message is relayed to the agent: its text, or what kind of message it was.
+/// What of a message is relayed to the agent: its text, or what kind of message it was with
+/// its caption (media are not forwarded).
 fn relayed_text(treatment: &Treatment) -> Option<String> {
-    match treatment {
-        Treatment::Answer(text) => Some(text.clone()),
-        Treatment::Silent | Treatment::TooOld => None,
-        Treatment::Listen { .. } | Treatment::NotHeard => {
-            Some("[a voice note, not relayed]".into())
-        }
-        _ => Some("[a message the relay cannot show: see the WhatsApp Business app]".into()),
-    }
+    let not_relayed = |what: &str, caption: Option<&String>| match caption {
+        Some(caption) => format!("[{what}, not relayed] {caption}"),
+        None => format!("[{what}, not relayed]"),
+    };
+    Some(match treatment {
+        Treatment::Answer(text) => text.clone(),
+        Treatment::Silent | Treatment::TooOld => return None,
+        Treatment::Listen { .. } | Treatment::NotHeard => not_relayed("a voice note", None),
+        Treatment::Look {
+            kind: MediaKind::Video,
+            caption,
+            ..
+        } => not_relayed("a video", caption.as_ref()),
+        Treatment::Look { caption, .. } => not_relayed("a photo", caption.as_ref()),
+        Treatment::Read { caption, .. } => not_relayed("a document", caption.as_ref()),
+        Treatment::Unsupported => not_relayed("a message the bot cannot read", None),
+    })
 }
 
 #[cfg(test)]
@@ -384,5 +394,14 @@ mod tests {
         assert_eq!(relayed_text(&Treatment::Silent), None);
         assert!(relayed_text(&Treatment::NotHeard).is_some_and(|t| t.contains("voice note")));
         assert!(relayed_text(&Treatment::Unsupported).is_some());
+        let photo = Treatment::Look {
+            kind: MediaKind::Image,
+            media_id: "m1".into(),
+            caption: Some("mira esto".into()),
+        };
+        assert_eq!(
+            relayed_text(&photo).as_deref(),
+            Some("[a photo, not relayed] mira esto")
+        );
     }
 }
