@@ -146,7 +146,12 @@ async fn run_terminal(stack: &LocalStack) {
                     println!("{}", event.data["text"].as_str().unwrap_or_default());
                 }
                 if event.kind == "reply" {
-                    println!("bot> {}", event.data["text"].as_str().unwrap_or_default());
+                    let text = event.data["text"].as_str().unwrap_or_default();
+                    // A message to someone else (the handoff agent) is shown as such.
+                    match event.user.as_deref() {
+                        Some(to) if to != USER => println!("bot → +{to}> {text}"),
+                        _ => println!("bot> {text}"),
+                    }
                     answered = true;
                 }
             }
